@@ -1,0 +1,121 @@
+// retbyte bench: speed measurements with a baseline (OpenBLAS sgemm) taken in the same run.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "src/cli/cli.h"
+#include "src/errors.h"
+#include "src/model.h"
+#include "src/rng.h"
+
+namespace rb::cli {
+
+namespace {
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// sgemm GFLOP/s on the largest product shape of a training step (local MLP: M x 4D_L x D_L).
+double measure_sgemm_gflops(Backend& be, int M, int N, int K) {
+  float* A = be.alloc(size_t(M) * K);
+  float* B = be.alloc(size_t(N) * K);
+  float* C = be.alloc(size_t(M) * N);
+  be.fill(A, 0.01f, size_t(M) * K);
+  be.fill(B, 0.02f, size_t(N) * K);
+  be.gemm(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+  int reps = 0;
+  const double t0 = now_s();
+  double t = t0;
+  while (t - t0 < 1.0) {
+    be.gemm(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+    reps++;
+    t = now_s();
+  }
+  be.release(A);
+  be.release(B);
+  be.release(C);
+  return 2.0 * M * N * K * reps / (t - t0) / 1e9;
+}
+
+int bench_fwdbwd(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte bench fwdbwd [--config small] [--global retention|attention] [-t N] [--steps 5] [--chunk 64]\n"
+                 "  times forward+backward of one training step (B x T bytes) and prints a JSON line\n";
+    return 0;
+  }
+  ModelConfig cfg = load_model_config(args.value("--config", "", "small"));
+  const std::string global = args.value("--global", "", "");
+  if (!global.empty()) {
+    if (global != "retention" && global != "attention") throw Error("--global must be retention or attention");
+    cfg.global = global == "retention" ? GlobalKind::Retention : GlobalKind::Attention;
+  }
+  const int threads = args.int_value("--threads", "-t", 0);
+  const int steps = args.int_value("--steps", "", 5);
+  const int chunk = args.int_value("--chunk", "", 64);
+  args.positionals();
+  if (steps <= 0) throw Error("--steps must be positive");
+
+  auto be = make_cpu_backend(threads);
+  Model model(cfg, *be);
+  model.retention_chunk = chunk;
+  model.init_random(1);
+  Rng rng(7);
+  std::vector<uint8_t> x(size_t(cfg.B) * cfg.T);
+  for (auto& b : x) b = uint8_t(rng.below(256));
+
+  model.zero_grad();
+  model.forward(x.data(), cfg.B, cfg.T, Model::Mode::Train);  // warm-up (allocates activations)
+  model.backward();
+  double fwd_s = 0, bwd_s = 0, loss = 0;
+  for (int s = 0; s < steps; s++) {
+    const double t0 = now_s();
+    loss = model.forward(x.data(), cfg.B, cfg.T, Model::Mode::Train);
+    const double t1 = now_s();
+    model.backward();
+    const double t2 = now_s();
+    fwd_s += t1 - t0;
+    bwd_s += t2 - t1;
+  }
+  const double bytes = double(cfg.B) * cfg.T * steps;
+  const double total = fwd_s + bwd_s;
+  const double flops = 3.0 * model.forward_flops(cfg.B, cfg.T) * steps;  // backward ~ 2x forward
+  const double sgemm = measure_sgemm_gflops(*be, cfg.B * cfg.T, 4 * cfg.D_L, cfg.D_L);
+
+  std::printf("config        %s  (%zu params, B=%d T=%d, %d threads, chunk %d)\n", config_to_json(cfg).c_str(),
+              model.num_params(), cfg.B, cfg.T, be->threads(), chunk);
+  std::printf("forward       %8.1f ms/step\n", 1e3 * fwd_s / steps);
+  std::printf("backward      %8.1f ms/step\n", 1e3 * bwd_s / steps);
+  std::printf("fwd+bwd       %8.0f bytes/s\n", bytes / total);
+  std::printf("model         %8.1f GFLOP/s  (sgemm %d x %d x %d in this run: %.1f GFLOP/s, %.0f%%)\n", flops / total / 1e9,
+              cfg.B * cfg.T, 4 * cfg.D_L, cfg.D_L, sgemm, 100.0 * flops / total / 1e9 / sgemm);
+  std::printf("peak RSS      %8.1f MB   loss %.4f\n", peak_rss_mb(), loss);
+  nlohmann::ordered_json j;
+  j["bench"] = "fwdbwd";
+  j["config"] = nlohmann::json::parse(config_to_json(cfg));
+  j["threads"] = be->threads();
+  j["steps"] = steps;
+  j["bytes_per_s"] = bytes / total;
+  j["forward_ms"] = 1e3 * fwd_s / steps;
+  j["backward_ms"] = 1e3 * bwd_s / steps;
+  j["model_gflops"] = flops / total / 1e9;
+  j["sgemm_gflops"] = sgemm;
+  j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+}  // namespace
+
+int cmd_bench(Args& args) {
+  const std::string which = args.shift();
+  if (which == "fwdbwd") return bench_fwdbwd(args);
+  if (which.empty() || which == "--help" || which == "-h") {
+    std::cout << "usage: retbyte bench fwdbwd [options]   (run with --help for its options)\n";
+    return which.empty() ? 1 : 0;
+  }
+  throw Error("unknown benchmark '" + which + "' (available: fwdbwd)");
+}
+
+}  // namespace rb::cli

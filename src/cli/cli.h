@@ -1,0 +1,25 @@
+// Shared pieces of the command-line front end: argument access and the subcommand entry points.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace rb::cli {
+
+// Simple flag reader: flags may appear in any order; values follow their flag.
+class Args {
+ public:
+  Args(std::vector<std::string> argv) : argv_(std::move(argv)) {}
+  bool flag(const std::string& name);                    // consumes a boolean flag
+  std::string value(const std::string& name, const std::string& alt = "", const std::string& def = "");
+  int int_value(const std::string& name, const std::string& alt, int def);
+  std::vector<std::string> positionals();
+  std::string shift();  // removes and returns the first argument ("" if none)  // whatever is left (errors on unknown flags)
+ private:
+  std::vector<std::string> argv_;
+};
+
+int cmd_bench(Args& args);
+int cmd_info(Args& args);
+double peak_rss_mb();
+
+}  // namespace rb::cli

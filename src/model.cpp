@@ -1,0 +1,402 @@
+#include "src/model.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "src/errors.h"
+#include "src/safetensors.h"
+
+namespace rb {
+
+// Every activation the backward pass needs, sized for one (B, T). N = B*K global rows,
+// M = B*T local rows. Layer-indexed vectors hold one buffer per layer.
+struct Model::Acts {
+  int B = 0, T = 0, N = 0, M = 0;
+  Backend* be = nullptr;
+  std::vector<float*> owned;
+  std::vector<int32_t*> owned_idx;
+
+  int32_t *bytes = nullptr, *local_idx = nullptr, *pos_idx = nullptr;
+  // global
+  std::vector<float*> g_res;  // L_G+1 residual streams [N, DG]
+  std::vector<float*> g_mid, g_ln1, g_ln1_mean, g_ln1_rstd, g_ln2, g_ln2_mean, g_ln2_rstd;
+  std::vector<float*> g_proj;   // retention: q|k|v|g [N, 6DG]; attention: q|k|v [N, 3DG]
+  std::vector<float*> g_mix;    // retention output o [N, 2DG]; attention output [N, DG]
+  std::vector<float*> g_rstd;   // retention RMSNorm rstd [N, H]
+  std::vector<float*> g_y;      // retention normalised output [N, 2DG]
+  std::vector<float*> g_gated;  // silu(g) * y [N, 2DG]
+  std::vector<float*> g_aux;    // retention chunk states / attention probabilities
+  std::vector<float*> g_f1, g_f1a;  // FFN pre/post GELU [N, 2DG]
+  float *g_out = nullptr, *g_lnf_mean = nullptr, *g_lnf_rstd = nullptr;
+  // local
+  std::vector<float*> l_res;  // L_L+1 residual streams [M, DL]
+  std::vector<float*> l_mid, l_ln1, l_ln1_mean, l_ln1_rstd, l_ln2, l_ln2_mean, l_ln2_rstd;
+  std::vector<float*> l_qkv, l_probs, l_att, l_h1, l_h1a;
+  float *l_lnf = nullptr, *l_lnf_mean = nullptr, *l_lnf_rstd = nullptr;
+  float *logits = nullptr, *losses = nullptr;
+  // backward scratch
+  float *dg_res = nullptr, *dg_a = nullptr, *dg_proj = nullptr, *dg_b = nullptr, *dg_c = nullptr;
+  float *dl_res = nullptr, *dl_a = nullptr, *dl_qkv = nullptr, *dl_big = nullptr;
+
+  float* make(size_t n) {
+    owned.push_back(be->alloc(n));
+    return owned.back();
+  }
+  std::vector<float*> make_layers(int layers, size_t n) {
+    std::vector<float*> v;
+    for (int i = 0; i < layers; i++) v.push_back(make(n));
+    return v;
+  }
+  ~Acts() {
+    for (float* p : owned) be->release(p);
+    for (int32_t* p : owned_idx) be->release_index(p);
+  }
+};
+
+Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend) {
+  validate_config(cfg_, "model config");
+  table_ = parameter_table(cfg_);
+  num_params_ = parameter_count(table_);
+  params_ = be_.alloc(num_params_);
+  grads_ = be_.alloc(num_params_);
+  parameter_table(cfg_, params_, &w_);
+  parameter_table(cfg_, grads_, &gw_);
+  for (int h = 0; h < cfg_.H_G; h++) gammas_host_.push_back(retention_gamma(h));
+  gammas_ = be_.alloc(cfg_.H_G);
+  be_.upload(gammas_, gammas_host_.data(), cfg_.H_G);
+}
+
+Model::~Model() {
+  a_.reset();
+  be_.release(params_);
+  be_.release(grads_);
+  be_.release(gammas_);
+}
+
+void Model::init_random(uint64_t seed) {
+  std::vector<float> host(num_params_);
+  init_parameters(table_, cfg_, host.data(), seed);
+  be_.upload(params_, host.data(), num_params_);
+}
+
+void Model::load_tensors(const SafetensorsReader& file) {
+  std::vector<float> host(num_params_);
+  for (const TensorEntry& e : table_) file.read_f32(e.name, e.shape, host.data() + e.offset);
+  be_.upload(params_, host.data(), num_params_);
+}
+
+void Model::save(const std::string& path, const std::map<std::string, std::string>& extra) const {
+  std::vector<float> host(num_params_);
+  be_.download(host.data(), params_, num_params_);
+  std::vector<StTensorOut> out;
+  for (const TensorEntry& e : table_) out.push_back({e.name, "F32", e.shape, host.data() + e.offset});
+  std::map<std::string, std::string> meta = extra;
+  meta["config"] = config_to_json(cfg_);
+  write_safetensors(path, out, meta);
+}
+
+std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
+  SafetensorsReader file(path);
+  auto it = file.metadata().find("config");
+  if (it == file.metadata().end())
+    throw Error(path + ": no \"config\" in __metadata__ (not a retbyte model file?)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::parse_error&) {
+    throw Error(path + ": __metadata__ config is not valid JSON");
+  }
+  const ModelConfig cfg = parse_model_config(j, path);
+  auto model = std::make_unique<Model>(cfg, backend);
+  model->load_tensors(file);
+  return model;
+}
+
+void Model::zero_grad() { be_.fill(grads_, 0.0f, num_params_); }
+
+const float* Model::logits() const { return a_ ? a_->logits : nullptr; }
+const float* Model::byte_losses() const { return a_ ? a_->losses : nullptr; }
+
+void Model::ensure_acts(int B, int T) {
+  if (a_ && a_->B == B && a_->T == T) return;
+  a_.reset();
+  auto a = std::make_unique<Acts>();
+  a->be = &be_;
+  const int P = cfg_.P, K = T / P, DG = cfg_.D_G(), DL = cfg_.D_L, LG = cfg_.L_G, LL = cfg_.L_L;
+  const size_t N = size_t(B) * K, M = size_t(B) * T;
+  const bool ret = cfg_.global == GlobalKind::Retention;
+  a->B = B, a->T = T, a->N = int(N), a->M = int(M);
+  for (int32_t** p : {&a->bytes, &a->local_idx, &a->pos_idx}) {
+    *p = be_.alloc_index(M);
+    a->owned_idx.push_back(*p);
+  }
+  a->g_res = a->make_layers(LG + 1, N * DG);
+  a->g_mid = a->make_layers(LG, N * DG);
+  a->g_ln1 = a->make_layers(LG, N * DG);
+  a->g_ln2 = a->make_layers(LG, N * DG);
+  for (auto* v : {&a->g_ln1_mean, &a->g_ln1_rstd, &a->g_ln2_mean, &a->g_ln2_rstd}) *v = a->make_layers(LG, N);
+  a->g_proj = a->make_layers(LG, N * DG * (ret ? 6 : 3));
+  a->g_mix = a->make_layers(LG, N * DG * (ret ? 2 : 1));
+  if (ret) {
+    const int C = std::max(1, std::min(retention_chunk, K));
+    const size_t nchunks = (K + C - 1) / C;
+    a->g_rstd = a->make_layers(LG, N * cfg_.H_G);
+    a->g_y = a->make_layers(LG, N * 2 * DG);
+    a->g_gated = a->make_layers(LG, N * 2 * DG);
+    a->g_aux = a->make_layers(LG, size_t(B) * cfg_.H_G * nchunks * cfg_.dk() * cfg_.dv());
+  } else {
+    a->g_aux = a->make_layers(LG, size_t(B) * cfg_.H_G * K * K);
+  }
+  a->g_f1 = a->make_layers(LG, N * 2 * DG);
+  a->g_f1a = a->make_layers(LG, N * 2 * DG);
+  a->g_out = a->make(N * DG);
+  a->g_lnf_mean = a->make(N);
+  a->g_lnf_rstd = a->make(N);
+  a->l_res = a->make_layers(LL + 1, M * DL);
+  a->l_mid = a->make_layers(LL, M * DL);
+  a->l_ln1 = a->make_layers(LL, M * DL);
+  a->l_ln2 = a->make_layers(LL, M * DL);
+  for (auto* v : {&a->l_ln1_mean, &a->l_ln1_rstd, &a->l_ln2_mean, &a->l_ln2_rstd}) *v = a->make_layers(LL, M);
+  a->l_qkv = a->make_layers(LL, M * 3 * DL);
+  a->l_probs = a->make_layers(LL, M * cfg_.H_L * P);
+  a->l_att = a->make_layers(LL, M * DL);
+  a->l_h1 = a->make_layers(LL, M * 4 * DL);
+  a->l_h1a = a->make_layers(LL, M * 4 * DL);
+  a->l_lnf = a->make(M * DL);
+  a->l_lnf_mean = a->make(M);
+  a->l_lnf_rstd = a->make(M);
+  a->logits = a->make(M * 256);
+  a->losses = a->make(M);
+  a_ = std::move(a);
+  train_ready_ = false;
+}
+
+void Model::forward_global_retention(int l) {
+  Acts& a = *a_;
+  const GlobalLayerWeights& L = w_.g[l];
+  const int N = a.N, DG = cfg_.D_G(), H = cfg_.H_G, K = a.T / cfg_.P, ld = 6 * DG;
+  float* proj = a.g_proj[l];
+  be_.layernorm_forward(a.g_ln1[l], a.g_ln1_mean[l], a.g_ln1_rstd[l], a.g_res[l], L.ln1_w, L.ln1_b, N, DG);
+  be_.linear_forward(proj, a.g_ln1[l], L.wq, nullptr, N, DG, ld);  // wq|wk|wv|wg fused
+  be_.rope(proj, ld, N, H, cfg_.dk(), K, 0, 1.0f, false);
+  be_.rope(proj + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f / std::sqrt(float(cfg_.dk())), false);
+  RetentionShape rs{a.B, K, H, cfg_.dk(), cfg_.dv(), ld, ld};
+  be_.retention_chunkwise_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs,
+                                  retention_chunk, nullptr, nullptr, a.g_aux[l]);
+  be_.rmsnorm_forward(a.g_y[l], a.g_rstd[l], a.g_mix[l], 2 * DG, N, H, cfg_.dv());
+  be_.swish_gate_forward(a.g_gated[l], proj + 4 * DG, ld, a.g_y[l], N, 2 * DG);
+  be_.copy(a.g_mid[l], a.g_res[l], size_t(N) * DG);
+  be_.gemm(false, true, N, DG, 2 * DG, 1.0f, a.g_gated[l], 2 * DG, L.wo, 2 * DG, 1.0f, a.g_mid[l], DG);
+}
+
+void Model::forward_global_attention(int l) {
+  Acts& a = *a_;
+  const GlobalLayerWeights& L = w_.g[l];
+  const int N = a.N, DG = cfg_.D_G(), H = cfg_.H_G, K = a.T / cfg_.P, ld = 3 * DG;
+  float* qkv = a.g_proj[l];
+  be_.layernorm_forward(a.g_ln1[l], a.g_ln1_mean[l], a.g_ln1_rstd[l], a.g_res[l], L.ln1_w, L.ln1_b, N, DG);
+  be_.linear_forward(qkv, a.g_ln1[l], L.wqkv, L.bqkv, N, DG, ld);
+  be_.rope(qkv, ld, N, H, cfg_.dk(), K, 0, 1.0f, false);
+  be_.rope(qkv + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f, false);
+  be_.attention_forward(a.g_mix[l], a.g_aux[l], qkv, AttentionShape{a.B, K, H, cfg_.dk()});
+  be_.copy(a.g_mid[l], a.g_res[l], size_t(N) * DG);
+  be_.gemm(false, true, N, DG, DG, 1.0f, a.g_mix[l], DG, L.att_wo, DG, 1.0f, a.g_mid[l], DG);
+  be_.add_bias(a.g_mid[l], L.att_bo, N, DG);
+}
+
+void Model::forward_local(int l) {
+  Acts& a = *a_;
+  const LocalLayerWeights& L = w_.l[l];
+  const int M = a.M, DL = cfg_.D_L;
+  be_.layernorm_forward(a.l_ln1[l], a.l_ln1_mean[l], a.l_ln1_rstd[l], a.l_res[l], L.ln1_w, L.ln1_b, M, DL);
+  be_.linear_forward(a.l_qkv[l], a.l_ln1[l], L.wqkv, L.bqkv, M, DL, 3 * DL);
+  be_.attention_forward(a.l_att[l], a.l_probs[l], a.l_qkv[l], AttentionShape{a.N, cfg_.P, cfg_.H_L, cfg_.hd_local()});
+  be_.copy(a.l_mid[l], a.l_res[l], size_t(M) * DL);
+  be_.gemm(false, true, M, DL, DL, 1.0f, a.l_att[l], DL, L.wo, DL, 1.0f, a.l_mid[l], DL);
+  be_.add_bias(a.l_mid[l], L.bo, M, DL);
+  be_.layernorm_forward(a.l_ln2[l], a.l_ln2_mean[l], a.l_ln2_rstd[l], a.l_mid[l], L.ln2_w, L.ln2_b, M, DL);
+  be_.linear_forward(a.l_h1[l], a.l_ln2[l], L.w1, L.b1, M, DL, 4 * DL);
+  be_.gelu_forward(a.l_h1a[l], a.l_h1[l], size_t(M) * 4 * DL);
+  be_.copy(a.l_res[l + 1], a.l_mid[l], size_t(M) * DL);
+  be_.gemm(false, true, M, DL, 4 * DL, 1.0f, a.l_h1a[l], 4 * DL, L.w2, 4 * DL, 1.0f, a.l_res[l + 1], DL);
+  be_.add_bias(a.l_res[l + 1], L.b2, M, DL);
+}
+
+double Model::forward(const uint8_t* x, int B, int T, Mode mode) {
+  if (B <= 0 || T <= 0 || T % cfg_.P != 0)
+    throw Error("forward: T = " + std::to_string(T) + " must be a positive multiple of P = " + std::to_string(cfg_.P));
+  ensure_acts(B, T);
+  Acts& a = *a_;
+  const int P = cfg_.P, K = T / P, DE = cfg_.D_E, DG = cfg_.D_G(), DL = cfg_.D_L;
+  const int N = a.N, M = a.M;
+
+  // Indices: the bytes (targets and global embedding rows), the local input byte (pad row 256
+  // at the first position of each patch) and the local position.
+  std::vector<int32_t> host(M), local(M), pos(M);
+  for (int i = 0; i < M; i++) {
+    host[i] = x[i];
+    local[i] = i % P == 0 ? 256 : x[i - 1];
+    pos[i] = i % P;
+  }
+  be_.upload_index(a.bytes, host.data(), M);
+  be_.upload_index(a.local_idx, local.data(), M);
+  be_.upload_index(a.pos_idx, pos.data(), M);
+
+  // Patch embedder: global input row (b, k) = embeddings of patch k-1; row (b, 0) = pad.
+  for (int b = 0; b < B; b++) {
+    float* rows = a.g_res[0] + size_t(b) * K * DG;
+    be_.copy(rows, w_.g_pad, DG);
+    if (K > 1) be_.embedding_forward(rows + DG, w_.g_embed, a.bytes + size_t(b) * T, (K - 1) * P, DE);
+  }
+  for (int l = 0; l < cfg_.L_G; l++) {
+    if (cfg_.global == GlobalKind::Retention) forward_global_retention(l);
+    else forward_global_attention(l);
+    const GlobalLayerWeights& L = w_.g[l];
+    be_.layernorm_forward(a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_mid[l], L.ln2_w, L.ln2_b, N, DG);
+    be_.linear_forward(a.g_f1[l], a.g_ln2[l], L.w1, L.b1, N, DG, 2 * DG);
+    be_.gelu_forward(a.g_f1a[l], a.g_f1[l], size_t(N) * 2 * DG);
+    be_.copy(a.g_res[l + 1], a.g_mid[l], size_t(N) * DG);
+    be_.gemm(false, true, N, DG, 2 * DG, 1.0f, a.g_f1a[l], 2 * DG, L.w2, 2 * DG, 1.0f, a.g_res[l + 1], DG);
+    be_.add_bias(a.g_res[l + 1], L.b2, N, DG);
+  }
+  be_.layernorm_forward(a.g_out, a.g_lnf_mean, a.g_lnf_rstd, a.g_res[cfg_.L_G], w_.g_ln_w, w_.g_ln_b, N, DG);
+
+  // Global to local: each D_G row is P pieces of D_E, i.e. g_out viewed as [M, D_E].
+  be_.linear_forward(a.l_res[0], a.g_out, w_.g2l, nullptr, M, DE, DL);
+  be_.embedding_forward(a.l_res[0], w_.l_embed, a.local_idx, M, DL, true);
+  be_.embedding_forward(a.l_res[0], w_.l_pos, a.pos_idx, M, DL, true);
+  for (int l = 0; l < cfg_.L_L; l++) forward_local(l);
+  be_.layernorm_forward(a.l_lnf, a.l_lnf_mean, a.l_lnf_rstd, a.l_res[cfg_.L_L], w_.l_ln_w, w_.l_ln_b, M, DL);
+  be_.linear_forward(a.logits, a.l_lnf, w_.head, nullptr, M, DL, 256);
+  if (mode == Mode::Train) be_.crossentropy_fused_backward(a.losses, a.logits, a.bytes, M, 256, 1.0f / M);
+  else be_.crossentropy_forward(a.losses, a.logits, a.bytes, M, 256);
+  train_ready_ = mode == Mode::Train;
+
+  std::vector<float> losses(M);
+  be_.download(losses.data(), a.losses, M);
+  double sum = 0.0;
+  for (float v : losses) sum += v;
+  return sum / M;
+}
+
+void Model::backward_local(int l) {
+  Acts& a = *a_;
+  const LocalLayerWeights& L = w_.l[l];
+  LocalLayerWeights& G = gw_.l[l];
+  const int M = a.M, DL = cfg_.D_L;
+  // MLP: dl_res holds d(residual after layer l).
+  be_.linear_backward(a.dl_big, G.w2, G.b2, a.dl_res, a.l_h1a[l], L.w2, M, 4 * DL, DL);
+  be_.gelu_backward(a.dl_big, a.l_h1[l], a.dl_big, size_t(M) * 4 * DL);
+  be_.linear_backward(a.dl_a, G.w1, G.b1, a.dl_big, a.l_ln2[l], L.w1, M, DL, 4 * DL);
+  be_.layernorm_backward(a.dl_res, G.ln2_w, G.ln2_b, a.dl_a, a.l_mid[l], L.ln2_w, a.l_ln2_mean[l], a.l_ln2_rstd[l], M, DL);
+  // Attention.
+  be_.linear_backward(a.dl_a, G.wo, G.bo, a.dl_res, a.l_att[l], L.wo, M, DL, DL);
+  be_.attention_backward(a.dl_qkv, a.dl_a, a.l_qkv[l], a.l_probs[l], AttentionShape{a.N, cfg_.P, cfg_.H_L, cfg_.hd_local()});
+  be_.linear_backward(a.dl_a, G.wqkv, G.bqkv, a.dl_qkv, a.l_ln1[l], L.wqkv, M, DL, 3 * DL);
+  be_.layernorm_backward(a.dl_res, G.ln1_w, G.ln1_b, a.dl_a, a.l_res[l], L.ln1_w, a.l_ln1_mean[l], a.l_ln1_rstd[l], M, DL);
+}
+
+void Model::backward_global_retention(int l) {
+  Acts& a = *a_;
+  const GlobalLayerWeights& L = w_.g[l];
+  GlobalLayerWeights& G = gw_.g[l];
+  const int N = a.N, DG = cfg_.D_G(), H = cfg_.H_G, K = a.T / cfg_.P, ld = 6 * DG;
+  const float* proj = a.g_proj[l];
+  float* dproj = a.dg_proj;
+  // out = gated Wo^T: dgated -> dg_b [N, 2DG]
+  be_.linear_backward(a.dg_b, G.wo, nullptr, a.dg_res, a.g_gated[l], L.wo, N, 2 * DG, DG);
+  // gate: d(g) into the g columns of dproj, dy -> dg_c
+  be_.swish_gate_backward(dproj + 4 * DG, a.dg_c, ld, proj + 4 * DG, a.g_y[l], a.dg_b, N, 2 * DG);
+  // RMSNorm: do -> dg_b
+  be_.rmsnorm_backward(a.dg_b, 2 * DG, a.dg_c, a.g_y[l], a.g_rstd[l], N, H, cfg_.dv());
+  RetentionShape rs{a.B, K, H, cfg_.dk(), cfg_.dv(), ld, ld};
+  be_.retention_chunkwise_backward(dproj, dproj + DG, dproj + 2 * DG, a.dg_b, proj, proj + DG, proj + 2 * DG,
+                                   gammas_, rs, retention_chunk, a.g_aux[l], nullptr, nullptr);
+  be_.rope(dproj, ld, N, H, cfg_.dk(), K, 0, 1.0f, true);
+  be_.rope(dproj + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f / std::sqrt(float(cfg_.dk())), true);
+  be_.linear_backward(a.dg_a, G.wq, nullptr, dproj, a.g_ln1[l], L.wq, N, DG, ld);
+  be_.layernorm_backward(a.dg_res, G.ln1_w, G.ln1_b, a.dg_a, a.g_res[l], L.ln1_w, a.g_ln1_mean[l], a.g_ln1_rstd[l], N, DG);
+}
+
+void Model::backward_global_attention(int l) {
+  Acts& a = *a_;
+  const GlobalLayerWeights& L = w_.g[l];
+  GlobalLayerWeights& G = gw_.g[l];
+  const int N = a.N, DG = cfg_.D_G(), H = cfg_.H_G, K = a.T / cfg_.P, ld = 3 * DG;
+  be_.linear_backward(a.dg_b, G.att_wo, G.att_bo, a.dg_res, a.g_mix[l], L.att_wo, N, DG, DG);
+  be_.attention_backward(a.dg_proj, a.dg_b, a.g_proj[l], a.g_aux[l], AttentionShape{a.B, K, H, cfg_.dk()});
+  be_.rope(a.dg_proj, ld, N, H, cfg_.dk(), K, 0, 1.0f, true);
+  be_.rope(a.dg_proj + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f, true);
+  be_.linear_backward(a.dg_a, G.wqkv, G.bqkv, a.dg_proj, a.g_ln1[l], L.wqkv, N, DG, ld);
+  be_.layernorm_backward(a.dg_res, G.ln1_w, G.ln1_b, a.dg_a, a.g_res[l], L.ln1_w, a.g_ln1_mean[l], a.g_ln1_rstd[l], N, DG);
+}
+
+void Model::backward() {
+  if (!a_ || !train_ready_) throw Error("backward() needs a forward in Train mode first");
+  train_ready_ = false;
+  Acts& a = *a_;
+  const int P = cfg_.P, T = a.T, K = T / P, DE = cfg_.D_E, DG = cfg_.D_G(), DL = cfg_.D_L;
+  const int N = a.N, M = a.M;
+  if (!a.dg_res) {
+    const bool ret = cfg_.global == GlobalKind::Retention;
+    a.dg_res = a.make(size_t(N) * DG);
+    a.dg_a = a.make(size_t(N) * DG);
+    a.dg_proj = a.make(size_t(N) * DG * (ret ? 6 : 3));
+    a.dg_b = a.make(size_t(N) * 2 * DG);
+    a.dg_c = a.make(size_t(N) * 2 * DG);
+    a.dl_res = a.make(size_t(M) * DL);
+    a.dl_a = a.make(size_t(M) * DL);
+    a.dl_qkv = a.make(size_t(M) * 3 * DL);
+    a.dl_big = a.make(size_t(M) * 4 * DL);
+  }
+  // Head and final local LayerNorm (logits now hold dlogits).
+  be_.linear_backward(a.dl_a, gw_.head, nullptr, a.logits, a.l_lnf, w_.head, M, DL, 256);
+  be_.fill(a.dl_res, 0.0f, size_t(M) * DL);
+  be_.layernorm_backward(a.dl_res, gw_.l_ln_w, gw_.l_ln_b, a.dl_a, a.l_res[cfg_.L_L], w_.l_ln_w, a.l_lnf_mean, a.l_lnf_rstd, M, DL);
+  for (int l = cfg_.L_L - 1; l >= 0; l--) backward_local(l);
+  // Local input: embeddings, positions, and the global-to-local projection into d g_out ([M, DE]).
+  be_.embedding_backward(gw_.l_embed, a.dl_res, a.local_idx, M, DL);
+  be_.embedding_backward(gw_.l_pos, a.dl_res, a.pos_idx, M, DL);
+  be_.linear_backward(a.dg_a, gw_.g2l, nullptr, a.dl_res, a.g_out, w_.g2l, M, DE, DL);
+  be_.fill(a.dg_res, 0.0f, size_t(N) * DG);
+  be_.layernorm_backward(a.dg_res, gw_.g_ln_w, gw_.g_ln_b, a.dg_a, a.g_res[cfg_.L_G], w_.g_ln_w, a.g_lnf_mean, a.g_lnf_rstd, N, DG);
+  for (int l = cfg_.L_G - 1; l >= 0; l--) {
+    const GlobalLayerWeights& L = w_.g[l];
+    GlobalLayerWeights& G = gw_.g[l];
+    be_.linear_backward(a.dg_b, G.w2, G.b2, a.dg_res, a.g_f1a[l], L.w2, N, 2 * DG, DG);
+    be_.gelu_backward(a.dg_b, a.g_f1[l], a.dg_b, size_t(N) * 2 * DG);
+    be_.linear_backward(a.dg_a, G.w1, G.b1, a.dg_b, a.g_ln2[l], L.w1, N, DG, 2 * DG);
+    be_.layernorm_backward(a.dg_res, G.ln2_w, G.ln2_b, a.dg_a, a.g_mid[l], L.ln2_w, a.g_ln2_mean[l], a.g_ln2_rstd[l], N, DG);
+    if (cfg_.global == GlobalKind::Retention) backward_global_retention(l);
+    else backward_global_attention(l);
+  }
+  // Patch embedder.
+  for (int b = 0; b < a.B; b++) {
+    const float* rows = a.dg_res + size_t(b) * K * DG;
+    be_.add_inplace(gw_.g_pad, rows, DG);
+    if (K > 1) be_.embedding_backward(gw_.g_embed, rows + DG, a.bytes + size_t(b) * T, (K - 1) * P, DE);
+  }
+}
+
+double Model::forward_flops(int B, int T) const {
+  const double K = T / cfg_.P, N = double(B) * K, M = double(B) * T;
+  const double DG = cfg_.D_G(), DL = cfg_.D_L, DE = cfg_.D_E;
+  double f = 0;
+  if (cfg_.global == GlobalKind::Retention) {
+    const double C = std::min<double>(retention_chunk, K), dk = cfg_.dk(), dv = cfg_.dv();
+    const double per_layer_proj = N * (DG * 6 * DG + 2 * DG * DG);
+    // per position: intra-chunk scores + values (C/2 on average... counted as full blocks),
+    // cross-chunk query-state product, state update.
+    const double ret = B * cfg_.H_G * K * (C * dk + C * dv + 2 * dk * dv);
+    f += cfg_.L_G * (per_layer_proj + ret);
+  } else {
+    f += cfg_.L_G * (N * (3 * DG * DG + DG * DG) + B * cfg_.H_G * K * K * cfg_.dk());
+  }
+  f += cfg_.L_G * N * 4 * DG * DG;                 // FFN
+  f += M * DE * DL;                                // g2l
+  f += cfg_.L_L * M * (4 * DL * DL + 8 * DL * DL + 2 * cfg_.P * DL);  // local blocks
+  f += M * DL * 256;                               // head
+  return 2.0 * f;
+}
+
+}  // namespace rb

@@ -1,0 +1,79 @@
+// The MEGABYTE x RetNet model of SPEC §1: patch embedder, global RetNet (or the attention
+// baseline), global-to-local projection, local Transformer over all patches at once, byte
+// cross-entropy. Parameters and gradients are two flat buffers laid out by parameter_table().
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "src/config.h"
+#include "src/params.h"
+
+namespace rb {
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, Backend& backend);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  Backend& backend() { return be_; }
+  const std::vector<TensorEntry>& table() const { return table_; }
+  size_t num_params() const { return num_params_; }
+  float* params() { return params_; }
+  float* grads() { return grads_; }
+  const Weights& weights() const { return w_; }
+
+  void init_random(uint64_t seed);
+  // Loads tensors by their SPEC names; shapes must match this model's config.
+  void load_tensors(const class SafetensorsReader& file);
+  // Writes model weights with "config" (and `extra` keys) in __metadata__, atomically.
+  void save(const std::string& path, const std::map<std::string, std::string>& extra = {}) const;
+  // Reads the config from a model file's metadata and builds the model with its weights.
+  static std::unique_ptr<Model> load(const std::string& path, Backend& backend);
+
+  // Retention chunk size for training/eval forwards (sequences <= chunk use the parallel form).
+  int retention_chunk = 64;
+
+  enum class Mode { Eval, Train };
+  // x: B sequences of T bytes (T a multiple of P). Returns the mean cross-entropy in nats.
+  // Eval keeps logits(); Train turns them into dlogits for backward().
+  double forward(const uint8_t* x, int B, int T, Mode mode);
+  // Accumulates parameter gradients (+=) for the last Train forward.
+  void backward();
+  void zero_grad();
+  const float* logits() const;      // [B*T, 256], valid after an Eval forward
+  const float* byte_losses() const;  // [B*T] nats, after any forward
+
+  // Multiply-adds of one forward (matrix products, retention/attention), for GFLOP/s reports.
+  double forward_flops(int B, int T) const;
+
+ private:
+  struct Acts;
+  void ensure_acts(int B, int T);
+  void forward_global_retention(int l);
+  void forward_global_attention(int l);
+  void backward_global_retention(int l);
+  void backward_global_attention(int l);
+  void forward_local(int l);
+  void backward_local(int l);
+
+  ModelConfig cfg_;
+  Backend& be_;
+  std::vector<TensorEntry> table_;
+  size_t num_params_ = 0;
+  float* params_ = nullptr;
+  float* grads_ = nullptr;
+  Weights w_, gw_;
+  std::vector<float> gammas_host_;
+  float* gammas_ = nullptr;
+  std::unique_ptr<Acts> a_;
+  bool train_ready_ = false;
+};
+
+}  // namespace rb

@@ -1,0 +1,216 @@
+// The whole model: golden logits from the PyTorch reference, finite-difference gradients,
+// chunkwise = parallel at model level, files and configs, and learning.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "kernels/backend.h"
+#include "src/errors.h"
+#include "src/model.h"
+#include "src/safetensors.h"
+#include "tests/test_util.h"
+#include "trainer/adamw.h"
+
+namespace rb {
+namespace {
+
+using test::rel_error;
+
+const std::string kTestDir = RETBYTE_TEST_DIR;
+
+std::string temp_path(const std::string& name) {
+  return testing::TempDir() + "retbyte_" + std::to_string(getpid()) + "_" + name;
+}
+
+void expect_error_containing(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an rb::Error containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error must be one line";
+  }
+}
+
+// Golden test: the PyTorch reference (tests/golden/make_golden.py, float64) on fixed weights.
+void check_golden(const std::string& file, int chunk) {
+  auto be = make_cpu_backend(2);
+  const std::string path = kTestDir + "/golden/" + file;
+  auto model = Model::load(path, *be);
+  model->retention_chunk = chunk;
+  SafetensorsReader golden(path);
+  const auto input = golden.read_u8("input");
+  const auto logits = golden.read_f32("logits");
+  const auto loss = golden.read_f32("loss");
+  const ModelConfig& c = model->config();
+  ASSERT_EQ(input.size(), size_t(c.B) * c.T);
+  const double got = model->forward(input.data(), c.B, c.T, Model::Mode::Eval);
+  EXPECT_LE(rel_error(model->logits(), logits.data(), logits.size()), 1e-4) << file << " chunk " << chunk;
+  EXPECT_NEAR(got, loss[0], 1e-4 * loss[0]) << file;
+}
+
+TEST(Golden, TinyRetentionMatchesPyTorch) {
+  for (int chunk : {4, 7, 64}) check_golden("tiny_retention.safetensors", chunk);
+}
+TEST(Golden, TinyAttentionMatchesPyTorch) { check_golden("tiny_attention.safetensors", 64); }
+
+// Finite differences of the mean loss with respect to parameters of every tensor, at the tiny
+// config (golden weights: non-trivial values, so every path carries gradient).
+void check_model_gradients(const std::string& file) {
+  auto be = make_cpu_backend(2);
+  auto model = Model::load(kTestDir + "/golden/" + file, *be);
+  model->retention_chunk = 5;  // ragged chunks inside the model too
+  SafetensorsReader golden(kTestDir + "/golden/" + file);
+  const auto input = golden.read_u8("input");
+  const ModelConfig& c = model->config();
+  model->zero_grad();
+  model->forward(input.data(), c.B, c.T, Model::Mode::Train);
+  model->backward();
+  std::vector<float> analytic(model->grads(), model->grads() + model->num_params());
+  std::vector<float> params(model->params(), model->params() + model->num_params());
+  auto loss = [&] {
+    std::copy(params.begin(), params.end(), model->params());
+    return model->forward(input.data(), c.B, c.T, Model::Mode::Eval);
+  };
+  for (const TensorEntry& e : model->table()) {
+    // The two largest gradients of the tensor and one arbitrary element.
+    std::vector<size_t> idx(e.count);
+    for (size_t i = 0; i < e.count; i++) idx[i] = e.offset + i;
+    std::partial_sort(idx.begin(), idx.begin() + std::min<size_t>(2, idx.size()), idx.end(),
+                      [&](size_t a, size_t b) { return std::fabs(analytic[a]) > std::fabs(analytic[b]); });
+    std::vector<size_t> pick(idx.begin(), idx.begin() + std::min<size_t>(2, idx.size()));
+    pick.push_back(e.offset + (e.count * 7) / 11);
+    test::expect_gradient(e.name.c_str(), params, analytic, loss, 1e-2, 3e-2, 2e-4, pick);
+  }
+}
+
+TEST(ModelGradients, TinyRetentionFiniteDifferences) { check_model_gradients("tiny_retention.safetensors"); }
+TEST(ModelGradients, TinyAttentionFiniteDifferences) { check_model_gradients("tiny_attention.safetensors"); }
+
+TEST(ModelGradients, ChunkwiseEqualsParallelAtModelLevel) {
+  auto be = make_cpu_backend(2);
+  const std::string path = kTestDir + "/golden/tiny_retention.safetensors";
+  auto model = Model::load(path, *be);
+  const auto input = SafetensorsReader(path).read_u8("input");
+  const ModelConfig& c = model->config();
+  std::vector<std::vector<float>> logits, grads;
+  for (int chunk : {3, 1 << 20}) {  // 16 patches: chunks of 3 (ragged) vs the parallel form
+    model->retention_chunk = chunk;
+    model->forward(input.data(), c.B, c.T, Model::Mode::Eval);
+    logits.emplace_back(model->logits(), model->logits() + size_t(c.B) * c.T * 256);
+    model->zero_grad();
+    model->forward(input.data(), c.B, c.T, Model::Mode::Train);
+    model->backward();
+    grads.emplace_back(model->grads(), model->grads() + model->num_params());
+  }
+  EXPECT_LE(rel_error(logits[0], logits[1]), 1e-5);
+  EXPECT_LE(rel_error(grads[0], grads[1]), 1e-5);
+}
+
+TEST(ModelFiles, SaveLoadRoundTripKeepsNamesShapesAndValues) {
+  auto be = make_cpu_backend(2);
+  Model model(named_config("tiny"), *be);
+  model.init_random(11);
+  const std::string path = temp_path("roundtrip.safetensors");
+  model.save(path, {{"note", "test"}});
+  SafetensorsReader file(path);
+  EXPECT_EQ(file.info("global.layers.1.msr.wv").shape, (std::vector<int64_t>{128, 64}));
+  EXPECT_EQ(file.info("local.layers.0.attn.wqkv").shape, (std::vector<int64_t>{192, 64}));
+  EXPECT_EQ(file.info("local.embed").shape, (std::vector<int64_t>{257, 64}));
+  EXPECT_EQ(file.metadata().at("note"), "test");
+  auto loaded = Model::load(path, *be);
+  EXPECT_EQ(loaded->config(), model.config());
+  EXPECT_TRUE(std::equal(model.params(), model.params() + model.num_params(), loaded->params()));
+  std::remove(path.c_str());
+}
+
+TEST(ModelFiles, ParameterCountsMatchTheSpec) {
+  auto be = make_cpu_backend(1);
+  EXPECT_NEAR(double(Model(named_config("tiny"), *be).num_params()), 0.2e6, 0.06e6);
+  EXPECT_NEAR(double(Model(named_config("small"), *be).num_params()), 3.6e6, 0.1e6);
+}
+
+TEST(ModelFiles, BadFilesGiveOneLineErrorsNamingTheFile) {
+  auto be = make_cpu_backend(1);
+  const std::string path = temp_path("bad.safetensors");
+  auto write = [&](const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; };
+  write("abc");
+  expect_error_containing([&] { Model::load(path, *be); }, path + ": file is 3 bytes");
+  write(std::string("\xff\xff\xff\xff\x00\x00\x00\x00{}", 10));
+  expect_error_containing([&] { Model::load(path, *be); }, "header length");
+  write(std::string("\x02\x00\x00\x00\x00\x00\x00\x00[]", 10));
+  expect_error_containing([&] { Model::load(path, *be); }, "not a JSON object");
+  // A real model, truncated.
+  Model model(named_config("tiny"), *be);
+  model.save(path);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  write(bytes.substr(0, bytes.size() - 100));
+  expect_error_containing([&] { Model::load(path, *be); }, "truncated");
+  // Weights of another config: shapes do not match.
+  {
+    SafetensorsReader file(kTestDir + "/golden/tiny_retention.safetensors");
+    ModelConfig other = named_config("tiny");
+    other.D_L = 32;
+    Model m(other, *be);
+    expect_error_containing([&] { m.load_tensors(file); }, "tensor 'g2l.weight' has shape [64, 16], expected [32, 16]");
+  }
+  expect_error_containing([&] { Model::load(temp_path("missing.safetensors"), *be); }, "cannot open");
+  std::remove(path.c_str());
+}
+
+TEST(Config, UnknownKeysAndImpossibleValuesAreRejected) {
+  using nlohmann::json;
+  expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"D_X", 3}}, "c.json"); }, "c.json: unknown config key \"D_X\"");
+  expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"H_G", 3}}, "c.json"); }, "not divisible by H_G = 3");
+  expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"P", 0}}, "c.json"); }, "\"P\" = 0 is out of range");
+  expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"T", 1023}}, "c.json"); }, "not a multiple of P");
+  expect_error_containing([] { parse_model_config(json{{"config", "huge"}}, "c.json"); }, "unknown config name 'huge'");
+  expect_error_containing([] { parse_model_config(json{{"P", 4}}, "c.json"); }, "missing key");
+  expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"global", "lstm"}}, "c.json"); }, "\"global\" must be");
+  expect_error_containing([] { load_model_config(temp_path("nope.json")); }, "cannot open config");
+  const ModelConfig c = parse_model_config(json{{"config", "small"}, {"T", 512}, {"global", "attention"}}, "c.json");
+  EXPECT_EQ(c.T, 512);
+  EXPECT_EQ(c.D_G(), 256);
+  EXPECT_EQ(c.global, GlobalKind::Attention);
+  EXPECT_EQ(parse_model_config(json::parse(config_to_json(c)), "roundtrip"), c);
+}
+
+// Learning: the tiny config memorises a 2 KiB text to below 0.2 bits per byte.
+TEST(Learning, TinyOverfitsTwoKilobytesOfText) {
+  std::ifstream in(kTestDir + "/fixtures/text2k.txt", std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_GE(text.size(), 2048u);
+  text.resize(2048);
+  auto be = make_cpu_backend(2);
+  ModelConfig cfg = named_config("tiny");  // B = 2, T = 1024: the whole text in one batch
+  Model model(cfg, *be);
+  model.init_random(1);
+  AdamW opt(model.table(), model.num_params());
+  AdamWConfig oc;
+  oc.weight_decay = 0.0f;
+  const auto* x = reinterpret_cast<const uint8_t*>(text.data());
+  const int max_steps = 400;
+  double bpb = 99;
+  int step = 0;
+  for (; step < max_steps && bpb >= 0.2; step++) {
+    model.zero_grad();
+    const double loss = model.forward(x, cfg.B, cfg.T, Model::Mode::Train);
+    model.backward();
+    bpb = loss / std::log(2.0);
+    const float lr = 3e-3f * std::min(1.0f, (step + 1) / 20.0f);
+    opt.step(model.params(), model.grads(), lr, oc);
+  }
+  const double final_bpb = model.forward(x, cfg.B, cfg.T, Model::Mode::Eval) / std::log(2.0);
+  RecordProperty("steps", step);
+  EXPECT_LT(final_bpb, 0.2) << "after " << step << " steps";
+}
+
+}  // namespace
+}  // namespace rb

@@ -1,0 +1,67 @@
+// Helpers shared by the tests: random tensors, error measures and finite differences.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "src/rng.h"
+
+namespace rb::test {
+
+constexpr double kEps = FLT_EPSILON;  // tolerances below are stated in multiples of it
+
+inline std::vector<float> random_vec(size_t n, Rng& rng, double scale = 1.0) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(scale * rng.normal());
+  return v;
+}
+
+// max |a - b| / max |b|: the error relative to the reference's magnitude.
+inline double rel_error(const float* a, const float* b, size_t n) {
+  double err = 0, mag = 1e-30;
+  for (size_t i = 0; i < n; i++) {
+    err = std::max(err, std::fabs(double(a[i]) - b[i]));
+    mag = std::max(mag, std::fabs(double(b[i])));
+  }
+  return err / mag;
+}
+inline double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  return rel_error(a.data(), b.data(), std::min(a.size(), b.size()));
+}
+
+inline double dot(const std::vector<float>& a, const std::vector<float>& w) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); i++) s += double(a[i]) * w[i];
+  return s;
+}
+
+// Central finite differences of the scalar loss() with respect to every element of x (or the
+// `indices` subset), compared with `analytic`. Passes when |fd - an| <= tol * max(|fd|, |an|)
+// + abs_floor for every checked element.
+inline void expect_gradient(const char* what, std::vector<float>& x, const std::vector<float>& analytic,
+                            const std::function<double()>& loss, double h, double tol,
+                            double abs_floor, std::vector<size_t> indices = {}) {
+  if (indices.empty())
+    for (size_t i = 0; i < x.size(); i++) indices.push_back(i);
+  int failures = 0;
+  for (size_t i : indices) {
+    const float saved = x[i];
+    x[i] = saved + float(h);
+    const double lp = loss();
+    x[i] = saved - float(h);
+    const double lm = loss();
+    x[i] = saved;
+    const double fd = (lp - lm) / (double(saved + float(h)) - double(saved - float(h)));
+    const double an = analytic[i];
+    if (std::fabs(fd - an) > tol * std::max(std::fabs(fd), std::fabs(an)) + abs_floor && failures++ < 5)
+      ADD_FAILURE() << what << "[" << i << "]: finite difference " << fd << " vs analytic " << an;
+  }
+  EXPECT_EQ(failures, 0) << what;
+}
+
+}  // namespace rb::test

@@ -1,0 +1,33 @@
+// AdamW (decoupled weight decay) over the model's flat parameter buffer. Decay applies only to
+// tensors the parameter table marks (matrices), never to norms, biases or embeddings.
+#pragma once
+#include <cstddef>
+#include <vector>
+
+#include "src/params.h"
+
+namespace rb {
+
+struct AdamWConfig {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
+};
+
+class AdamW {
+ public:
+  AdamW(const std::vector<TensorEntry>& table, size_t num_params);
+  // One update with learning rate `lr` (the schedule lives with the caller); t counts from 1.
+  void step(float* params, const float* grads, float lr, const AdamWConfig& cfg);
+  long long steps_taken() const { return t_; }
+  std::vector<float>& m() { return m_; }
+  std::vector<float>& v() { return v_; }
+  void set_steps_taken(long long t) { t_ = t; }
+
+ private:
+  std::vector<float> m_, v_, decay_mask_;
+  long long t_ = 0;
+};
+
+// Global L2 norm of a gradient buffer, summed in a fixed order (double accumulators).
+double global_norm(const float* g, size_t n);
+
+}  // namespace rb
