@@ -32,6 +32,23 @@ TEST_F(Kernels, GemmMatchesReferenceAllTransposes) {
       }
 }
 
+TEST_F(Kernels, LinearBackwardMatchesFiniteDifferences) {
+  const int rows = 6, in = 9, out = 5;
+  auto x = random_vec(size_t(rows) * in, rng), W = random_vec(size_t(out) * in, rng), b = random_vec(out, rng);
+  auto r = random_vec(size_t(rows) * out, rng);
+  std::vector<float> y(r.size()), dx(x.size(), 0.0f), dW(W.size(), 0.5f), db(out, 0.25f);
+  be->linear_backward(dx.data(), dW.data(), db.data(), r.data(), x.data(), W.data(), rows, in, out);
+  for (auto& v : dW) v -= 0.5f;  // parameter gradients accumulate: remove the starting value
+  for (auto& v : db) v -= 0.25f;
+  auto loss = [&] {
+    be->linear_forward(y.data(), x.data(), W.data(), b.data(), rows, in, out);
+    return test::dot(y, r);
+  };
+  test::expect_gradient("linear dx", x, dx, loss, 1e-2, 1e-3, 1e-4);
+  test::expect_gradient("linear dW", W, dW, loss, 1e-2, 1e-3, 1e-4);
+  test::expect_gradient("linear db", b, db, loss, 1e-2, 1e-3, 1e-4);
+}
+
 TEST_F(Kernels, LayerNormForwardAndBackward) {
   for (int C : {5, 64, 130}) {
     const int rows = 67;
