@@ -16,7 +16,7 @@ struct Model::Acts {
   std::vector<float*> owned;
   std::vector<int32_t*> owned_idx;
 
-  int32_t *bytes = nullptr, *local_idx = nullptr, *pos_idx = nullptr;
+  int32_t *bytes = nullptr, *local_idx = nullptr, *pos_idx = nullptr, *prev_patch = nullptr;
   // global
   std::vector<float*> g_res;  // L_G+1 residual streams [N, DG]
   std::vector<float*> g_mid, g_ln1, g_ln1_mean, g_ln1_rstd, g_ln2, g_ln2_mean, g_ln2_rstd;
@@ -52,6 +52,20 @@ struct Model::Acts {
     for (int32_t* p : owned_idx) be->release_index(p);
   }
 };
+
+GlobalStream::GlobalStream(Backend& be, const ModelConfig& c, int B) : be_(be), B_(B) {
+  state_size_ = size_t(B) * c.H_G * c.dk() * c.dv();
+  for (int l = 0; l < c.L_G; l++) states_.push_back(be_.alloc(state_size_));
+  last_patch_.assign(size_t(B) * c.P, 0);
+}
+GlobalStream::~GlobalStream() {
+  for (float* s : states_) be_.release(s);
+}
+void GlobalStream::reset() {
+  patches_ = 0;
+  for (float* s : states_) be_.fill(s, 0.0f, state_size_);
+  std::fill(last_patch_.begin(), last_patch_.end(), 0);
+}
 
 Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend) {
   validate_config(cfg_, "model config");
@@ -130,6 +144,8 @@ void Model::ensure_acts(int B, int T) {
     *p = be_.alloc_index(M);
     a->owned_idx.push_back(*p);
   }
+  a->prev_patch = be_.alloc_index(size_t(B) * P);
+  a->owned_idx.push_back(a->prev_patch);
   a->g_res = a->make_layers(LG + 1, N * DG);
   a->g_mid = a->make_layers(LG, N * DG);
   a->g_ln1 = a->make_layers(LG, N * DG);
@@ -171,18 +187,20 @@ void Model::ensure_acts(int B, int T) {
   train_ready_ = false;
 }
 
-void Model::forward_global_retention(int l) {
+void Model::forward_global_retention(int l, GlobalStream* stream) {
   Acts& a = *a_;
   const GlobalLayerWeights& L = w_.g[l];
   const int N = a.N, DG = cfg_.D_G(), H = cfg_.H_G, K = a.T / cfg_.P, ld = 6 * DG;
   float* proj = a.g_proj[l];
   be_.layernorm_forward(a.g_ln1[l], a.g_ln1_mean[l], a.g_ln1_rstd[l], a.g_res[l], L.ln1_w, L.ln1_b, N, DG);
   be_.linear_forward(proj, a.g_ln1[l], L.wq, nullptr, N, DG, ld);  // wq|wk|wv|wg fused
-  be_.rope(proj, ld, N, H, cfg_.dk(), K, 0, 1.0f, false);
-  be_.rope(proj + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f / std::sqrt(float(cfg_.dk())), false);
+  const int64_t pos0 = stream ? stream->patches_ : 0;
+  float* state = stream ? stream->states_[l] : nullptr;
+  be_.rope(proj, ld, N, H, cfg_.dk(), K, pos0, 1.0f, false);
+  be_.rope(proj + DG, ld, N, H, cfg_.dk(), K, pos0, 1.0f / std::sqrt(float(cfg_.dk())), false);
   RetentionShape rs{a.B, K, H, cfg_.dk(), cfg_.dv(), ld, ld};
   be_.retention_chunkwise_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs,
-                                  retention_chunk, nullptr, nullptr, a.g_aux[l]);
+                                  retention_chunk, state, state, stream ? nullptr : a.g_aux[l]);
   be_.rmsnorm_forward(a.g_y[l], a.g_rstd[l], a.g_mix[l], 2 * DG, N, H, cfg_.dv());
   be_.swish_gate_forward(a.g_gated[l], proj + 4 * DG, ld, a.g_y[l], N, 2 * DG);
   be_.copy(a.g_mid[l], a.g_res[l], size_t(N) * DG);
@@ -222,9 +240,11 @@ void Model::forward_local(int l) {
   be_.add_bias(a.l_res[l + 1], L.b2, M, DL);
 }
 
-double Model::forward(const uint8_t* x, int B, int T, Mode mode) {
+double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream) {
   if (B <= 0 || T <= 0 || T % cfg_.P != 0)
     throw Error("forward: T = " + std::to_string(T) + " must be a positive multiple of P = " + std::to_string(cfg_.P));
+  if (stream && (mode == Mode::Train || cfg_.global != GlobalKind::Retention || stream->B_ != B))
+    throw Error("forward: a stream needs Eval mode, the retention global and B = its batch");
   ensure_acts(B, T);
   Acts& a = *a_;
   const int P = cfg_.P, K = T / P, DE = cfg_.D_E, DG = cfg_.D_G(), DL = cfg_.D_L;
@@ -242,14 +262,23 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode) {
   be_.upload_index(a.local_idx, local.data(), M);
   be_.upload_index(a.pos_idx, pos.data(), M);
 
-  // Patch embedder: global input row (b, k) = embeddings of patch k-1; row (b, 0) = pad.
+  // Patch embedder: global input row (b, k) = embeddings of patch k-1; row (b, 0) = pad, or the
+  // previous window's last patch when continuing a stream.
+  const bool continuing = stream && stream->patches_ > 0;
+  if (continuing) be_.upload_index(a.prev_patch, stream->last_patch_.data(), size_t(B) * P);
   for (int b = 0; b < B; b++) {
     float* rows = a.g_res[0] + size_t(b) * K * DG;
-    be_.copy(rows, w_.g_pad, DG);
+    if (continuing) be_.embedding_forward(rows, w_.g_embed, a.prev_patch + size_t(b) * P, P, DE);
+    else be_.copy(rows, w_.g_pad, DG);
     if (K > 1) be_.embedding_forward(rows + DG, w_.g_embed, a.bytes + size_t(b) * T, (K - 1) * P, DE);
   }
+  if (stream) {
+    for (int b = 0; b < B; b++)
+      for (int p = 0; p < P; p++) stream->last_patch_[size_t(b) * P + p] = x[size_t(b) * T + T - P + p];
+    // patches_ advances after the global layers have used the old position.
+  }
   for (int l = 0; l < cfg_.L_G; l++) {
-    if (cfg_.global == GlobalKind::Retention) forward_global_retention(l);
+    if (cfg_.global == GlobalKind::Retention) forward_global_retention(l, stream);
     else forward_global_attention(l);
     const GlobalLayerWeights& L = w_.g[l];
     be_.layernorm_forward(a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_mid[l], L.ln2_w, L.ln2_b, N, DG);
@@ -260,6 +289,7 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode) {
     be_.add_bias(a.g_res[l + 1], L.b2, N, DG);
   }
   be_.layernorm_forward(a.g_out, a.g_lnf_mean, a.g_lnf_rstd, a.g_res[cfg_.L_G], w_.g_ln_w, w_.g_ln_b, N, DG);
+  if (stream) stream->patches_ += K;
 
   // Global to local: each D_G row is P pieces of D_E, i.e. g_out viewed as [M, D_E].
   be_.linear_forward(a.l_res[0], a.g_out, w_.g2l, nullptr, M, DE, DL);

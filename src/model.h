@@ -14,6 +14,30 @@
 
 namespace rb {
 
+// Carries the global model across consecutive windows of the same byte streams, so a file of
+// any length is processed window by window with a constant-size state: per layer the retention
+// state [B, H, dk, dv], the patch position (for the rotary phase) and the last patch's bytes
+// (the next window's first global input). Owned by the caller; see Model::new_stream().
+class GlobalStream {
+ public:
+  GlobalStream(Backend& be, const ModelConfig& c, int B);
+  ~GlobalStream();
+  GlobalStream(const GlobalStream&) = delete;
+  GlobalStream& operator=(const GlobalStream&) = delete;
+  int batch() const { return B_; }
+  int64_t patches() const { return patches_; }
+  void reset();  // back to the start of a stream (zero state, pad input)
+
+ private:
+  friend class Model;
+  Backend& be_;
+  int B_;
+  int64_t patches_ = 0;
+  size_t state_size_ = 0;             // per layer
+  std::vector<float*> states_;        // one per global layer
+  std::vector<int32_t> last_patch_;   // [B, P] bytes of the last patch seen
+};
+
 class Model {
  public:
   Model(const ModelConfig& cfg, Backend& backend);
@@ -42,8 +66,10 @@ class Model {
 
   enum class Mode { Eval, Train };
   // x: B sequences of T bytes (T a multiple of P). Returns the mean cross-entropy in nats.
-  // Eval keeps logits(); Train turns them into dlogits for backward().
-  double forward(const uint8_t* x, int B, int T, Mode mode);
+  // Eval keeps logits(); Train turns them into dlogits for backward(). With a stream (Eval only,
+  // retention global only) the window continues where the stream's previous window ended.
+  double forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream = nullptr);
+  std::unique_ptr<GlobalStream> new_stream(int B) { return std::make_unique<GlobalStream>(be_, cfg_, B); }
   // Accumulates parameter gradients (+=) for the last Train forward.
   void backward();
   void zero_grad();
@@ -56,7 +82,7 @@ class Model {
  private:
   struct Acts;
   void ensure_acts(int B, int T);
-  void forward_global_retention(int l);
+  void forward_global_retention(int l, GlobalStream* stream);
   void forward_global_attention(int l);
   void backward_global_retention(int l);
   void backward_global_attention(int l);

@@ -214,3 +214,31 @@ TEST(Learning, TinyOverfitsTwoKilobytesOfText) {
 
 }  // namespace
 }  // namespace rb
+
+namespace rb {
+namespace {
+
+TEST(Streaming, WindowByWindowWithCarriedStateEqualsOneLongWindow) {
+  auto be = make_cpu_backend(2);
+  const std::string path = kTestDir + "/golden/tiny_retention.safetensors";
+  auto model = Model::load(path, *be);
+  model->retention_chunk = 3;
+  const auto input = SafetensorsReader(path).read_u8("input");
+  const ModelConfig& c = model->config();  // B = 2, T = 64, P = 4
+  model->forward(input.data(), 1, c.T, Model::Mode::Eval);  // sequence 0 in one window
+  std::vector<float> whole(model->logits(), model->logits() + size_t(c.T) * 256);
+  auto stream = model->new_stream(1);
+  std::vector<float> pieces;
+  for (int w = 0; w < 4; w++) {  // four windows of 16 bytes
+    model->forward(input.data() + w * 16, 1, 16, Model::Mode::Eval, stream.get());
+    pieces.insert(pieces.end(), model->logits(), model->logits() + 16 * 256);
+  }
+  EXPECT_EQ(stream->patches(), 16);
+  EXPECT_LE(rel_error(pieces, whole), 1e-5);
+  stream->reset();
+  model->forward(input.data(), 1, 16, Model::Mode::Eval, stream.get());
+  EXPECT_LE(rel_error(model->logits(), whole.data(), 16 * 256), 1e-5);
+}
+
+}  // namespace
+}  // namespace rb
