@@ -12,7 +12,7 @@ AdamW::AdamW(const std::vector<TensorEntry>& table, size_t num_params)
       for (size_t i = 0; i < e.count; i++) decay_mask_[e.offset + i] = 1.0f;
 }
 
-void AdamW::step(float* p, const float* g, float lr, const AdamWConfig& c) {
+void AdamW::step(float* p, const float* g_raw, float lr, const AdamWConfig& c, float grad_scale) {
   t_++;
   const float bc1 = 1.0f - float(std::pow(double(c.beta1), double(t_)));
   const float bc2 = 1.0f - float(std::pow(double(c.beta2), double(t_)));
@@ -22,8 +22,9 @@ void AdamW::step(float* p, const float* g, float lr, const AdamWConfig& c) {
   const float* mask = decay_mask_.data();
 #pragma omp parallel for simd schedule(static)
   for (long long i = 0; i < n; i++) {
-    m[i] = c.beta1 * m[i] + (1.0f - c.beta1) * g[i];
-    v[i] = c.beta2 * v[i] + (1.0f - c.beta2) * g[i] * g[i];
+    const float g = g_raw[i] * grad_scale;
+    m[i] = c.beta1 * m[i] + (1.0f - c.beta1) * g;
+    v[i] = c.beta2 * v[i] + (1.0f - c.beta2) * g * g;
     const float update = (m[i] / bc1) / (std::sqrt(v[i] / bc2) + c.eps);
     p[i] -= lr * (update + c.weight_decay * mask[i] * p[i]);
   }

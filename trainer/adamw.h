@@ -15,8 +15,9 @@ struct AdamWConfig {
 class AdamW {
  public:
   AdamW(const std::vector<TensorEntry>& table, size_t num_params);
-  // One update with learning rate `lr` (the schedule lives with the caller); t counts from 1.
-  void step(float* params, const float* grads, float lr, const AdamWConfig& cfg);
+  // One update with learning rate `lr` (the schedule lives with the caller) on the gradient
+  // grads * grad_scale (clipping and accumulation folded into one factor).
+  void step(float* params, const float* grads, float lr, const AdamWConfig& cfg, float grad_scale = 1.0f);
   long long steps_taken() const { return t_; }
   std::vector<float>& m() { return m_; }
   std::vector<float>& v() { return v_; }

@@ -10,6 +10,11 @@
 #include "src/errors.h"
 #include "src/model.h"
 #include "src/rng.h"
+#include "trainer/trainer.h"
+
+#include <unistd.h>
+#include <filesystem>
+#include <fstream>
 
 namespace rb::cli {
 
@@ -108,14 +113,68 @@ int bench_fwdbwd(Args& args) {
 }
 }  // namespace
 
+// The real training loop (data sampling, forward, backward, clipping, AdamW) on a temporary file
+// of random bytes; checkpoints and validation are off so only the steps are timed.
+int bench_train(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte bench train [--config small] [-t N] [--steps 6]\n"
+                 "  times optimiser steps of the training loop (AdamW included) and prints a JSON line\n";
+    return 0;
+  }
+  TrainConfig cfg = parse_train_config(args.value("--config", "", "small"));
+  const int threads = args.int_value("--threads", "-t", 0);
+  const int steps = args.int_value("--steps", "", 6);
+  args.positionals();
+  if (steps < 2) throw Error("--steps must be at least 2 (the first step is a warm-up)");
+  cfg.val_every = 0;
+  cfg.checkpoint_every = 0;
+  cfg.val_fraction = 0;
+  const std::string dir = std::filesystem::temp_directory_path().string() + "/retbyte-bench-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  struct Cleanup {
+    std::string d;
+    ~Cleanup() { std::filesystem::remove_all(d); }
+  } cleanup{dir};
+  {
+    Rng rng(3);
+    std::string bytes(size_t(4) << 20, '\0');
+    for (auto& b : bytes) b = char(rng.below(256));
+    std::ofstream(dir + "/data.bin", std::ios::binary) << bytes;
+  }
+  auto be = make_cpu_backend(threads);
+  Trainer trainer(cfg, {dir + "/data.bin"}, dir + "/out", *be, false);
+  double timed_s = 0, timed_bytes = 0;
+  trainer.run(steps, 0, nullptr, [&](const StepReport& r) {
+    if (r.step == 1) return;  // warm-up: allocations, first touches
+    timed_bytes += double(cfg.model.B) * cfg.model.T * cfg.accum_steps;
+    timed_s += double(cfg.model.B) * cfg.model.T * cfg.accum_steps / r.bytes_per_s;
+  });
+  const double bps = timed_bytes / timed_s;
+  std::printf("config        %s  (%zu params, %d threads)\n", config_to_json(cfg.model).c_str(), trainer.model().num_params(), be->threads());
+  std::printf("train step    %8.1f ms  (forward + backward + clip + AdamW, %d timed steps)\n", 1e3 * timed_s / (steps - 1), steps - 1);
+  std::printf("train         %8.0f bytes/s\n", bps);
+  std::printf("peak RSS      %8.1f MB\n", peak_rss_mb());
+  nlohmann::ordered_json j;
+  j["bench"] = "train";
+  j["config"] = nlohmann::json::parse(config_to_json(cfg.model));
+  j["threads"] = be->threads();
+  j["steps"] = steps - 1;
+  j["bytes_per_s"] = bps;
+  j["step_ms"] = 1e3 * timed_s / (steps - 1);
+  j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
 int cmd_bench(Args& args) {
   const std::string which = args.shift();
   if (which == "fwdbwd") return bench_fwdbwd(args);
+  if (which == "train") return bench_train(args);
   if (which.empty() || which == "--help" || which == "-h") {
     std::cout << "usage: retbyte bench fwdbwd [options]   (run with --help for its options)\n";
     return which.empty() ? 1 : 0;
   }
-  throw Error("unknown benchmark '" + which + "' (available: fwdbwd)");
+  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train)");
 }
 
 }  // namespace rb::cli

@@ -13,13 +13,19 @@ class Args {
   std::string value(const std::string& name, const std::string& alt = "", const std::string& def = "");
   int int_value(const std::string& name, const std::string& alt, int def);
   std::vector<std::string> positionals();
-  std::string shift();  // removes and returns the first argument ("" if none)  // whatever is left (errors on unknown flags)
+  std::string shift();  // removes and returns the first argument ("" if none)
+  // Removes and returns the arguments that follow a just-consumed flag up to the next flag
+  // (for "--data a b c"); call right after value().
+  std::vector<std::string> leading_positionals();  // whatever is left (errors on unknown flags)
  private:
   std::vector<std::string> argv_;
+  size_t last_pos_ = 0;  // where value() last removed a flag
 };
 
 int cmd_bench(Args& args);
 int cmd_info(Args& args);
+int cmd_train(Args& args);
+int cmd_eval(Args& args);
 double peak_rss_mb();
 
 }  // namespace rb::cli

@@ -29,6 +29,7 @@ std::string Args::value(const std::string& name, const std::string& alt, const s
       if (i + 1 >= argv_.size()) throw Error(argv_[i] + " needs a value");
       std::string v = argv_[i + 1];
       argv_.erase(argv_.begin() + long(i), argv_.begin() + long(i) + 2);
+      last_pos_ = i;
       return v;
     }
   return def;
@@ -48,6 +49,15 @@ std::vector<std::string> Args::positionals() {
   for (const auto& a : argv_)
     if (a.size() > 1 && a[0] == '-') throw Error("unknown option " + a + " (see --help)");
   return argv_;
+}
+
+std::vector<std::string> Args::leading_positionals() {
+  std::vector<std::string> out;
+  while (last_pos_ < argv_.size() && !(argv_[last_pos_].size() > 1 && argv_[last_pos_][0] == '-')) {
+    out.push_back(argv_[last_pos_]);
+    argv_.erase(argv_.begin() + long(last_pos_));
+  }
+  return out;
 }
 
 std::string Args::shift() {
@@ -87,7 +97,9 @@ namespace {
 const char* kUsage =
     "usage: retbyte COMMAND [options]\n"
     "commands:\n"
-    "  bench fwdbwd --config C [-t N] [--steps N]   forward+backward speed (SPEC §6)\n"
+    "  train --config C --data PATH... --out DIR    train on raw files (--steps N, --minutes M, --resume)\n"
+    "  eval -m MODEL PATH...                         bits per byte per file, beside zstd -19\n"
+    "  bench fwdbwd|train --config C [-t N]          speed benchmarks (SPEC §6)\n"
     "  info MODEL                                    config, parameter count, training summary\n"
     "Run 'retbyte COMMAND --help' for the options of one command.\n";
 }
@@ -102,6 +114,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "bench") return rb::cli::cmd_bench(args);
     if (cmd == "info") return rb::cli::cmd_info(args);
+    if (cmd == "train") return rb::cli::cmd_train(args);
+    if (cmd == "eval") return rb::cli::cmd_eval(args);
     std::cerr << "retbyte: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const rb::Error& e) {

@@ -1,0 +1,172 @@
+#include "datasets/dataset.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "src/errors.h"
+
+namespace rb {
+
+namespace fs = std::filesystem;
+
+std::vector<uint8_t> make_header(Modality m, int P) {
+  std::vector<uint8_t> h(size_t(P), 0);
+  const uint8_t tag[3] = {'R', 'B', uint8_t(m)};
+  for (int i = 0; i < std::min(P, 3); i++) h[i] = tag[i];
+  return h;
+}
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": not a regular file");
+  }
+  size_ = uint64_t(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      throw Error(path + ": cannot read (" + why + ")");
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+std::vector<std::string> collect_files(const std::vector<std::string>& paths) {
+  if (paths.empty()) throw Error("no data given (--data PATH...)");
+  std::vector<std::string> out;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    const auto status = fs::status(p, ec);
+    if (ec || !fs::exists(status)) throw Error(p + ": no such file or folder");
+    if (fs::is_regular_file(status)) {
+      out.push_back(p);
+      continue;
+    }
+    if (!fs::is_directory(status)) throw Error(p + ": not a file or folder");
+    std::vector<std::string> found;
+    fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end;
+    if (ec) throw Error(p + ": cannot list folder (" + ec.message() + ")");
+    for (; it != end; it.increment(ec)) {
+      if (ec) throw Error(p + ": cannot list folder (" + ec.message() + ")");
+      if (it->is_regular_file(ec)) found.push_back(it->path().string());
+    }
+    if (found.empty()) throw Error(p + ": folder has no files");
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+  }
+  for (const std::string& f : out)
+    if (::access(f.c_str(), R_OK) != 0) throw Error(f + ": cannot read (" + std::strerror(errno) + ")");
+  return out;
+}
+
+namespace {
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+}  // namespace
+
+ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction)
+    : P_(P), header_(make_header(Modality::Text, P)) {
+  if (val_fraction < 0 || val_fraction >= 1) throw Error("val_fraction must be in [0, 1)");
+  for (const std::string& f : collect_files(paths)) files_.push_back(std::make_unique<MappedFile>(f));
+  uint64_t total = 0;
+  for (const auto& f : files_) total += f->size();
+  if (total == 0) throw Error(paths.front() + (paths.size() > 1 ? " ..." : "") + ": all files are empty");
+
+  // Validation by file: files in the order of a hash of their path (stable, independent of how
+  // they were listed), taken while they fit the budget. Falls back to the tail of every file.
+  const uint64_t budget = uint64_t(double(total) * val_fraction);
+  std::vector<int> order(files_.size());
+  for (size_t i = 0; i < order.size(); i++) order[i] = int(i);
+  std::sort(order.begin(), order.end(), [&](int a, int b) {
+    return fnv1a(files_[a]->path()) < fnv1a(files_[b]->path());
+  });
+  std::vector<bool> is_val(files_.size(), false);
+  uint64_t held = 0;
+  if (files_.size() >= 2 && budget > 0)
+    for (int i : order)
+      if (files_[i]->size() > 0 && held + files_[i]->size() <= budget + budget / 2) {
+        is_val[i] = true;
+        held += files_[i]->size();
+        if (held >= budget) break;
+      }
+  const bool by_file = held > 0 && held < total;
+  split_kind_ = budget == 0 ? "none" : by_file ? "by file" : "by tail of each file";
+  for (size_t i = 0; i < files_.size(); i++) {
+    const uint64_t size = files_[i]->size();
+    if (size == 0) continue;
+    if (by_file || budget == 0) {
+      (is_val[i] && by_file ? val_ : train_).push_back({int(i), 0, size});
+    } else {
+      const uint64_t cut = size - uint64_t(double(size) * val_fraction);
+      if (cut > 0) train_.push_back({int(i), 0, cut});
+      if (cut < size) val_.push_back({int(i), cut, size});
+    }
+  }
+  if (train_.empty()) throw Error(paths.front() + ": no training bytes left after the validation split");
+  for (const StreamSpan& s : train_) {
+    packed_start_.push_back(packed_size_);
+    const uint64_t len = uint64_t(P_) + (s.end - s.begin);
+    packed_size_ += (len + P_ - 1) / P_ * P_;
+  }
+}
+
+uint64_t ByteDataset::val_file_bytes() const {
+  uint64_t n = 0;
+  for (const StreamSpan& s : val_) n += s.end - s.begin;
+  return n;
+}
+
+void ByteDataset::read_window(uint64_t start_patch, int T, uint8_t* out) const {
+  uint64_t pos = (start_patch * P_) % packed_size_;
+  int done = 0;
+  while (done < T) {
+    // The training stream holding `pos`, and how much of it to copy.
+    const size_t s = size_t(std::upper_bound(packed_start_.begin(), packed_start_.end(), pos) - packed_start_.begin()) - 1;
+    const StreamSpan& span = train_[s];
+    const uint64_t stream_end = s + 1 < packed_start_.size() ? packed_start_[s + 1] : packed_size_;
+    const uint64_t in_stream = pos - packed_start_[s];
+    const uint64_t n = std::min<uint64_t>(uint64_t(T - done), stream_end - pos);
+    for (uint64_t i = 0; i < n; i++) {
+      const uint64_t at = in_stream + i;
+      uint8_t b = 0;  // padding after the file's bytes
+      if (at < uint64_t(P_)) b = header_[at];
+      else if (at - P_ < span.end - span.begin) b = files_[span.file]->data()[span.begin + at - P_];
+      out[done + i] = b;
+    }
+    done += int(n);
+    pos = (pos + n) % packed_size_;
+  }
+}
+
+void ByteDataset::sample_window(Rng& rng, int T, uint8_t* out) const {
+  read_window(rng.below(train_patches()), T, out);
+}
+
+std::vector<uint8_t> ByteDataset::stream_bytes(const StreamSpan& s) const {
+  std::vector<uint8_t> out(header_);
+  const uint8_t* d = files_[s.file]->data();
+  out.insert(out.end(), d + s.begin, d + s.end);
+  return out;
+}
+
+}  // namespace rb

@@ -1,0 +1,80 @@
+// Files and folders as byte streams (SPEC §2): every stream starts with a header patch, then the
+// file's bytes. Files are memory-mapped; training windows of T bytes are drawn from the packed
+// training streams (each stream zero-padded to whole patches, so headers sit on patch starts),
+// and a deterministic validation split is held out by file, or by the tail of each file when a
+// split by file is not possible.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "src/rng.h"
+
+namespace rb {
+
+enum class Modality : uint8_t { Text = 'T', Image = 'I', Audio = 'A' };
+
+// The header patch: "RB", the modality letter, then zeros up to P bytes (text/raw files).
+std::vector<uint8_t> make_header(Modality m, int P);
+
+// A read-only memory map of a whole file (empty files map to nothing).
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);  // throws rb::Error naming the file
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// Regular files under `paths` (folders recursively, in sorted order). Errors name the path: one
+// that does not exist, a folder with no files, a file that cannot be read.
+std::vector<std::string> collect_files(const std::vector<std::string>& paths);
+
+// One stream: the header patch, then bytes [begin, end) of a file.
+struct StreamSpan {
+  int file = 0;
+  uint64_t begin = 0, end = 0;
+};
+
+class ByteDataset {
+ public:
+  ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction);
+
+  int patch_size() const { return P_; }
+  size_t num_files() const { return files_.size(); }
+  const std::vector<StreamSpan>& train_streams() const { return train_; }
+  const std::vector<StreamSpan>& val_streams() const { return val_; }
+  uint64_t train_bytes() const { return packed_size_; }  // packed, with headers and padding
+  uint64_t val_file_bytes() const;                         // file bytes held out
+  const std::string& file_path(int i) const { return files_[i]->path(); }
+  // "by file" or "by tail of each file"
+  const std::string& split_kind() const { return split_kind_; }
+
+  // T bytes of the packed training streams starting at patch `start_patch` (wraps around).
+  void read_window(uint64_t start_patch, int T, uint8_t* out) const;
+  // A uniformly random patch-aligned window; advances rng.
+  void sample_window(Rng& rng, int T, uint8_t* out) const;
+  uint64_t train_patches() const { return packed_size_ / P_; }
+  // The stream's bytes as the model sees them: header patch + file bytes (not padded).
+  std::vector<uint8_t> stream_bytes(const StreamSpan& s) const;
+
+ private:
+  int P_;
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::vector<StreamSpan> train_, val_;
+  std::vector<uint64_t> packed_start_;  // start of each training stream in the packed sequence
+  uint64_t packed_size_ = 0;
+  std::vector<uint8_t> header_;
+  std::string split_kind_;
+};
+
+}  // namespace rb

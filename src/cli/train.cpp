@@ -1,0 +1,164 @@
+// retbyte train / retbyte eval.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "codecs/baselines.h"
+#include "datasets/dataset.h"
+#include "src/cli/cli.h"
+#include "src/errors.h"
+#include "src/evaluate.h"
+#include "trainer/trainer.h"
+
+namespace rb::cli {
+
+namespace {
+std::atomic<bool> g_stop_requested{false};  // set by SIGINT/SIGTERM, polled between steps
+int g_stop_signal = 0;
+
+void on_signal(int sig) {
+  g_stop_signal = sig;
+  g_stop_requested.store(true);
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[32];
+  const long t = long(s);
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  return buf;
+}
+}  // namespace
+
+int cmd_train(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout <<
+        "usage: retbyte train --config C --data PATH... --out DIR [--steps N] [--minutes M] [--resume] [-t N]\n"
+        "  C: tiny, small, base, or a JSON file with model keys (or \"config\": NAME) and training keys\n"
+        "     (lr beta1 beta2 eps weight_decay min_lr_ratio warmup_steps steps grad_clip accum_steps seed\n"
+        "      val_fraction val_every val_bytes checkpoint_every chunk)\n"
+        "  PATH: files or folders (recursive). Writes DIR/model.safetensors, DIR/state.safetensors, DIR/metrics.jsonl\n"
+        "  --steps N    total optimiser steps (also the schedule's horizon)\n"
+        "  --minutes M  stop after M minutes (the horizon is estimated from the first steps if --steps is not given)\n"
+        "  --resume     continue the run in DIR exactly where its last checkpoint left it\n"
+        "  Ctrl-C / SIGTERM saves a checkpoint and stops.\n";
+    return 0;
+  }
+  const std::string config = args.value("--config", "-c", "");
+  const std::string out = args.value("--out", "-o", "");
+  const int64_t steps = args.int_value("--steps", "", 0);
+  const std::string minutes_s = args.value("--minutes", "", "0");
+  const bool resume = args.flag("--resume");
+  const int threads = args.int_value("--threads", "-t", 0);
+  std::vector<std::string> data;
+  for (std::string d; !(d = args.value("--data", "", "")).empty();) {
+    data.push_back(d);
+    for (auto p : args.leading_positionals()) data.push_back(p);  // --data a b c
+  }
+  args.positionals();
+  if (config.empty()) throw Error("--config is required (tiny, small, base or a JSON file)");
+  if (out.empty()) throw Error("--out DIR is required");
+  if (data.empty()) throw Error("--data PATH... is required");
+  char* end = nullptr;
+  const double minutes = std::strtod(minutes_s.c_str(), &end);
+  if (*end || minutes < 0) throw Error("--minutes: '" + minutes_s + "' is not a non-negative number");
+  if (steps < 0) throw Error("--steps must be positive");
+
+  const TrainConfig cfg = parse_train_config(config);
+  auto be = make_cpu_backend(threads);
+  Trainer trainer(cfg, data, out, *be, resume);
+  const ByteDataset& ds = trainer.data();
+  std::fprintf(stderr, "retbyte train: %zu files, %.2f MB packed for training, %.2f MB validation (%s); %zu params; %d threads\n",
+               ds.num_files(), ds.train_bytes() / 1e6, ds.val_file_bytes() / 1e6, ds.split_kind().c_str(),
+               trainer.model().num_params(), be->threads());
+  if (resume) std::fprintf(stderr, "retbyte train: resuming %s at step %lld\n", out.c_str(), (long long)trainer.step());
+
+  struct sigaction sa = {};
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND;  // a second signal kills at once (checkpoints are atomic anyway)
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  const bool tty = isatty(STDERR_FILENO);
+  double last_print = -1e9, smoothed = 0;
+  auto progress = [&](const StepReport& r) {
+    smoothed = smoothed == 0 ? r.bytes_per_s : 0.9 * smoothed + 0.1 * r.bytes_per_s;
+    const bool print = tty || r.val_bpb >= 0 || r.elapsed_s - last_print >= 30 || r.skipped;
+    if (!print) return;
+    last_print = r.elapsed_s;
+    const double per_step = r.elapsed_s / std::max<int64_t>(1, (long long)trainer.step_losses().size());
+    const int64_t left = r.horizon > 0 ? r.horizon - r.step : 0;
+    char val[32] = "";
+    if (r.val_bpb >= 0) std::snprintf(val, sizeof val, " | val %.4f", r.val_bpb);
+    std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | bpb %.4f%s | lr %.2e | %.1fk B/s | ETA %s%s%s",
+                 tty ? "\r\033[K" : "", (long long)r.step, (long long)r.horizon, r.loss, r.bpb, val, r.lr,
+                 smoothed / 1e3, format_duration(per_step * double(left)).c_str(),
+                 r.skipped ? " | non-finite: step skipped" : "", tty && r.val_bpb < 0 ? "" : "\n");
+  };
+  const auto why = trainer.run(steps, minutes, &g_stop_requested, progress);
+  if (tty) std::fprintf(stderr, "\n");
+  const double val = trainer.validate(int64_t(1) << 62);
+  trainer.save_checkpoint();  // records the final validation in the model's summary
+  std::fprintf(stderr, "retbyte train: %s at step %lld; final val bpb %.4f; checkpoint in %s\n",
+               why == Trainer::Stop::Interrupted ? "interrupted" : why == Trainer::Stop::TimeUp ? "time is up" : "done",
+               (long long)trainer.step(), val, out.c_str());
+  nlohmann::ordered_json j;
+  j["step"] = trainer.step();
+  j["val_bpb"] = val;
+  j["out"] = out;
+  std::cout << j.dump() << std::endl;
+  if (why == Trainer::Stop::Interrupted) return 128 + g_stop_signal;
+  return 0;
+}
+
+int cmd_eval(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte eval -m MODEL [--raw] [-t N] PATH...\n"
+                 "  bits per byte of each file (and in total) beside zstd -19 on the same bytes;\n"
+                 "  the header patch is context and not scored. --raw feeds the bytes with no header.\n";
+    return 0;
+  }
+  const std::string model_path = args.value("--model", "-m", "");
+  const bool raw = args.flag("--raw");
+  const int threads = args.int_value("--threads", "-t", 0);
+  const auto paths = args.positionals();
+  if (model_path.empty()) throw Error("-m MODEL is required");
+  if (paths.empty()) throw Error("give at least one PATH to evaluate");
+  auto be = make_cpu_backend(threads);
+  auto model = Model::load(model_path, *be);
+  const int P = model->config().P;
+  EvalResult total;
+  size_t total_zstd = 0;
+  nlohmann::ordered_json files = nlohmann::json::array();
+  std::printf("%-50s %12s %10s %12s\n", "file", "bytes", "bpb", "zstd-19 bpb");
+  for (const std::string& f : collect_files(paths)) {
+    MappedFile file(f);
+    std::vector<uint8_t> stream = raw ? std::vector<uint8_t>() : make_header(Modality::Text, P);
+    const size_t from = stream.size();
+    stream.insert(stream.end(), file.data(), file.data() + file.size());
+    const EvalResult r = evaluate_stream(*model, stream, from);
+    const size_t z = file.size() ? zstd_compressed_size(file.data(), file.size(), 19) : 0;
+    total.nats += r.nats;
+    total.bytes += r.bytes;
+    total_zstd += z;
+    std::printf("%-50s %12llu %10.4f %12.4f\n", f.c_str(), (unsigned long long)r.bytes, r.bpb(), bits_per_byte(z, file.size()));
+    files.push_back({{"path", f}, {"modality", "text"}, {"bytes", r.bytes}, {"bpb", r.bpb()}, {"zstd19_bpb", bits_per_byte(z, file.size())}});
+  }
+  std::printf("%-50s %12llu %10.4f %12.4f\n", "total (text)", (unsigned long long)total.bytes, total.bpb(), bits_per_byte(total_zstd, total.bytes));
+  nlohmann::ordered_json j;
+  j["files"] = files;
+  j["modalities"] = {{"text", {{"bytes", total.bytes}, {"bpb", total.bpb()}}}};
+  j["zstd19_bpb"] = bits_per_byte(total_zstd, total.bytes);
+  j["bpb"] = total.bpb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace rb::cli

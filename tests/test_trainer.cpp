@@ -1,0 +1,238 @@
+// Datasets, evaluation and the training loop: exact resume, validation split, bad input.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "datasets/dataset.h"
+#include "kernels/backend.h"
+#include "src/errors.h"
+#include "src/evaluate.h"
+#include "src/safetensors.h"
+#include "tests/test_util.h"
+#include "trainer/trainer.h"
+
+namespace rb {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kTestDir = RETBYTE_TEST_DIR;
+
+// A fresh folder under the test temp dir, removed at the end of the test.
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& name) {
+    path = testing::TempDir() + "retbyte_" + std::to_string(getpid()) + "_" + name;
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string write(const std::string& name, const std::string& bytes) const {
+    const std::string p = path + "/" + name;
+    fs::create_directories(fs::path(p).parent_path());
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p;
+  }
+};
+
+std::string fixture_text() {
+  std::ifstream in(kTestDir + "/fixtures/text2k.txt", std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+void expect_error_containing(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an rb::Error containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error must be one line";
+  }
+}
+
+TEST(Dataset, StreamsStartWithTheHeaderPatchAndPackOnPatchBoundaries) {
+  TempDir d("ds");
+  d.write("a.txt", "hello");
+  d.write("sub/b.txt", "xyz");
+  ByteDataset ds({d.path}, 4, 0.0);
+  ASSERT_EQ(ds.num_files(), 2u);
+  EXPECT_EQ(ds.split_kind(), "none");
+  // Packed: [RBT\0 hell o\0\0\0] [RBT\0 xyz\0] = 20 bytes; a window wraps around.
+  EXPECT_EQ(ds.train_bytes(), 20u);
+  std::vector<uint8_t> w(24);
+  ds.read_window(0, 24, w.data());
+  const uint8_t expect[24] = {'R', 'B', 'T', 0, 'h', 'e', 'l', 'l', 'o', 0, 0, 0,
+                              'R', 'B', 'T', 0, 'x', 'y', 'z', 0, 'R', 'B', 'T', 0};
+  EXPECT_EQ(0, std::memcmp(w.data(), expect, 24));
+  ds.read_window(4, 8, w.data());  // patch 4 = "xyz\0", then wrap to the start
+  EXPECT_EQ(0, std::memcmp(w.data(), "xyz\0RBT\0", 8));
+}
+
+TEST(Dataset, ValidationSplitIsByFileOrByTailAndDeterministic) {
+  TempDir d("split");
+  for (int i = 0; i < 40; i++) d.write("f" + std::to_string(i) + ".txt", std::string(100, char('a' + i % 26)));
+  ByteDataset a({d.path}, 4, 0.1), b({d.path}, 4, 0.1);
+  EXPECT_EQ(a.split_kind(), "by file");
+  EXPECT_EQ(a.val_file_bytes(), 400u);
+  ASSERT_EQ(a.val_streams().size(), b.val_streams().size());
+  for (size_t i = 0; i < a.val_streams().size(); i++) EXPECT_EQ(a.val_streams()[i].file, b.val_streams()[i].file);
+  const std::string one = d.write("single/one.txt", std::string(1000, 'q'));
+  ByteDataset c({one}, 4, 0.1);
+  EXPECT_EQ(c.split_kind(), "by tail of each file");
+  ASSERT_EQ(c.val_streams().size(), 1u);
+  EXPECT_EQ(c.val_streams()[0].begin, 900u);
+  EXPECT_EQ(c.stream_bytes(c.val_streams()[0]).size(), 4u + 100u);
+}
+
+TEST(Dataset, BadPathsGiveOneLineErrors) {
+  TempDir d("bad");
+  expect_error_containing([&] { ByteDataset({d.path + "/missing"}, 4, 0.1); }, d.path + "/missing: no such file or folder");
+  fs::create_directories(d.path + "/empty");
+  expect_error_containing([&] { ByteDataset({d.path + "/empty"}, 4, 0.1); }, d.path + "/empty: folder has no files");
+  const std::string zero = d.write("zero.txt", "");
+  expect_error_containing([&] { ByteDataset({zero}, 4, 0.1); }, "all files are empty");
+  expect_error_containing([&] { ByteDataset({"/dev/null"}, 4, 0.1); }, "/dev/null: not a file or folder");
+  if (geteuid() != 0) {  // root can read anything
+    const std::string locked = d.write("locked.txt", "secret");
+    fs::permissions(locked, fs::perms::none);
+    expect_error_containing([&] { ByteDataset({locked}, 4, 0.1); }, locked + ": cannot read");
+  }
+}
+
+TEST(TrainConfig, NamedOrJsonWithStrictKeys) {
+  TempDir d("cfg");
+  const TrainConfig c = parse_train_config(d.write("c.json", R"({"config": "tiny", "T": 256, "lr": 0.01, "accum_steps": 2})"));
+  EXPECT_EQ(c.model.T, 256);
+  EXPECT_FLOAT_EQ(c.adamw.lr, 0.01f);
+  EXPECT_EQ(c.accum_steps, 2);
+  expect_error_containing([&] { parse_train_config(d.write("x.json", "{not json")); }, "x.json: not valid JSON");
+  expect_error_containing([&] { parse_train_config(d.write("k.json", R"({"config": "tiny", "learning_rate": 1})")); }, "k.json: unknown key \"learning_rate\"");
+  expect_error_containing([&] { parse_train_config(d.write("v.json", R"({"config": "tiny", "lr": -1})")); }, "\"lr\" = -1 is out of range");
+  // The schedule: warm-up to lr, then cosine down to min_lr_ratio * lr.
+  TrainConfig s;
+  s.adamw.lr = 1.0f;
+  s.warmup_steps = 10;
+  s.min_lr_ratio = 0.1f;
+  EXPECT_FLOAT_EQ(s.lr_at(0, 110), 0.1f);
+  EXPECT_FLOAT_EQ(s.lr_at(9, 110), 1.0f);
+  EXPECT_NEAR(s.lr_at(60, 110), 0.55f, 1e-6);
+  EXPECT_NEAR(s.lr_at(110, 110), 0.1f, 1e-6);
+}
+
+TrainConfig small_run_config() {
+  TrainConfig c;
+  c.model = named_config("tiny");
+  c.model.T = 128;
+  c.adamw.lr = 3e-3f;
+  c.warmup_steps = 3;
+  c.steps = 10;
+  c.val_every = 4;
+  c.val_bytes = 300;
+  c.checkpoint_every = 0;
+  c.accum_steps = 2;
+  c.chunk = 8;
+  return c;
+}
+
+TEST(Trainer, StoppedAndResumedRunEqualsTheUninterruptedOne) {
+  TempDir d("resume");
+  const std::string data = d.write("data/text.txt", fixture_text());
+  const TrainConfig cfg = small_run_config();
+  auto be = make_cpu_backend(2);
+  const int K = 5;
+
+  Trainer straight(cfg, {data}, d.path + "/a", *be, false);
+  straight.run(2 * K, 0, nullptr, nullptr);
+  std::vector<float> straight_params(straight.model().params(), straight.model().params() + straight.model().num_params());
+  {
+    Trainer first(cfg, {data}, d.path + "/b", *be, false);
+    first.run(K, 0, nullptr, nullptr);
+    ASSERT_EQ(first.step(), K);
+  }
+  Trainer resumed(cfg, {data}, d.path + "/b", *be, true);
+  ASSERT_EQ(resumed.step(), K);
+  resumed.run(2 * K, 0, nullptr, nullptr);
+
+  // Same loss at every step: the straight run's second half equals the resumed run's steps...
+  ASSERT_EQ(straight.step_losses().size(), size_t(2 * K));
+  ASSERT_EQ(resumed.step_losses().size(), size_t(K));
+  for (int i = 0; i < K; i++) EXPECT_EQ(resumed.step_losses()[i], straight.step_losses()[K + i]) << "step " << K + i + 1;
+  // ...and both metrics files hold the same losses for all 2K steps.
+  auto losses_of = [](const std::string& path) {
+    std::vector<double> v;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) v.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+    return v;
+  };
+  EXPECT_EQ(losses_of(d.path + "/a/metrics.jsonl"), losses_of(d.path + "/b/metrics.jsonl"));
+  EXPECT_EQ(losses_of(d.path + "/a/metrics.jsonl").size(), size_t(2 * K));
+  // Bit-identical final weights, in memory and on disk.
+  EXPECT_EQ(0, std::memcmp(straight_params.data(), resumed.model().params(), straight_params.size() * sizeof(float)));
+  SafetensorsReader a(d.path + "/a/model.safetensors"), b(d.path + "/b/model.safetensors");
+  EXPECT_EQ(a.read_f32("head.weight"), b.read_f32("head.weight"));
+  EXPECT_LT(straight.step_losses().back(), straight.step_losses().front());  // it did learn
+}
+
+TEST(Trainer, ResumeRefusesAnotherConfigAndFreshRunRefusesToOverwrite) {
+  TempDir d("refuse");
+  const std::string data = d.write("t.txt", fixture_text());
+  TrainConfig cfg = small_run_config();
+  cfg.steps = 2;
+  auto be = make_cpu_backend(2);
+  Trainer(cfg, {data}, d.path + "/run", *be, false).run(2, 0, nullptr, nullptr);
+  expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/run", *be, false); }, "use --resume");
+  TrainConfig other = cfg;
+  other.model.D_L = 32;
+  expect_error_containing([&] { Trainer(other, {data}, d.path + "/run", *be, true); }, "state.safetensors: state is for model config");
+  expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/none", *be, true); }, "no training state to resume from");
+}
+
+TEST(Trainer, StopFlagCheckpointsAndReturnsInterrupted) {
+  TempDir d("stop");
+  const std::string data = d.write("t.txt", fixture_text());
+  auto be = make_cpu_backend(2);
+  Trainer t(small_run_config(), {data}, d.path + "/run", *be, false);
+  std::atomic<bool> stop{false};
+  const auto why = t.run(10, 0, &stop, [&](const StepReport& r) { if (r.step == 3) stop = true; });
+  EXPECT_EQ(why, Trainer::Stop::Interrupted);
+  EXPECT_EQ(t.step(), 3);
+  Trainer resumed(small_run_config(), {data}, d.path + "/run", *be, true);
+  EXPECT_EQ(resumed.step(), 3);
+}
+
+// --raw scoring of the golden input equals the cross-entropy of PyTorch's golden logits, so
+// any implementation of the spec gets the same bpb on the same weights.
+TEST(Eval, RawStreamScoreEqualsGoldenLogitsCrossEntropy) {
+  auto be = make_cpu_backend(2);
+  const std::string path = kTestDir + "/golden/tiny_retention.safetensors";
+  auto model = Model::load(path, *be);
+  SafetensorsReader golden(path);
+  const auto input = golden.read_u8("input");
+  const auto logits = golden.read_f32("logits");
+  const int T = model->config().T;
+  std::vector<uint8_t> row0(input.begin(), input.begin() + T);
+  double nats = 0;
+  for (int t = 0; t < T; t++) {
+    const float* l = logits.data() + size_t(t) * 256;
+    double mx = l[0], s = 0;
+    for (int c = 1; c < 256; c++) mx = std::max(mx, double(l[c]));
+    for (int c = 0; c < 256; c++) s += std::exp(l[c] - mx);
+    nats += std::log(s) + mx - l[row0[t]];
+  }
+  for (int window : {16, 64}) {
+    const EvalResult r = evaluate_stream(*model, row0, 0, window);
+    EXPECT_EQ(r.bytes, uint64_t(T));
+    EXPECT_NEAR(r.nats / T, nats / T, 1e-4 * nats / T) << "window " << window;
+  }
+  // With a header the first patch is context only.
+  std::vector<uint8_t> with_header = make_header(Modality::Text, 4);
+  with_header.insert(with_header.end(), row0.begin(), row0.end());
+  EXPECT_EQ(evaluate_stream(*model, with_header, 4).bytes, uint64_t(T));
+}
+
+}  // namespace
+}  // namespace rb

@@ -1,0 +1,212 @@
+#include "trainer/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "src/errors.h"
+#include "src/evaluate.h"
+#include "src/safetensors.h"
+
+namespace rb {
+
+namespace fs = std::filesystem;
+
+namespace {
+constexpr int kMaxNonfiniteInARow = 5;
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+std::string rng_to_string(const Rng& r) {
+  std::ostringstream os;
+  for (int i = 0; i < 4; i++) os << (i ? " " : "") << r.raw_state()[i];
+  return os.str();
+}
+}  // namespace
+
+Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
+                 const std::string& out_dir, Backend& backend, bool resume)
+    : cfg_(cfg),
+      be_(backend),
+      out_dir_(out_dir),
+      data_(data, cfg.model.P, cfg.val_fraction),
+      model_(std::make_unique<Model>(cfg.model, backend)),
+      opt_(model_->table(), model_->num_params()),
+      rng_(cfg.seed) {
+  model_->retention_chunk = cfg.chunk;
+  horizon_ = cfg.steps;
+  std::error_code ec;
+  fs::create_directories(out_dir_, ec);
+  if (ec || !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": cannot create output folder (" + ec.message() + ")");
+  if (resume) {
+    load_checkpoint();
+  } else {
+    if (fs::exists(out_dir_ + "/state.safetensors"))
+      throw Error(out_dir_ + ": already holds a training run (state.safetensors); use --resume to continue it or choose another --out");
+    model_->init_random(cfg.seed);
+    std::ofstream(out_dir_ + "/metrics.jsonl", std::ios::trunc);
+  }
+  batch_.resize(size_t(cfg.model.B) * cfg.model.T);
+}
+
+void Trainer::load_checkpoint() {
+  const std::string state_path = out_dir_ + "/state.safetensors", model_path = out_dir_ + "/model.safetensors";
+  if (!fs::exists(state_path)) throw Error(state_path + ": no training state to resume from (run without --resume first)");
+  SafetensorsReader state(state_path);
+  const auto& meta = state.metadata();
+  for (const char* key : {"config", "train_config", "step", "rng", "horizon"})
+    if (!meta.count(key)) throw Error(state_path + ": missing \"" + std::string(key) + "\" in __metadata__ (not a retbyte training state?)");
+  const ModelConfig saved = parse_model_config(nlohmann::json::parse(meta.at("config")), state_path);
+  if (!(saved == cfg_.model))
+    throw Error(state_path + ": state is for model config " + meta.at("config") + ", but --config gives " + config_to_json(cfg_.model));
+  SafetensorsReader model_file(model_path);
+  const auto& mm = model_file.metadata();
+  if (!mm.count("train_step") || mm.at("train_step") != meta.at("step"))
+    throw Error(model_path + ": weights are from step " + (mm.count("train_step") ? mm.at("train_step") : std::string("?")) +
+                " but the state is from step " + meta.at("step") + " (interrupted while saving? restore a matching pair)");
+  model_->load_tensors(model_file);
+  state.read_f32("adam.m", {int64_t(model_->num_params())}, opt_.m().data());
+  state.read_f32("adam.v", {int64_t(model_->num_params())}, opt_.v().data());
+  step_ = std::stoll(meta.at("step"));
+  opt_.set_steps_taken(step_);
+  horizon_ = cfg_.steps > 0 ? cfg_.steps : std::stoll(meta.at("horizon"));
+  std::istringstream rs(meta.at("rng"));
+  for (int i = 0; i < 4; i++) rs >> rng_.raw_state()[i];
+  if (meta.count("bytes_seen")) bytes_seen_ = std::stoull(meta.at("bytes_seen"));
+  if (meta.count("nonfinite_streak")) nonfinite_streak_ = std::stoi(meta.at("nonfinite_streak"));
+  // Metrics after the checkpoint belong to a run that did not reach its next checkpoint.
+  const std::string metrics = out_dir_ + "/metrics.jsonl";
+  std::ifstream in(metrics);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).value("step", int64_t(0)) <= step_) kept += line + "\n";
+    } catch (const nlohmann::json::parse_error&) {
+      // a torn last line from a crash: drop it
+    }
+  }
+  write_file_atomic(metrics, kept);
+}
+
+void Trainer::save_checkpoint() {
+  nlohmann::json summary = {{"step", step_}, {"horizon", horizon_}, {"bytes_seen", bytes_seen_},
+                            {"val_bpb", last_val_bpb_}, {"train_files", data_.num_files()}};
+  model_->save(out_dir_ + "/model.safetensors",
+               {{"train_step", std::to_string(step_)}, {"training", summary.dump()}});
+  std::vector<StTensorOut> t = {
+      {"adam.m", "F32", {int64_t(model_->num_params())}, opt_.m().data()},
+      {"adam.v", "F32", {int64_t(model_->num_params())}, opt_.v().data()}};
+  write_safetensors(out_dir_ + "/state.safetensors", t,
+                    {{"config", config_to_json(cfg_.model)},
+                     {"train_config", train_config_to_json(cfg_)},
+                     {"step", std::to_string(step_)},
+                     {"horizon", std::to_string(horizon_)},
+                     {"rng", rng_to_string(rng_)},
+                     {"bytes_seen", std::to_string(bytes_seen_)},
+                     {"nonfinite_streak", std::to_string(nonfinite_streak_)}});
+}
+
+double Trainer::validate(int64_t max_bytes) {
+  EvalResult total;
+  int64_t budget = max_bytes;
+  for (const StreamSpan& s : data_.val_streams()) {
+    if (budget <= 0) break;
+    StreamSpan part = s;
+    part.end = std::min<uint64_t>(s.end, s.begin + uint64_t(budget));
+    budget -= int64_t(part.end - part.begin);
+    const EvalResult r = evaluate_stream(*model_, data_.stream_bytes(part), size_t(cfg_.model.P));
+    total.nats += r.nats;
+    total.bytes += r.bytes;
+  }
+  last_val_bpb_ = total.bytes ? total.bpb() : -1;
+  return last_val_bpb_;
+}
+
+StepReport Trainer::train_step() {
+  const ModelConfig& c = cfg_.model;
+  const double t0 = now_s();
+  model_->zero_grad();
+  double loss = 0;
+  for (int micro = 0; micro < cfg_.accum_steps; micro++) {
+    for (int b = 0; b < c.B; b++) data_.sample_window(rng_, c.T, batch_.data() + size_t(b) * c.T);
+    loss += model_->forward(batch_.data(), c.B, c.T, Model::Mode::Train) / cfg_.accum_steps;
+    model_->backward();
+  }
+  // Gradients are the sum over micro-batches of per-micro-batch means.
+  const double norm = global_norm(model_->grads(), model_->num_params()) / cfg_.accum_steps;
+  StepReport r;
+  r.loss = loss;
+  r.bpb = loss / std::log(2.0);
+  r.grad_norm = norm;
+  r.lr = cfg_.lr_at(step_, horizon_);
+  if (!std::isfinite(loss) || !std::isfinite(norm)) {
+    r.skipped = true;
+    if (++nonfinite_streak_ >= kMaxNonfiniteInARow)
+      throw Error("training diverged: " + std::to_string(nonfinite_streak_) + " non-finite losses or gradients in a row at step " +
+                  std::to_string(step_) + "; the last good checkpoint in " + out_dir_ + " is kept (try a lower lr)");
+  } else {
+    nonfinite_streak_ = 0;
+    float scale = 1.0f / float(cfg_.accum_steps);
+    if (cfg_.grad_clip > 0 && norm > cfg_.grad_clip) scale *= float(cfg_.grad_clip / norm);
+    opt_.step(model_->params(), model_->grads(), float(r.lr), cfg_.adamw, scale);
+    step_++;
+  }
+  const uint64_t bytes = uint64_t(c.B) * c.T * cfg_.accum_steps;
+  bytes_seen_ += bytes;
+  r.step = step_;
+  r.horizon = horizon_;
+  r.bytes_per_s = double(bytes) / (now_s() - t0);
+  return r;
+}
+
+void Trainer::append_metrics(const StepReport& r) {
+  nlohmann::ordered_json j;
+  j["step"] = r.step;
+  j["loss"] = r.loss;
+  j["bpb"] = r.bpb;
+  if (r.val_bpb >= 0) j["val_bpb"] = r.val_bpb;
+  j["lr"] = r.lr;
+  j["grad_norm"] = r.grad_norm;
+  j["bytes_per_s"] = r.bytes_per_s;
+  if (r.skipped) j["skipped"] = true;
+  std::ofstream out(out_dir_ + "/metrics.jsonl", std::ios::app);
+  out << j.dump() << "\n";
+}
+
+Trainer::Stop Trainer::run(int64_t target_steps, double minutes, const std::atomic<bool>* stop,
+                           const std::function<void(const StepReport&)>& on_step) {
+  const double start = now_s();
+  if (target_steps <= 0) target_steps = horizon_;
+  if (horizon_ <= 0) horizon_ = target_steps;
+  if (horizon_ <= 0 && minutes <= 0) throw Error("give --steps N or --minutes M (or \"steps\" in the config)");
+  const int64_t first_step = step_;
+  Stop why = Stop::Finished;
+  while (true) {
+    if (target_steps > 0 && step_ >= target_steps) break;
+    if (stop && stop->load()) { why = Stop::Interrupted; break; }
+    const double elapsed = now_s() - start;
+    if (minutes > 0 && elapsed >= minutes * 60) { why = Stop::TimeUp; break; }
+    // With only a time budget, fix the schedule's horizon from the speed of the first steps.
+    if (horizon_ <= 0 && step_ - first_step == 3) {
+      horizon_ = step_ + int64_t((minutes * 60 - elapsed) / (elapsed / 3));
+      if (target_steps <= 0) target_steps = horizon_;
+    }
+    StepReport r = train_step();
+    losses_.push_back(r.loss);
+    if (r.horizon <= 0) r.horizon = horizon_;
+    if (!r.skipped && cfg_.val_every > 0 && step_ % cfg_.val_every == 0) r.val_bpb = validate(cfg_.val_bytes);
+    r.elapsed_s = now_s() - start;
+    append_metrics(r);
+    if (on_step) on_step(r);
+    if (!r.skipped && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
+  }
+  save_checkpoint();
+  return why;
+}
+
+}  // namespace rb

@@ -1,0 +1,69 @@
+// The training loop: random windows from a ByteDataset, AdamW with warm-up + cosine, global-norm
+// clipping, gradient accumulation, periodic validation, atomic checkpoints (model + optimizer
+// state + RNG + step) from which a resumed run continues bit-identically.
+#pragma once
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "datasets/dataset.h"
+#include "src/model.h"
+#include "trainer/adamw.h"
+#include "trainer/train_config.h"
+
+namespace rb {
+
+struct StepReport {
+  int64_t step = 0;  // optimiser steps completed
+  int64_t horizon = 0;
+  double loss = 0, bpb = 0, lr = 0, grad_norm = 0, bytes_per_s = 0;
+  double val_bpb = -1;  // < 0 when not validated at this step
+  bool skipped = false;  // non-finite loss or gradient: no update
+  double elapsed_s = 0;
+};
+
+class Trainer {
+ public:
+  // Opens the data, builds the model (fresh, or from out_dir when resume) and prepares out_dir.
+  Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, const std::string& out_dir,
+          Backend& backend, bool resume);
+
+  enum class Stop { Finished, TimeUp, Interrupted };
+  // Trains until `target_steps` optimiser steps have been taken in total (0 = the horizon), or
+  // `minutes` of wall time (0 = no limit), or *stop becomes true. Checkpoints at the end.
+  // `on_step` sees every step. Throws rb::Error when the run diverges (last checkpoint kept).
+  Stop run(int64_t target_steps, double minutes, const std::atomic<bool>* stop,
+           const std::function<void(const StepReport&)>& on_step);
+
+  void save_checkpoint();
+  double validate(int64_t max_bytes);  // bpb over the validation streams (up to max_bytes)
+  int64_t step() const { return step_; }
+  int64_t horizon() const { return horizon_; }
+  Model& model() { return *model_; }
+  const ByteDataset& data() const { return data_; }
+  const std::vector<double>& step_losses() const { return losses_; }  // this process's steps
+  double last_val_bpb() const { return last_val_bpb_; }
+
+ private:
+  StepReport train_step();
+  void load_checkpoint();
+  void append_metrics(const StepReport& r);
+
+  TrainConfig cfg_;
+  Backend& be_;
+  std::string out_dir_;
+  ByteDataset data_;
+  std::unique_ptr<Model> model_;
+  AdamW opt_;
+  Rng rng_;
+  int64_t step_ = 0, horizon_ = 0;
+  int nonfinite_streak_ = 0;
+  uint64_t bytes_seen_ = 0;
+  double last_val_bpb_ = -1;
+  std::vector<double> losses_;
+  std::vector<uint8_t> batch_;
+};
+
+}  // namespace rb
