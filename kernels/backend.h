@@ -116,6 +116,11 @@ class Backend {
   virtual void attention_backward(float* dqkv, const float* dout, const float* qkv,
                                   const float* probs, const AttentionShape& s) = 0;
 
+  // One query row against n cached keys/values (decoding with a KV cache): q [H*hd],
+  // k/v rows of stride ld, out [H*hd]; softmax scale 1/sqrt(hd), no mask (all n are visible).
+  virtual void attention_decode(float* out, const float* q, const float* k, const float* v, int n,
+                                int ld, int H, int hd) = 0;
+
   // Chunkwise retention. gammas[H]. state_in may be null (zeros); state_out may be null.
   // saved_states [B, H, nchunks, dk, dv] receives the state entering each chunk (null if no
   // backward will follow).
@@ -136,6 +141,41 @@ class Backend {
   virtual void retention_recurrent_forward(float* o, const float* q, const float* k,
                                            const float* v, const float* gammas,
                                            const RetentionShape& s, float* state) = 0;
+};
+
+// A backend buffer that frees itself.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Backend& be, size_t count) : be_(&be), p_(be.alloc(count)), n_(count) {}
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& o) noexcept : be_(o.be_), p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_, p_ = o.p_, n_ = o.n_;
+      o.p_ = nullptr, o.n_ = 0;
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  float* data() const { return p_; }
+  size_t size() const { return n_; }
+  Buffer clone() const {
+    Buffer b(*be_, n_);
+    be_->copy(b.p_, p_, n_);
+    return b;
+  }
+  void reset() {
+    if (p_) be_->release(p_);
+    p_ = nullptr, n_ = 0;
+  }
+
+ private:
+  Backend* be_ = nullptr;
+  float* p_ = nullptr;
+  size_t n_ = 0;
 };
 
 // The CPU backend: OpenBLAS sgemm + vectorised OpenMP loops. threads <= 0 means all cores.

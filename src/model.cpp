@@ -11,7 +11,8 @@ namespace rb {
 // Every activation the backward pass needs, sized for one (B, T). N = B*K global rows,
 // M = B*T local rows. Layer-indexed vectors hold one buffer per layer.
 struct Model::Acts {
-  int B = 0, T = 0, N = 0, M = 0;
+  int B = 0, T = 0, N = 0, M = 0;  // the current call's shape
+  int cap_B = 0, cap_T = 0;         // what the buffers were sized for
   Backend* be = nullptr;
   std::vector<float*> owned;
   std::vector<int32_t*> owned_idx;
@@ -53,7 +54,7 @@ struct Model::Acts {
   }
 };
 
-GlobalStream::GlobalStream(Backend& be, const ModelConfig& c, int B) : be_(be), B_(B) {
+GlobalStream::GlobalStream(Backend& be, const ModelConfig& c, int B) : be_(be), B_(B), P_(c.P) {
   state_size_ = size_t(B) * c.H_G * c.dk() * c.dv();
   for (int l = 0; l < c.L_G; l++) states_.push_back(be_.alloc(state_size_));
   last_patch_.assign(size_t(B) * c.P, 0);
@@ -61,6 +62,32 @@ GlobalStream::GlobalStream(Backend& be, const ModelConfig& c, int B) : be_(be), 
 GlobalStream::~GlobalStream() {
   for (float* s : states_) be_.release(s);
 }
+std::unique_ptr<GlobalStream> GlobalStream::clone() const {
+  auto c = std::unique_ptr<GlobalStream>(new GlobalStream(be_, B_, P_, state_size_, states_.size()));
+  for (size_t l = 0; l < states_.size(); l++) be_.copy(c->states_[l], states_[l], state_size_);
+  c->patches_ = patches_;
+  c->last_patch_ = last_patch_;
+  return c;
+}
+
+GlobalStream::GlobalStream(Backend& be, int B, int P, size_t state_size, size_t layers)
+    : be_(be), B_(B), state_size_(state_size), P_(P) {
+  for (size_t l = 0; l < layers; l++) states_.push_back(be_.alloc(state_size_));
+  last_patch_.assign(size_t(B) * P, 0);
+}
+
+std::vector<float> GlobalStream::export_states() const {
+  std::vector<float> out(state_floats());
+  for (size_t l = 0; l < states_.size(); l++) be_.download(out.data() + l * state_size_, states_[l], state_size_);
+  return out;
+}
+
+void GlobalStream::import_states(const std::vector<float>& states, int64_t patches) {
+  if (states.size() != state_floats()) throw Error("retention state has the wrong size for this model");
+  for (size_t l = 0; l < states_.size(); l++) be_.upload(states_[l], states.data() + l * state_size_, state_size_);
+  patches_ = patches;
+}
+
 void GlobalStream::reset() {
   patches_ = 0;
   for (float* s : states_) be_.fill(s, 0.0f, state_size_);
@@ -72,9 +99,7 @@ Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend)
   table_ = parameter_table(cfg_);
   num_params_ = parameter_count(table_);
   params_ = be_.alloc(num_params_);
-  grads_ = be_.alloc(num_params_);
   parameter_table(cfg_, params_, &w_);
-  parameter_table(cfg_, grads_, &gw_);
   for (int h = 0; h < cfg_.H_G; h++) gammas_host_.push_back(retention_gamma(h));
   gammas_ = be_.alloc(cfg_.H_G);
   be_.upload(gammas_, gammas_host_.data(), cfg_.H_G);
@@ -83,7 +108,7 @@ Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend)
 Model::~Model() {
   a_.reset();
   be_.release(params_);
-  be_.release(grads_);
+  if (grads_) be_.release(grads_);
   be_.release(gammas_);
 }
 
@@ -126,20 +151,41 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
   return model;
 }
 
-void Model::zero_grad() { be_.fill(grads_, 0.0f, num_params_); }
+void Model::ensure_grads() {
+  if (grads_) return;  // allocated on first use: inference never pays for them
+  grads_ = be_.alloc(num_params_);
+  parameter_table(cfg_, grads_, &gw_);
+}
+
+float* Model::grads() {
+  ensure_grads();
+  return grads_;
+}
+
+void Model::zero_grad() {
+  ensure_grads();
+  be_.fill(grads_, 0.0f, num_params_);
+}
 
 const float* Model::logits() const { return a_ ? a_->logits : nullptr; }
 const float* Model::byte_losses() const { return a_ ? a_->losses : nullptr; }
 
+void Model::reserve(int B, int T) { ensure_acts(B, T); }
+
 void Model::ensure_acts(int B, int T) {
-  if (a_ && a_->B == B && a_->T == T) return;
+  const int P = cfg_.P;
+  if (a_ && B <= a_->cap_B && T <= a_->cap_T) {  // every buffer size grows with B and T
+    a_->B = B, a_->T = T, a_->N = B * (T / P), a_->M = B * T;
+    return;
+  }
   a_.reset();
   auto a = std::make_unique<Acts>();
   a->be = &be_;
-  const int P = cfg_.P, K = T / P, DG = cfg_.D_G(), DL = cfg_.D_L, LG = cfg_.L_G, LL = cfg_.L_L;
+  const int K = T / P, DG = cfg_.D_G(), DL = cfg_.D_L, LG = cfg_.L_G, LL = cfg_.L_L;
   const size_t N = size_t(B) * K, M = size_t(B) * T;
   const bool ret = cfg_.global == GlobalKind::Retention;
   a->B = B, a->T = T, a->N = int(N), a->M = int(M);
+  a->cap_B = B, a->cap_T = T;
   for (int32_t** p : {&a->bytes, &a->local_idx, &a->pos_idx}) {
     *p = be_.alloc_index(M);
     a->owned_idx.push_back(*p);
@@ -199,8 +245,11 @@ void Model::forward_global_retention(int l, GlobalStream* stream) {
   be_.rope(proj, ld, N, H, cfg_.dk(), K, pos0, 1.0f, false);
   be_.rope(proj + DG, ld, N, H, cfg_.dk(), K, pos0, 1.0f / std::sqrt(float(cfg_.dk())), false);
   RetentionShape rs{a.B, K, H, cfg_.dk(), cfg_.dv(), ld, ld};
-  be_.retention_chunkwise_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs,
-                                  retention_chunk, state, state, stream ? nullptr : a.g_aux[l]);
+  if (stream && K == 1)  // one decoding step: the recurrent form
+    be_.retention_recurrent_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs, state);
+  else
+    be_.retention_chunkwise_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs,
+                                    retention_chunk, state, state, stream ? nullptr : a.g_aux[l]);
   be_.rmsnorm_forward(a.g_y[l], a.g_rstd[l], a.g_mix[l], 2 * DG, N, H, cfg_.dv());
   be_.swish_gate_forward(a.g_gated[l], proj + 4 * DG, ld, a.g_y[l], N, 2 * DG);
   be_.copy(a.g_mid[l], a.g_res[l], size_t(N) * DG);
@@ -240,6 +289,44 @@ void Model::forward_local(int l) {
   be_.add_bias(a.l_res[l + 1], L.b2, M, DL);
 }
 
+void Model::run_global(GlobalStream* stream) {
+  Acts& a = *a_;
+  const int N = a.N, DG = cfg_.D_G(), K = a.T / cfg_.P;
+  for (int l = 0; l < cfg_.L_G; l++) {
+    if (cfg_.global == GlobalKind::Retention) forward_global_retention(l, stream);
+    else forward_global_attention(l);
+    const GlobalLayerWeights& L = w_.g[l];
+    be_.layernorm_forward(a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_mid[l], L.ln2_w, L.ln2_b, N, DG);
+    be_.linear_forward(a.g_f1[l], a.g_ln2[l], L.w1, L.b1, N, DG, 2 * DG);
+    be_.gelu_forward(a.g_f1a[l], a.g_f1[l], size_t(N) * 2 * DG);
+    be_.copy(a.g_res[l + 1], a.g_mid[l], size_t(N) * DG);
+    be_.gemm(false, true, N, DG, 2 * DG, 1.0f, a.g_f1a[l], 2 * DG, L.w2, 2 * DG, 1.0f, a.g_res[l + 1], DG);
+    be_.add_bias(a.g_res[l + 1], L.b2, N, DG);
+  }
+  be_.layernorm_forward(a.g_out, a.g_lnf_mean, a.g_lnf_rstd, a.g_res[cfg_.L_G], w_.g_ln_w, w_.g_ln_b, N, DG);
+  if (stream) stream->patches_ += K;
+}
+
+const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStream* stream) {
+  if (!stream || stream->B_ != 1 || npatches <= 0 || cfg_.global != GlobalKind::Retention ||
+      (!patches && npatches != 1))
+    throw Error("global_step: needs a retention model, a stream of batch 1 and at least one patch");
+  const int P = cfg_.P;
+  ensure_acts(1, npatches * P);
+  Acts& a = *a_;
+  if (!patches) {  // the stream's first position: the pad vector
+    be_.copy(a.g_res[0], w_.g_pad, cfg_.D_G());
+  } else {
+    std::vector<int32_t> idx(patches, patches + size_t(npatches) * P);
+    be_.upload_index(a.bytes, idx.data(), idx.size());
+    be_.embedding_forward(a.g_res[0], w_.g_embed, a.bytes, npatches * P, cfg_.D_E);
+  }
+  run_global(stream);
+  if (patches)
+    for (int p = 0; p < P; p++) stream->last_patch_[p] = patches[size_t(npatches - 1) * P + p];
+  return a.g_out;
+}
+
 double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream) {
   if (B <= 0 || T <= 0 || T % cfg_.P != 0)
     throw Error("forward: T = " + std::to_string(T) + " must be a positive multiple of P = " + std::to_string(cfg_.P));
@@ -248,7 +335,7 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
   ensure_acts(B, T);
   Acts& a = *a_;
   const int P = cfg_.P, K = T / P, DE = cfg_.D_E, DG = cfg_.D_G(), DL = cfg_.D_L;
-  const int N = a.N, M = a.M;
+  const int M = a.M;
 
   // Indices: the bytes (targets and global embedding rows), the local input byte (pad row 256
   // at the first position of each patch) and the local position.
@@ -277,19 +364,7 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
       for (int p = 0; p < P; p++) stream->last_patch_[size_t(b) * P + p] = x[size_t(b) * T + T - P + p];
     // patches_ advances after the global layers have used the old position.
   }
-  for (int l = 0; l < cfg_.L_G; l++) {
-    if (cfg_.global == GlobalKind::Retention) forward_global_retention(l, stream);
-    else forward_global_attention(l);
-    const GlobalLayerWeights& L = w_.g[l];
-    be_.layernorm_forward(a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_mid[l], L.ln2_w, L.ln2_b, N, DG);
-    be_.linear_forward(a.g_f1[l], a.g_ln2[l], L.w1, L.b1, N, DG, 2 * DG);
-    be_.gelu_forward(a.g_f1a[l], a.g_f1[l], size_t(N) * 2 * DG);
-    be_.copy(a.g_res[l + 1], a.g_mid[l], size_t(N) * DG);
-    be_.gemm(false, true, N, DG, 2 * DG, 1.0f, a.g_f1a[l], 2 * DG, L.w2, 2 * DG, 1.0f, a.g_res[l + 1], DG);
-    be_.add_bias(a.g_res[l + 1], L.b2, N, DG);
-  }
-  be_.layernorm_forward(a.g_out, a.g_lnf_mean, a.g_lnf_rstd, a.g_res[cfg_.L_G], w_.g_ln_w, w_.g_ln_b, N, DG);
-  if (stream) stream->patches_ += K;
+  run_global(stream);
 
   // Global to local: each D_G row is P pieces of D_E, i.e. g_out viewed as [M, D_E].
   be_.linear_forward(a.l_res[0], a.g_out, w_.g2l, nullptr, M, DE, DL);
@@ -369,16 +444,18 @@ void Model::backward() {
   const int N = a.N, M = a.M;
   if (!a.dg_res) {
     const bool ret = cfg_.global == GlobalKind::Retention;
-    a.dg_res = a.make(size_t(N) * DG);
-    a.dg_a = a.make(size_t(N) * DG);
-    a.dg_proj = a.make(size_t(N) * DG * (ret ? 6 : 3));
-    a.dg_b = a.make(size_t(N) * 2 * DG);
-    a.dg_c = a.make(size_t(N) * 2 * DG);
-    a.dl_res = a.make(size_t(M) * DL);
-    a.dl_a = a.make(size_t(M) * DL);
-    a.dl_qkv = a.make(size_t(M) * 3 * DL);
-    a.dl_big = a.make(size_t(M) * 4 * DL);
+    const size_t capN = size_t(a.cap_B) * (a.cap_T / P), capM = size_t(a.cap_B) * a.cap_T;
+    a.dg_res = a.make(capN * DG);
+    a.dg_a = a.make(capN * DG);
+    a.dg_proj = a.make(capN * DG * (ret ? 6 : 3));
+    a.dg_b = a.make(capN * 2 * DG);
+    a.dg_c = a.make(capN * 2 * DG);
+    a.dl_res = a.make(capM * DL);
+    a.dl_a = a.make(capM * DL);
+    a.dl_qkv = a.make(capM * 3 * DL);
+    a.dl_big = a.make(capM * 4 * DL);
   }
+  ensure_grads();
   // Head and final local LayerNorm (logits now hold dlogits).
   be_.linear_backward(a.dl_a, gw_.head, nullptr, a.logits, a.l_lnf, w_.head, M, DL, 256);
   be_.fill(a.dl_res, 0.0f, size_t(M) * DL);

@@ -27,15 +27,22 @@ class GlobalStream {
   int batch() const { return B_; }
   int64_t patches() const { return patches_; }
   void reset();  // back to the start of a stream (zero state, pad input)
+  std::unique_ptr<GlobalStream> clone() const;
+  // Host copies of the state, for saving: per layer [B, H, dk, dv], concatenated.
+  std::vector<float> export_states() const;
+  void import_states(const std::vector<float>& states, int64_t patches);
+  size_t state_floats() const { return state_size_ * states_.size(); }
 
  private:
   friend class Model;
+  GlobalStream(Backend& be, int B, int P, size_t state_size, size_t layers);
   Backend& be_;
   int B_;
   int64_t patches_ = 0;
   size_t state_size_ = 0;             // per layer
   std::vector<float*> states_;        // one per global layer
   std::vector<int32_t> last_patch_;   // [B, P] bytes of the last patch seen
+  int P_ = 0;
 };
 
 class Model {
@@ -50,7 +57,7 @@ class Model {
   const std::vector<TensorEntry>& table() const { return table_; }
   size_t num_params() const { return num_params_; }
   float* params() { return params_; }
-  float* grads() { return grads_; }
+  float* grads();  // allocated on first use
   const Weights& weights() const { return w_; }
 
   void init_random(uint64_t seed);
@@ -76,12 +83,24 @@ class Model {
   const float* logits() const;      // [B*T, 256], valid after an Eval forward
   const float* byte_losses() const;  // [B*T] nats, after any forward
 
+  // Global model only, for decoding and prompt ingestion: row k's input is the embedding of
+  // patches[k] (P bytes each; no shift; patches = null means one step on the pad vector, the
+  // input of a stream's first position), at positions stream->patches() onwards; updates the
+  // stream. One patch uses the recurrent form, more the chunkwise form. Returns the global
+  // outputs [npatches, D_G] (backend memory, valid until the next call).
+  const float* global_step(const uint8_t* patches, int npatches, GlobalStream* stream);
+
+  // Sizes activation buffers for up to B x T now, so later calls of any smaller shape reuse them.
+  void reserve(int B, int T);
+
   // Multiply-adds of one forward (matrix products, retention/attention), for GFLOP/s reports.
   double forward_flops(int B, int T) const;
 
  private:
   struct Acts;
   void ensure_acts(int B, int T);
+  void ensure_grads();
+  void run_global(GlobalStream* stream);  // global layers + final LN on g_res[0] -> g_out
   void forward_global_retention(int l, GlobalStream* stream);
   void forward_global_attention(int l);
   void backward_global_retention(int l);

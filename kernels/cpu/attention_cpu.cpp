@@ -98,4 +98,33 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
   }
 }
 
+void CpuBackend::attention_decode(float* out, const float* q, const float* k, const float* v, int n,
+                                  int ld, int H, int hd) {
+  const float scale = 1.0f / std::sqrt(float(hd));
+#pragma omp parallel for schedule(static) if (size_t(n) * H * hd > 32768)
+  for (int h = 0; h < H; h++) {
+    std::vector<float> p(static_cast<size_t>(n));
+    const float* qh = q + size_t(h) * hd;
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+      const float* kj = k + size_t(j) * ld + size_t(h) * hd;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int c = 0; c < hd; c++) dot += qh[c] * kj[c];
+      p[j] = dot * scale;
+      mx = std::max(mx, p[j]);
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) sum += (p[j] = vec::expf_fast(p[j] - mx));
+    float* oh = out + size_t(h) * hd;
+    std::fill(oh, oh + hd, 0.0f);
+    for (int j = 0; j < n; j++) {
+      const float* vj = v + size_t(j) * ld + size_t(h) * hd;
+      const float w = p[j] / sum;
+#pragma omp simd
+      for (int c = 0; c < hd; c++) oh[c] += w * vj[c];
+    }
+  }
+}
+
 }  // namespace rb

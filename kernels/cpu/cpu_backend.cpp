@@ -17,6 +17,10 @@ extern "C" void openblas_set_num_threads(int);
 namespace rb {
 
 namespace {
+// Below this many floats a loop runs on the calling thread: waking the team costs more than the
+// work (decoding calls every kernel on a single row).
+constexpr size_t kParallelMin = 16384;
+
 // Column reductions (bias and norm-weight gradients) sum fixed blocks of rows, then the blocks in
 // order: the result does not depend on the thread count.
 constexpr int kReduceBlock = 64;
@@ -74,12 +78,18 @@ void CpuBackend::upload_index(int32_t* dst, const int32_t* host, size_t count) {
 void CpuBackend::gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                       int lda, const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
+  if (M == 1) {  // one row (decoding): sgemv, since sgemm would repack all of B on every call
+    const int incx = trans_a ? lda : 1;
+    if (trans_b) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, incx, beta, C, 1);
+    else cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, incx, beta, C, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(rows) * cols >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     float* yr = y + size_t(r) * cols;
 #pragma omp simd
@@ -96,13 +106,13 @@ void CpuBackend::bias_backward(float* dbias, const float* dy, int rows, int cols
 }
 
 void CpuBackend::add_inplace(float* y, const float* x, size_t count) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
   for (size_t i = 0; i < count; i++) y[i] += x[i];
 }
 
 void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* x,
                                    const float* w, const float* b, int rows, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(rows) * C >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     const float* xr = x + size_t(r) * C;
     float s = 0.0f;
@@ -164,18 +174,18 @@ void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float
 }
 
 void CpuBackend::gelu_forward(float* out, const float* x, size_t count) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
   for (size_t i = 0; i < count; i++) out[i] = vec::gelu_fast(x[i]);
 }
 
 void CpuBackend::gelu_backward(float* dx, const float* x, const float* dout, size_t count) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
   for (size_t i = 0; i < count; i++) dx[i] = dout[i] * vec::gelu_grad_fast(x[i]);
 }
 
 void CpuBackend::rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows,
                                  int groups, int width) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(rows) * groups * width >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     for (int g = 0; g < groups; g++) {
       const float* xr = x + size_t(r) * ld_x + size_t(g) * width;
@@ -213,7 +223,7 @@ void CpuBackend::rmsnorm_backward(float* dx, int ld_x, const float* dout, const 
 
 void CpuBackend::swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows,
                                     int cols) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(rows) * cols >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     const float* gr = g + size_t(r) * ld_g;
     const float* yr = y + size_t(r) * cols;
@@ -254,7 +264,7 @@ void CpuBackend::rope(float* x, int ld, int rows, int heads, int hd, int seq_len
       cs[size_t(p) * half + i] = float(std::cos(angle));
       sn[size_t(p) * half + i] = float(inverse ? -std::sin(angle) : std::sin(angle));
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(rows) * heads * hd >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     const float* c = cs.data() + size_t(r % seq_len) * half;
     const float* s = sn.data() + size_t(r % seq_len) * half;
@@ -272,7 +282,7 @@ void CpuBackend::rope(float* x, int ld, int rows, int heads, int hd, int seq_len
 
 void CpuBackend::embedding_forward(float* out, const float* table, const int32_t* idx, int count,
                                    int dim, bool accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(count) * dim >= kParallelMin)
   for (int i = 0; i < count; i++) {
     float* o = out + size_t(i) * dim;
     const float* t = table + size_t(idx[i]) * dim;

@@ -57,6 +57,8 @@ class CpuBackend final : public Backend {
                          const AttentionShape& s) override;
   void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                           const AttentionShape& s) override;
+  void attention_decode(float* out, const float* q, const float* k, const float* v, int n, int ld,
+                        int H, int hd) override;
   void retention_chunkwise_forward(float* o, const float* q, const float* k, const float* v,
                                    const float* gammas, const RetentionShape& s, int chunk,
                                    const float* state_in, float* state_out,

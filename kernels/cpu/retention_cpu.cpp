@@ -167,7 +167,7 @@ void CpuBackend::retention_recurrent_forward(float* o, const float* q, const flo
                                              const RetentionShape& s, float* state) {
   const int n = s.n, dk = s.dk, dv = s.dv, H = s.H, ldo = H * dv;
   const size_t ssz = size_t(dk) * dv;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(s.B) * H * n * ssz >= 65536)
   for (int task = 0; task < s.B * H; task++) {
     const int b = task / H, h = task % H;
     const float g = gammas[h];

@@ -11,6 +11,8 @@
 #include "src/model.h"
 #include "src/rng.h"
 #include "trainer/trainer.h"
+#include "generator/decoder.h"
+#include "generator/sampler.h"
 
 #include <unistd.h>
 #include <filesystem>
@@ -166,15 +168,76 @@ int bench_train(Args& args) {
   return 0;
 }
 
+// Decoding speed and memory after a context of BYTES: the retention global ingests the context
+// for real (chunkwise); the attention baseline does too up to 64 KiB, beyond that its KV cache is
+// filled with random keys/values of the right size (its quadratic ingestion would take hours).
+int bench_decode(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte bench decode [--config small] [--global retention|attention] [--context BYTES] [-n BYTES] [-t N]\n"
+                 "  bytes/s and peak RSS of batch-1 decoding after a context of BYTES (default 1024)\n";
+    return 0;
+  }
+  ModelConfig cfg = load_model_config(args.value("--config", "", "small"));
+  const std::string global = args.value("--global", "", "retention");
+  if (global != "retention" && global != "attention") throw Error("--global must be retention or attention");
+  cfg.global = global == "retention" ? GlobalKind::Retention : GlobalKind::Attention;
+  const int64_t context = args.int_value("--context", "", 1024);
+  const int n = args.int_value("--n-predict", "-n", 4096);
+  const int threads = args.int_value("--threads", "-t", 0);
+  args.positionals();
+  if (context < 0 || n <= 0) throw Error("--context must be >= 0 and -n > 0");
+  auto be = make_cpu_backend(threads);
+  Model model(cfg, *be);
+  model.init_random(1);
+  Decoder dec(model);
+  DecodeState st(model);
+  st.rng().reseed(1);
+  Rng rng(2);
+  const bool synthetic = cfg.global == GlobalKind::Attention && context > 65536;
+  double ingest_s = 0;
+  if (synthetic) {
+    dec.fill_synthetic_context(st, context / cfg.P, 3);
+  } else {
+    std::vector<uint8_t> ctx(static_cast<size_t>(context));
+    for (auto& b : ctx) b = uint8_t(rng.below(256));
+    const double t0 = now_s();
+    dec.ingest(st, ctx.data(), ctx.size());
+    ingest_s = now_s() - t0;
+  }
+  const SamplingParams sp{1.0f, 0, 1.0f};
+  for (int i = 0; i < 2 * cfg.P; i++) dec.accept(st, sample_byte(dec.next_logits(st), sp, st.rng()));  // warm-up
+  const double t0 = now_s();
+  for (int i = 0; i < n; i++) dec.accept(st, sample_byte(dec.next_logits(st), sp, st.rng()));
+  const double s = now_s() - t0;
+  std::printf("config        %s  (%d threads)\n", config_to_json(cfg).c_str(), be->threads());
+  std::printf("context       %lld bytes (%s)%s\n", (long long)context, synthetic ? "synthetic KV cache" : "ingested",
+              synthetic || context == 0 ? "" : (", " + std::to_string(int64_t(context / ingest_s)) + " bytes/s").c_str());
+  std::printf("decode        %8.0f bytes/s  (%d bytes, batch 1)\n", n / s, n);
+  std::printf("peak RSS      %8.1f MB\n", peak_rss_mb());
+  nlohmann::ordered_json j;
+  j["bench"] = "decode";
+  j["global"] = global;
+  j["context"] = context;
+  j["context_fill"] = synthetic ? "synthetic" : "ingested";
+  if (!synthetic && context > 0) j["ingest_bytes_per_s"] = context / ingest_s;
+  j["threads"] = be->threads();
+  j["bytes"] = n;
+  j["bytes_per_s"] = n / s;
+  j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
 int cmd_bench(Args& args) {
   const std::string which = args.shift();
   if (which == "fwdbwd") return bench_fwdbwd(args);
   if (which == "train") return bench_train(args);
+  if (which == "decode") return bench_decode(args);
   if (which.empty() || which == "--help" || which == "-h") {
     std::cout << "usage: retbyte bench fwdbwd [options]   (run with --help for its options)\n";
     return which.empty() ? 1 : 0;
   }
-  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train)");
+  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode)");
 }
 
 }  // namespace rb::cli

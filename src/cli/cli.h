@@ -26,6 +26,7 @@ int cmd_bench(Args& args);
 int cmd_info(Args& args);
 int cmd_train(Args& args);
 int cmd_eval(Args& args);
+int cmd_generate(Args& args);
 double peak_rss_mb();
 
 }  // namespace rb::cli

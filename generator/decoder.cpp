@@ -1,0 +1,333 @@
+#include "generator/decoder.h"
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "src/errors.h"
+#include "src/safetensors.h"
+
+namespace rb {
+
+namespace {
+constexpr const char* kStateFormat = "retbyte-decode-state";
+constexpr int kStateVersion = 1;
+}  // namespace
+
+std::string model_fingerprint(const Model& model) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  const std::string cfg = config_to_json(model.config());
+  mix(reinterpret_cast<const uint8_t*>(cfg.data()), cfg.size());
+  std::vector<float> host(model.num_params());
+  const_cast<Model&>(model).backend().download(host.data(), const_cast<Model&>(model).params(), host.size());
+  mix(reinterpret_cast<const uint8_t*>(host.data()), host.size() * sizeof(float));
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
+}
+
+// ---------------------------------------------------------------- state
+
+DecodeState::DecodeState(Model& model) : model_(model), P_(model.config().P) {
+  const ModelConfig& c = model.config();
+  Backend& be = model.backend();
+  if (c.global == GlobalKind::Retention) stream_ = model.new_stream(1);
+  else
+    for (int l = 0; l < c.L_G; l++) k_cache_.emplace_back(), v_cache_.emplace_back();
+  g_cur_ = Buffer(be, size_t(c.D_G()));
+  last_patch_.assign(size_t(P_), 0);
+  for (int l = 0; l < c.L_L; l++) l_qkv_.emplace_back(be, size_t(P_) * 3 * c.D_L);
+}
+
+DecodeState::DecodeState(const DecodeState& o)
+    : model_(o.model_), P_(o.P_), cache_len_(o.cache_len_), cache_cap_(o.cache_cap_),
+      g_cur_(o.g_cur_.clone()), g_ready_(o.g_ready_), patches_done_(o.patches_done_),
+      last_patch_(o.last_patch_), patch_(o.patch_), pos_(o.pos_), rng_(o.rng_) {
+  if (o.stream_) stream_ = o.stream_->clone();
+  for (const Buffer& b : o.k_cache_) k_cache_.push_back(b.size() ? b.clone() : Buffer());
+  for (const Buffer& b : o.v_cache_) v_cache_.push_back(b.size() ? b.clone() : Buffer());
+  for (const Buffer& b : o.l_qkv_) l_qkv_.push_back(b.clone());
+}
+
+void DecodeState::grow_cache(int64_t need) {
+  if (need <= cache_cap_) return;
+  const size_t DG = size_t(model_.config().D_G());
+  const int64_t cap = std::max<int64_t>(need, std::max<int64_t>(64, cache_cap_ * 2));
+  for (size_t l = 0; l < k_cache_.size(); l++)
+    for (auto* cache : {&k_cache_, &v_cache_}) {
+      Buffer b(model_.backend(), size_t(cap) * DG);
+      if (cache_len_) model_.backend().copy(b.data(), (*cache)[l].data(), size_t(cache_len_) * DG);
+      (*cache)[l] = std::move(b);
+    }
+  cache_cap_ = cap;
+}
+
+std::unique_ptr<DecodeState> DecodeState::clone() const {
+  return std::unique_ptr<DecodeState>(new DecodeState(*this));
+}
+
+void DecodeState::save(const std::string& path) const {
+  const ModelConfig& c = model_.config();
+  Backend& be = model_.backend();
+  auto host = [&](const Buffer& b, size_t n) {
+    std::vector<float> v(n);
+    if (n) be.download(v.data(), b.data(), n);
+    return v;
+  };
+  std::vector<std::vector<float>> keep;  // owns the host copies until written
+  std::vector<StTensorOut> t;
+  if (stream_) {
+    keep.push_back(stream_->export_states());
+    t.push_back({"global.state", "F32", {c.L_G, c.H_G, c.dk(), c.dv()}, keep.back().data()});
+  } else {
+    std::vector<float> k, v;
+    for (int l = 0; l < c.L_G; l++) {
+      auto kl = host(k_cache_[l], size_t(cache_len_) * c.D_G()), vl = host(v_cache_[l], size_t(cache_len_) * c.D_G());
+      k.insert(k.end(), kl.begin(), kl.end());
+      v.insert(v.end(), vl.begin(), vl.end());
+    }
+    keep.push_back(std::move(k));
+    t.push_back({"global.k_cache", "F32", {c.L_G, cache_len_, c.D_G()}, keep.back().data()});
+    keep.push_back(std::move(v));
+    t.push_back({"global.v_cache", "F32", {c.L_G, cache_len_, c.D_G()}, keep.back().data()});
+  }
+  keep.push_back(host(g_cur_, g_cur_.size()));
+  t.push_back({"global.current", "F32", {c.D_G()}, keep.back().data()});
+  std::vector<float> qkv;
+  for (const Buffer& b : l_qkv_) {
+    auto h = host(b, b.size());
+    qkv.insert(qkv.end(), h.begin(), h.end());
+  }
+  keep.push_back(std::move(qkv));
+  t.push_back({"local.qkv", "F32", {c.L_L, P_, 3 * c.D_L}, keep.back().data()});
+  t.push_back({"patch", "U8", {int64_t(patch_.size())}, patch_.data()});
+  t.push_back({"last_patch", "U8", {P_}, last_patch_.data()});
+  std::ostringstream rng;
+  for (int i = 0; i < 4; i++) rng << (i ? " " : "") << rng_.raw_state()[i];
+  write_safetensors(path, t,
+                    {{"format", kStateFormat},
+                     {"version", std::to_string(kStateVersion)},
+                     {"model_fingerprint", model_fingerprint(model_)},
+                     {"config", config_to_json(c)},
+                     {"patches_done", std::to_string(patches_done_)},
+                     {"global_ready", g_ready_ ? "1" : "0"},
+                     {"rng", rng.str()}});
+}
+
+std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& model) {
+  SafetensorsReader f(path);
+  const auto& m = f.metadata();
+  auto meta = [&](const char* key) {
+    auto it = m.find(key);
+    if (it == m.end()) throw Error(path + ": missing \"" + key + "\" in __metadata__ (not a retbyte decode state?)");
+    return it->second;
+  };
+  if (meta("format") != kStateFormat) throw Error(path + ": not a retbyte decode state (format \"" + meta("format") + "\")");
+  if (meta("version") != std::to_string(kStateVersion))
+    throw Error(path + ": decode state version " + meta("version") + " is not supported (this build reads version " + std::to_string(kStateVersion) + ")");
+  const std::string fp = model_fingerprint(model);
+  if (meta("model_fingerprint") != fp)
+    throw Error(path + ": state was made with another model (fingerprint " + meta("model_fingerprint") + ", this model is " + fp + ")");
+  const ModelConfig& c = model.config();
+  auto st = std::make_unique<DecodeState>(model);
+  Backend& be = model.backend();
+  st->patches_done_ = std::stoll(meta("patches_done"));
+  st->g_ready_ = meta("global_ready") == "1";
+  std::istringstream rs(meta("rng"));
+  for (int i = 0; i < 4; i++) rs >> st->rng_.raw_state()[i];
+  if (!rs) throw Error(path + ": bad \"rng\" in __metadata__");
+  if (st->stream_) {
+    std::vector<float> s(st->stream_->state_floats());
+    f.read_f32("global.state", {c.L_G, c.H_G, c.dk(), c.dv()}, s.data());
+    st->stream_->import_states(s, st->patches_done_ + (st->g_ready_ ? 1 : 0));
+  } else {
+    const auto& info = f.info("global.k_cache");
+    if (info.shape.size() != 3) throw Error(path + ": global.k_cache must be 3-d");
+    const int64_t n = info.shape[1];
+    if (n != st->patches_done_ + (st->g_ready_ ? 1 : 0)) throw Error(path + ": KV cache length does not match the position");
+    std::vector<float> k(size_t(c.L_G) * n * c.D_G()), v(k.size());
+    f.read_f32("global.k_cache", {c.L_G, n, c.D_G()}, k.data());
+    f.read_f32("global.v_cache", {c.L_G, n, c.D_G()}, v.data());
+    st->grow_cache(n);
+    for (int l = 0; l < c.L_G; l++) {
+      if (n == 0) break;
+      be.upload(st->k_cache_[l].data(), k.data() + size_t(l) * n * c.D_G(), size_t(n) * c.D_G());
+      be.upload(st->v_cache_[l].data(), v.data() + size_t(l) * n * c.D_G(), size_t(n) * c.D_G());
+    }
+    st->cache_len_ = n;
+  }
+  std::vector<float> g(size_t(c.D_G()));
+  f.read_f32("global.current", {c.D_G()}, g.data());
+  be.upload(st->g_cur_.data(), g.data(), g.size());
+  std::vector<float> qkv(size_t(c.L_L) * st->P_ * 3 * c.D_L);
+  f.read_f32("local.qkv", {c.L_L, st->P_, 3 * c.D_L}, qkv.data());
+  for (int l = 0; l < c.L_L; l++) be.upload(st->l_qkv_[l].data(), qkv.data() + size_t(l) * st->P_ * 3 * c.D_L, size_t(st->P_) * 3 * c.D_L);
+  st->patch_ = f.read_u8("patch");
+  st->last_patch_ = f.read_u8("last_patch");
+  if (st->patch_.size() >= size_t(st->P_) || st->last_patch_.size() != size_t(st->P_))
+    throw Error(path + ": patch bytes do not fit the model's patch size");
+  st->pos_ = int(st->patch_.size());
+  return st;
+}
+
+// ---------------------------------------------------------------- decoder
+
+Decoder::Decoder(Model& model) : model_(model), be_(model.backend()), c_(model.config()) {
+  const int DL = c_.D_L, DG = c_.D_G(), P = c_.P;
+  h_ = Buffer(be_, DL);
+  ln_ = Buffer(be_, DL);
+  att_ = Buffer(be_, DL);
+  att_rows_ = Buffer(be_, size_t(P) * DL);
+  probs_ = Buffer(be_, size_t(c_.H_L) * P * P);
+  big_ = Buffer(be_, size_t(4) * DL);
+  logits_ = Buffer(be_, 256);
+  g_x_ = Buffer(be_, DG);
+  g_ln_ = Buffer(be_, DG);
+  g_qkv_ = Buffer(be_, size_t(3) * DG);
+  g_att_ = Buffer(be_, DG);
+  g_big_ = Buffer(be_, size_t(2) * DG);
+  ln_mean_ = Buffer(be_, 1);
+  ln_rstd_ = Buffer(be_, 1);
+  idx_ = be_.alloc_index(2);
+  host_logits_.resize(256);
+  if (c_.global == GlobalKind::Retention) model_.reserve(1, c_.T);  // one size for every context
+}
+
+
+// One global step of the attention baseline at position cache_len_ (= patches_done_): the patch
+// (or the pad vector) in, K and V appended to the cache, g_cur out.
+void Decoder::global_attention_step(DecodeState& st, const uint8_t* patch) {
+  const Weights& w = model_.weights();
+  const int DG = c_.D_G(), H = c_.H_G, hd = c_.dk(), P = c_.P;
+  const int64_t pos = st.cache_len_;
+  st.grow_cache(pos + 1);
+  float* x = g_x_.data();
+  if (patch) {
+    std::vector<int32_t> idx(patch, patch + P);
+    for (int p = 0; p < P; p++) {
+      be_.upload_index(idx_, idx.data() + p, 1);
+      be_.embedding_forward(x + size_t(p) * c_.D_E, w.g_embed, idx_, 1, c_.D_E);
+    }
+  } else {
+    be_.copy(x, w.g_pad, DG);
+  }
+  for (int l = 0; l < c_.L_G; l++) {
+    const GlobalLayerWeights& L = w.g[l];
+    be_.layernorm_forward(g_ln_.data(), ln_mean_.data(), ln_rstd_.data(), x, L.ln1_w, L.ln1_b, 1, DG);
+    be_.linear_forward(g_qkv_.data(), g_ln_.data(), L.wqkv, L.bqkv, 1, DG, 3 * DG);
+    be_.rope(g_qkv_.data(), 3 * DG, 1, H, hd, 1, pos, 1.0f, false);
+    be_.rope(g_qkv_.data() + DG, 3 * DG, 1, H, hd, 1, pos, 1.0f, false);
+    be_.copy(st.k_cache_[l].data() + size_t(pos) * DG, g_qkv_.data() + DG, DG);
+    be_.copy(st.v_cache_[l].data() + size_t(pos) * DG, g_qkv_.data() + 2 * DG, DG);
+    be_.attention_decode(g_att_.data(), g_qkv_.data(), st.k_cache_[l].data(), st.v_cache_[l].data(), int(pos + 1), DG, H, hd);
+    be_.gemm(false, true, 1, DG, DG, 1.0f, g_att_.data(), DG, L.att_wo, DG, 1.0f, x, DG);
+    be_.add_bias(x, L.att_bo, 1, DG);
+    be_.layernorm_forward(g_ln_.data(), ln_mean_.data(), ln_rstd_.data(), x, L.ln2_w, L.ln2_b, 1, DG);
+    be_.linear_forward(g_big_.data(), g_ln_.data(), L.w1, L.b1, 1, DG, 2 * DG);
+    be_.gelu_forward(g_big_.data(), g_big_.data(), size_t(2) * DG);
+    be_.gemm(false, true, 1, DG, 2 * DG, 1.0f, g_big_.data(), 2 * DG, L.w2, 2 * DG, 1.0f, x, DG);
+    be_.add_bias(x, L.b2, 1, DG);
+  }
+  be_.layernorm_forward(st.g_cur_.data(), ln_mean_.data(), ln_rstd_.data(), x, w.g_ln_w, w.g_ln_b, 1, DG);
+  st.cache_len_ = pos + 1;
+}
+
+void Decoder::ensure_global(DecodeState& st) {
+  if (st.g_ready_) return;
+  const uint8_t* input = st.patches_done_ > 0 ? st.last_patch_.data() : nullptr;
+  if (st.stream_) be_.copy(st.g_cur_.data(), model_.global_step(input, 1, st.stream_.get()), c_.D_G());
+  else global_attention_step(st, input);
+  st.g_ready_ = true;
+}
+
+const float* Decoder::next_logits(DecodeState& st) {
+  ensure_global(st);
+  const Weights& w = model_.weights();
+  const int DL = c_.D_L, p = st.pos_, H = c_.H_L;
+  float* h = h_.data();
+  // h = g2l(piece p of g_cur) + E_L[previous byte, or pad at p = 0] + pos[p]
+  be_.linear_forward(h, st.g_cur_.data() + size_t(p) * c_.D_E, w.g2l, nullptr, 1, c_.D_E, DL);
+  const int32_t idx[2] = {p == 0 ? 256 : st.patch_[p - 1], p};
+  be_.upload_index(idx_, idx, 2);
+  be_.embedding_forward(h, w.l_embed, idx_, 1, DL, true);
+  be_.embedding_forward(h, w.l_pos, idx_ + 1, 1, DL, true);
+  for (int l = 0; l < c_.L_L; l++) {
+    const LocalLayerWeights& L = w.l[l];
+    float* qkv = st.l_qkv_[l].data();
+    be_.layernorm_forward(ln_.data(), ln_mean_.data(), ln_rstd_.data(), h, L.ln1_w, L.ln1_b, 1, DL);
+    be_.linear_forward(qkv + size_t(p) * 3 * DL, ln_.data(), L.wqkv, L.bqkv, 1, DL, 3 * DL);
+    // Attention over the patch so far (at most P rows): the cached rows are the keys/values.
+    be_.attention_decode(att_.data(), qkv + size_t(p) * 3 * DL, qkv + DL, qkv + 2 * DL, p + 1, 3 * DL, H, c_.hd_local());
+    be_.gemm(false, true, 1, DL, DL, 1.0f, att_.data(), DL, L.wo, DL, 1.0f, h, DL);
+    be_.add_bias(h, L.bo, 1, DL);
+    be_.layernorm_forward(ln_.data(), ln_mean_.data(), ln_rstd_.data(), h, L.ln2_w, L.ln2_b, 1, DL);
+    be_.linear_forward(big_.data(), ln_.data(), L.w1, L.b1, 1, DL, 4 * DL);
+    be_.gelu_forward(big_.data(), big_.data(), size_t(4) * DL);
+    be_.gemm(false, true, 1, DL, 4 * DL, 1.0f, big_.data(), 4 * DL, L.w2, 4 * DL, 1.0f, h, DL);
+    be_.add_bias(h, L.b2, 1, DL);
+  }
+  be_.layernorm_forward(ln_.data(), ln_mean_.data(), ln_rstd_.data(), h, w.l_ln_w, w.l_ln_b, 1, DL);
+  be_.linear_forward(logits_.data(), ln_.data(), w.head, nullptr, 1, DL, 256);
+  be_.download(host_logits_.data(), logits_.data(), 256);
+  return host_logits_.data();
+}
+
+void Decoder::accept(DecodeState& st, uint8_t byte) {
+  st.patch_.push_back(byte);
+  st.pos_++;
+  if (st.pos_ == c_.P) {  // the patch is complete: it is the next global step's input
+    st.last_patch_ = st.patch_;
+    st.patch_.clear();
+    st.pos_ = 0;
+    st.patches_done_++;
+    st.g_ready_ = false;
+  }
+}
+
+void Decoder::ingest(DecodeState& st, const uint8_t* bytes, size_t n) {
+  const int P = c_.P;
+  size_t i = 0;
+  while (i < n) {
+    if (st.pos_ != 0 || n - i < size_t(P)) {  // inside a patch: the local model keeps its cache
+      next_logits(st);
+      accept(st, bytes[i++]);
+      continue;
+    }
+    // Whole patches: only their global steps matter (their local outputs are not needed).
+    ensure_global(st);
+    const size_t whole = (n - i) / P;
+    if (st.stream_) {
+      const size_t m = std::min(whole, size_t(c_.T / P));  // bounded activations
+      const float* out = model_.global_step(bytes + i, int(m), st.stream_.get());
+      be_.copy(st.g_cur_.data(), out + (m - 1) * c_.D_G(), c_.D_G());
+      std::copy(bytes + i + (m - 1) * P, bytes + i + m * P, st.last_patch_.begin());
+      st.patches_done_ += int64_t(m);
+      i += m * P;
+    } else {
+      global_attention_step(st, bytes + i);
+      std::copy(bytes + i, bytes + i + P, st.last_patch_.begin());
+      st.patches_done_++;
+      i += P;
+    }
+  }
+}
+
+void Decoder::fill_synthetic_context(DecodeState& st, int64_t patches, uint64_t seed) {
+  if (st.stream_) throw Error("fill_synthetic_context is for the attention baseline");
+  st.grow_cache(patches);
+  Rng rng(seed);
+  std::vector<float> rows(size_t(patches) * c_.D_G());
+  for (int l = 0; l < c_.L_G; l++)
+    for (auto* cache : {&st.k_cache_, &st.v_cache_}) {
+      for (auto& x : rows) x = float(rng.normal());
+      be_.upload((*cache)[l].data(), rows.data(), rows.size());
+    }
+  st.cache_len_ = patches;
+  st.patches_done_ = patches;
+  st.g_ready_ = false;
+}
+
+}  // namespace rb

@@ -1,0 +1,85 @@
+// Streaming decoding with a constant-size state (retention) or a KV cache (attention baseline).
+//
+// A DecodeState is owned by the caller: sized and zero-initialised for one model, cloneable, and
+// saved/restored as a versioned file that records the model's fingerprint. The Decoder turns it
+// forward: next_logits() gives the distribution of the next byte, accept(b) consumes a byte
+// (sampled, or teacher-forced), ingest() consumes many known bytes fast (whole patches through the
+// chunkwise global form, without running the local model).
+//
+// Position bookkeeping: after `patches_done` complete patches, the global step of position
+// patches_done (input: the last complete patch, or the pad vector at 0) gives g_cur, the global
+// output for the patch in progress; the local model runs with a per-patch q|k|v cache.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "src/model.h"
+#include "src/rng.h"
+
+namespace rb {
+
+class DecodeState {
+ public:
+  explicit DecodeState(Model& model);
+  std::unique_ptr<DecodeState> clone() const;
+  // Atomic write; load checks magic, version, sizes and that `model` is the one it was made with.
+  void save(const std::string& path) const;
+  static std::unique_ptr<DecodeState> load(const std::string& path, Model& model);
+
+  int64_t bytes_consumed() const { return patches_done_ * P_ + pos_; }
+  Rng& rng() { return rng_; }
+
+ private:
+  friend class Decoder;
+  DecodeState(const DecodeState& other);
+  void grow_cache(int64_t need);  // attention: room for `need` cached positions
+  Model& model_;
+  int P_ = 0;
+  // global
+  std::unique_ptr<GlobalStream> stream_;  // retention: states + position
+  std::vector<Buffer> k_cache_, v_cache_;  // attention: per layer [capacity, D_G]
+  int64_t cache_len_ = 0, cache_cap_ = 0;
+  Buffer g_cur_;                           // [D_G] global output for the patch in progress
+  bool g_ready_ = false;
+  int64_t patches_done_ = 0;
+  std::vector<uint8_t> last_patch_;        // bytes of the last complete patch
+  // local
+  std::vector<uint8_t> patch_;             // bytes of the patch in progress
+  int pos_ = 0;                            // = patch_.size()
+  std::vector<Buffer> l_qkv_;              // per layer [P, 3*D_L] cache of the patch in progress
+  Rng rng_;
+};
+
+class Decoder {
+ public:
+  explicit Decoder(Model& model);
+  // Logits [256] (host memory, valid until the next call) for the next byte.
+  const float* next_logits(DecodeState& st);
+  void accept(DecodeState& st, uint8_t byte);
+  // Consumes known bytes (a prompt): whole patches through the global model only.
+  void ingest(DecodeState& st, const uint8_t* bytes, size_t n);
+  // Benchmarks only: fills an attention state's KV cache with `patches` positions of random
+  // keys/values (ingesting a million-byte context through the quadratic baseline is too slow).
+  void fill_synthetic_context(DecodeState& st, int64_t patches, uint64_t seed);
+
+ private:
+  void ensure_global(DecodeState& st);
+  void global_attention_step(DecodeState& st, const uint8_t* patch);
+
+  Model& model_;
+  Backend& be_;
+  const ModelConfig& c_;
+  // scratch, one row each
+  Buffer h_, ln_, att_, att_rows_, probs_, big_, logits_, g_x_, g_ln_, g_qkv_, g_att_, g_big_;
+  Buffer ln_mean_, ln_rstd_;
+  int32_t* idx_ = nullptr;
+  std::vector<float> host_logits_;
+};
+
+// Model fingerprint: 64-bit FNV-1a over the config JSON and the weights' bytes, as 16 hex digits.
+std::string model_fingerprint(const Model& model);
+
+}  // namespace rb

@@ -1,0 +1,54 @@
+#include "generator/sampler.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <numeric>
+
+namespace rb {
+
+uint8_t sample_byte(const float* logits, const SamplingParams& sp, Rng& rng) {
+  if (sp.temperature <= 0.0f) return uint8_t(std::max_element(logits, logits + 256) - logits);
+  if (sp.top_k == 0 && sp.top_p >= 1.0f) {  // plain sampling: no ordering needed
+    const double mx = *std::max_element(logits, logits + 256);
+    std::array<double, 256> prob;
+    double sum = 0;
+    for (int i = 0; i < 256; i++) sum += prob[i] = std::exp((double(logits[i]) - mx) / sp.temperature);
+    const double u = rng.uniform() * sum;
+    double cum = 0;
+    for (int i = 0; i < 256; i++)
+      if (u < (cum += prob[i])) return uint8_t(i);
+    return 255;
+  }
+  // Bytes by decreasing logit (stable: ties keep byte order), probabilities in double.
+  std::array<int, 256> order;
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+  const double mx = logits[order[0]];
+  std::array<double, 256> prob;
+  double sum = 0;
+  for (int i = 0; i < 256; i++) sum += prob[i] = std::exp((double(logits[order[i]]) - mx) / sp.temperature);
+  int keep = 256;
+  if (sp.top_k > 0) keep = std::min(keep, sp.top_k);
+  if (sp.top_p < 1.0f) {
+    double cum = 0;
+    for (int i = 0; i < keep; i++) {
+      cum += prob[i] / sum;
+      if (cum >= sp.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  double kept = 0;
+  for (int i = 0; i < keep; i++) kept += prob[i];
+  const double u = rng.uniform() * kept;
+  double cum = 0;
+  for (int i = 0; i < keep; i++) {
+    cum += prob[i];
+    if (u < cum) return uint8_t(order[i]);
+  }
+  return uint8_t(order[keep - 1]);
+}
+
+}  // namespace rb

@@ -1,0 +1,157 @@
+// Decoding: teacher-forced logits equal the parallel training forward; state save/restore and
+// cloning continue exactly; sampling is deterministic for a seed at any thread count.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "generator/decoder.h"
+#include "generator/sampler.h"
+#include "kernels/backend.h"
+#include "src/errors.h"
+#include "src/safetensors.h"
+#include "tests/test_util.h"
+
+namespace rb {
+namespace {
+
+const std::string kTestDir = RETBYTE_TEST_DIR;
+
+std::vector<uint8_t> text_bytes(size_t n) {
+  std::ifstream in(kTestDir + "/fixtures/text2k.txt", std::ios::binary);
+  std::string s((std::istreambuf_iterator<char>(in)), {});
+  std::vector<uint8_t> out;
+  while (out.size() < n) out.insert(out.end(), s.begin(), s.end());
+  out.resize(n);
+  return out;
+}
+
+// Logits of every position of `x` from decoding (ingesting the first `ingest` bytes, then
+// teacher-forcing one byte at a time) against one parallel/chunkwise forward over all of x.
+void expect_decode_matches_forward(Model& model, const std::vector<uint8_t>& x, size_t ingest) {
+  model.retention_chunk = 16;
+  model.forward(x.data(), 1, int(x.size()), Model::Mode::Eval);
+  const std::vector<float> ref(model.logits(), model.logits() + x.size() * 256);
+  Decoder dec(model);
+  DecodeState st(model);
+  dec.ingest(st, x.data(), ingest);
+  std::vector<float> got, want;
+  for (size_t t = ingest; t < x.size(); t++) {
+    const float* l = dec.next_logits(st);
+    got.insert(got.end(), l, l + 256);
+    want.insert(want.end(), ref.begin() + long(t * 256), ref.begin() + long((t + 1) * 256));
+    dec.accept(st, x[t]);
+  }
+  EXPECT_LE(test::rel_error(got, want), 1e-4) << "ingested " << ingest << " of " << x.size();
+  EXPECT_EQ(st.bytes_consumed(), int64_t(x.size()));
+}
+
+TEST(Decoder, TeacherForcedLogitsEqualTheForwardTiny) {
+  auto be = make_cpu_backend(2);
+  for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
+    auto model = Model::load(kTestDir + "/golden/" + file, *be);
+    const auto x = text_bytes(1000);  // 250 patches: many retention chunks of 16
+    expect_decode_matches_forward(*model, x, 0);
+    expect_decode_matches_forward(*model, x, 603);  // whole patches + a partial one ingested
+  }
+}
+
+TEST(Decoder, TeacherForcedLogitsEqualTheForwardSmall) {
+  auto be = make_cpu_backend(2);
+  Model model(named_config("small"), *be);
+  model.init_random(5);
+  expect_decode_matches_forward(model, text_bytes(1536), 777);
+}
+
+std::string generate(Model& model, DecodeState& st, int n, const SamplingParams& sp) {
+  Decoder dec(model);
+  std::string out;
+  for (int i = 0; i < n; i++) {
+    const uint8_t b = sample_byte(dec.next_logits(st), sp, st.rng());
+    dec.accept(st, b);
+    out += char(b);
+  }
+  return out;
+}
+
+TEST(Decoder, SavedStateContinuesExactlyAndCloneIsIndependent) {
+  auto be = make_cpu_backend(2);
+  const std::string path = testing::TempDir() + "retbyte_state_" + std::to_string(getpid());
+  for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
+    auto model = Model::load(kTestDir + "/golden/" + file, *be);
+    const SamplingParams sp{1.0f, 0, 0.95f};
+    const auto prompt = text_bytes(101);
+    Decoder dec(*model);
+    DecodeState whole(*model);
+    whole.rng().reseed(42);
+    dec.ingest(whole, prompt.data(), prompt.size());
+    const std::string all = generate(*model, whole, 90, sp);
+
+    DecodeState first(*model);
+    first.rng().reseed(42);
+    dec.ingest(first, prompt.data(), prompt.size());
+    const std::string a = generate(*model, first, 37, sp);  // ends mid-patch
+    auto copy = first.clone();
+    first.save(path);
+    auto restored = DecodeState::load(path, *model);
+    const std::string b = generate(*model, *restored, 53, sp);
+    EXPECT_EQ(a + b, all) << file;
+    EXPECT_EQ(generate(*model, *copy, 53, sp), b) << file << ": clone";
+  }
+  std::remove(path.c_str());
+}
+
+TEST(Decoder, SameSeedSameBytesAtAnyThreadCount) {
+  std::string outs[2];
+  for (int threads : {1, 2}) {
+    auto be = make_cpu_backend(threads);
+    auto model = Model::load(kTestDir + "/golden/tiny_retention.safetensors", *be);
+    DecodeState st(*model);
+    st.rng().reseed(7);
+    Decoder(*model).ingest(st, text_bytes(64).data(), 64);
+    outs[threads - 1] = generate(*model, st, 200, SamplingParams{0.9f, 40, 1.0f});
+  }
+  EXPECT_EQ(outs[0], outs[1]);
+}
+
+TEST(Decoder, StateFromAnotherModelOrDamagedIsRefused) {
+  auto be = make_cpu_backend(2);
+  auto model = Model::load(kTestDir + "/golden/tiny_retention.safetensors", *be);
+  const std::string path = testing::TempDir() + "retbyte_state2_" + std::to_string(getpid());
+  DecodeState st(*model);
+  st.save(path);
+  Model other(model->config(), *be);
+  other.init_random(3);
+  try {
+    DecodeState::load(path, other);
+    ADD_FAILURE() << "loaded a state made with another model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("made with another model"), std::string::npos) << e.what();
+  }
+  const auto size = std::filesystem::file_size(path);
+  std::filesystem::resize_file(path, size - 10);
+  EXPECT_THROW(DecodeState::load(path, *model), Error);
+  std::remove(path.c_str());
+}
+
+TEST(Sampler, GreedyTopKAndDistribution) {
+  Rng rng(1);
+  std::vector<float> logits(256, 0.0f);
+  logits[65] = 3.0f;
+  logits[66] = 3.0f;
+  logits[200] = 2.0f;
+  EXPECT_EQ(sample_byte(logits.data(), {0.0f, 0, 1.0f}, rng), 65);  // ties: lowest byte
+  EXPECT_EQ(sample_byte(logits.data(), {1.0f, 1, 1.0f}, rng), 65);
+  int count[256] = {};
+  const int n = 20000;
+  for (int i = 0; i < n; i++) count[sample_byte(logits.data(), {1.0f, 3, 1.0f}, rng)]++;
+  const double z = 2 * std::exp(3.0) + std::exp(2.0);
+  EXPECT_NEAR(count[200] / double(n), std::exp(2.0) / z, 0.02);
+  EXPECT_NEAR(count[65] / double(n), std::exp(3.0) / z, 0.02);
+  EXPECT_EQ(count[65] + count[66] + count[200], n);  // nothing outside the top 3
+}
+
+}  // namespace
+}  // namespace rb
