@@ -19,7 +19,8 @@ class Args {
   std::vector<std::string> leading_positionals();  // whatever is left (errors on unknown flags)
  private:
   std::vector<std::string> argv_;
-  size_t last_pos_ = 0;  // where value() last removed a flag
+  size_t last_pos_ = 0;     // where value() last removed a flag
+  std::string last_flag_;  // the spelling the user typed, for error messages
 };
 
 int cmd_bench(Args& args);

@@ -28,6 +28,7 @@ std::string Args::value(const std::string& name, const std::string& alt, const s
     if (argv_[i] == name || (!alt.empty() && argv_[i] == alt)) {
       if (i + 1 >= argv_.size()) throw Error(argv_[i] + " needs a value");
       std::string v = argv_[i + 1];
+      last_flag_ = argv_[i];
       argv_.erase(argv_.begin() + long(i), argv_.begin() + long(i) + 2);
       last_pos_ = i;
       return v;
@@ -41,7 +42,7 @@ int Args::int_value(const std::string& name, const std::string& alt, int def) {
   char* end = nullptr;
   const long x = std::strtol(v.c_str(), &end, 10);
   if (*end != '\0' || end == v.c_str() || x < -(1L << 30) || x > (1L << 30))
-    throw Error(name + ": '" + v + "' is not an integer");
+    throw Error(last_flag_ + ": '" + v + "' is not an integer");
   return int(x);
 }
 
