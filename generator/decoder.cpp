@@ -199,6 +199,8 @@ Decoder::Decoder(Model& model) : model_(model), be_(model.backend()), c_(model.c
 
 // One global step of the attention baseline at position cache_len_ (= patches_done_): the patch
 // (or the pad vector) in, K and V appended to the cache, g_cur out.
+Decoder::~Decoder() { be_.release_index(idx_); }
+
 void Decoder::global_attention_step(DecodeState& st, const uint8_t* patch) {
   const Weights& w = model_.weights();
   const int DG = c_.D_G(), H = c_.H_G, hd = c_.dk(), P = c_.P;

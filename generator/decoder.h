@@ -56,6 +56,9 @@ class DecodeState {
 class Decoder {
  public:
   explicit Decoder(Model& model);
+  ~Decoder();
+  Decoder(const Decoder&) = delete;
+  Decoder& operator=(const Decoder&) = delete;
   // Logits [256] (host memory, valid until the next call) for the next byte.
   const float* next_logits(DecodeState& st);
   void accept(DecodeState& st, uint8_t byte);

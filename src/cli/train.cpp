@@ -104,9 +104,13 @@ int cmd_train(Args& args) {
   };
   const auto why = trainer.run(steps, minutes, &g_stop_requested, progress);
   if (tty) std::fprintf(stderr, "\n");
-  const double val = trainer.validate(int64_t(1) << 62);
-  trainer.save_checkpoint();  // records the final validation in the model's summary
-  std::fprintf(stderr, "retbyte train: %s at step %lld; final val bpb %.4f; checkpoint in %s\n",
+  // A full validation at the end (skipped when interrupted: the user wants to stop now).
+  double val = trainer.last_val_bpb();
+  if (why != Trainer::Stop::Interrupted) {
+    val = trainer.validate(int64_t(1) << 62);
+    trainer.save_checkpoint();  // records the final validation in the model's summary
+  }
+  std::fprintf(stderr, "retbyte train: %s at step %lld; val bpb %.4f; checkpoint in %s\n",
                why == Trainer::Stop::Interrupted ? "interrupted" : why == Trainer::Stop::TimeUp ? "time is up" : "done",
                (long long)trainer.step(), val, out.c_str());
   nlohmann::ordered_json j;
