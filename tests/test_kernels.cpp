@@ -32,6 +32,41 @@ TEST_F(Kernels, GemmMatchesReferenceAllTransposes) {
       }
 }
 
+// Shapes that cross every blocking boundary of the AVX-512 kernel (MR 12, NR 32, KC 256, MC 192,
+// NC 1536), padded leading dimensions, alpha/beta, and beta = 0 over NaN (BLAS: C is not read).
+TEST_F(Kernels, GemmBlockedShapesStridesAndBetaZero) {
+  const int shapes[][3] = {{13, 33, 257}, {200, 1600, 40}, {385, 64, 520}, {2, 3000, 3}, {25, 31, 1}};
+  for (auto [M, N, K] : shapes)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 7;
+        auto A = random_vec(size_t(ta ? K : M) * lda, rng), B = random_vec(size_t(tb ? N : K) * ldb, rng);
+        auto C = random_vec(size_t(M) * ldc, rng), Cref = C;
+        be->gemm(ta, tb, M, N, K, -0.75f, A.data(), lda, B.data(), ldb, 0.5f, C.data(), ldc);
+        ref::gemm(ta, tb, M, N, K, -0.75f, A.data(), lda, B.data(), ldb, 0.5f, Cref.data(), ldc);
+        EXPECT_LE(rel_error(C, Cref), 2 * K * kEps) << M << "x" << N << "x" << K << " ta=" << ta << " tb=" << tb;
+        std::vector<float> nan_c(size_t(M) * ldc, NAN), zero_ref(size_t(M) * ldc, NAN);
+        be->gemm(ta, tb, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, nan_c.data(), ldc);
+        ref::gemm(ta, tb, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, zero_ref.data(), ldc);
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < ldc; j++) {
+            const float got = nan_c[size_t(i) * ldc + j];
+            if (j < N) ASSERT_FALSE(std::isnan(got)) << "beta = 0 must not read C";
+            else ASSERT_TRUE(std::isnan(got)) << "wrote outside the N columns at " << i << "," << j;
+          }
+        EXPECT_LE(rel_error(nan_c, zero_ref), 2 * K * kEps);
+      }
+}
+
+TEST_F(Kernels, GemmDoesNotDependOnTheThreadCount) {
+  const int M = 1000, N = 300, K = 600;
+  auto A = random_vec(size_t(M) * K, rng), B = random_vec(size_t(N) * K, rng);
+  std::vector<float> c1(size_t(M) * N), c2(c1.size());
+  make_cpu_backend(1)->gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, c1.data(), N);
+  make_cpu_backend(2)->gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, c2.data(), N);
+  EXPECT_EQ(c1, c2);
+}
+
 TEST_F(Kernels, LinearBackwardMatchesFiniteDifferences) {
   const int rows = 6, in = 9, out = 5;
   auto x = random_vec(size_t(rows) * in, rng), W = random_vec(size_t(out) * in, rng), b = random_vec(out, rng);

@@ -10,6 +10,7 @@
 #include <new>
 #include <vector>
 
+#include "kernels/cpu/gemm_avx512.h"
 #include "kernels/cpu/vecmath.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -47,6 +48,8 @@ CpuBackend::CpuBackend(int threads) {
   threads_ = threads > 0 ? threads : omp_get_num_procs();
   omp_set_num_threads(threads_);
   openblas_set_num_threads(threads_);
+  const char* env = std::getenv("RETBYTE_GEMM");  // "openblas" forces the OpenBLAS path
+  use_avx512_ = sgemm_avx512_available() && !(env && std::string(env) == "openblas");
 }
 
 float* CpuBackend::alloc(size_t count) {
@@ -82,6 +85,10 @@ void CpuBackend::gemm(bool trans_a, bool trans_b, int M, int N, int K, float alp
     const int incx = trans_a ? lda : 1;
     if (trans_b) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, incx, beta, C, 1);
     else cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, incx, beta, C, 1);
+    return;
+  }
+  if (use_avx512_) {
+    sgemm_avx512(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads_);
     return;
   }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,

@@ -74,6 +74,7 @@ class CpuBackend final : public Backend {
 
  private:
   int threads_;
+  bool use_avx512_ = false;  // our AVX-512 sgemm for M > 1; OpenBLAS otherwise
 };
 
 }  // namespace rb
