@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
-# The main job, on a fresh machine: install, build, then show what works today: the
-# forward+backward benchmark of the `small` config against sgemm, and a model file inspected.
+# The main job on a fresh Debian machine: install, build, train `small` for a few minutes on text
+# every Debian system has (/usr/share/common-licenses), hold one file out, then generate from the
+# model, score the held-out file beside zstd -19, and run the speed benchmark.
+#   MINUTES=2 OUT=out/demo bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j "$(nproc)" --target retbyte
-./build/retbyte info tests/golden/tiny_retention.safetensors
+minutes=${MINUTES:-2}
+out=${OUT:-out/demo}
+licenses=/usr/share/common-licenses
+held_out=$licenses/MPL-2.0
+mapfile -t files < <(find -L "$licenses" -type f ! -name MPL-2.0 | sort)
+rm -rf "$out"
+echo "== train small for $minutes minutes on ${#files[@]} files of $licenses (held out: $held_out)"
+./build/retbyte train --config small --data "${files[@]}" --out "$out" --minutes "$minutes"
+echo "== generate"
+./build/retbyte generate -m "$out/model.safetensors" -p "This License applies to" -n 300 -s 1 --temp 0.5
+echo
+echo "== eval on the held-out file, beside zstd -19"
+./build/retbyte eval -m "$out/model.safetensors" "$held_out"
+echo "== speed"
 ./build/retbyte bench fwdbwd --config small --steps 3
