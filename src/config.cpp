@@ -89,19 +89,21 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   return c;
 }
 
-ModelConfig load_model_config(const std::string& name_or_path) {
-  if (is_named_config(name_or_path)) return named_config(name_or_path);
-  std::ifstream in(name_or_path);
-  if (!in) throw Error(name_or_path + ": cannot open config (not tiny/small/base and not a readable file)");
+nlohmann::json read_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open config (not tiny/small/base and not a readable file)");
   std::stringstream ss;
   ss << in.rdbuf();
-  nlohmann::json j;
   try {
-    j = nlohmann::json::parse(ss.str());
+    return nlohmann::json::parse(ss.str());
   } catch (const nlohmann::json::parse_error& e) {
-    throw Error(name_or_path + ": not valid JSON (" + std::string(e.what()) + ")");
+    throw Error(path + ": not valid JSON (" + std::string(e.what()) + ")");
   }
-  return parse_model_config(j, name_or_path);
+}
+
+ModelConfig load_model_config(const std::string& name_or_path) {
+  if (is_named_config(name_or_path)) return named_config(name_or_path);
+  return parse_model_config(read_config_file(name_or_path), name_or_path);
 }
 
 std::string config_to_json(const ModelConfig& c) {

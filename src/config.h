@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 namespace rb {
 
@@ -28,6 +28,8 @@ bool is_named_config(const std::string& name);
 // Parses a model config object: either all keys, or "config": NAME plus overrides. Unknown keys,
 // wrong types and impossible values throw rb::Error naming `source`.
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source);
+// The JSON object of a config file; errors name the file.
+nlohmann::json read_config_file(const std::string& path);
 // A named config or the path of a JSON file.
 ModelConfig load_model_config(const std::string& name_or_path);
 // Throws rb::Error("<source>: ...") if the config cannot describe a model.

@@ -25,15 +25,7 @@ std::string temp_path(const std::string& name) {
   return testing::TempDir() + "retbyte_" + std::to_string(getpid()) + "_" + name;
 }
 
-void expect_error_containing(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an rb::Error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error must be one line";
-  }
-}
+using test::expect_error_containing;
 
 // Golden test: the PyTorch reference (tests/golden/make_golden.py, float64) on fixed weights.
 void check_golden(const std::string& file, int chunk) {

@@ -44,15 +44,7 @@ std::string fixture_text() {
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
-void expect_error_containing(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an rb::Error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error must be one line";
-  }
-}
+using test::expect_error_containing;
 
 TEST(Dataset, StreamsStartWithTheHeaderPatchAndPackOnPatchBoundaries) {
   TempDir d("ds");
@@ -202,6 +194,27 @@ TEST(Trainer, StopFlagCheckpointsAndReturnsInterrupted) {
   EXPECT_EQ(t.step(), 3);
   Trainer resumed(small_run_config(), {data}, d.path + "/run", *be, true);
   EXPECT_EQ(resumed.step(), 3);
+}
+
+TEST(Trainer, NonFiniteStepsAreSkippedThenTheRunStopsWithTheCheckpointIntact) {
+  TempDir d("diverge");
+  const std::string data = d.write("t.txt", fixture_text());
+  auto be = make_cpu_backend(2);
+  Trainer t(small_run_config(), {data}, d.path + "/run", *be, false);
+  t.run(2, 0, nullptr, nullptr);  // checkpoint at step 2
+  const TensorEntry* head = nullptr;
+  for (const auto& e : t.model().table())
+    if (e.name == "head.weight") head = &e;
+  ASSERT_NE(head, nullptr);
+  std::fill_n(t.model().params() + head->offset, head->count, NAN);
+  int skipped = 0;
+  expect_error_containing([&] { t.run(10, 0, nullptr, [&](const StepReport& r) { skipped += r.skipped; }); },
+                          "training diverged: 5 non-finite losses or gradients in a row at step 2");
+  EXPECT_EQ(skipped, 5);
+  EXPECT_EQ(t.step(), 2);
+  SafetensorsReader saved(d.path + "/run/model.safetensors");
+  for (float v : saved.read_f32("head.weight")) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(saved.metadata().at("train_step"), "2");
 }
 
 // --raw scoring of the golden input equals the cross-entropy of PyTorch's golden logits, so

@@ -6,8 +6,10 @@
 #include <cfloat>
 #include <cmath>
 #include <functional>
+#include <string>
 #include <vector>
 
+#include "src/errors.h"
 #include "src/rng.h"
 
 namespace rb::test {
@@ -62,6 +64,17 @@ inline void expect_gradient(const char* what, std::vector<float>& x, const std::
       ADD_FAILURE() << what << "[" << i << "]: finite difference " << fd << " vs analytic " << an;
   }
   EXPECT_EQ(failures, 0) << what;
+}
+
+// fn() must throw rb::Error whose one-line message contains `needle`.
+inline void expect_error_containing(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an rb::Error containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error must be one line";
+  }
 }
 
 }  // namespace rb::test

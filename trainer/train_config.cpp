@@ -28,16 +28,7 @@ TrainConfig parse_train_config(const std::string& name_or_path) {
     c.model = named_config(name_or_path);
     return c;
   }
-  std::ifstream in(name_or_path);
-  if (!in) throw Error(name_or_path + ": cannot open config (not tiny/small/base and not a readable file)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(name_or_path + ": not valid JSON (" + std::string(e.what()) + ")");
-  }
+  const nlohmann::json j = read_config_file(name_or_path);
   if (!j.is_object()) throw Error(name_or_path + ": config must be a JSON object");
   nlohmann::json model = nlohmann::json::object();
   const std::string& src = name_or_path;
