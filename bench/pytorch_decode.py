@@ -23,6 +23,10 @@ decoder's teacher-forced logits (and per-patch global outputs) equal the paralle
 (max |diff| / max |ref| below 1e-4), also after ingesting a prefix that ends inside a patch;
 prints the max relative error.
 
+Note (Debian torch 1.13 + openblas-pthread, 2 cores): with --threads 2, torch's OpenMP threads and
+OpenBLAS's own threads oversubscribe the cores; the naive mode's GEMMs then run ~2.5x slower than
+with OPENBLAS_NUM_THREADS=1 (or --threads 1). The recurrent mode is not affected. Neither is set here.
+
 Prints a table, then as its LAST line one JSON object:
     {"mode": ..., "context": ..., "bytes_per_s": ..., "threads": ...}
 """

@@ -115,27 +115,35 @@ void sgemm_avx512(bool ta, bool tb, int M, int N, int K, float alpha, const floa
   const int per_thread = (M + threads - 1) / threads;
   const int MC = std::max(MR, std::min(MC_MAX, (per_thread + MR - 1) / MR * MR));
   const int nt = std::max(1, std::min(threads, (M + MC - 1) / MC));
-  std::vector<float, std::allocator<float>> bpack(size_t(KC) * ((std::min(N, NC) + NR - 1) / NR * NR));
-  std::vector<float> apack(size_t(nt) * MC * KC);
+  // Packing buffers live per calling thread and only grow: small products (the retention's
+  // per-head blocks, called from inside a parallel region) allocate nothing after the first call.
+  thread_local std::vector<float> bpack, apack;
+  const size_t kc_max = size_t(std::min(K, KC));
+  const size_t bneed = kc_max * ((std::min(N, NC) + NR - 1) / NR * NR), aneed = size_t(nt) * MC * kc_max;
+  if (bpack.size() < bneed) bpack.resize(bneed);
+  if (apack.size() < aneed) apack.resize(aneed);
+  // Plain pointers: inside the parallel region the name `bpack` would mean each thread's own.
+  float* const bbuf = bpack.data();
+  float* const abuf = apack.data();
   for (int jc = 0; jc < N; jc += NC) {
     const int nc = std::min(NC, N - jc);
     const int npanels = (nc + NR - 1) / NR;
     for (int pc = 0; pc < K; pc += KC) {
       const int kc = std::min(KC, K - pc);
       const bool first = pc == 0;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
       {
 #pragma omp for schedule(static)
         for (int p = 0; p < npanels; p++)
-          pack_b_panel(bpack.data() + size_t(p) * kc * NR, B, ldb, tb, pc, kc, jc + p * NR, std::min(NR, nc - p * NR));
-        float* ap = apack.data() + size_t(omp_get_thread_num()) * MC * KC;
+          pack_b_panel(bbuf + size_t(p) * kc * NR, B, ldb, tb, pc, kc, jc + p * NR, std::min(NR, nc - p * NR));
+        float* ap = abuf + size_t(omp_get_thread_num()) * MC * kc_max;
 #pragma omp for schedule(static)
         for (int ic = 0; ic < M; ic += MC) {
           const int mc = std::min(MC, M - ic);
           pack_a(ap, A, lda, ta, ic, mc, pc, kc);
           for (int p = 0; p < npanels; p++) {
             const int cols = std::min(NR, nc - p * NR);
-            const float* bp = bpack.data() + size_t(p) * kc * NR;
+            const float* bp = bbuf + size_t(p) * kc * NR;
             for (int ir = 0; ir < mc; ir += MR)
               micro_kernel(kc, ap + size_t(ir) * kc, bp, C + size_t(ic + ir) * ldc + jc + p * NR, ldc,
                            std::min(MR, mc - ir), cols, alpha, beta, first);
