@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -48,31 +49,32 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-std::vector<std::string> collect_files(const std::vector<std::string>& paths) {
+std::vector<FoundFile> collect_files(const std::vector<std::string>& paths) {
   if (paths.empty()) throw Error("no data given (--data PATH...)");
-  std::vector<std::string> out;
+  std::vector<FoundFile> out;
   for (const std::string& p : paths) {
     std::error_code ec;
     const auto status = fs::status(p, ec);
     if (ec || !fs::exists(status)) throw Error(p + ": no such file or folder");
     if (fs::is_regular_file(status)) {
-      out.push_back(p);
+      out.push_back({p, fs::path(p).filename().string()});
       continue;
     }
     if (!fs::is_directory(status)) throw Error(p + ": not a file or folder");
-    std::vector<std::string> found;
+    std::vector<FoundFile> found;
     fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end;
     if (ec) throw Error(p + ": cannot list folder (" + ec.message() + ")");
     for (; it != end; it.increment(ec)) {
       if (ec) throw Error(p + ": cannot list folder (" + ec.message() + ")");
-      if (it->is_regular_file(ec)) found.push_back(it->path().string());
+      if (it->is_regular_file(ec))
+        found.push_back({it->path().string(), it->path().lexically_relative(p).string()});
     }
     if (found.empty()) throw Error(p + ": folder has no files");
-    std::sort(found.begin(), found.end());
+    std::sort(found.begin(), found.end(), [](const FoundFile& a, const FoundFile& b) { return a.name < b.name; });
     out.insert(out.end(), found.begin(), found.end());
   }
-  for (const std::string& f : out)
-    if (::access(f.c_str(), R_OK) != 0) throw Error(f + ": cannot read (" + std::strerror(errno) + ")");
+  for (const FoundFile& f : out)
+    if (::access(f.path.c_str(), R_OK) != 0) throw Error(f.path + ": cannot read (" + std::strerror(errno) + ")");
   return out;
 }
 
@@ -87,7 +89,10 @@ uint64_t fnv1a(const std::string& s) {
 ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction)
     : P_(P), header_(make_header(Modality::Text, P)) {
   if (val_fraction < 0 || val_fraction >= 1) throw Error("val_fraction must be in [0, 1)");
-  for (const std::string& f : collect_files(paths)) files_.push_back(std::make_unique<MappedFile>(f));
+  for (const FoundFile& f : collect_files(paths)) {
+    files_.push_back(std::make_unique<MappedFile>(f.path));
+    names_.push_back(f.name);
+  }
   uint64_t total = 0;
   for (const auto& f : files_) total += f->size();
   if (total == 0) throw Error(paths.front() + (paths.size() > 1 ? " ..." : "") + ": all files are empty");
@@ -98,7 +103,7 @@ ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double va
   std::vector<int> order(files_.size());
   for (size_t i = 0; i < order.size(); i++) order[i] = int(i);
   std::sort(order.begin(), order.end(), [&](int a, int b) {
-    return fnv1a(files_[a]->path()) < fnv1a(files_[b]->path());
+    return fnv1a(names_[a]) < fnv1a(names_[b]);
   });
   std::vector<bool> is_val(files_.size(), false);
   uint64_t held = 0;
@@ -123,6 +128,11 @@ ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double va
     }
   }
   if (train_.empty()) throw Error(paths.front() + ": no training bytes left after the validation split");
+  std::string id = split_kind_ + " " + std::to_string(val_fraction) + " " + std::to_string(P);
+  for (size_t i = 0; i < files_.size(); i++) id += "\n" + names_[i] + " " + std::to_string(files_[i]->size());
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fnv1a(id));
+  fingerprint_ = buf;
   for (const StreamSpan& s : train_) {
     packed_start_.push_back(packed_size_);
     const uint64_t len = uint64_t(P_) + (s.end - s.begin);

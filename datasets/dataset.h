@@ -37,7 +37,12 @@ class MappedFile {
 
 // Regular files under `paths` (folders recursively, in sorted order). Errors name the path: one
 // that does not exist, a folder with no files, a file that cannot be read.
-std::vector<std::string> collect_files(const std::vector<std::string>& paths);
+struct FoundFile {
+  std::string path;  // as opened
+  std::string name;  // relative to the folder it was found in (the file name for a file given
+                     // directly): independent of how the folder was spelled on the command line
+};
+std::vector<FoundFile> collect_files(const std::vector<std::string>& paths);
 
 // One stream: the header patch, then bytes [begin, end) of a file.
 struct StreamSpan {
@@ -51,13 +56,14 @@ class ByteDataset {
 
   int patch_size() const { return P_; }
   size_t num_files() const { return files_.size(); }
-  const std::vector<StreamSpan>& train_streams() const { return train_; }
   const std::vector<StreamSpan>& val_streams() const { return val_; }
   uint64_t train_bytes() const { return packed_size_; }  // packed, with headers and padding
   uint64_t val_file_bytes() const;                         // file bytes held out
-  const std::string& file_path(int i) const { return files_[i]->path(); }
-  // "by file" or "by tail of each file"
+  // "by file", "by tail of each file" or "none"
   const std::string& split_kind() const { return split_kind_; }
+  // 16 hex digits identifying the files (names and sizes) and the split: a resumed run must see
+  // the same data.
+  const std::string& fingerprint() const { return fingerprint_; }
 
   // T bytes of the packed training streams starting at patch `start_patch` (wraps around).
   void read_window(uint64_t start_patch, int T, uint8_t* out) const;
@@ -74,7 +80,8 @@ class ByteDataset {
   std::vector<uint64_t> packed_start_;  // start of each training stream in the packed sequence
   uint64_t packed_size_ = 0;
   std::vector<uint8_t> header_;
-  std::string split_kind_;
+  std::string split_kind_, fingerprint_;
+  std::vector<std::string> names_;
 };
 
 }  // namespace rb

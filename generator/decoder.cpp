@@ -134,8 +134,14 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
   const ModelConfig& c = model.config();
   auto st = std::make_unique<DecodeState>(model);
   Backend& be = model.backend();
-  st->patches_done_ = std::stoll(meta("patches_done"));
+  try {
+    st->patches_done_ = std::stoll(meta("patches_done"));
+  } catch (const std::logic_error&) {
+    throw Error(path + ": bad \"patches_done\" in __metadata__ (damaged file?)");
+  }
   st->g_ready_ = meta("global_ready") == "1";
+  if (st->patches_done_ < 0 || (meta("global_ready") != "0" && meta("global_ready") != "1"))
+    throw Error(path + ": bad position in __metadata__ (damaged file?)");
   std::istringstream rs(meta("rng"));
   for (int i = 0; i < 4; i++) rs >> st->rng_.raw_state()[i];
   if (!rs) throw Error(path + ": bad \"rng\" in __metadata__");
@@ -169,6 +175,8 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
   st->last_patch_ = f.read_u8("last_patch");
   if (st->patch_.size() >= size_t(st->P_) || st->last_patch_.size() != size_t(st->P_))
     throw Error(path + ": patch bytes do not fit the model's patch size");
+  if (!st->patch_.empty() && !st->g_ready_)  // a patch in progress always has its global output
+    throw Error(path + ": inconsistent decode state (bytes in progress without a global step)");
   st->pos_ = int(st->patch_.size());
   return st;
 }
@@ -193,7 +201,7 @@ Decoder::Decoder(Model& model) : model_(model), be_(model.backend()), c_(model.c
   ln_rstd_ = Buffer(be_, 1);
   idx_ = be_.alloc_index(2);
   host_logits_.resize(256);
-  if (c_.global == GlobalKind::Retention) model_.reserve(1, c_.T);  // one size for every context
+  if (c_.global == GlobalKind::Retention) model_.reserve(1, c_.T, false);  // one size for every context
 }
 
 

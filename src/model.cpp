@@ -13,6 +13,8 @@ namespace rb {
 struct Model::Acts {
   int B = 0, T = 0, N = 0, M = 0;  // the current call's shape
   int cap_B = 0, cap_T = 0;         // what the buffers were sized for
+  int sized_chunk = 0;              // retention chunk the saved-state buffers were sized for
+  bool has_local = false;           // local-model buffers exist (not needed by global_step)
   Backend* be = nullptr;
   std::vector<float*> owned;
   std::vector<int32_t*> owned_idx;
@@ -170,11 +172,13 @@ void Model::zero_grad() {
 const float* Model::logits() const { return a_ ? a_->logits : nullptr; }
 const float* Model::byte_losses() const { return a_ ? a_->losses : nullptr; }
 
-void Model::reserve(int B, int T) { ensure_acts(B, T); }
+void Model::reserve(int B, int T, bool local) { ensure_acts(B, T, local); }
 
-void Model::ensure_acts(int B, int T) {
+void Model::ensure_acts(int B, int T, bool local) {
   const int P = cfg_.P;
-  if (a_ && B <= a_->cap_B && T <= a_->cap_T) {  // every buffer size grows with B and T
+  // Every buffer size grows with B and T; the chunk states grow as the chunk shrinks.
+  if (a_ && B <= a_->cap_B && T <= a_->cap_T && retention_chunk >= a_->sized_chunk &&
+      (a_->has_local || !local)) {
     a_->B = B, a_->T = T, a_->N = B * (T / P), a_->M = B * T;
     return;
   }
@@ -186,6 +190,8 @@ void Model::ensure_acts(int B, int T) {
   const bool ret = cfg_.global == GlobalKind::Retention;
   a->B = B, a->T = T, a->N = int(N), a->M = int(M);
   a->cap_B = B, a->cap_T = T;
+  a->sized_chunk = retention_chunk;
+  a->has_local = local;
   for (int32_t** p : {&a->bytes, &a->local_idx, &a->pos_idx}) {
     *p = be_.alloc_index(M);
     a->owned_idx.push_back(*p);
@@ -214,6 +220,11 @@ void Model::ensure_acts(int B, int T) {
   a->g_out = a->make(N * DG);
   a->g_lnf_mean = a->make(N);
   a->g_lnf_rstd = a->make(N);
+  if (!local) {
+    a_ = std::move(a);
+    train_ready_ = false;
+    return;
+  }
   a->l_res = a->make_layers(LL + 1, M * DL);
   a->l_mid = a->make_layers(LL, M * DL);
   a->l_ln1 = a->make_layers(LL, M * DL);
@@ -312,7 +323,8 @@ const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStre
       (!patches && npatches != 1))
     throw Error("global_step: needs a retention model, a stream of batch 1 and at least one patch");
   const int P = cfg_.P;
-  ensure_acts(1, npatches * P);
+  ensure_acts(1, npatches * P, false);
+  train_ready_ = false;  // the activations no longer belong to a training forward
   Acts& a = *a_;
   if (!patches) {  // the stream's first position: the pad vector
     be_.copy(a.g_res[0], w_.g_pad, cfg_.D_G());

@@ -90,15 +90,16 @@ class Model {
   // outputs [npatches, D_G] (backend memory, valid until the next call).
   const float* global_step(const uint8_t* patches, int npatches, GlobalStream* stream);
 
-  // Sizes activation buffers for up to B x T now, so later calls of any smaller shape reuse them.
-  void reserve(int B, int T);
+  // Sizes activation buffers for up to B x T now, so later calls of any smaller shape reuse them
+  // (local = false: only what global_step needs).
+  void reserve(int B, int T, bool local = true);
 
   // Multiply-adds of one forward (matrix products, retention/attention), for GFLOP/s reports.
   double forward_flops(int B, int T) const;
 
  private:
   struct Acts;
-  void ensure_acts(int B, int T);
+  void ensure_acts(int B, int T, bool local = true);
   void ensure_grads();
   void run_global(GlobalStream* stream);  // global layers + final LN on g_res[0] -> g_out
   void forward_global_retention(int l, GlobalStream* stream);

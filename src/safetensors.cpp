@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -36,6 +37,9 @@ size_t StTensorInfo::numel() const {
 }
 
 SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    throw Error(path + ": not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
   in.seekg(0, std::ios::end);
@@ -45,6 +49,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   if (size < 8) throw Error(path + ": file is " + std::to_string(size) + " bytes, too short for a safetensors header" + hint);
   uint8_t len_bytes[8];
   in.read(reinterpret_cast<char*>(len_bytes), 8);
+  if (!in) throw Error(path + ": cannot read the header length");
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | len_bytes[i];
   if (hlen > kMaxHeader || hlen > size - 8)
@@ -82,8 +87,10 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
     for (const auto& d : t["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0) throw Error(bad + "shape has a bad dimension");
       info.shape.push_back(d.get<int64_t>());
-      numel *= size_t(d.get<int64_t>());
-      if (numel > data_size) throw Error(bad + "shape " + shape_string(info.shape) + " is larger than the file");
+      const uint64_t dim = d.get<uint64_t>();
+      // Checked: a shape like [4, 2^62] must not wrap around to a small count.
+      if (dim != 0 && numel > data_size / dim) throw Error(bad + "shape " + shape_string(info.shape) + " is larger than the file");
+      numel *= size_t(dim);
     }
     const auto& off = t["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())

@@ -186,6 +186,18 @@ TEST(Trainer, ResumeRefusesAnotherConfigAndFreshRunRefusesToOverwrite) {
   other.model.D_L = 32;
   expect_error_containing([&] { Trainer(other, {data}, d.path + "/run", *be, true); }, "state.safetensors: state is for model config");
   expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/none", *be, true); }, "no training state to resume from");
+  TrainConfig faster = cfg;
+  faster.adamw.lr *= 2;
+  faster.accum_steps = 1;
+  expect_error_containing([&] { Trainer(faster, {data}, d.path + "/run", *be, true); }, "other training settings (accum_steps lr)");
+  const std::string other_data = d.write("other.txt", fixture_text() + "more");
+  expect_error_containing([&] { Trainer(cfg, {other_data}, d.path + "/run", *be, true); }, "trained on other data");
+  TrainConfig longer = cfg;  // the horizon may change on resume
+  longer.steps = 4;
+  EXPECT_EQ(Trainer(longer, {data}, d.path + "/run", *be, true).horizon(), 4);
+  // A folder holding only a model file is not overwritten by a fresh run either.
+  d.write("weights/model.safetensors", "x");
+  expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/weights", *be, false); }, "already holds a training run (model.safetensors)");
 }
 
 TEST(Trainer, StopFlagCheckpointsAndReturnsInterrupted) {

@@ -46,46 +46,88 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
   if (resume) {
     load_checkpoint();
   } else {
-    if (fs::exists(out_dir_ + "/state.safetensors"))
-      throw Error(out_dir_ + ": already holds a training run (state.safetensors); use --resume to continue it or choose another --out");
+    for (const char* f : {"/state.safetensors", "/model.safetensors"})
+      if (fs::exists(out_dir_ + f))
+        throw Error(out_dir_ + ": already holds a training run (" + std::string(f + 1) +
+                    "); use --resume to continue it or choose another --out");
     model_->init_random(cfg.seed);
     std::ofstream(out_dir_ + "/metrics.jsonl", std::ios::trunc);
   }
   batch_.resize(size_t(cfg.model.B) * cfg.model.T);
 }
 
+namespace {
+// Keys whose change alters the trajectory of a run; the others may change on --resume.
+bool affects_trajectory(const std::string& key) {
+  return key != "steps" && key != "val_every" && key != "val_bytes" && key != "checkpoint_every";
+}
+}  // namespace
+
 void Trainer::load_checkpoint() {
-  const std::string state_path = out_dir_ + "/state.safetensors", model_path = out_dir_ + "/model.safetensors";
-  if (!fs::exists(state_path)) throw Error(state_path + ": no training state to resume from (run without --resume first)");
-  SafetensorsReader state(state_path);
+  const std::string path = out_dir_ + "/state.safetensors";
+  if (!fs::exists(path)) throw Error(path + ": no training state to resume from (run without --resume first)");
+  SafetensorsReader state(path);
   const auto& meta = state.metadata();
-  for (const char* key : {"config", "train_config", "step", "rng", "horizon"})
-    if (!meta.count(key)) throw Error(state_path + ": missing \"" + std::string(key) + "\" in __metadata__ (not a retbyte training state?)");
-  const ModelConfig saved = parse_model_config(nlohmann::json::parse(meta.at("config")), state_path);
+  auto get = [&](const char* key) -> const std::string& {
+    auto it = meta.find(key);
+    if (it == meta.end()) throw Error(path + ": missing \"" + std::string(key) + "\" in __metadata__ (not a retbyte training state?)");
+    return it->second;
+  };
+  auto integer = [&](const char* key) {
+    try {
+      size_t used = 0;
+      const long long v = std::stoll(get(key), &used);
+      if (used != get(key).size() || v < 0) throw std::invalid_argument(key);
+      return int64_t(v);
+    } catch (const std::logic_error&) {
+      throw Error(path + ": bad \"" + std::string(key) + "\" in __metadata__ (damaged file?)");
+    }
+  };
+  auto json = [&](const char* key) {
+    try {
+      return nlohmann::json::parse(get(key));
+    } catch (const nlohmann::json::parse_error&) {
+      throw Error(path + ": \"" + std::string(key) + "\" in __metadata__ is not valid JSON (damaged file?)");
+    }
+  };
+  const ModelConfig saved = parse_model_config(json("config"), path);
   if (!(saved == cfg_.model))
-    throw Error(state_path + ": state is for model config " + meta.at("config") + ", but --config gives " + config_to_json(cfg_.model));
-  SafetensorsReader model_file(model_path);
-  const auto& mm = model_file.metadata();
-  if (!mm.count("train_step") || mm.at("train_step") != meta.at("step"))
-    throw Error(model_path + ": weights are from step " + (mm.count("train_step") ? mm.at("train_step") : std::string("?")) +
-                " but the state is from step " + meta.at("step") + " (interrupted while saving? restore a matching pair)");
-  model_->load_tensors(model_file);
-  state.read_f32("adam.m", {int64_t(model_->num_params())}, opt_.m().data());
-  state.read_f32("adam.v", {int64_t(model_->num_params())}, opt_.v().data());
-  step_ = std::stoll(meta.at("step"));
+    throw Error(path + ": state is for model config " + get("config") + ", but --config gives " + config_to_json(cfg_.model));
+  const nlohmann::json was = json("train_config"), now = nlohmann::json::parse(train_config_to_json(cfg_));
+  std::string changed;
+  for (auto it = now.begin(); it != now.end(); ++it)
+    if (affects_trajectory(it.key()) && (!was.contains(it.key()) || was[it.key()] != *it)) changed += " " + it.key();
+  if (!changed.empty())
+    throw Error(path + ": the run was started with other training settings (" + changed.substr(1) +
+                "); resume with the config it was started with, or start a new --out");
+  if (get("data") != data_.fingerprint())
+    throw Error(path + ": the run was trained on other data (fingerprint " + get("data") + ", --data gives " +
+                data_.fingerprint() + "); resume with the same files");
+  const int64_t n = int64_t(model_->num_params());
+  std::vector<float> params(static_cast<size_t>(n));
+  state.read_f32("params", {n}, params.data());
+  model_->backend().upload(model_->params(), params.data(), params.size());
+  state.read_f32("adam.m", {n}, opt_.m().data());
+  state.read_f32("adam.v", {n}, opt_.v().data());
+  step_ = integer("step");
   opt_.set_steps_taken(step_);
-  horizon_ = cfg_.steps > 0 ? cfg_.steps : std::stoll(meta.at("horizon"));
-  std::istringstream rs(meta.at("rng"));
+  horizon_ = cfg_.steps > 0 ? cfg_.steps : integer("horizon");
+  bytes_seen_ = uint64_t(integer("bytes_seen"));
+  nonfinite_streak_ = int(integer("nonfinite_streak"));
+  std::istringstream rs(get("rng"));
   for (int i = 0; i < 4; i++) rs >> rng_.raw_state()[i];
-  if (meta.count("bytes_seen")) bytes_seen_ = std::stoull(meta.at("bytes_seen"));
-  if (meta.count("nonfinite_streak")) nonfinite_streak_ = std::stoi(meta.at("nonfinite_streak"));
-  // Metrics after the checkpoint belong to a run that did not reach its next checkpoint.
+  if (!rs) throw Error(path + ": bad \"rng\" in __metadata__ (damaged file?)");
+  last_saved_step_ = step_;
+  // Metrics logged after the checkpoint (later steps, or skipped steps at its step) belong to a
+  // run that did not reach its next checkpoint: they will be logged again.
   const std::string metrics = out_dir_ + "/metrics.jsonl";
   std::ifstream in(metrics);
   std::string line, kept;
   while (std::getline(in, line)) {
     try {
-      if (nlohmann::json::parse(line).value("step", int64_t(0)) <= step_) kept += line + "\n";
+      const auto j = nlohmann::json::parse(line);
+      const int64_t s = j.value("step", int64_t(0));
+      if (s < step_ || (s == step_ && !j.value("skipped", false))) kept += line + "\n";
     } catch (const nlohmann::json::parse_error&) {
       // a torn last line from a crash: drop it
     }
@@ -93,22 +135,29 @@ void Trainer::load_checkpoint() {
   write_file_atomic(metrics, kept);
 }
 
+// The state file alone resumes a run (weights, moments, step, RNG); model.safetensors is the
+// weights for users. Each is written atomically, the state first.
 void Trainer::save_checkpoint() {
-  nlohmann::json summary = {{"step", step_}, {"horizon", horizon_}, {"bytes_seen", bytes_seen_},
-                            {"val_bpb", last_val_bpb_}, {"train_files", data_.num_files()}};
-  model_->save(out_dir_ + "/model.safetensors",
-               {{"train_step", std::to_string(step_)}, {"training", summary.dump()}});
-  std::vector<StTensorOut> t = {
-      {"adam.m", "F32", {int64_t(model_->num_params())}, opt_.m().data()},
-      {"adam.v", "F32", {int64_t(model_->num_params())}, opt_.v().data()}};
+  const int64_t n = int64_t(model_->num_params());
+  std::vector<float> params(static_cast<size_t>(n));
+  model_->backend().download(params.data(), model_->params(), params.size());
+  std::vector<StTensorOut> t = {{"params", "F32", {n}, params.data()},
+                                {"adam.m", "F32", {n}, opt_.m().data()},
+                                {"adam.v", "F32", {n}, opt_.v().data()}};
   write_safetensors(out_dir_ + "/state.safetensors", t,
                     {{"config", config_to_json(cfg_.model)},
                      {"train_config", train_config_to_json(cfg_)},
+                     {"data", data_.fingerprint()},
                      {"step", std::to_string(step_)},
                      {"horizon", std::to_string(horizon_)},
                      {"rng", rng_to_string(rng_)},
                      {"bytes_seen", std::to_string(bytes_seen_)},
                      {"nonfinite_streak", std::to_string(nonfinite_streak_)}});
+  nlohmann::json summary = {{"step", step_}, {"horizon", horizon_}, {"bytes_seen", bytes_seen_},
+                            {"val_bpb", last_val_bpb_}, {"train_files", data_.num_files()}};
+  model_->save(out_dir_ + "/model.safetensors",
+               {{"train_step", std::to_string(step_)}, {"training", summary.dump()}});
+  last_saved_step_ = step_;
 }
 
 double Trainer::validate(int64_t max_bytes) {
@@ -205,7 +254,7 @@ Trainer::Stop Trainer::run(int64_t target_steps, double minutes, const std::atom
     if (on_step) on_step(r);
     if (!r.skipped && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
   }
-  save_checkpoint();
+  if (step_ != last_saved_step_) save_checkpoint();
   return why;
 }
 

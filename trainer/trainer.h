@@ -58,7 +58,7 @@ class Trainer {
   std::unique_ptr<Model> model_;
   AdamW opt_;
   Rng rng_;
-  int64_t step_ = 0, horizon_ = 0;
+  int64_t step_ = 0, horizon_ = 0, last_saved_step_ = -1;
   int nonfinite_streak_ = 0;
   uint64_t bytes_seen_ = 0;
   double last_val_bpb_ = -1;

@@ -15,7 +15,7 @@ void CpuBackend::attention_forward(float* out, float* probs, const float* qkv,
                                    const AttentionShape& sh) {
   const int S = sh.S, H = sh.H, hd = sh.hd, D = sh.D(), ld = 3 * D;
   const float scale = 1.0f / std::sqrt(float(hd));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int task = 0; task < sh.nseq * H; task++) {
     const int seq = task / H, h = task % H;
     const float* base = qkv + size_t(seq) * S * ld;
@@ -56,7 +56,7 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
                                     const float* probs, const AttentionShape& sh) {
   const int S = sh.S, H = sh.H, hd = sh.hd, D = sh.D(), ld = 3 * D;
   const float scale = 1.0f / std::sqrt(float(hd));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int task = 0; task < sh.nseq * H; task++) {
     const int seq = task / H, h = task % H;
     const float* base = qkv + size_t(seq) * S * ld;
@@ -101,7 +101,7 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
 void CpuBackend::attention_decode(float* out, const float* q, const float* k, const float* v, int n,
                                   int ld, int H, int hd) {
   const float scale = 1.0f / std::sqrt(float(hd));
-#pragma omp parallel for schedule(static) if (size_t(n) * H * hd > 32768)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(n) * H * hd > 32768)
   for (int h = 0; h < H; h++) {
     std::vector<float> p(static_cast<size_t>(n));
     const float* qh = q + size_t(h) * hd;

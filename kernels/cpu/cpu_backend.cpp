@@ -27,10 +27,10 @@ constexpr size_t kParallelMin = 16384;
 constexpr int kReduceBlock = 64;
 
 template <typename RowFn>
-void column_reduce(float* acc, int rows, int C, RowFn&& accumulate_row) {
+void column_reduce(float* acc, int rows, int C, int threads, RowFn&& accumulate_row) {
   const int nblocks = (rows + kReduceBlock - 1) / kReduceBlock;
   std::vector<float> partial(size_t(nblocks) * C, 0.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static) if (nblocks > 1)
   for (int blk = 0; blk < nblocks; blk++) {
     float* p = partial.data() + size_t(blk) * C;
     const int r1 = std::min(rows, (blk + 1) * kReduceBlock);
@@ -96,7 +96,7 @@ void CpuBackend::gemm(bool trans_a, bool trans_b, int M, int N, int K, float alp
 }
 
 void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {
-#pragma omp parallel for schedule(static) if (size_t(rows) * cols >= kParallelMin)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(rows) * cols >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     float* yr = y + size_t(r) * cols;
 #pragma omp simd
@@ -105,7 +105,7 @@ void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {
 }
 
 void CpuBackend::bias_backward(float* dbias, const float* dy, int rows, int cols) {
-  column_reduce(dbias, rows, cols, [&](float* p, int r) {
+  column_reduce(dbias, rows, cols, threads_, [&](float* p, int r) {
     const float* d = dy + size_t(r) * cols;
 #pragma omp simd
     for (int c = 0; c < cols; c++) p[c] += d[c];
@@ -113,13 +113,13 @@ void CpuBackend::bias_backward(float* dbias, const float* dy, int rows, int cols
 }
 
 void CpuBackend::add_inplace(float* y, const float* x, size_t count) {
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
+#pragma omp parallel for simd num_threads(threads_) schedule(static) if (count >= kParallelMin)
   for (size_t i = 0; i < count; i++) y[i] += x[i];
 }
 
 void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* x,
                                    const float* w, const float* b, int rows, int C) {
-#pragma omp parallel for schedule(static) if (size_t(rows) * C >= kParallelMin)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(rows) * C >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     const float* xr = x + size_t(r) * C;
     float s = 0.0f;
@@ -141,7 +141,7 @@ void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const f
 void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float* dout,
                                     const float* x, const float* w, const float* mean,
                                     const float* rstd, int rows, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int r = 0; r < rows; r++) {
     const float* xr = x + size_t(r) * C;
     const float* d = dout + size_t(r) * C;
@@ -164,7 +164,7 @@ void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float
   }
   const int C2 = 2 * C;
   std::vector<float> both(size_t(C2), 0.0f);
-  column_reduce(both.data(), rows, C2, [&](float* p, int r) {
+  column_reduce(both.data(), rows, C2, threads_, [&](float* p, int r) {
     const float* xr = x + size_t(r) * C;
     const float* d = dout + size_t(r) * C;
     const float m = mean[r], rs = rstd[r];
@@ -181,18 +181,18 @@ void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float
 }
 
 void CpuBackend::gelu_forward(float* out, const float* x, size_t count) {
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
+#pragma omp parallel for simd num_threads(threads_) schedule(static) if (count >= kParallelMin)
   for (size_t i = 0; i < count; i++) out[i] = vec::gelu_fast(x[i]);
 }
 
 void CpuBackend::gelu_backward(float* dx, const float* x, const float* dout, size_t count) {
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMin)
+#pragma omp parallel for simd num_threads(threads_) schedule(static) if (count >= kParallelMin)
   for (size_t i = 0; i < count; i++) dx[i] = dout[i] * vec::gelu_grad_fast(x[i]);
 }
 
 void CpuBackend::rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows,
                                  int groups, int width) {
-#pragma omp parallel for schedule(static) if (size_t(rows) * groups * width >= kParallelMin)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(rows) * groups * width >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     for (int g = 0; g < groups; g++) {
       const float* xr = x + size_t(r) * ld_x + size_t(g) * width;
@@ -210,7 +210,7 @@ void CpuBackend::rmsnorm_forward(float* out, float* rstd, const float* x, int ld
 
 void CpuBackend::rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y,
                                   const float* rstd, int rows, int groups, int width) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int r = 0; r < rows; r++) {
     for (int g = 0; g < groups; g++) {
       const size_t off = (size_t(r) * groups + g) * width;
@@ -230,7 +230,7 @@ void CpuBackend::rmsnorm_backward(float* dx, int ld_x, const float* dout, const 
 
 void CpuBackend::swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows,
                                     int cols) {
-#pragma omp parallel for schedule(static) if (size_t(rows) * cols >= kParallelMin)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(rows) * cols >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     const float* gr = g + size_t(r) * ld_g;
     const float* yr = y + size_t(r) * cols;
@@ -242,7 +242,7 @@ void CpuBackend::swish_gate_forward(float* out, const float* g, int ld_g, const 
 
 void CpuBackend::swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y,
                                      const float* dout, int rows, int cols) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int r = 0; r < rows; r++) {
     const float* gr = g + size_t(r) * ld_g;
     const float* yr = y + size_t(r) * cols;
@@ -271,7 +271,7 @@ void CpuBackend::rope(float* x, int ld, int rows, int heads, int hd, int seq_len
       cs[size_t(p) * half + i] = float(std::cos(angle));
       sn[size_t(p) * half + i] = float(inverse ? -std::sin(angle) : std::sin(angle));
     }
-#pragma omp parallel for schedule(static) if (size_t(rows) * heads * hd >= kParallelMin)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(rows) * heads * hd >= kParallelMin)
   for (int r = 0; r < rows; r++) {
     const float* c = cs.data() + size_t(r % seq_len) * half;
     const float* s = sn.data() + size_t(r % seq_len) * half;
@@ -289,7 +289,7 @@ void CpuBackend::rope(float* x, int ld, int rows, int heads, int hd, int seq_len
 
 void CpuBackend::embedding_forward(float* out, const float* table, const int32_t* idx, int count,
                                    int dim, bool accumulate) {
-#pragma omp parallel for schedule(static) if (size_t(count) * dim >= kParallelMin)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(count) * dim >= kParallelMin)
   for (int i = 0; i < count; i++) {
     float* o = out + size_t(i) * dim;
     const float* t = table + size_t(idx[i]) * dim;
@@ -320,7 +320,7 @@ void CpuBackend::embedding_backward(float* dtable, const float* dout, const int3
 
 void CpuBackend::crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
                                       int rows, int V) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int r = 0; r < rows; r++) {
     const float* l = logits + size_t(r) * V;
     float mx = l[0];
@@ -334,7 +334,7 @@ void CpuBackend::crossentropy_forward(float* losses, const float* logits, const 
 
 void CpuBackend::crossentropy_fused_backward(float* losses, float* logits, const int32_t* targets,
                                              int rows, int V, float dscale) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int r = 0; r < rows; r++) {
     float* l = logits + size_t(r) * V;
     const int t = targets[r];

@@ -16,9 +16,9 @@ namespace rb {
 namespace {
 
 // Single-threaded products on one head's blocks (the caller runs one head per thread).
-void sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
+void sgemm(bool avx512, bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {
-  if (sgemm_avx512_available()) return sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
+  if (avx512) return sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
               K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
@@ -72,11 +72,11 @@ void CpuBackend::retention_chunkwise_forward(float* o, const float* q, const flo
   const int C = std::max(1, std::min(chunk, n));
   const int nchunks = (n + C - 1) / C;
   const size_t ssz = size_t(dk) * dv;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int task = 0; task < s.B * H; task++) {
     const int b = task / H, h = task % H;
     const std::vector<float> pw = decay_powers(gammas[h], C + 2);
-    std::vector<float> A(size_t(C) * C), Qs(size_t(C) * dk), Ks(size_t(C) * dk);
+    std::vector<float> A(size_t(C) * C), Qs(size_t(C) * dk), Ks(size_t(C) * dk), rev(C);
     std::vector<float> S(ssz, 0.0f);
     bool state_nonzero = state_in != nullptr;
     if (state_in) std::memcpy(S.data(), state_in + task * ssz, ssz * sizeof(float));
@@ -88,18 +88,17 @@ void CpuBackend::retention_chunkwise_forward(float* o, const float* q, const flo
       const float* Vc = v + row * s.ld_v + size_t(h) * dv;
       float* Oc = o + row * ldo + size_t(h) * dv;
       if (saved_states) std::memcpy(saved_states + (size_t(task) * nchunks + ci) * ssz, S.data(), ssz * sizeof(float));
-      sgemm(false, true, c, c, dk, 1.0f, Qc, s.ld_qk, Kc, s.ld_qk, 0.0f, A.data(), C);
+      sgemm(use_avx512_, false, true, c, c, dk, 1.0f, Qc, s.ld_qk, Kc, s.ld_qk, 0.0f, A.data(), C);
       apply_decay_mask(A.data(), C, c, pw.data());
-      sgemm(false, false, c, dv, c, 1.0f, A.data(), C, Vc, s.ld_v, 0.0f, Oc, ldo);
+      sgemm(use_avx512_, false, false, c, dv, c, 1.0f, A.data(), C, Vc, s.ld_v, 0.0f, Oc, ldo);
       if (state_nonzero) {  // o_j += gamma^(j+1) q_j S_prev
         scale_rows(Qs.data(), Qc, s.ld_qk, c, dk, pw.data() + 1);
-        sgemm(false, false, c, dv, dk, 1.0f, Qs.data(), dk, S.data(), dv, 1.0f, Oc, ldo);
+        sgemm(use_avx512_, false, false, c, dv, dk, 1.0f, Qs.data(), dk, S.data(), dv, 1.0f, Oc, ldo);
       }
       // S = gamma^c S + sum_j gamma^(c-1-j) k_j^T v_j
-      std::vector<float> rev(c);
       for (int j = 0; j < c; j++) rev[j] = pw[c - 1 - j];
       scale_rows(Ks.data(), Kc, s.ld_qk, c, dk, rev.data());
-      sgemm(true, false, dk, dv, c, 1.0f, Ks.data(), dk, Vc, s.ld_v, state_nonzero ? pw[c] : 0.0f, S.data(), dv);
+      sgemm(use_avx512_, true, false, dk, dv, c, 1.0f, Ks.data(), dk, Vc, s.ld_v, state_nonzero ? pw[c] : 0.0f, S.data(), dv);
       state_nonzero = true;
     }
     if (state_out) std::memcpy(state_out + task * ssz, S.data(), ssz * sizeof(float));
@@ -116,7 +115,7 @@ void CpuBackend::retention_chunkwise_backward(float* dq, float* dk_out, float* d
   const int C = std::max(1, std::min(chunk, n));
   const int nchunks = (n + C - 1) / C;
   const size_t ssz = size_t(dk) * dv;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static)
   for (int task = 0; task < s.B * H; task++) {
     const int b = task / H, h = task % H;
     const std::vector<float> pw = decay_powers(gammas[h], C + 2);
@@ -138,27 +137,27 @@ void CpuBackend::retention_chunkwise_backward(float* dq, float* dk_out, float* d
       const float* S_prev = saved_states + (size_t(task) * nchunks + ci) * ssz;
       for (int j = 0; j < c; j++) rev[j] = pw[c - 1 - j];
 
-      sgemm(false, true, c, c, dk, 1.0f, Qc, s.ld_qk, Kc, s.ld_qk, 0.0f, A.data(), C);
+      sgemm(use_avx512_, false, true, c, c, dk, 1.0f, Qc, s.ld_qk, Kc, s.ld_qk, 0.0f, A.data(), C);
       apply_decay_mask(A.data(), C, c, pw.data());
-      sgemm(false, true, c, c, dv, 1.0f, dOc, ldo, Vc, s.ld_v, 0.0f, dA.data(), C);
+      sgemm(use_avx512_, false, true, c, c, dv, 1.0f, dOc, ldo, Vc, s.ld_v, 0.0f, dA.data(), C);
       apply_decay_mask(dA.data(), C, c, pw.data());
 
       // dQ = dA K + diag(gamma^(j+1)) dO S_prev^T
-      sgemm(false, false, c, dk, c, 1.0f, dA.data(), C, Kc, s.ld_qk, 0.0f, dQc, s.ld_qk);
-      sgemm(false, true, c, dk, dv, 1.0f, dOc, ldo, S_prev, dv, 0.0f, tmp_k.data(), dk);
+      sgemm(use_avx512_, false, false, c, dk, c, 1.0f, dA.data(), C, Kc, s.ld_qk, 0.0f, dQc, s.ld_qk);
+      sgemm(use_avx512_, false, true, c, dk, dv, 1.0f, dOc, ldo, S_prev, dv, 0.0f, tmp_k.data(), dk);
       add_rows_scaled(dQc, s.ld_qk, tmp_k.data(), c, dk, pw.data() + 1);
       // dK = dA^T Q + diag(gamma^(c-1-j)) V dS^T ; dV = A^T dO + diag(gamma^(c-1-j)) K dS
-      sgemm(true, false, c, dk, c, 1.0f, dA.data(), C, Qc, s.ld_qk, 0.0f, dKc, s.ld_qk);
-      sgemm(true, false, c, dv, c, 1.0f, A.data(), C, dOc, ldo, 0.0f, dVc, s.ld_v);
+      sgemm(use_avx512_, true, false, c, dk, c, 1.0f, dA.data(), C, Qc, s.ld_qk, 0.0f, dKc, s.ld_qk);
+      sgemm(use_avx512_, true, false, c, dv, c, 1.0f, A.data(), C, dOc, ldo, 0.0f, dVc, s.ld_v);
       if (dS_nonzero) {
-        sgemm(false, true, c, dk, dv, 1.0f, Vc, s.ld_v, dS.data(), dv, 0.0f, tmp_k.data(), dk);
+        sgemm(use_avx512_, false, true, c, dk, dv, 1.0f, Vc, s.ld_v, dS.data(), dv, 0.0f, tmp_k.data(), dk);
         add_rows_scaled(dKc, s.ld_qk, tmp_k.data(), c, dk, rev.data());
-        sgemm(false, false, c, dv, dk, 1.0f, Kc, s.ld_qk, dS.data(), dv, 0.0f, tmp_v.data(), dv);
+        sgemm(use_avx512_, false, false, c, dv, dk, 1.0f, Kc, s.ld_qk, dS.data(), dv, 0.0f, tmp_v.data(), dv);
         add_rows_scaled(dVc, s.ld_v, tmp_v.data(), c, dv, rev.data());
       }
       // dS_prev = gamma^c dS + (diag(gamma^(j+1)) Q)^T dO
       scale_rows(Qs.data(), Qc, s.ld_qk, c, dk, pw.data() + 1);
-      sgemm(true, false, dk, dv, c, 1.0f, Qs.data(), dk, dOc, ldo, dS_nonzero ? pw[c] : 0.0f, dS.data(), dv);
+      sgemm(use_avx512_, true, false, dk, dv, c, 1.0f, Qs.data(), dk, dOc, ldo, dS_nonzero ? pw[c] : 0.0f, dS.data(), dv);
       dS_nonzero = true;
     }
     if (dstate_in) std::memcpy(dstate_in + task * ssz, dS.data(), ssz * sizeof(float));
@@ -170,7 +169,7 @@ void CpuBackend::retention_recurrent_forward(float* o, const float* q, const flo
                                              const RetentionShape& s, float* state) {
   const int n = s.n, dk = s.dk, dv = s.dv, H = s.H, ldo = H * dv;
   const size_t ssz = size_t(dk) * dv;
-#pragma omp parallel for schedule(static) if (size_t(s.B) * H * n * ssz >= 65536)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(s.B) * H * n * ssz >= 65536)
   for (int task = 0; task < s.B * H; task++) {
     const int b = task / H, h = task % H;
     const float g = gammas[h];

@@ -142,7 +142,8 @@ int cmd_eval(Args& args) {
   size_t total_zstd = 0;
   nlohmann::ordered_json files = nlohmann::json::array();
   std::printf("%-50s %12s %10s %12s\n", "file", "bytes", "bpb", "zstd-19 bpb");
-  for (const std::string& f : collect_files(paths)) {
+  for (const FoundFile& found : collect_files(paths)) {
+    const std::string& f = found.path;
     MappedFile file(f);
     std::vector<uint8_t> stream = raw ? std::vector<uint8_t>() : make_header(Modality::Text, P);
     const size_t from = stream.size();
