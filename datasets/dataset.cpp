@@ -172,11 +172,5 @@ void ByteDataset::sample_window(Rng& rng, int T, uint8_t* out) const {
   read_window(rng.below(train_patches()), T, out);
 }
 
-std::vector<uint8_t> ByteDataset::stream_bytes(const StreamSpan& s) const {
-  std::vector<uint8_t> out(header_);
-  const uint8_t* d = files_[s.file]->data();
-  out.insert(out.end(), d + s.begin, d + s.end);
-  return out;
-}
 
 }  // namespace rb

@@ -70,8 +70,9 @@ class ByteDataset {
   // A uniformly random patch-aligned window; advances rng.
   void sample_window(Rng& rng, int T, uint8_t* out) const;
   uint64_t train_patches() const { return packed_size_ / P_; }
-  // The stream's bytes as the model sees them: header patch + file bytes (not padded).
-  std::vector<uint8_t> stream_bytes(const StreamSpan& s) const;
+  // A stream as the model sees it: the header patch, then the span's bytes (memory-mapped).
+  const std::vector<uint8_t>& header() const { return header_; }
+  const uint8_t* span_data(const StreamSpan& s) const { return files_[s.file]->data() + s.begin; }
 
  private:
   int P_;

@@ -325,16 +325,19 @@ void Decoder::ingest(DecodeState& st, const uint8_t* bytes, size_t n) {
   }
 }
 
-void Decoder::fill_synthetic_context(DecodeState& st, int64_t patches, uint64_t seed) {
+void Decoder::fill_synthetic_context(DecodeState& st, int64_t patches, int64_t extra, uint64_t seed) {
   if (st.stream_) throw Error("fill_synthetic_context is for the attention baseline");
-  st.grow_cache(patches);
+  st.grow_cache(patches + extra);
   Rng rng(seed);
-  std::vector<float> rows(size_t(patches) * c_.D_G());
+  const int64_t block = 4096;  // rows per upload: bounded host scratch
+  std::vector<float> rows(size_t(block) * c_.D_G());
   for (int l = 0; l < c_.L_G; l++)
-    for (auto* cache : {&st.k_cache_, &st.v_cache_}) {
-      for (auto& x : rows) x = float(rng.normal());
-      be_.upload((*cache)[l].data(), rows.data(), rows.size());
-    }
+    for (auto* cache : {&st.k_cache_, &st.v_cache_})
+      for (int64_t r0 = 0; r0 < patches; r0 += block) {
+        const size_t count = size_t(std::min(block, patches - r0)) * c_.D_G();
+        for (size_t i = 0; i < count; i++) rows[i] = float(rng.normal());
+        be_.upload((*cache)[l].data() + size_t(r0) * c_.D_G(), rows.data(), count);
+      }
   st.cache_len_ = patches;
   st.patches_done_ = patches;
   st.g_ready_ = false;

@@ -65,8 +65,9 @@ class Decoder {
   // Consumes known bytes (a prompt): whole patches through the global model only.
   void ingest(DecodeState& st, const uint8_t* bytes, size_t n);
   // Benchmarks only: fills an attention state's KV cache with `patches` positions of random
-  // keys/values (ingesting a million-byte context through the quadratic baseline is too slow).
-  void fill_synthetic_context(DecodeState& st, int64_t patches, uint64_t seed);
+  // keys/values (ingesting a million-byte context through the quadratic baseline is too slow),
+  // with room for `extra` more so decoding does not regrow it.
+  void fill_synthetic_context(DecodeState& st, int64_t patches, int64_t extra, uint64_t seed);
 
  private:
   void ensure_global(DecodeState& st);

@@ -15,9 +15,11 @@ struct EvalResult {
   double bpb() const;
 };
 
-// Scores stream[score_from ..] given everything before it. `window` is the number of bytes per
-// forward (a multiple of P; 0 = the model's training T).
-EvalResult evaluate_stream(Model& model, const std::vector<uint8_t>& stream, size_t score_from,
-                           int window = 0);
+// Scores the stream `context` + `body` (body[0..n)), counting only the body's bytes: the
+// context (a header patch, or nothing for --raw) conditions them. Neither is copied whole: the
+// body may be a memory-mapped file of any size. `window` is the number of bytes per forward (a
+// multiple of P; 0 = the model's training T).
+EvalResult evaluate_stream(Model& model, const std::vector<uint8_t>& context, const uint8_t* body,
+                           size_t n, int window = 0);
 
 }  // namespace rb

@@ -206,7 +206,7 @@ int bench_decode(Args& args) {
   const bool synthetic = cfg.global == GlobalKind::Attention && context > 65536;
   double ingest_s = 0;
   if (synthetic) {
-    dec.fill_synthetic_context(st, context / cfg.P, 3);
+    dec.fill_synthetic_context(st, context / cfg.P, (n + 2 * cfg.P) / cfg.P + 2, 3);
   } else {
     std::vector<uint8_t> ctx(static_cast<size_t>(context));
     for (auto& b : ctx) b = uint8_t(rng.below(256));

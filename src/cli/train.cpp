@@ -145,10 +145,8 @@ int cmd_eval(Args& args) {
   for (const FoundFile& found : collect_files(paths)) {
     const std::string& f = found.path;
     MappedFile file(f);
-    std::vector<uint8_t> stream = raw ? std::vector<uint8_t>() : make_header(Modality::Text, P);
-    const size_t from = stream.size();
-    stream.insert(stream.end(), file.data(), file.data() + file.size());
-    const EvalResult r = evaluate_stream(*model, stream, from);
+    const std::vector<uint8_t> header = raw ? std::vector<uint8_t>() : make_header(Modality::Text, P);
+    const EvalResult r = evaluate_stream(*model, header, file.data(), file.size());
     const size_t z = file.size() ? zstd_compressed_size(file.data(), file.size(), 19) : 0;
     total.nats += r.nats;
     total.bytes += r.bytes;
