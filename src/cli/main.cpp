@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") return rb::cli::cmd_train(args);
     if (cmd == "eval") return rb::cli::cmd_eval(args);
     if (cmd == "generate") return rb::cli::cmd_generate(args);
-    std::cerr << "retbyte: unknown command '" << cmd << "'\n" << kUsage;
+    std::cerr << "retbyte: unknown command '" << cmd << "' (see retbyte --help)\n";
     return 2;
   } catch (const rb::Error& e) {
     std::cerr << "retbyte " << cmd << ": " << e.what() << "\n";

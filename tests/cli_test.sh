@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# End-to-end checks of the retbyte command line: train, resume, eval, generate with saved state,
+# and bad input (one line on stderr naming the problem, non-zero exit, no output file left behind).
+#   tests/cli_test.sh PATH/TO/retbyte
+set -u
+bin=$1
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# expect_error "substring" command... : non-zero exit, exactly one stderr line containing substring
+expect_error() {
+  local want=$1; shift
+  "$@" > "$tmp/out" 2> "$tmp/err"
+  local rc=$?
+  [ $rc -ne 0 ] || fail "expected failure: $*"
+  [ "$(wc -l < "$tmp/err")" -eq 1 ] || fail "expected one stderr line from: $* (got: $(cat "$tmp/err"))"
+  grep -qF -- "$want" "$tmp/err" || fail "stderr of '$*' lacks '$want': $(cat "$tmp/err")"
+}
+
+data=$here/fixtures/text2k.txt
+cat > "$tmp/cfg.json" <<'JSON'
+{"config": "tiny", "T": 128, "lr": 0.003, "warmup_steps": 2, "val_every": 3, "checkpoint_every": 2}
+JSON
+"$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/run" --steps 6 -t 2 > "$tmp/train.out" 2> "$tmp/train.err" || fail "train: $(cat "$tmp/train.err")"
+for f in model.safetensors state.safetensors metrics.jsonl; do [ -s "$tmp/run/$f" ] || fail "train did not write $f"; done
+[ "$(wc -l < "$tmp/run/metrics.jsonl")" -eq 6 ] || fail "metrics.jsonl should have 6 lines"
+grep -q '"val_bpb"' "$tmp/run/metrics.jsonl" || fail "no validation in metrics"
+grep -q '^step 6/6' "$tmp/train.err" || fail "no final progress line: $(cat "$tmp/train.err")"
+"$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/run" --steps 8 --resume > /dev/null 2>&1 || fail "resume"
+[ "$(wc -l < "$tmp/run/metrics.jsonl")" -eq 8 ] || fail "metrics.jsonl should have 8 lines after resume"
+expect_error "use --resume" "$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/run" --steps 2
+"$bin" info "$tmp/run/model.safetensors" | grep -q '"T":128' || fail "info does not show the config"
+
+"$bin" eval -m "$tmp/run/model.safetensors" "$data" > "$tmp/eval.out" || fail "eval"
+tail -n 1 "$tmp/eval.out" | grep -q '"bpb":' || fail "eval's last line is not JSON with bpb"
+
+model=$tmp/run/model.safetensors
+"$bin" generate -m "$model" -p "The" -n 100 -s 3 -o "$tmp/all.bin" || fail "generate"
+[ "$(wc -c < "$tmp/all.bin")" -eq 100 ] || fail "generate -n 100 wrote $(wc -c < "$tmp/all.bin") bytes"
+"$bin" generate -m "$model" -p "The" -n 37 -s 3 -o "$tmp/a.bin" --state-out "$tmp/state" || fail "generate --state-out"
+"$bin" generate -m "$model" -n 63 --state-in "$tmp/state" -o "$tmp/b.bin" 2> /dev/null || fail "generate --state-in"
+cat "$tmp/a.bin" "$tmp/b.bin" | cmp -s - "$tmp/all.bin" || fail "37 + saved state + 63 bytes differ from one 100-byte run"
+"$bin" generate -m "$model" -p "The" -n 100 -s 3 -t 1 | cmp -s - "$tmp/all.bin" || fail "1 thread differs from 2"
+
+expect_error "-n: 'abc' is not an integer" "$bin" generate -m "$model" -n abc
+expect_error "$tmp/missing.txt: cannot open" "$bin" generate -m "$model" --prompt-file "$tmp/missing.txt" -o "$tmp/never.bin"
+[ ! -e "$tmp/never.bin" ] || fail "a failed generate left its output file"
+ls "$tmp" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
+expect_error "made with another model" "$bin" generate -m "$here/golden/tiny_retention.safetensors" --state-in "$tmp/state"
+head -c 100 "$tmp/state" > "$tmp/cut.state"
+expect_error "$tmp/cut.state" "$bin" generate -m "$model" --state-in "$tmp/cut.state"
+printf 'abc' > "$tmp/bad.safetensors"
+expect_error "$tmp/bad.safetensors: file is 3 bytes" "$bin" eval -m "$tmp/bad.safetensors" "$data"
+expect_error "$tmp/nope: no such file or folder" "$bin" train --config tiny --data "$tmp/nope" --out "$tmp/x"
+mkdir "$tmp/empty"
+expect_error "$tmp/empty: folder has no files" "$bin" train --config tiny --data "$tmp/empty" --out "$tmp/x"
+printf '{"config": "tiny", "bogus": 1}' > "$tmp/unknown.json"
+expect_error "unknown key \"bogus\"" "$bin" train --config "$tmp/unknown.json" --data "$data" --out "$tmp/x"
+printf '{"config": "tiny", "H_G": 3}' > "$tmp/impossible.json"
+expect_error "not divisible by H_G = 3" "$bin" train --config "$tmp/impossible.json" --data "$data" --out "$tmp/x"
+expect_error "unknown command" "$bin" frobnicate
+for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode"; do
+  $bin $cmd --help > /dev/null || fail "$cmd --help"
+done
+
+[ $failures -eq 0 ] && echo "cli_test: all checks passed"
+exit $failures
