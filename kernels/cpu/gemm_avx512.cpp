@@ -30,11 +30,13 @@ void pack_a(float* dst, const float* A, int lda, bool ta, int i0, int mc, int p0
   for (int r = 0; r < mc; r += MR) {
     const int rows = std::min(MR, mc - r);
     float* d = dst + size_t(r) * kc;
-    if (!ta) {
-      for (int k = 0; k < kc; k++) {
-        for (int i = 0; i < rows; i++) d[k * MR + i] = A[size_t(i0 + r + i) * lda + p0 + k];
-        for (int i = rows; i < MR; i++) d[k * MR + i] = 0.0f;
+    if (!ta) {  // rows of A are contiguous in k: read each once, write with stride MR
+      for (int i = 0; i < rows; i++) {
+        const float* src = A + size_t(i0 + r + i) * lda + p0;
+        for (int k = 0; k < kc; k++) d[k * MR + i] = src[k];
       }
+      for (int i = rows; i < MR; i++)
+        for (int k = 0; k < kc; k++) d[k * MR + i] = 0.0f;
     } else {
       for (int k = 0; k < kc; k++) {
         const float* src = A + size_t(p0 + k) * lda + i0 + r;
@@ -58,12 +60,13 @@ void pack_b_panel(float* d, const float* B, int ldb, bool tb, int p0, int kc, in
         for (int c = cols; c < NR; c++) dk[c] = 0.0f;
       }
     }
-  } else {
-    for (int k = 0; k < kc; k++) {
-      float* dk = d + size_t(k) * NR;
-      for (int c = 0; c < cols; c++) dk[c] = B[size_t(j + c) * ldb + p0 + k];
-      for (int c = cols; c < NR; c++) dk[c] = 0.0f;
+  } else {  // op(B) = B^T: rows of B are contiguous in k; the panel (kc x NR) stays in L1
+    for (int c = 0; c < cols; c++) {
+      const float* src = B + size_t(j + c) * ldb + p0;
+      for (int k = 0; k < kc; k++) d[size_t(k) * NR + c] = src[k];
     }
+    for (int c = cols; c < NR; c++)
+      for (int k = 0; k < kc; k++) d[size_t(k) * NR + c] = 0.0f;
   }
 }
 
