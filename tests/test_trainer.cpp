@@ -10,6 +10,7 @@
 
 #include "datasets/dataset.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/gemm_avx512.h"
 #include "src/errors.h"
 #include "src/evaluate.h"
 #include "src/safetensors.h"
@@ -173,6 +174,22 @@ TEST(Trainer, StoppedAndResumedRunEqualsTheUninterruptedOne) {
   SafetensorsReader a(d.path + "/a/model.safetensors"), b(d.path + "/b/model.safetensors");
   EXPECT_EQ(a.read_f32("head.weight"), b.read_f32("head.weight"));
   EXPECT_LT(straight.step_losses().back(), straight.step_losses().front());  // it did learn
+}
+
+// Every reduction has a fixed order (GEMM sums over K per element on one thread, column sums by
+// fixed row blocks, one retention head per task), so training does not depend on the thread count.
+TEST(Trainer, WeightsAreBitIdenticalForOneAndTwoThreads) {
+  if (!sgemm_avx512_available()) GTEST_SKIP() << "OpenBLAS fallback: its partitioning is not ours to pin";
+  TempDir d("threads");
+  const std::string data = d.write("t.txt", fixture_text());
+  std::vector<std::vector<float>> weights;
+  for (int threads : {1, 2}) {
+    auto be = make_cpu_backend(threads);
+    Trainer t(small_run_config(), {data}, d.path + "/run" + std::to_string(threads), *be, false);
+    t.run(3, 0, nullptr, nullptr);
+    weights.emplace_back(t.model().params(), t.model().params() + t.model().num_params());
+  }
+  EXPECT_EQ(0, std::memcmp(weights[0].data(), weights[1].data(), weights[0].size() * sizeof(float)));
 }
 
 TEST(Trainer, ResumeRefusesAnotherConfigAndFreshRunRefusesToOverwrite) {
