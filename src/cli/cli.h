@@ -1,5 +1,6 @@
 // Shared pieces of the command-line front end: argument access and the subcommand entry points.
 #pragma once
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,12 @@ class Args {
   size_t last_pos_ = 0;     // where value() last removed a flag
   std::string last_flag_;  // the spelling the user typed, for error messages
 };
+
+// SIGINT/SIGTERM set a flag that long-running commands poll, so they can finish cleanly
+// (checkpoint, remove temporary files); a second signal kills at once.
+void install_stop_signals();
+const std::atomic<bool>& stop_requested();
+int stop_signal();
 
 int cmd_bench(Args& args);
 int cmd_info(Args& args);

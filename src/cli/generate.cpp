@@ -89,9 +89,11 @@ int cmd_generate(Args& args) {
   const std::string tmp = out_path.empty() ? "" : out_path + ".tmp." + std::to_string(getpid());
   FILE* out = out_path.empty() ? stdout : std::fopen(tmp.c_str(), "wb");
   if (!out) throw Error(out_path + ": cannot create output file");
+  install_stop_signals();  // Ctrl-C: stop cleanly, never leave a half-written -o file
   try {
     const int P = model->config().P;
     for (int i = 0; i < n; i++) {
+      if (stop_requested().load()) throw Error("interrupted; " + (out_path.empty() ? std::string("output so far was streamed") : out_path + " not written"));
       const uint8_t b = sample_byte(dec.next_logits(*st), sp, st->rng());
       dec.accept(*st, b);
       if (std::fputc(b, out) == EOF) throw Error((out_path.empty() ? "stdout" : out_path) + ": write failed");

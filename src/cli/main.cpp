@@ -4,6 +4,7 @@
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <signal.h>
 #include <sys/resource.h>
 
 #include "kernels/backend.h"
@@ -67,6 +68,25 @@ std::string Args::shift() {
   argv_.erase(argv_.begin());
   return v;
 }
+
+namespace {
+std::atomic<bool> g_stop_requested{false};
+volatile sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  g_stop_requested.store(true);
+}
+}  // namespace
+
+void install_stop_signals() {
+  struct sigaction sa = {};
+  sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+const std::atomic<bool>& stop_requested() { return g_stop_requested; }
+int stop_signal() { return g_stop_signal; }
 
 double peak_rss_mb() {
   struct rusage ru;

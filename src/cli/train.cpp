@@ -19,14 +19,6 @@
 namespace rb::cli {
 
 namespace {
-std::atomic<bool> g_stop_requested{false};  // set by SIGINT/SIGTERM, polled between steps
-int g_stop_signal = 0;
-
-void on_signal(int sig) {
-  g_stop_signal = sig;
-  g_stop_requested.store(true);
-}
-
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   char buf[32];
@@ -80,11 +72,7 @@ int cmd_train(Args& args) {
                trainer.model().num_params(), be->threads());
   if (resume) std::fprintf(stderr, "retbyte train: resuming %s at step %lld\n", out.c_str(), (long long)trainer.step());
 
-  struct sigaction sa = {};
-  sa.sa_handler = on_signal;
-  sa.sa_flags = SA_RESETHAND;  // a second signal kills at once (checkpoints are atomic anyway)
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  install_stop_signals();  // Ctrl-C / SIGTERM: checkpoint, then stop
 
   const bool tty = isatty(STDERR_FILENO);
   double last_print = -1e9, smoothed = 0;
@@ -102,7 +90,7 @@ int cmd_train(Args& args) {
                  smoothed / 1e3, format_duration(per_step * double(left)).c_str(),
                  r.skipped ? " | non-finite: step skipped" : "", tty && r.val_bpb < 0 ? "" : "\n");
   };
-  const auto why = trainer.run(steps, minutes, &g_stop_requested, progress);
+  const auto why = trainer.run(steps, minutes, &stop_requested(), progress);
   if (tty) std::fprintf(stderr, "\n");
   // A full validation at the end (skipped when interrupted: the user wants to stop now).
   double val = trainer.last_val_bpb();
@@ -118,7 +106,7 @@ int cmd_train(Args& args) {
   j["val_bpb"] = val;
   j["out"] = out;
   std::cout << j.dump() << std::endl;
-  if (why == Trainer::Stop::Interrupted) return 128 + g_stop_signal;
+  if (why == Trainer::Stop::Interrupted) return 128 + stop_signal();
   return 0;
 }
 
