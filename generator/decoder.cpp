@@ -199,7 +199,7 @@ Decoder::Decoder(Model& model) : model_(model), be_(model.backend()), c_(model.c
   g_big_ = Buffer(be_, size_t(2) * DG);
   ln_mean_ = Buffer(be_, 1);
   ln_rstd_ = Buffer(be_, 1);
-  idx_ = be_.alloc_index(2);
+  idx_ = be_.alloc_index(size_t(std::max(2, P)));  // a patch of bytes, or (byte, position)
   host_logits_.resize(256);
   if (c_.global == GlobalKind::Retention) model_.reserve(1, c_.T, false);  // one size for every context
 }
@@ -215,12 +215,10 @@ void Decoder::global_attention_step(DecodeState& st, const uint8_t* patch) {
   const int64_t pos = st.cache_len_;
   st.grow_cache(pos + 1);
   float* x = g_x_.data();
-  if (patch) {
-    std::vector<int32_t> idx(patch, patch + P);
-    for (int p = 0; p < P; p++) {
-      be_.upload_index(idx_, idx.data() + p, 1);
-      be_.embedding_forward(x + size_t(p) * c_.D_E, w.g_embed, idx_, 1, c_.D_E);
-    }
+  if (patch) {  // the P byte embeddings side by side are the D_G-wide patch embedding
+    const std::vector<int32_t> idx(patch, patch + P);
+    be_.upload_index(idx_, idx.data(), size_t(P));
+    be_.embedding_forward(x, w.g_embed, idx_, P, c_.D_E);
   } else {
     be_.copy(x, w.g_pad, DG);
   }
@@ -235,11 +233,8 @@ void Decoder::global_attention_step(DecodeState& st, const uint8_t* patch) {
     be_.attention_decode(g_att_.data(), g_qkv_.data(), st.k_cache_[l].data(), st.v_cache_[l].data(), int(pos + 1), DG, H, hd);
     be_.gemm(false, true, 1, DG, DG, 1.0f, g_att_.data(), DG, L.att_wo, DG, 1.0f, x, DG);
     be_.add_bias(x, L.att_bo, 1, DG);
-    be_.layernorm_forward(g_ln_.data(), ln_mean_.data(), ln_rstd_.data(), x, L.ln2_w, L.ln2_b, 1, DG);
-    be_.linear_forward(g_big_.data(), g_ln_.data(), L.w1, L.b1, 1, DG, 2 * DG);
-    be_.gelu_forward(g_big_.data(), g_big_.data(), size_t(2) * DG);
-    be_.gemm(false, true, 1, DG, 2 * DG, 1.0f, g_big_.data(), 2 * DG, L.w2, 2 * DG, 1.0f, x, DG);
-    be_.add_bias(x, L.b2, 1, DG);
+    be_.residual_mlp_forward(x, x, g_ln_.data(), ln_mean_.data(), ln_rstd_.data(), g_big_.data(), g_big_.data(),
+                             L.ln2_w, L.ln2_b, L.w1, L.b1, L.w2, L.b2, 1, DG, 2 * DG);
   }
   be_.layernorm_forward(st.g_cur_.data(), ln_mean_.data(), ln_rstd_.data(), x, w.g_ln_w, w.g_ln_b, 1, DG);
   st.cache_len_ = pos + 1;
@@ -273,11 +268,8 @@ const float* Decoder::next_logits(DecodeState& st) {
     be_.attention_decode(att_.data(), qkv + size_t(p) * 3 * DL, qkv + DL, qkv + 2 * DL, p + 1, 3 * DL, H, c_.hd_local());
     be_.gemm(false, true, 1, DL, DL, 1.0f, att_.data(), DL, L.wo, DL, 1.0f, h, DL);
     be_.add_bias(h, L.bo, 1, DL);
-    be_.layernorm_forward(ln_.data(), ln_mean_.data(), ln_rstd_.data(), h, L.ln2_w, L.ln2_b, 1, DL);
-    be_.linear_forward(big_.data(), ln_.data(), L.w1, L.b1, 1, DL, 4 * DL);
-    be_.gelu_forward(big_.data(), big_.data(), size_t(4) * DL);
-    be_.gemm(false, true, 1, DL, 4 * DL, 1.0f, big_.data(), 4 * DL, L.w2, 4 * DL, 1.0f, h, DL);
-    be_.add_bias(h, L.b2, 1, DL);
+    be_.residual_mlp_forward(h, h, ln_.data(), ln_mean_.data(), ln_rstd_.data(), big_.data(), big_.data(), L.ln2_w,
+                             L.ln2_b, L.w1, L.b1, L.w2, L.b2, 1, DL, 4 * DL);
   }
   be_.layernorm_forward(ln_.data(), ln_mean_.data(), ln_rstd_.data(), h, w.l_ln_w, w.l_ln_b, 1, DL);
   be_.linear_forward(logits_.data(), ln_.data(), w.head, nullptr, 1, DL, 256);

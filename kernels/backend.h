@@ -57,6 +57,14 @@ class Backend {
   void linear_backward(float* dx, float* dW, float* dbias, const float* dy, const float* x,
                        const float* W, int rows, int in, int out, bool accumulate_dx = false);
 
+  // The pre-norm MLP sub-block shared by the global FFN and the local MLP, training and decoding:
+  // out = in + W2 gelu(W1 LN(in) + b1) + b2. ln/mean/rstd, h (pre-GELU) and ha (post-GELU) keep
+  // what backward needs; out may equal in, and ha may equal h when nothing is saved (decoding).
+  void residual_mlp_forward(float* out, const float* in, float* ln, float* mean, float* rstd,
+                            float* h, float* ha, const float* ln_w, const float* ln_b,
+                            const float* w1, const float* b1, const float* w2, const float* b2,
+                            int rows, int C, int hidden);
+
   virtual void add_bias(float* y, const float* bias, int rows, int cols) = 0;
   virtual void bias_backward(float* dbias, const float* dy, int rows, int cols) = 0;  // +=
   virtual void add_inplace(float* y, const float* x, size_t count) = 0;              // y += x

@@ -198,6 +198,11 @@ void Model::ensure_acts(int B, int T, bool local) {
   }
   a->prev_patch = be_.alloc_index(size_t(B) * P);
   a->owned_idx.push_back(a->prev_patch);
+  {  // local position of every row: depends only on the row, so any smaller shape reuses it
+    std::vector<int32_t> pos(M);
+    for (size_t i = 0; i < M; i++) pos[i] = int32_t(i % P);
+    be_.upload_index(a->pos_idx, pos.data(), M);
+  }
   a->g_res = a->make_layers(LG + 1, N * DG);
   a->g_mid = a->make_layers(LG, N * DG);
   a->g_ln1 = a->make_layers(LG, N * DG);
@@ -292,12 +297,8 @@ void Model::forward_local(int l) {
   be_.copy(a.l_mid[l], a.l_res[l], size_t(M) * DL);
   be_.gemm(false, true, M, DL, DL, 1.0f, a.l_att[l], DL, L.wo, DL, 1.0f, a.l_mid[l], DL);
   be_.add_bias(a.l_mid[l], L.bo, M, DL);
-  be_.layernorm_forward(a.l_ln2[l], a.l_ln2_mean[l], a.l_ln2_rstd[l], a.l_mid[l], L.ln2_w, L.ln2_b, M, DL);
-  be_.linear_forward(a.l_h1[l], a.l_ln2[l], L.w1, L.b1, M, DL, 4 * DL);
-  be_.gelu_forward(a.l_h1a[l], a.l_h1[l], size_t(M) * 4 * DL);
-  be_.copy(a.l_res[l + 1], a.l_mid[l], size_t(M) * DL);
-  be_.gemm(false, true, M, DL, 4 * DL, 1.0f, a.l_h1a[l], 4 * DL, L.w2, 4 * DL, 1.0f, a.l_res[l + 1], DL);
-  be_.add_bias(a.l_res[l + 1], L.b2, M, DL);
+  be_.residual_mlp_forward(a.l_res[l + 1], a.l_mid[l], a.l_ln2[l], a.l_ln2_mean[l], a.l_ln2_rstd[l], a.l_h1[l],
+                           a.l_h1a[l], L.ln2_w, L.ln2_b, L.w1, L.b1, L.w2, L.b2, M, DL, 4 * DL);
 }
 
 void Model::run_global(GlobalStream* stream) {
@@ -307,12 +308,8 @@ void Model::run_global(GlobalStream* stream) {
     if (cfg_.global == GlobalKind::Retention) forward_global_retention(l, stream);
     else forward_global_attention(l);
     const GlobalLayerWeights& L = w_.g[l];
-    be_.layernorm_forward(a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_mid[l], L.ln2_w, L.ln2_b, N, DG);
-    be_.linear_forward(a.g_f1[l], a.g_ln2[l], L.w1, L.b1, N, DG, 2 * DG);
-    be_.gelu_forward(a.g_f1a[l], a.g_f1[l], size_t(N) * 2 * DG);
-    be_.copy(a.g_res[l + 1], a.g_mid[l], size_t(N) * DG);
-    be_.gemm(false, true, N, DG, 2 * DG, 1.0f, a.g_f1a[l], 2 * DG, L.w2, 2 * DG, 1.0f, a.g_res[l + 1], DG);
-    be_.add_bias(a.g_res[l + 1], L.b2, N, DG);
+    be_.residual_mlp_forward(a.g_res[l + 1], a.g_mid[l], a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_f1[l],
+                             a.g_f1a[l], L.ln2_w, L.ln2_b, L.w1, L.b1, L.w2, L.b2, N, DG, 2 * DG);
   }
   be_.layernorm_forward(a.g_out, a.g_lnf_mean, a.g_lnf_rstd, a.g_res[cfg_.L_G], w_.g_ln_w, w_.g_ln_b, N, DG);
   if (stream) stream->patches_ += K;
@@ -349,17 +346,15 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
   const int P = cfg_.P, K = T / P, DE = cfg_.D_E, DG = cfg_.D_G(), DL = cfg_.D_L;
   const int M = a.M;
 
-  // Indices: the bytes (targets and global embedding rows), the local input byte (pad row 256
-  // at the first position of each patch) and the local position.
-  std::vector<int32_t> host(M), local(M), pos(M);
+  // Indices: the bytes (targets and global embedding rows) and the local input byte (pad row 256
+  // at the first position of each patch); the local positions were set when allocating.
+  std::vector<int32_t> host(M), local(M);
   for (int i = 0; i < M; i++) {
     host[i] = x[i];
     local[i] = i % P == 0 ? 256 : x[i - 1];
-    pos[i] = i % P;
   }
   be_.upload_index(a.bytes, host.data(), M);
   be_.upload_index(a.local_idx, local.data(), M);
-  be_.upload_index(a.pos_idx, pos.data(), M);
 
   // Patch embedder: global input row (b, k) = embeddings of patch k-1; row (b, 0) = pad, or the
   // previous window's last patch when continuing a stream.
