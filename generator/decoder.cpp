@@ -184,59 +184,20 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
 // ---------------------------------------------------------------- decoder
 
 Decoder::Decoder(Model& model) : model_(model), be_(model.backend()), c_(model.config()) {
-  const int DL = c_.D_L, DG = c_.D_G(), P = c_.P;
-  h_ = Buffer(be_, DL);
-  ln_ = Buffer(be_, DL);
-  att_ = Buffer(be_, DL);
-  att_rows_ = Buffer(be_, size_t(P) * DL);
-  probs_ = Buffer(be_, size_t(c_.H_L) * P * P);
-  big_ = Buffer(be_, size_t(4) * DL);
-  logits_ = Buffer(be_, 256);
-  g_x_ = Buffer(be_, DG);
-  g_ln_ = Buffer(be_, DG);
-  g_qkv_ = Buffer(be_, size_t(3) * DG);
-  g_att_ = Buffer(be_, DG);
-  g_big_ = Buffer(be_, size_t(2) * DG);
-  ln_mean_ = Buffer(be_, 1);
-  ln_rstd_ = Buffer(be_, 1);
-  idx_ = be_.alloc_index(size_t(std::max(2, P)));  // a patch of bytes, or (byte, position)
+  scratch_ = model_.new_step_scratch();
   host_logits_.resize(256);
   if (c_.global == GlobalKind::Retention) model_.reserve(1, c_.T, false);  // one size for every context
 }
 
+Decoder::~Decoder() = default;
 
-// One global step of the attention baseline at position cache_len_ (= patches_done_): the patch
-// (or the pad vector) in, K and V appended to the cache, g_cur out.
-Decoder::~Decoder() { be_.release_index(idx_); }
-
+// One global step of the attention baseline at position cache_len_ (= patches_done_).
 void Decoder::global_attention_step(DecodeState& st, const uint8_t* patch) {
-  const Weights& w = model_.weights();
-  const int DG = c_.D_G(), H = c_.H_G, hd = c_.dk(), P = c_.P;
   const int64_t pos = st.cache_len_;
   st.grow_cache(pos + 1);
-  float* x = g_x_.data();
-  if (patch) {  // the P byte embeddings side by side are the D_G-wide patch embedding
-    const std::vector<int32_t> idx(patch, patch + P);
-    be_.upload_index(idx_, idx.data(), size_t(P));
-    be_.embedding_forward(x, w.g_embed, idx_, P, c_.D_E);
-  } else {
-    be_.copy(x, w.g_pad, DG);
-  }
-  for (int l = 0; l < c_.L_G; l++) {
-    const GlobalLayerWeights& L = w.g[l];
-    be_.layernorm_forward(g_ln_.data(), ln_mean_.data(), ln_rstd_.data(), x, L.ln1_w, L.ln1_b, 1, DG);
-    be_.linear_forward(g_qkv_.data(), g_ln_.data(), L.wqkv, L.bqkv, 1, DG, 3 * DG);
-    be_.rope(g_qkv_.data(), 3 * DG, 1, H, hd, 1, pos, 1.0f, false);
-    be_.rope(g_qkv_.data() + DG, 3 * DG, 1, H, hd, 1, pos, 1.0f, false);
-    be_.copy(st.k_cache_[l].data() + size_t(pos) * DG, g_qkv_.data() + DG, DG);
-    be_.copy(st.v_cache_[l].data() + size_t(pos) * DG, g_qkv_.data() + 2 * DG, DG);
-    be_.attention_decode(g_att_.data(), g_qkv_.data(), st.k_cache_[l].data(), st.v_cache_[l].data(), int(pos + 1), DG, H, hd);
-    be_.gemm(false, true, 1, DG, DG, 1.0f, g_att_.data(), DG, L.att_wo, DG, 1.0f, x, DG);
-    be_.add_bias(x, L.att_bo, 1, DG);
-    be_.residual_mlp_forward(x, x, g_ln_.data(), ln_mean_.data(), ln_rstd_.data(), g_big_.data(), g_big_.data(),
-                             L.ln2_w, L.ln2_b, L.w1, L.b1, L.w2, L.b2, 1, DG, 2 * DG);
-  }
-  be_.layernorm_forward(st.g_cur_.data(), ln_mean_.data(), ln_rstd_.data(), x, w.g_ln_w, w.g_ln_b, 1, DG);
+  std::vector<float*> k, v;
+  for (int l = 0; l < c_.L_G; l++) k.push_back(st.k_cache_[l].data()), v.push_back(st.v_cache_[l].data());
+  model_.global_attention_step(patch, pos, k.data(), v.data(), *scratch_, st.g_cur_.data());
   st.cache_len_ = pos + 1;
 }
 
@@ -250,30 +211,11 @@ void Decoder::ensure_global(DecodeState& st) {
 
 const float* Decoder::next_logits(DecodeState& st) {
   ensure_global(st);
-  const Weights& w = model_.weights();
-  const int DL = c_.D_L, p = st.pos_, H = c_.H_L;
-  float* h = h_.data();
-  // h = g2l(piece p of g_cur) + E_L[previous byte, or pad at p = 0] + pos[p]
-  be_.linear_forward(h, st.g_cur_.data() + size_t(p) * c_.D_E, w.g2l, nullptr, 1, c_.D_E, DL);
-  const int32_t idx[2] = {p == 0 ? 256 : st.patch_[p - 1], p};
-  be_.upload_index(idx_, idx, 2);
-  be_.embedding_forward(h, w.l_embed, idx_, 1, DL, true);
-  be_.embedding_forward(h, w.l_pos, idx_ + 1, 1, DL, true);
-  for (int l = 0; l < c_.L_L; l++) {
-    const LocalLayerWeights& L = w.l[l];
-    float* qkv = st.l_qkv_[l].data();
-    be_.layernorm_forward(ln_.data(), ln_mean_.data(), ln_rstd_.data(), h, L.ln1_w, L.ln1_b, 1, DL);
-    be_.linear_forward(qkv + size_t(p) * 3 * DL, ln_.data(), L.wqkv, L.bqkv, 1, DL, 3 * DL);
-    // Attention over the patch so far (at most P rows): the cached rows are the keys/values.
-    be_.attention_decode(att_.data(), qkv + size_t(p) * 3 * DL, qkv + DL, qkv + 2 * DL, p + 1, 3 * DL, H, c_.hd_local());
-    be_.gemm(false, true, 1, DL, DL, 1.0f, att_.data(), DL, L.wo, DL, 1.0f, h, DL);
-    be_.add_bias(h, L.bo, 1, DL);
-    be_.residual_mlp_forward(h, h, ln_.data(), ln_mean_.data(), ln_rstd_.data(), big_.data(), big_.data(), L.ln2_w,
-                             L.ln2_b, L.w1, L.b1, L.w2, L.b2, 1, DL, 4 * DL);
-  }
-  be_.layernorm_forward(ln_.data(), ln_mean_.data(), ln_rstd_.data(), h, w.l_ln_w, w.l_ln_b, 1, DL);
-  be_.linear_forward(logits_.data(), ln_.data(), w.head, nullptr, 1, DL, 256);
-  be_.download(host_logits_.data(), logits_.data(), 256);
+  const int p = st.pos_;
+  std::vector<float*> qkv;
+  for (Buffer& b : st.l_qkv_) qkv.push_back(b.data());
+  model_.local_step(st.g_cur_.data() + size_t(p) * c_.D_E, p == 0 ? 256 : st.patch_[p - 1], p, qkv.data(), *scratch_);
+  be_.download(host_logits_.data(), scratch_->logits.data(), 256);
   return host_logits_.data();
 }
 

@@ -4,7 +4,10 @@
 // saved/restored as a versioned file that records the model's fingerprint. The Decoder turns it
 // forward: next_logits() gives the distribution of the next byte, accept(b) consumes a byte
 // (sampled, or teacher-forced), ingest() consumes many known bytes fast (whole patches through the
-// chunkwise global form, without running the local model).
+// global model only, its projections batched over patches, the retention recurrence patch by
+// patch). The layers are the Model's own (local_step, global_step, global_attention_step), and
+// the kernels are batch invariant, so stepping, ingesting and Model::forward with
+// retention_recurrent give bitwise the same logits.
 //
 // Position bookkeeping: after `patches_done` complete patches, the global step of position
 // patches_done (input: the last complete patch, or the pad vector at 0) gives g_cur, the global
@@ -76,10 +79,7 @@ class Decoder {
   Model& model_;
   Backend& be_;
   const ModelConfig& c_;
-  // scratch, one row each
-  Buffer h_, ln_, att_, att_rows_, probs_, big_, logits_, g_x_, g_ln_, g_qkv_, g_att_, g_big_;
-  Buffer ln_mean_, ln_rstd_;
-  int32_t* idx_ = nullptr;
+  std::unique_ptr<StepScratch> scratch_;
   std::vector<float> host_logits_;
 };
 

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/dmath.h"
+
 namespace rb {
 
 uint8_t sample_byte(const float* logits, const SamplingParams& sp, Rng& rng) {
@@ -13,7 +15,7 @@ uint8_t sample_byte(const float* logits, const SamplingParams& sp, Rng& rng) {
     const double mx = *std::max_element(logits, logits + 256);
     std::array<double, 256> prob;
     double sum = 0;
-    for (int i = 0; i < 256; i++) sum += prob[i] = std::exp((double(logits[i]) - mx) / sp.temperature);
+    for (int i = 0; i < 256; i++) sum += prob[i] = dmath::exp((double(logits[i]) - mx) / sp.temperature);
     const double u = rng.uniform() * sum;
     double cum = 0;
     for (int i = 0; i < 256; i++)
@@ -27,7 +29,7 @@ uint8_t sample_byte(const float* logits, const SamplingParams& sp, Rng& rng) {
   const double mx = logits[order[0]];
   std::array<double, 256> prob;
   double sum = 0;
-  for (int i = 0; i < 256; i++) sum += prob[i] = std::exp((double(logits[order[i]]) - mx) / sp.temperature);
+  for (int i = 0; i < 256; i++) sum += prob[i] = dmath::exp((double(logits[order[i]]) - mx) / sp.temperature);
   int keep = 256;
   if (sp.top_k > 0) keep = std::min(keep, sp.top_k);
   if (sp.top_p < 1.0f) {

@@ -15,16 +15,4 @@ void Backend::linear_backward(float* dx, float* dW, float* dbias, const float* d
   if (dbias) bias_backward(dbias, dy, rows, out);
 }
 
-void Backend::residual_mlp_forward(float* out, const float* in, float* ln, float* mean, float* rstd,
-                                   float* h, float* ha, const float* ln_w, const float* ln_b,
-                                   const float* w1, const float* b1, const float* w2,
-                                   const float* b2, int rows, int C, int hidden) {
-  layernorm_forward(ln, mean, rstd, in, ln_w, ln_b, rows, C);
-  linear_forward(h, ln, w1, b1, rows, C, hidden);
-  gelu_forward(ha, h, size_t(rows) * hidden);
-  if (out != in) copy(out, in, size_t(rows) * C);
-  gemm(false, true, rows, C, hidden, 1.0f, ha, hidden, w2, hidden, 1.0f, out, C);
-  add_bias(out, b2, rows, C);
-}
-
 }  // namespace rb

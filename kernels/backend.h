@@ -34,6 +34,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // Which implementation runs its kernels ("avx512", "avx2", "portable" on the CPU).
+  virtual std::string kernel_path() const { return name(); }
   virtual int threads() const = 0;
 
   virtual float* alloc(size_t count) = 0;  // zero-initialised
@@ -56,14 +58,6 @@ class Backend {
   // dx = dy W (or += with accumulate_dx); dW += dy^T x; dbias += column sums of dy.
   void linear_backward(float* dx, float* dW, float* dbias, const float* dy, const float* x,
                        const float* W, int rows, int in, int out, bool accumulate_dx = false);
-
-  // The pre-norm MLP sub-block shared by the global FFN and the local MLP, training and decoding:
-  // out = in + W2 gelu(W1 LN(in) + b1) + b2. ln/mean/rstd, h (pre-GELU) and ha (post-GELU) keep
-  // what backward needs; out may equal in, and ha may equal h when nothing is saved (decoding).
-  void residual_mlp_forward(float* out, const float* in, float* ln, float* mean, float* rstd,
-                            float* h, float* ha, const float* ln_w, const float* ln_b,
-                            const float* w1, const float* b1, const float* w2, const float* b2,
-                            int rows, int C, int hidden);
 
   virtual void add_bias(float* y, const float* bias, int rows, int cols) = 0;
   virtual void bias_backward(float* dbias, const float* dy, int rows, int cols) = 0;  // +=
@@ -186,7 +180,8 @@ class Buffer {
   size_t n_ = 0;
 };
 
-// The CPU backend: OpenBLAS sgemm + vectorised OpenMP loops. threads <= 0 means all cores.
+// The CPU backend on the path RETBYTE_CPU names, else the best this CPU has (an rb::Error when
+// RETBYTE_CPU is unknown or unsupported). threads <= 0 means every available core.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 
 // Decay of retention head h: 1 - 2^(-5-h).

@@ -117,12 +117,14 @@ Model::~Model() {
 void Model::init_random(uint64_t seed) {
   std::vector<float> host(num_params_);
   init_parameters(table_, cfg_, host.data(), seed);
+  transposed_.clear();
   be_.upload(params_, host.data(), num_params_);
 }
 
 void Model::load_tensors(const SafetensorsReader& file) {
   std::vector<float> host(num_params_);
   for (const TensorEntry& e : table_) file.read_f32(e.name, e.shape, host.data() + e.offset);
+  transposed_.clear();
   be_.upload(params_, host.data(), num_params_);
 }
 
@@ -249,19 +251,51 @@ void Model::ensure_acts(int B, int T, bool local) {
   train_ready_ = false;
 }
 
-void Model::forward_global_retention(int l, GlobalStream* stream) {
+void Model::linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out,
+                   float beta) {
+  constexpr int kFewRows = 4;
+  if (rows < kFewRows) {
+    auto it = transposed_.find(W);
+    if (it == transposed_.end()) {
+      std::vector<float> w(size_t(out) * in), t(w.size());
+      be_.download(w.data(), W, w.size());
+      for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++) t[size_t(i) * out + o] = w[size_t(o) * in + i];
+      Buffer buf(be_, t.size());
+      be_.upload(buf.data(), t.data(), t.size());
+      it = transposed_.emplace(W, std::move(buf)).first;
+    }
+    be_.gemm(false, false, rows, out, in, 1.0f, x, in, it->second.data(), out, beta, y, out);
+  } else {
+    be_.gemm(false, true, rows, out, in, 1.0f, x, in, W, in, beta, y, out);
+  }
+  if (bias) be_.add_bias(y, bias, rows, out);
+}
+
+void Model::residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h, float* ha,
+                         const float* ln_w, const float* ln_b, const float* w1, const float* b1, const float* w2,
+                         const float* b2, int rows, int C, int hidden) {
+  be_.layernorm_forward(ln, mean, rstd, in, ln_w, ln_b, rows, C);
+  linear(h, ln, w1, b1, rows, C, hidden);
+  be_.gelu_forward(ha, h, size_t(rows) * hidden);
+  if (out != in) be_.copy(out, in, size_t(rows) * C);
+  linear(out, ha, w2, b2, rows, hidden, C, 1.0f);
+}
+
+void Model::forward_global_retention(int l, GlobalStream* stream, bool recurrent) {
   Acts& a = *a_;
   const GlobalLayerWeights& L = w_.g[l];
   const int N = a.N, DG = cfg_.D_G(), H = cfg_.H_G, K = a.T / cfg_.P, ld = 6 * DG;
   float* proj = a.g_proj[l];
   be_.layernorm_forward(a.g_ln1[l], a.g_ln1_mean[l], a.g_ln1_rstd[l], a.g_res[l], L.ln1_w, L.ln1_b, N, DG);
-  be_.linear_forward(proj, a.g_ln1[l], L.wq, nullptr, N, DG, ld);  // wq|wk|wv|wg fused
+  linear(proj, a.g_ln1[l], L.wq, nullptr, N, DG, ld);  // wq|wk|wv|wg fused
   const int64_t pos0 = stream ? stream->patches_ : 0;
   float* state = stream ? stream->states_[l] : nullptr;
   be_.rope(proj, ld, N, H, cfg_.dk(), K, pos0, 1.0f, false);
   be_.rope(proj + DG, ld, N, H, cfg_.dk(), K, pos0, 1.0f / std::sqrt(float(cfg_.dk())), false);
   RetentionShape rs{a.B, K, H, cfg_.dk(), cfg_.dv(), ld, ld};
-  if (stream && K == 1)  // one decoding step: the recurrent form
+  // Decoding and ingestion (global_step) and recurrent Eval forwards: patch by patch.
+  if (recurrent)
     be_.retention_recurrent_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs, state);
   else
     be_.retention_chunkwise_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs,
@@ -269,7 +303,7 @@ void Model::forward_global_retention(int l, GlobalStream* stream) {
   be_.rmsnorm_forward(a.g_y[l], a.g_rstd[l], a.g_mix[l], 2 * DG, N, H, cfg_.dv());
   be_.swish_gate_forward(a.g_gated[l], proj + 4 * DG, ld, a.g_y[l], N, 2 * DG);
   be_.copy(a.g_mid[l], a.g_res[l], size_t(N) * DG);
-  be_.gemm(false, true, N, DG, 2 * DG, 1.0f, a.g_gated[l], 2 * DG, L.wo, 2 * DG, 1.0f, a.g_mid[l], DG);
+  linear(a.g_mid[l], a.g_gated[l], L.wo, nullptr, N, 2 * DG, DG, 1.0f);
 }
 
 void Model::forward_global_attention(int l) {
@@ -278,13 +312,12 @@ void Model::forward_global_attention(int l) {
   const int N = a.N, DG = cfg_.D_G(), H = cfg_.H_G, K = a.T / cfg_.P, ld = 3 * DG;
   float* qkv = a.g_proj[l];
   be_.layernorm_forward(a.g_ln1[l], a.g_ln1_mean[l], a.g_ln1_rstd[l], a.g_res[l], L.ln1_w, L.ln1_b, N, DG);
-  be_.linear_forward(qkv, a.g_ln1[l], L.wqkv, L.bqkv, N, DG, ld);
+  linear(qkv, a.g_ln1[l], L.wqkv, L.bqkv, N, DG, ld);
   be_.rope(qkv, ld, N, H, cfg_.dk(), K, 0, 1.0f, false);
   be_.rope(qkv + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f, false);
   be_.attention_forward(a.g_mix[l], a.g_aux[l], qkv, AttentionShape{a.B, K, H, cfg_.dk()});
   be_.copy(a.g_mid[l], a.g_res[l], size_t(N) * DG);
-  be_.gemm(false, true, N, DG, DG, 1.0f, a.g_mix[l], DG, L.att_wo, DG, 1.0f, a.g_mid[l], DG);
-  be_.add_bias(a.g_mid[l], L.att_bo, N, DG);
+  linear(a.g_mid[l], a.g_mix[l], L.att_wo, L.att_bo, N, DG, DG, 1.0f);
 }
 
 void Model::forward_local(int l) {
@@ -292,23 +325,22 @@ void Model::forward_local(int l) {
   const LocalLayerWeights& L = w_.l[l];
   const int M = a.M, DL = cfg_.D_L;
   be_.layernorm_forward(a.l_ln1[l], a.l_ln1_mean[l], a.l_ln1_rstd[l], a.l_res[l], L.ln1_w, L.ln1_b, M, DL);
-  be_.linear_forward(a.l_qkv[l], a.l_ln1[l], L.wqkv, L.bqkv, M, DL, 3 * DL);
+  linear(a.l_qkv[l], a.l_ln1[l], L.wqkv, L.bqkv, M, DL, 3 * DL);
   be_.attention_forward(a.l_att[l], a.l_probs[l], a.l_qkv[l], AttentionShape{a.N, cfg_.P, cfg_.H_L, cfg_.hd_local()});
   be_.copy(a.l_mid[l], a.l_res[l], size_t(M) * DL);
-  be_.gemm(false, true, M, DL, DL, 1.0f, a.l_att[l], DL, L.wo, DL, 1.0f, a.l_mid[l], DL);
-  be_.add_bias(a.l_mid[l], L.bo, M, DL);
-  be_.residual_mlp_forward(a.l_res[l + 1], a.l_mid[l], a.l_ln2[l], a.l_ln2_mean[l], a.l_ln2_rstd[l], a.l_h1[l],
+  linear(a.l_mid[l], a.l_att[l], L.wo, L.bo, M, DL, DL, 1.0f);
+  residual_mlp(a.l_res[l + 1], a.l_mid[l], a.l_ln2[l], a.l_ln2_mean[l], a.l_ln2_rstd[l], a.l_h1[l],
                            a.l_h1a[l], L.ln2_w, L.ln2_b, L.w1, L.b1, L.w2, L.b2, M, DL, 4 * DL);
 }
 
-void Model::run_global(GlobalStream* stream) {
+void Model::run_global(GlobalStream* stream, bool recurrent) {
   Acts& a = *a_;
   const int N = a.N, DG = cfg_.D_G(), K = a.T / cfg_.P;
   for (int l = 0; l < cfg_.L_G; l++) {
-    if (cfg_.global == GlobalKind::Retention) forward_global_retention(l, stream);
+    if (cfg_.global == GlobalKind::Retention) forward_global_retention(l, stream, recurrent);
     else forward_global_attention(l);
     const GlobalLayerWeights& L = w_.g[l];
-    be_.residual_mlp_forward(a.g_res[l + 1], a.g_mid[l], a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_f1[l],
+    residual_mlp(a.g_res[l + 1], a.g_mid[l], a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_f1[l],
                              a.g_f1a[l], L.ln2_w, L.ln2_b, L.w1, L.b1, L.w2, L.b2, N, DG, 2 * DG);
   }
   be_.layernorm_forward(a.g_out, a.g_lnf_mean, a.g_lnf_rstd, a.g_res[cfg_.L_G], w_.g_ln_w, w_.g_ln_b, N, DG);
@@ -330,7 +362,7 @@ const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStre
     be_.upload_index(a.bytes, idx.data(), idx.size());
     be_.embedding_forward(a.g_res[0], w_.g_embed, a.bytes, npatches * P, cfg_.D_E);
   }
-  run_global(stream);
+  run_global(stream, true);
   if (patches)
     for (int p = 0; p < P; p++) stream->last_patch_[p] = patches[size_t(npatches - 1) * P + p];
   return a.g_out;
@@ -341,6 +373,12 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
     throw Error("forward: T = " + std::to_string(T) + " must be a positive multiple of P = " + std::to_string(cfg_.P));
   if (stream && (mode == Mode::Train || cfg_.global != GlobalKind::Retention || stream->B_ != B))
     throw Error("forward: a stream needs Eval mode, the retention global and B = its batch");
+  // The recurrent form carries its state in a stream; a call without one gets a fresh one.
+  std::unique_ptr<GlobalStream> own_stream;
+  if (!stream && retention_recurrent && mode == Mode::Eval && cfg_.global == GlobalKind::Retention) {
+    own_stream = new_stream(B);
+    stream = own_stream.get();
+  }
   ensure_acts(B, T);
   Acts& a = *a_;
   const int P = cfg_.P, K = T / P, DE = cfg_.D_E, DG = cfg_.D_G(), DL = cfg_.D_L;
@@ -371,15 +409,15 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
       for (int p = 0; p < P; p++) stream->last_patch_[size_t(b) * P + p] = x[size_t(b) * T + T - P + p];
     // patches_ advances after the global layers have used the old position.
   }
-  run_global(stream);
+  run_global(stream, stream && retention_recurrent);
 
   // Global to local: each D_G row is P pieces of D_E, i.e. g_out viewed as [M, D_E].
-  be_.linear_forward(a.l_res[0], a.g_out, w_.g2l, nullptr, M, DE, DL);
+  linear(a.l_res[0], a.g_out, w_.g2l, nullptr, M, DE, DL);
   be_.embedding_forward(a.l_res[0], w_.l_embed, a.local_idx, M, DL, true);
   be_.embedding_forward(a.l_res[0], w_.l_pos, a.pos_idx, M, DL, true);
   for (int l = 0; l < cfg_.L_L; l++) forward_local(l);
   be_.layernorm_forward(a.l_lnf, a.l_lnf_mean, a.l_lnf_rstd, a.l_res[cfg_.L_L], w_.l_ln_w, w_.l_ln_b, M, DL);
-  be_.linear_forward(a.logits, a.l_lnf, w_.head, nullptr, M, DL, 256);
+  linear(a.logits, a.l_lnf, w_.head, nullptr, M, DL, 256);
   if (mode == Mode::Train) be_.crossentropy_fused_backward(a.losses, a.logits, a.bytes, M, 256, 1.0f / M);
   else be_.crossentropy_forward(a.losses, a.logits, a.bytes, M, 256);
   train_ready_ = mode == Mode::Train;
@@ -490,6 +528,83 @@ void Model::backward() {
     be_.add_inplace(gw_.g_pad, rows, DG);
     if (K > 1) be_.embedding_backward(gw_.g_embed, rows + DG, a.bytes + size_t(b) * T, (K - 1) * P, DE);
   }
+}
+
+StepScratch::~StepScratch() {
+  if (idx) be->release_index(idx);
+}
+
+std::unique_ptr<StepScratch> Model::new_step_scratch() {
+  auto s = std::make_unique<StepScratch>();
+  const int DL = cfg_.D_L, DG = cfg_.D_G(), P = cfg_.P;
+  s->be = &be_;
+  s->h = Buffer(be_, DL);
+  s->ln = Buffer(be_, DL);
+  s->att = Buffer(be_, DL);
+  s->big = Buffer(be_, size_t(4) * DL);
+  s->logits = Buffer(be_, 256);
+  s->mean = Buffer(be_, 1);
+  s->rstd = Buffer(be_, 1);
+  s->g_x = Buffer(be_, DG);
+  s->g_ln = Buffer(be_, DG);
+  s->g_qkv = Buffer(be_, size_t(3) * DG);
+  s->g_att = Buffer(be_, DG);
+  s->g_big = Buffer(be_, size_t(2) * DG);
+  s->idx = be_.alloc_index(size_t(std::max(2, P)));  // a patch of bytes, or (byte, position)
+  return s;
+}
+
+void Model::local_step(const float* g_piece, int prev_byte, int p, float* const* qkv_cache, StepScratch& s) {
+  const int DL = cfg_.D_L, H = cfg_.H_L;
+  float* h = s.h.data();
+  // h = g2l(piece p of the global output) + E_L[previous byte, or pad] + pos[p], as in forward().
+  linear(h, g_piece, w_.g2l, nullptr, 1, cfg_.D_E, DL);
+  const int32_t idx[2] = {prev_byte, p};
+  be_.upload_index(s.idx, idx, 2);
+  be_.embedding_forward(h, w_.l_embed, s.idx, 1, DL, true);
+  be_.embedding_forward(h, w_.l_pos, s.idx + 1, 1, DL, true);
+  for (int l = 0; l < cfg_.L_L; l++) {
+    const LocalLayerWeights& L = w_.l[l];
+    float* qkv = qkv_cache[l];
+    be_.layernorm_forward(s.ln.data(), s.mean.data(), s.rstd.data(), h, L.ln1_w, L.ln1_b, 1, DL);
+    linear(qkv + size_t(p) * 3 * DL, s.ln.data(), L.wqkv, L.bqkv, 1, DL, 3 * DL);
+    // Row p attends to rows 0..p of the patch: the cached rows are its keys and values.
+    be_.attention_decode(s.att.data(), qkv + size_t(p) * 3 * DL, qkv + DL, qkv + 2 * DL, p + 1, 3 * DL, H,
+                         cfg_.hd_local());
+    linear(h, s.att.data(), L.wo, L.bo, 1, DL, DL, 1.0f);
+    residual_mlp(h, h, s.ln.data(), s.mean.data(), s.rstd.data(), s.big.data(), s.big.data(), L.ln2_w, L.ln2_b, L.w1,
+                 L.b1, L.w2, L.b2, 1, DL, 4 * DL);
+  }
+  be_.layernorm_forward(s.ln.data(), s.mean.data(), s.rstd.data(), h, w_.l_ln_w, w_.l_ln_b, 1, DL);
+  linear(s.logits.data(), s.ln.data(), w_.head, nullptr, 1, DL, 256);
+}
+
+void Model::global_attention_step(const uint8_t* patch, int64_t pos, float* const* k_cache, float* const* v_cache,
+                                  StepScratch& s, float* out) {
+  const int DG = cfg_.D_G(), H = cfg_.H_G, hd = cfg_.dk(), P = cfg_.P;
+  float* x = s.g_x.data();
+  if (patch) {  // the P byte embeddings side by side are the D_G-wide patch embedding
+    const std::vector<int32_t> idx(patch, patch + P);
+    be_.upload_index(s.idx, idx.data(), size_t(P));
+    be_.embedding_forward(x, w_.g_embed, s.idx, P, cfg_.D_E);
+  } else {
+    be_.copy(x, w_.g_pad, DG);
+  }
+  for (int l = 0; l < cfg_.L_G; l++) {
+    const GlobalLayerWeights& L = w_.g[l];
+    float* qkv = s.g_qkv.data();
+    be_.layernorm_forward(s.g_ln.data(), s.mean.data(), s.rstd.data(), x, L.ln1_w, L.ln1_b, 1, DG);
+    linear(qkv, s.g_ln.data(), L.wqkv, L.bqkv, 1, DG, 3 * DG);
+    be_.rope(qkv, 3 * DG, 1, H, hd, 1, pos, 1.0f, false);
+    be_.rope(qkv + DG, 3 * DG, 1, H, hd, 1, pos, 1.0f, false);
+    be_.copy(k_cache[l] + size_t(pos) * DG, qkv + DG, DG);
+    be_.copy(v_cache[l] + size_t(pos) * DG, qkv + 2 * DG, DG);
+    be_.attention_decode(s.g_att.data(), qkv, k_cache[l], v_cache[l], int(pos + 1), DG, H, hd);
+    linear(x, s.g_att.data(), L.att_wo, L.att_bo, 1, DG, DG, 1.0f);
+    residual_mlp(x, x, s.g_ln.data(), s.mean.data(), s.rstd.data(), s.g_big.data(), s.g_big.data(), L.ln2_w, L.ln2_b,
+                 L.w1, L.b1, L.w2, L.b2, 1, DG, 2 * DG);
+  }
+  be_.layernorm_forward(out, s.mean.data(), s.rstd.data(), x, w_.g_ln_w, w_.g_ln_b, 1, DG);
 }
 
 double Model::forward_flops(int B, int T) const {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,16 @@ class GlobalStream {
   int P_ = 0;
 };
 
+// Per-user workspace for one-position steps (decoding), kept apart from the weights: one model
+// serves any number of decoders. Made by Model::new_step_scratch().
+struct StepScratch {
+  Buffer h, ln, att, probs, big, logits, mean, rstd;  // local model, one row
+  Buffer g_x, g_ln, g_qkv, g_att, g_big;              // attention global, one row
+  int32_t* idx = nullptr;
+  Backend* be = nullptr;
+  ~StepScratch();
+};
+
 class Model {
  public:
   Model(const ModelConfig& cfg, Backend& backend);
@@ -56,7 +67,11 @@ class Model {
   Backend& backend() { return be_; }
   const std::vector<TensorEntry>& table() const { return table_; }
   size_t num_params() const { return num_params_; }
-  float* params() { return params_; }
+  // Writable parameters: drops the transposed copies used by few-row products (they go stale).
+  float* params() {
+    transposed_.clear();
+    return params_;
+  }
   float* grads();  // allocated on first use
   const Weights& weights() const { return w_; }
 
@@ -70,6 +85,10 @@ class Model {
 
   // Retention chunk size for training/eval forwards (sequences <= chunk use the parallel form).
   int retention_chunk = 64;
+  // Eval forwards run retention patch by patch (the recurrent form) instead of chunkwise: then
+  // every logit is bitwise what the decoder computes stepping byte by byte (batch invariance),
+  // which the codec needs; the chunkwise form agrees only to rounding.
+  bool retention_recurrent = false;
 
   enum class Mode { Eval, Train };
   // x: B sequences of T bytes (T a multiple of P). Returns the mean cross-entropy in nats.
@@ -86,9 +105,22 @@ class Model {
   // Global model only, for decoding and prompt ingestion: row k's input is the embedding of
   // patches[k] (P bytes each; no shift; patches = null means one step on the pad vector, the
   // input of a stream's first position), at positions stream->patches() onwards; updates the
-  // stream. One patch uses the recurrent form, more the chunkwise form. Returns the global
+  // stream. Always the recurrent form (patch by patch), so ingesting equals stepping. Returns the global
   // outputs [npatches, D_G] (backend memory, valid until the next call).
   const float* global_step(const uint8_t* patches, int npatches, GlobalStream* stream);
+
+  // Decoding, one position at a time (the same kernels and order of operations as forward(), so
+  // the same bits). local_step: the local model at position p of the patch in progress, given
+  // the patch's global output piece g_piece [D_E], the previous byte (256 = pad at p = 0) and the
+  // patch's q|k|v cache per local layer ([P, 3 D_L], rows < p filled; row p is written). Writes
+  // logits [256] into scratch.logits.
+  std::unique_ptr<StepScratch> new_step_scratch();
+  void local_step(const float* g_piece, int prev_byte, int p, float* const* qkv_cache, StepScratch& s);
+  // One attention-global step at patch position pos (input: the patch's bytes, or the pad vector
+  // when patch is null); appends k and v rows at pos of the per-layer caches [.., D_G]; writes
+  // the global output [D_G] to out.
+  void global_attention_step(const uint8_t* patch, int64_t pos, float* const* k_cache,
+                             float* const* v_cache, StepScratch& s, float* out);
 
   // Sizes activation buffers for up to B x T now, so later calls of any smaller shape reuse them
   // (local = false: only what global_step needs).
@@ -101,12 +133,21 @@ class Model {
   struct Acts;
   void ensure_acts(int B, int T, bool local = true);
   void ensure_grads();
-  void run_global(GlobalStream* stream);  // global layers + final LN on g_res[0] -> g_out
-  void forward_global_retention(int l, GlobalStream* stream);
+  // Global layers + final LN on g_res[0] -> g_out; recurrent: retention patch by patch.
+  void run_global(GlobalStream* stream, bool recurrent);
+  void forward_global_retention(int l, GlobalStream* stream, bool recurrent);
   void forward_global_attention(int l);
   void backward_global_retention(int l);
   void backward_global_attention(int l);
   void forward_local(int l);
+  // y[rows, out] = x W^T (+ bias) (+ beta y). Few rows read a transposed copy of W (made on first
+  // use): under the GEMM contract both give the same bits, and one-row products want W^T rows.
+  void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out,
+              float beta = 0.0f);
+  // out = in + W2 gelu(W1 LN(in) + b1) + b2 (the global FFN and the local MLP sub-block).
+  void residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h,
+                    float* ha, const float* ln_w, const float* ln_b, const float* w1,
+                    const float* b1, const float* w2, const float* b2, int rows, int C, int hidden);
   void backward_local(int l);
 
   ModelConfig cfg_;
@@ -119,6 +160,7 @@ class Model {
   std::vector<float> gammas_host_;
   float* gammas_ = nullptr;
   std::unique_ptr<Acts> a_;
+  std::unordered_map<const float*, Buffer> transposed_;  // W -> W^T for few-row products
   bool train_ready_ = false;
 };
 

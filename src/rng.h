@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/dmath.h"
+
 namespace rb {
 
 class Rng {
@@ -32,7 +34,7 @@ class Rng {
   double uniform() { return double(next() >> 11) * 0x1.0p-53; }  // [0, 1)
   double normal() {  // Box-Muller, one value per call (simple and reproducible)
     const double u1 = 1.0 - uniform(), u2 = uniform();
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    return std::sqrt(-2.0 * dmath::log(u1)) * dmath::cos(6.283185307179586 * u2);
   }
   uint64_t below(uint64_t n) { return next() % n; }
   const uint64_t* raw_state() const { return s_; }

@@ -5,16 +5,39 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/cpu_backend.h"
 #include "src/errors.h"
 #include "src/rng.h"
 
 namespace rb::test {
 
 constexpr double kEps = FLT_EPSILON;  // tolerances below are stated in multiples of it
+
+// Every CPU path this machine can run, portable first (the definition the others must equal).
+// A path the CPU lacks is reported once on stdout, never silently dropped.
+inline std::vector<CpuPath> runnable_cpu_paths() {
+  std::vector<CpuPath> paths;
+  for (CpuPath p : {CpuPath::Portable, CpuPath::Avx2, CpuPath::Avx512}) {
+    if (cpu_path_supported(p)) {
+      paths.push_back(p);
+    } else {
+      static bool told[3] = {false, false, false};
+      if (!told[int(p)]) std::printf("[  SKIPPED ] CPU path %s: this CPU lacks its instructions\n", cpu_path_name(p));
+      told[int(p)] = true;
+    }
+  }
+  return paths;
+}
+
+inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
 
 inline std::vector<float> random_vec(size_t n, Rng& rng, double scale = 1.0) {
   std::vector<float> v(n);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/dmath.h"
+
 namespace rb {
 
 AdamW::AdamW(const std::vector<TensorEntry>& table, size_t num_params)
@@ -14,13 +16,13 @@ AdamW::AdamW(const std::vector<TensorEntry>& table, size_t num_params)
 
 void AdamW::step(float* p, const float* g_raw, float lr, const AdamWConfig& c, float grad_scale) {
   t_++;
-  const float bc1 = 1.0f - float(std::pow(double(c.beta1), double(t_)));
-  const float bc2 = 1.0f - float(std::pow(double(c.beta2), double(t_)));
+  // beta^t with the project's own exp/log: glibc's pow may differ by CPU in the last bit.
+  const float bc1 = 1.0f - float(dmath::exp(double(t_) * dmath::log(double(c.beta1))));
+  const float bc2 = 1.0f - float(dmath::exp(double(t_) * dmath::log(double(c.beta2))));
   const long long n = (long long)m_.size();
   float* m = m_.data();
   float* v = v_.data();
   const float* mask = decay_mask_.data();
-#pragma omp parallel for simd schedule(static)
   for (long long i = 0; i < n; i++) {
     const float g = g_raw[i] * grad_scale;
     m[i] = c.beta1 * m[i] + (1.0f - c.beta1) * g;
@@ -34,7 +36,6 @@ double global_norm(const float* g, size_t n) {
   // Fixed blocks summed in order: the same result for any thread count.
   const size_t block = 4096, nblocks = (n + block - 1) / block;
   std::vector<double> partial(nblocks, 0.0);
-#pragma omp parallel for schedule(static)
   for (size_t b = 0; b < nblocks; b++) {
     double s = 0.0;
     for (size_t i = b * block; i < std::min(n, (b + 1) * block); i++) s += double(g[i]) * g[i];

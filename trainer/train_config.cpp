@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "kernels/dmath.h"
 #include "src/errors.h"
 
 namespace rb {
@@ -15,7 +16,7 @@ float TrainConfig::lr_at(int64_t step, int64_t horizon) const {
   if (step < warmup_steps) return float(lr * double(step + 1) / double(warmup_steps));
   if (horizon <= warmup_steps) return float(lr);
   const double t = std::min(1.0, double(step - warmup_steps) / double(horizon - warmup_steps));
-  return float(floor + 0.5 * (lr - floor) * (1.0 + std::cos(M_PI * t)));
+  return float(floor + 0.5 * (lr - floor) * (1.0 + dmath::cos(M_PI * t)));
 }
 
 namespace {

@@ -1,16 +1,23 @@
-// CPU backend: OpenBLAS (OpenMP build) for matrix products, OpenMP + auto-vectorised loops for
-// the rest. Both share one OpenMP thread pool, so the two cores are never oversubscribed: loops
-// run `threads` wide, and sgemm calls made inside a parallel region run single-threaded.
+// CPU backend: the project's own kernels for one instruction set (kernel_table.h), chosen at
+// start-up, on the project's own thread pool. Every path and every thread count computes the
+// same bits (README, numerics contract).
 #pragma once
+#include <memory>
+
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/kernel_table.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace rb {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads);
+  CpuBackend(int threads, CpuPath path);
   std::string name() const override { return "cpu"; }
-  int threads() const override { return threads_; }
+  std::string kernel_path() const override { return cpu_path_name(k_.path); }
+  int threads() const override { return pool_.size(); }
+  CpuPath path() const { return k_.path; }
 
   float* alloc(size_t count) override;
   void release(float* p) override;
@@ -72,9 +79,22 @@ class CpuBackend final : public Backend {
                                    const float* gammas, const RetentionShape& s,
                                    float* state) override;
 
+  // Single-threaded product (for work already split across the pool, e.g. one retention head).
+  void gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
+                   const float* B, int ldb, float beta, float* C, int ldc) const;
+  const CpuKernels& kernels() const { return k_; }
+  ThreadPool& pool() { return pool_; }
+
  private:
-  int threads_;
-  bool use_avx512_ = false;  // our AVX-512 sgemm for M > 1; OpenBLAS otherwise
+  // Rows [0, rows) in chunks of about `work_per_chunk / per_row` rows across the pool.
+  void for_rows(int64_t rows, int64_t per_row, const std::function<void(int64_t, int64_t)>& fn);
+  CpuKernels k_;
+  ThreadPool pool_;
 };
+
+// Number of CPUs this process may run on.
+int available_cpus();
+// The CPU backend on a given path (an rb::Error if this CPU cannot run it).
+std::unique_ptr<Backend> make_cpu_backend(int threads, CpuPath path);
 
 }  // namespace rb

@@ -1,32 +1,22 @@
-// Retention on the CPU. The chunkwise form runs one (sequence, head) pair per OpenMP task and
-// does every product with single-threaded sgemm on c x c / c x d blocks; with chunk >= n it is
-// exactly the parallel form O = (Q K^T ⊙ D) V (+ the initial-state term).
-#include <cblas.h>
-
+// Retention on the CPU. The chunkwise form runs one (sequence, head) pair per pool task and
+// does every product with the single-threaded GEMM on c x c / c x d blocks; with chunk >= n it
+// is exactly the parallel form O = (Q K^T ⊙ D) V (+ the initial-state term).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/gemm_avx512.h"
 
 namespace rb {
 
 namespace {
 
-// Single-threaded products on one head's blocks (the caller runs one head per thread).
-void sgemm(bool avx512, bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-           const float* B, int ldb, float beta, float* C, int ldc) {
-  if (avx512) return sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
-              K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-// powers[i] = gamma^i for i = 0..count-1, computed in double.
+// powers[i] = gamma^i for i = 0..count-1: repeated products in double (the same bits everywhere).
 std::vector<float> decay_powers(float gamma, int count) {
   std::vector<float> p(count);
-  for (int i = 0; i < count; i++) p[i] = float(std::pow(double(gamma), i));
+  double x = 1.0;
+  for (int i = 0; i < count; i++, x *= double(gamma)) p[i] = float(x);
   return p;
 }
 
@@ -45,7 +35,6 @@ void add_rows_scaled(float* dst, int ld_dst, const float* src, int c, int w, con
     float* d = dst + size_t(j) * ld_dst;
     const float* s = src + size_t(j) * w;
     const float sc = scales[j];
-#pragma omp simd
     for (int i = 0; i < w; i++) d[i] += sc * s[i];
   }
 }
@@ -56,7 +45,6 @@ void scale_rows(float* dst, const float* src, int ld_src, int c, int w, const fl
     const float* s = src + size_t(j) * ld_src;
     float* d = dst + size_t(j) * w;
     const float sc = scales[j];
-#pragma omp simd
     for (int i = 0; i < w; i++) d[i] = sc * s[i];
   }
 }
@@ -72,8 +60,8 @@ void CpuBackend::retention_chunkwise_forward(float* o, const float* q, const flo
   const int C = std::max(1, std::min(chunk, n));
   const int nchunks = (n + C - 1) / C;
   const size_t ssz = size_t(dk) * dv;
-#pragma omp parallel for num_threads(threads_) schedule(static)
-  for (int task = 0; task < s.B * H; task++) {
+  pool_.parallel_for(int64_t(s.B) * H, 1, [&](int64_t t0, int64_t t1) {
+  for (int task = int(t0); task < int(t1); task++) {
     const int b = task / H, h = task % H;
     const std::vector<float> pw = decay_powers(gammas[h], C + 2);
     std::vector<float> A(size_t(C) * C), Qs(size_t(C) * dk), Ks(size_t(C) * dk), rev(C);
@@ -88,21 +76,22 @@ void CpuBackend::retention_chunkwise_forward(float* o, const float* q, const flo
       const float* Vc = v + row * s.ld_v + size_t(h) * dv;
       float* Oc = o + row * ldo + size_t(h) * dv;
       if (saved_states) std::memcpy(saved_states + (size_t(task) * nchunks + ci) * ssz, S.data(), ssz * sizeof(float));
-      sgemm(use_avx512_, false, true, c, c, dk, 1.0f, Qc, s.ld_qk, Kc, s.ld_qk, 0.0f, A.data(), C);
+      gemm_serial(false, true, c, c, dk, 1.0f, Qc, s.ld_qk, Kc, s.ld_qk, 0.0f, A.data(), C);
       apply_decay_mask(A.data(), C, c, pw.data());
-      sgemm(use_avx512_, false, false, c, dv, c, 1.0f, A.data(), C, Vc, s.ld_v, 0.0f, Oc, ldo);
+      gemm_serial(false, false, c, dv, c, 1.0f, A.data(), C, Vc, s.ld_v, 0.0f, Oc, ldo);
       if (state_nonzero) {  // o_j += gamma^(j+1) q_j S_prev
         scale_rows(Qs.data(), Qc, s.ld_qk, c, dk, pw.data() + 1);
-        sgemm(use_avx512_, false, false, c, dv, dk, 1.0f, Qs.data(), dk, S.data(), dv, 1.0f, Oc, ldo);
+        gemm_serial(false, false, c, dv, dk, 1.0f, Qs.data(), dk, S.data(), dv, 1.0f, Oc, ldo);
       }
       // S = gamma^c S + sum_j gamma^(c-1-j) k_j^T v_j
       for (int j = 0; j < c; j++) rev[j] = pw[c - 1 - j];
       scale_rows(Ks.data(), Kc, s.ld_qk, c, dk, rev.data());
-      sgemm(use_avx512_, true, false, dk, dv, c, 1.0f, Ks.data(), dk, Vc, s.ld_v, state_nonzero ? pw[c] : 0.0f, S.data(), dv);
+      gemm_serial(true, false, dk, dv, c, 1.0f, Ks.data(), dk, Vc, s.ld_v, state_nonzero ? pw[c] : 0.0f, S.data(), dv);
       state_nonzero = true;
     }
     if (state_out) std::memcpy(state_out + task * ssz, S.data(), ssz * sizeof(float));
   }
+  });
 }
 
 void CpuBackend::retention_chunkwise_backward(float* dq, float* dk_out, float* dv_out,
@@ -115,8 +104,8 @@ void CpuBackend::retention_chunkwise_backward(float* dq, float* dk_out, float* d
   const int C = std::max(1, std::min(chunk, n));
   const int nchunks = (n + C - 1) / C;
   const size_t ssz = size_t(dk) * dv;
-#pragma omp parallel for num_threads(threads_) schedule(static)
-  for (int task = 0; task < s.B * H; task++) {
+  pool_.parallel_for(int64_t(s.B) * H, 1, [&](int64_t t0, int64_t t1) {
+  for (int task = int(t0); task < int(t1); task++) {
     const int b = task / H, h = task % H;
     const std::vector<float> pw = decay_powers(gammas[h], C + 2);
     std::vector<float> A(size_t(C) * C), dA(size_t(C) * C), Qs(size_t(C) * dk);
@@ -137,31 +126,32 @@ void CpuBackend::retention_chunkwise_backward(float* dq, float* dk_out, float* d
       const float* S_prev = saved_states + (size_t(task) * nchunks + ci) * ssz;
       for (int j = 0; j < c; j++) rev[j] = pw[c - 1 - j];
 
-      sgemm(use_avx512_, false, true, c, c, dk, 1.0f, Qc, s.ld_qk, Kc, s.ld_qk, 0.0f, A.data(), C);
+      gemm_serial(false, true, c, c, dk, 1.0f, Qc, s.ld_qk, Kc, s.ld_qk, 0.0f, A.data(), C);
       apply_decay_mask(A.data(), C, c, pw.data());
-      sgemm(use_avx512_, false, true, c, c, dv, 1.0f, dOc, ldo, Vc, s.ld_v, 0.0f, dA.data(), C);
+      gemm_serial(false, true, c, c, dv, 1.0f, dOc, ldo, Vc, s.ld_v, 0.0f, dA.data(), C);
       apply_decay_mask(dA.data(), C, c, pw.data());
 
       // dQ = dA K + diag(gamma^(j+1)) dO S_prev^T
-      sgemm(use_avx512_, false, false, c, dk, c, 1.0f, dA.data(), C, Kc, s.ld_qk, 0.0f, dQc, s.ld_qk);
-      sgemm(use_avx512_, false, true, c, dk, dv, 1.0f, dOc, ldo, S_prev, dv, 0.0f, tmp_k.data(), dk);
+      gemm_serial(false, false, c, dk, c, 1.0f, dA.data(), C, Kc, s.ld_qk, 0.0f, dQc, s.ld_qk);
+      gemm_serial(false, true, c, dk, dv, 1.0f, dOc, ldo, S_prev, dv, 0.0f, tmp_k.data(), dk);
       add_rows_scaled(dQc, s.ld_qk, tmp_k.data(), c, dk, pw.data() + 1);
       // dK = dA^T Q + diag(gamma^(c-1-j)) V dS^T ; dV = A^T dO + diag(gamma^(c-1-j)) K dS
-      sgemm(use_avx512_, true, false, c, dk, c, 1.0f, dA.data(), C, Qc, s.ld_qk, 0.0f, dKc, s.ld_qk);
-      sgemm(use_avx512_, true, false, c, dv, c, 1.0f, A.data(), C, dOc, ldo, 0.0f, dVc, s.ld_v);
+      gemm_serial(true, false, c, dk, c, 1.0f, dA.data(), C, Qc, s.ld_qk, 0.0f, dKc, s.ld_qk);
+      gemm_serial(true, false, c, dv, c, 1.0f, A.data(), C, dOc, ldo, 0.0f, dVc, s.ld_v);
       if (dS_nonzero) {
-        sgemm(use_avx512_, false, true, c, dk, dv, 1.0f, Vc, s.ld_v, dS.data(), dv, 0.0f, tmp_k.data(), dk);
+        gemm_serial(false, true, c, dk, dv, 1.0f, Vc, s.ld_v, dS.data(), dv, 0.0f, tmp_k.data(), dk);
         add_rows_scaled(dKc, s.ld_qk, tmp_k.data(), c, dk, rev.data());
-        sgemm(use_avx512_, false, false, c, dv, dk, 1.0f, Kc, s.ld_qk, dS.data(), dv, 0.0f, tmp_v.data(), dv);
+        gemm_serial(false, false, c, dv, dk, 1.0f, Kc, s.ld_qk, dS.data(), dv, 0.0f, tmp_v.data(), dv);
         add_rows_scaled(dVc, s.ld_v, tmp_v.data(), c, dv, rev.data());
       }
       // dS_prev = gamma^c dS + (diag(gamma^(j+1)) Q)^T dO
       scale_rows(Qs.data(), Qc, s.ld_qk, c, dk, pw.data() + 1);
-      sgemm(use_avx512_, true, false, dk, dv, c, 1.0f, Qs.data(), dk, dOc, ldo, dS_nonzero ? pw[c] : 0.0f, dS.data(), dv);
+      gemm_serial(true, false, dk, dv, c, 1.0f, Qs.data(), dk, dOc, ldo, dS_nonzero ? pw[c] : 0.0f, dS.data(), dv);
       dS_nonzero = true;
     }
     if (dstate_in) std::memcpy(dstate_in + task * ssz, dS.data(), ssz * sizeof(float));
   }
+  });
 }
 
 void CpuBackend::retention_recurrent_forward(float* o, const float* q, const float* k,
@@ -169,29 +159,16 @@ void CpuBackend::retention_recurrent_forward(float* o, const float* q, const flo
                                              const RetentionShape& s, float* state) {
   const int n = s.n, dk = s.dk, dv = s.dv, H = s.H, ldo = H * dv;
   const size_t ssz = size_t(dk) * dv;
-#pragma omp parallel for num_threads(threads_) schedule(static) if (size_t(s.B) * H * n * ssz >= 65536)
-  for (int task = 0; task < s.B * H; task++) {
-    const int b = task / H, h = task % H;
-    const float g = gammas[h];
-    float* S = state + task * ssz;
-    for (int t = 0; t < n; t++) {
-      const size_t row = size_t(b) * n + t;
-      const float* qt = q + row * s.ld_qk + size_t(h) * dk;
-      const float* kt = k + row * s.ld_qk + size_t(h) * dk;
-      const float* vt = v + row * s.ld_v + size_t(h) * dv;
-      float* ot = o + row * ldo + size_t(h) * dv;
-      std::fill(ot, ot + dv, 0.0f);
-      for (int a = 0; a < dk; a++) {
-        float* Sa = S + size_t(a) * dv;
-        const float ka = kt[a], qa = qt[a];
-#pragma omp simd
-        for (int c = 0; c < dv; c++) {
-          Sa[c] = g * Sa[c] + ka * vt[c];
-          ot[c] += qa * Sa[c];
-        }
-      }
+  const int64_t per_task = int64_t(n) * ssz * 2;
+  pool_.parallel_for(int64_t(s.B) * H, std::max<int64_t>(1, 65536 / per_task), [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; task++) {
+      const int b = int(task / H), h = int(task % H);
+      const size_t row = size_t(b) * n;
+      k_.retention_recurrent_head(o + row * ldo + size_t(h) * dv, ldo, q + row * s.ld_qk + size_t(h) * dk,
+                                  k + row * s.ld_qk + size_t(h) * dk, s.ld_qk, v + row * s.ld_v + size_t(h) * dv,
+                                  s.ld_v, gammas[h], n, dk, dv, state + size_t(task) * ssz);
     }
-  }
+  });
 }
 
 }  // namespace rb

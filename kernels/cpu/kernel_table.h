@@ -1,0 +1,64 @@
+// The CPU kernels of one instruction set. kernels_generic.inc is compiled three times (portable
+// C++, AVX2+FMA, AVX-512) into tables of this type; every table computes the same bits (README,
+// numerics contract), so the backend picks one at start-up and results never depend on it.
+// All functions are single-threaded; the backend splits work across its thread pool.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_features.h"
+
+namespace rb {
+
+struct CpuKernels {
+  CpuPath path;
+  int gemm_mr;  // row tile of the packed GEMM (row ranges split at its multiples run fastest)
+
+  // Rows [i0, i1) of C = alpha op(A) op(B) + beta C (packed GEMM, any M).
+  void (*gemm_rows)(bool ta, bool tb, int i0, int i1, int N, int K, float alpha, const float* A,
+                    int lda, const float* B, int ldb, float beta, float* C, int ldc);
+  // Columns [j0, j1) of the same product for all M rows, without packing A (few rows: decoding).
+  void (*gemm_cols)(bool ta, bool tb, int M, int j0, int j1, int K, float alpha, const float* A,
+                    int lda, const float* B, int ldb, float beta, float* C, int ldc);
+
+  void (*layernorm_rows)(float* out, float* mean, float* rstd, const float* x, const float* w,
+                         const float* b, int r0, int r1, int C);
+  // dx += for rows [r0, r1) (the weight and bias gradients are column sums, done by the caller).
+  void (*layernorm_backward_rows)(float* dx, const float* dout, const float* x, const float* w,
+                                  const float* mean, const float* rstd, int r0, int r1, int C);
+  void (*gelu)(float* out, const float* x, size_t n);
+  void (*gelu_backward)(float* dx, const float* x, const float* dout, size_t n);
+  void (*rmsnorm_rows)(float* out, float* rstd, const float* x, int ld_x, int r0, int r1,
+                       int groups, int width);
+  void (*rmsnorm_backward_rows)(float* dx, int ld_x, const float* dout, const float* y,
+                                const float* rstd, int r0, int r1, int groups, int width);
+  void (*swish_gate_rows)(float* out, const float* g, int ld_g, const float* y, int r0, int r1,
+                          int cols);
+  void (*swish_gate_backward_rows)(float* dg, float* dy, int ld_g, const float* g,
+                                   const float* y, const float* dout, int r0, int r1, int cols);
+  // losses[r] (nats); with fused, logits become (softmax - onehot) * dscale.
+  void (*crossentropy_rows)(float* losses, float* logits, const int32_t* targets, int r0, int r1,
+                            int V, bool fused, float dscale);
+  // One query row against n keys/values (row stride ld, width hd) of one head: out [hd],
+  // probs [n] receives the softmax. The one attention row every attention path uses.
+  void (*attention_row)(float* out, float* probs, const float* q, const float* k,
+                        const float* v, int n, int ld, int hd, float scale);
+  // dq, dk, dv (+=) of one (sequence, head) of causal attention; see AttentionShape.
+  void (*attention_backward_head)(float* dqkv, const float* dout, const float* qkv,
+                                  const float* probs, int S, int ld, int D, int h, int hd,
+                                  float scale, float* scratch);
+  // One (sequence, head) of recurrent retention over n positions: S = g S + k^T v, o = q S.
+  void (*retention_recurrent_head)(float* o, int ldo, const float* q, const float* k, int ld_qk,
+                                   const float* v, int ld_v, float g, int n, int dk, int dv,
+                                   float* S);
+  // Canonical row sum (16 lanes + fixed tree); exposed for tests of the contract.
+  float (*sum)(const float* x, int n);
+};
+
+CpuKernels cpu_kernels_portable();
+CpuKernels cpu_kernels_avx2();
+CpuKernels cpu_kernels_avx512();
+CpuKernels cpu_kernels(CpuPath p);
+
+}  // namespace rb

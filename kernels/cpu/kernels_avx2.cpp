@@ -1,0 +1,33 @@
+// The AVX2+FMA path (compiled with -mavx2 -mfma; only called when the CPU has both): 8 lanes,
+// a 6 x 16 GEMM tile (12 accumulators of the 16 ymm registers).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdlib>
+
+#include "kernels/cpu/kernel_table.h"
+#include "kernels/dmath.h"
+#include "kernels/numerics.h"
+
+namespace rb {
+namespace isa_avx2 {
+namespace {
+
+using vf = __m256;
+constexpr int kL = 8, kMR = 6, kNV = 2, kGV = 4;
+inline float s_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+inline vf v_load(const float* p) { return _mm256_loadu_ps(p); }
+inline void v_store(float* p, vf x) { _mm256_storeu_ps(p, x); }
+inline vf v_set1(float x) { return _mm256_set1_ps(x); }
+inline vf v_zero() { return _mm256_setzero_ps(); }
+inline vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+
+#include "kernels/cpu/kernels_generic.inc"
+
+}  // namespace
+}  // namespace isa_avx2
+
+CpuKernels cpu_kernels_avx2() { return isa_avx2::make_table(CpuPath::Avx2); }
+
+}  // namespace rb

@@ -1,0 +1,33 @@
+// The AVX-512 path (compiled with -mavx512f/bw/dq/vl; only called when the CPU has them): 16
+// lanes, a 12 x 32 GEMM tile (24 accumulators of the 32 zmm registers).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdlib>
+
+#include "kernels/cpu/kernel_table.h"
+#include "kernels/dmath.h"
+#include "kernels/numerics.h"
+
+namespace rb {
+namespace isa_avx512 {
+namespace {
+
+using vf = __m512;
+constexpr int kL = 16, kMR = 12, kNV = 2, kGV = 4;
+inline float s_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+inline vf v_load(const float* p) { return _mm512_loadu_ps(p); }
+inline void v_store(float* p, vf x) { _mm512_storeu_ps(p, x); }
+inline vf v_set1(float x) { return _mm512_set1_ps(x); }
+inline vf v_zero() { return _mm512_setzero_ps(); }
+inline vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+inline vf v_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+
+#include "kernels/cpu/kernels_generic.inc"
+
+}  // namespace
+}  // namespace isa_avx512
+
+CpuKernels cpu_kernels_avx512() { return isa_avx512::make_table(CpuPath::Avx512); }
+
+}  // namespace rb

@@ -1,0 +1,40 @@
+// The portable path: plain C++ for any CPU (baseline x86-64 here), one float per "vector", FMAs
+// through std::fma (libm; correctly rounded on every CPU). It is the executable definition of
+// the numerics contract: the AVX2 and AVX-512 tables must equal it bit for bit.
+#include <cmath>
+#include <cstdlib>
+
+#include "kernels/cpu/kernel_table.h"
+#include "kernels/dmath.h"
+#include "kernels/numerics.h"
+
+namespace rb {
+namespace isa_portable {
+namespace {
+
+using vf = float;
+constexpr int kL = 1, kMR = 4, kNV = 4, kGV = 8;
+inline float s_fma(float a, float b, float c) { return std::fma(a, b, c); }
+inline vf v_load(const float* p) { return *p; }
+inline void v_store(float* p, vf x) { *p = x; }
+inline vf v_set1(float x) { return x; }
+inline vf v_zero() { return 0.0f; }
+inline vf v_mul(vf a, vf b) { return a * b; }
+inline vf v_fma(vf a, vf b, vf c) { return std::fma(a, b, c); }
+
+#include "kernels/cpu/kernels_generic.inc"
+
+}  // namespace
+}  // namespace isa_portable
+
+CpuKernels cpu_kernels_portable() { return isa_portable::make_table(CpuPath::Portable); }
+
+CpuKernels cpu_kernels(CpuPath p) {
+  switch (p) {
+    case CpuPath::Avx512: return cpu_kernels_avx512();
+    case CpuPath::Avx2: return cpu_kernels_avx2();
+    default: return cpu_kernels_portable();
+  }
+}
+
+}  // namespace rb

@@ -1,0 +1,90 @@
+#include "kernels/cpu/thread_pool.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define RB_PAUSE() _mm_pause()
+#else
+#define RB_PAUSE() ((void)0)
+#endif
+
+namespace rb {
+
+namespace {
+// A worker polls this many times (~20-40 us) before sleeping; decode jobs arrive every few us.
+constexpr int kSpinBeforeSleep = 2000;
+thread_local bool tls_in_job = false;
+}  // namespace
+
+ThreadPool::ThreadPool(int threads) {
+  for (int i = 1; i < threads; i++) workers_.emplace_back([this] { worker_loop(0); });
+}
+
+ThreadPool::~ThreadPool() {
+  stop_.store(true);
+  generation_.fetch_add(1);
+  generation_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void ThreadPool::run_chunks() {
+  for (;;) {
+    const int64_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed);
+    if (c >= nchunks_) return;
+    const int64_t b = c * grain_, e = b + grain_ < n_ ? b + grain_ : n_;
+    (*fn_)(b, e);
+    chunks_done_.fetch_add(1, std::memory_order_release);
+  }
+}
+
+void ThreadPool::worker_loop(uint32_t seen) {
+  tls_in_job = true;  // a kernel called from a job never fans out again
+  for (;;) {
+    int spins = 0;
+    uint32_t g;
+    while ((g = generation_.load(std::memory_order_acquire)) == seen && !stop_.load()) {
+      if (++spins < kSpinBeforeSleep) {
+        RB_PAUSE();
+      } else {
+        sleepers_.fetch_add(1);
+        generation_.wait(seen);
+        sleepers_.fetch_sub(1);
+        spins = 0;
+      }
+    }
+    seen = g;
+    if (stop_.load()) return;
+    inside_.fetch_add(1);
+    if (open_.load()) run_chunks();
+    inside_.fetch_sub(1);
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  if (workers_.empty() || n <= grain || tls_in_job) {
+    fn(0, n);
+    return;
+  }
+  fn_ = &fn;
+  n_ = n;
+  grain_ = grain;
+  nchunks_ = (n + grain - 1) / grain;
+  chunks_done_.store(0, std::memory_order_relaxed);
+  next_chunk_.store(0, std::memory_order_relaxed);
+  open_.store(true);
+  generation_.fetch_add(1);
+  if (sleepers_.load() > 0) generation_.notify_all();  // a futex call only when someone sleeps
+  tls_in_job = true;
+  run_chunks();
+  tls_in_job = false;
+  // Chunks a worker claimed may still be running; wait for them, then for every worker to leave.
+  for (int spins = 0; chunks_done_.load(std::memory_order_acquire) < nchunks_; spins++) {
+    if (spins < kSpinBeforeSleep) RB_PAUSE();
+    else std::this_thread::yield();  // the worker holding a chunk was descheduled
+  }
+  open_.store(false);
+  while (inside_.load() != 0) std::this_thread::yield();
+}
+
+}  // namespace rb
