@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "generator/decoder.h"
@@ -151,6 +152,68 @@ TEST(Sampler, GreedyTopKAndDistribution) {
   EXPECT_NEAR(count[200] / double(n), std::exp(2.0) / z, 0.02);
   EXPECT_NEAR(count[65] / double(n), std::exp(3.0) / z, 0.02);
   EXPECT_EQ(count[65] + count[66] + count[200], n);  // nothing outside the top 3
+}
+
+}  // namespace
+}  // namespace rb
+
+namespace rb {
+namespace {
+
+// The numerics contract at model level. Three routes to the logits of every byte must agree
+// bit for bit: (a) one batched, teacher-forced Model::forward over all of x with the retention
+// recurrence run patch by patch; (b) decoding byte by byte from the start; (c) ingesting a
+// prompt (whole patches through the global model, batched) and then stepping. And (a) must be
+// the same bits on every CPU path and thread count.
+std::vector<float> stepped_logits(Model& model, const std::vector<uint8_t>& x, size_t ingest) {
+  Decoder dec(model);
+  DecodeState st(model);
+  dec.ingest(st, x.data(), ingest);
+  std::vector<float> out;
+  for (size_t t = ingest; t < x.size(); t++) {
+    const float* l = dec.next_logits(st);
+    out.insert(out.end(), l, l + 256);
+    dec.accept(st, x[t]);
+  }
+  return out;
+}
+
+void expect_routes_agree_on_every_path(const std::function<std::unique_ptr<Model>(Backend&)>& make,
+                                       size_t n, size_t ingest) {
+  const auto x = text_bytes(n);
+  std::vector<float> first;
+  for (CpuPath path : test::runnable_cpu_paths())
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(std::string(cpu_path_name(path)) + " x " + std::to_string(threads));
+      auto be = make_cpu_backend(threads, path);
+      auto model = make(*be);
+      model->retention_recurrent = true;
+      model->forward(x.data(), 1, int(n), Model::Mode::Eval);
+      const std::vector<float> batched(model->logits(), model->logits() + n * 256);
+      EXPECT_TRUE(test::bitwise_equal(stepped_logits(*model, x, 0), batched)) << "stepping from the start";
+      const std::vector<float> tail(batched.begin() + long(ingest * 256), batched.end());
+      EXPECT_TRUE(test::bitwise_equal(stepped_logits(*model, x, ingest), tail)) << "ingest " << ingest << ", then step";
+      if (first.empty()) first = batched;
+      else EXPECT_TRUE(test::bitwise_equal(batched, first)) << "logits differ from the first path";
+    }
+}
+
+TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseTiny) {
+  for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
+    SCOPED_TRACE(file);
+    expect_routes_agree_on_every_path(
+        [&](Backend& be) { return Model::load(kTestDir + "/golden/" + file, be); }, 2048, 1027);
+  }
+}
+
+TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseSmall) {
+  expect_routes_agree_on_every_path(
+      [](Backend& be) {
+        auto m = std::make_unique<Model>(named_config("small"), be);
+        m->init_random(5);
+        return m;
+      },
+      1024, 517);
 }
 
 }  // namespace

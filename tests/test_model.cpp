@@ -234,3 +234,52 @@ TEST(Streaming, WindowByWindowWithCarriedStateEqualsOneLongWindow) {
 
 }  // namespace
 }  // namespace rb
+
+namespace rb {
+namespace {
+
+// Batch invariance of the whole model: a sequence's logits do not depend on how many other
+// sequences share the forward (matrix products of 1 row or thousands take the same bits).
+TEST(BatchInvariance, SequenceLogitsAloneEqualInBatchesOf7And64) {
+  auto be = make_cpu_backend(2);
+  auto model = Model::load(kTestDir + "/golden/tiny_retention.safetensors", *be);
+  const int T = 64, n = 64;
+  Rng rng(11);
+  std::vector<uint8_t> x(size_t(n) * T);
+  for (auto& b : x) b = uint8_t(rng.below(256));
+  for (bool recurrent : {false, true}) {
+    model->retention_recurrent = recurrent;
+    model->forward(x.data() + 3 * T, 1, T, Model::Mode::Eval);  // sequence 3 alone
+    const std::vector<float> alone(model->logits(), model->logits() + T * 256);
+    for (int B : {7, 64}) {
+      model->forward(x.data(), B, T, Model::Mode::Eval);
+      const std::vector<float> in_batch(model->logits() + 3 * T * 256, model->logits() + 4 * T * 256);
+      EXPECT_TRUE(test::bitwise_equal(alone, in_batch)) << "B = " << B << (recurrent ? " recurrent" : " chunkwise");
+    }
+  }
+}
+
+// A golden hash of `small`'s logits on fixed input: every CPU path must reproduce it, on any
+// machine. If a deliberate change to the arithmetic moves it, bump kNumericsVersion
+// (kernels/numerics.h) and record the new hash here: .rbz files from the old contract then no
+// longer claim to decode.
+TEST(Golden, SmallLogitsHashIsTheSameOnEveryPath) {
+  constexpr uint64_t kGoldenHash = 0x04ae0375a9ebcd85ull;  // numerics contract v1
+  for (CpuPath path : test::runnable_cpu_paths()) {
+    SCOPED_TRACE(cpu_path_name(path));
+    auto be = make_cpu_backend(2, path);
+    Model model(named_config("small"), *be);
+    model.init_random(1);
+    std::ifstream in(kTestDir + "/fixtures/text2k.txt", std::ios::binary);
+    std::vector<uint8_t> x((std::istreambuf_iterator<char>(in)), {});
+    x.resize(1024);
+    model.forward(x.data(), 2, 512, Model::Mode::Eval);
+    uint64_t h = 1469598103934665603ull;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(model.logits());
+    for (size_t i = 0; i < size_t(1024) * 256 * sizeof(float); i++) h = (h ^ bytes[i]) * 1099511628211ull;
+    EXPECT_EQ(h, kGoldenHash) << std::hex << "logits hash 0x" << h;
+  }
+}
+
+}  // namespace
+}  // namespace rb
