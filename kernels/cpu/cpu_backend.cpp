@@ -109,9 +109,11 @@ void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const 
   if (M <= 0 || N <= 0) return;
   const int64_t work = int64_t(M) * N * std::max(K, 1);
   const int nt = threads();
-  if (nt == 1 || work < (int64_t(1) << 17)) return gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  // Few rows are memory-bound: splitting them pays off earlier (each core streams part of W).
+  const int64_t serial_below = M < kSmallM ? (int64_t(1) << 14) : (int64_t(1) << 17);
+  if (nt == 1 || work < serial_below) return gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (M < kSmallM) {
-    constexpr int kCols = 64;
+    constexpr int kCols = 128;
     pool_.parallel_for((N + kCols - 1) / kCols, 1, [&](int64_t c0, int64_t c1) {
       k_.gemm_cols(ta, tb, M, int(c0) * kCols, std::min<int>(N, int(c1) * kCols), K, alpha, A, lda, B, ldb, beta, C, ldc);
     });

@@ -52,6 +52,10 @@ struct CpuKernels {
   void (*retention_recurrent_head)(float* o, int ldo, const float* q, const float* k, int ld_qk,
                                    const float* v, int ld_v, float g, int n, int dk, int dv,
                                    float* S);
+  // Benchmarks: `iters` rounds of 12 independent vector FMA chains (the path's peak FMA rate);
+  // returns a value so the work is not optimised away. flops = iters * 12 * lanes * 2.
+  float (*fma_probe)(int64_t iters);
+  int lanes;
   // Canonical row sum (16 lanes + fixed tree); exposed for tests of the contract.
   float (*sum)(const float* x, int n);
 };

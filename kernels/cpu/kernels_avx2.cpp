@@ -14,7 +14,7 @@ namespace isa_avx2 {
 namespace {
 
 using vf = __m256;
-constexpr int kL = 8, kMR = 6, kNV = 2, kGV = 4;
+constexpr int kL = 8, kMR = 6, kNV = 2, kGV = 8;
 inline float s_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
 inline vf v_load(const float* p) { return _mm256_loadu_ps(p); }
 inline void v_store(float* p, vf x) { _mm256_storeu_ps(p, x); }

@@ -14,7 +14,7 @@ namespace isa_avx512 {
 namespace {
 
 using vf = __m512;
-constexpr int kL = 16, kMR = 12, kNV = 2, kGV = 4;
+constexpr int kL = 16, kMR = 12, kNV = 2, kGV = 8;
 inline float s_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
 inline vf v_load(const float* p) { return _mm512_loadu_ps(p); }
 inline void v_store(float* p, vf x) { _mm512_storeu_ps(p, x); }

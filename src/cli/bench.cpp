@@ -8,6 +8,7 @@
 #include <cblas.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
 #include "src/model.h"
@@ -18,6 +19,7 @@
 
 #include <unistd.h>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 namespace rb::cli {
@@ -66,7 +68,7 @@ int bench_fwdbwd(Args& args) {
     if (global != "retention" && global != "attention") throw Error("--global must be retention or attention");
     cfg.global = global == "retention" ? GlobalKind::Retention : GlobalKind::Attention;
   }
-  const int threads = args.int_value("--threads", "-t", 0);
+  const int threads = args.threads();
   const int steps = args.int_value("--steps", "", 5);
   const int chunk = args.int_value("--chunk", "", 64);
   args.positionals();
@@ -99,8 +101,9 @@ int bench_fwdbwd(Args& args) {
   const double sgemm = measure_sgemm_gflops(*be, cfg.B * cfg.T, 4 * cfg.D_L, cfg.D_L, false);
   const double openblas = measure_sgemm_gflops(*be, cfg.B * cfg.T, 4 * cfg.D_L, cfg.D_L, true);
 
-  std::printf("config        %s  (%zu params, B=%d T=%d, %d threads, chunk %d)\n", config_to_json(cfg).c_str(),
-              model.num_params(), cfg.B, cfg.T, be->threads(), chunk);
+  std::printf("config        %s  (%zu params, B=%d T=%d, %d threads, chunk %d, %s kernels)\n",
+              config_to_json(cfg).c_str(), model.num_params(), cfg.B, cfg.T, be->threads(), chunk,
+              be->kernel_path().c_str());
   std::printf("forward       %8.1f ms/step\n", 1e3 * fwd_s / steps);
   std::printf("backward      %8.1f ms/step\n", 1e3 * bwd_s / steps);
   std::printf("fwd+bwd       %8.0f bytes/s\n", bytes / total);
@@ -112,6 +115,7 @@ int bench_fwdbwd(Args& args) {
   j["bench"] = "fwdbwd";
   j["config"] = nlohmann::json::parse(config_to_json(cfg));
   j["threads"] = be->threads();
+  j["cpu_path"] = be->kernel_path();
   j["steps"] = steps;
   j["bytes_per_s"] = bytes / total;
   j["forward_ms"] = 1e3 * fwd_s / steps;
@@ -134,7 +138,7 @@ int bench_train(Args& args) {
     return 0;
   }
   TrainConfig cfg = parse_train_config(args.value("--config", "", "small"));
-  const int threads = args.int_value("--threads", "-t", 0);
+  const int threads = args.threads();
   const int steps = args.int_value("--steps", "", 6);
   args.positionals();
   if (steps < 2) throw Error("--steps must be at least 2 (the first step is a warm-up)");
@@ -162,7 +166,8 @@ int bench_train(Args& args) {
     timed_s += double(cfg.model.B) * cfg.model.T * cfg.accum_steps / r.bytes_per_s;
   });
   const double bps = timed_bytes / timed_s;
-  std::printf("config        %s  (%zu params, %d threads)\n", config_to_json(cfg.model).c_str(), trainer.model().num_params(), be->threads());
+  std::printf("config        %s  (%zu params, %d threads, %s kernels)\n", config_to_json(cfg.model).c_str(),
+              trainer.model().num_params(), be->threads(), be->kernel_path().c_str());
   std::printf("train step    %8.1f ms  (forward + backward + clip + AdamW, %d timed steps)\n", 1e3 * timed_s / (steps - 1), steps - 1);
   std::printf("train         %8.0f bytes/s\n", bps);
   std::printf("peak RSS      %8.1f MB\n", peak_rss_mb());
@@ -170,6 +175,7 @@ int bench_train(Args& args) {
   j["bench"] = "train";
   j["config"] = nlohmann::json::parse(config_to_json(cfg.model));
   j["threads"] = be->threads();
+  j["cpu_path"] = be->kernel_path();
   j["steps"] = steps - 1;
   j["bytes_per_s"] = bps;
   j["step_ms"] = 1e3 * timed_s / (steps - 1);
@@ -193,7 +199,7 @@ int bench_decode(Args& args) {
   cfg.global = global == "retention" ? GlobalKind::Retention : GlobalKind::Attention;
   const int64_t context = args.int_value("--context", "", 1024);
   const int n = args.int_value("--n-predict", "-n", 4096);
-  const int threads = args.int_value("--threads", "-t", 0);
+  const int threads = args.threads();
   args.positionals();
   if (context < 0 || n <= 0) throw Error("--context must be >= 0 and -n > 0");
   auto be = make_cpu_backend(threads);
@@ -219,7 +225,8 @@ int bench_decode(Args& args) {
   const double t0 = now_s();
   for (int i = 0; i < n; i++) dec.accept(st, sample_byte(dec.next_logits(st), sp, st.rng()));
   const double s = now_s() - t0;
-  std::printf("config        %s  (%d threads)\n", config_to_json(cfg).c_str(), be->threads());
+  std::printf("config        %s  (%d threads, %s kernels)\n", config_to_json(cfg).c_str(), be->threads(),
+              be->kernel_path().c_str());
   std::printf("context       %lld bytes (%s)%s\n", (long long)context, synthetic ? "synthetic KV cache" : "ingested",
               synthetic || context == 0 ? "" : (", " + std::to_string(int64_t(context / ingest_s)) + " bytes/s").c_str());
   std::printf("decode        %8.0f bytes/s  (%d bytes, batch 1)\n", n / s, n);
@@ -231,9 +238,104 @@ int bench_decode(Args& args) {
   j["context_fill"] = synthetic ? "synthetic" : "ingested";
   if (!synthetic && context > 0) j["ingest_bytes_per_s"] = context / ingest_s;
   j["threads"] = be->threads();
+  j["cpu_path"] = be->kernel_path();
   j["bytes"] = n;
   j["bytes_per_s"] = n / s;
   j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+// GFLOP/s of the GEMM on every CPU path this machine has, at the shapes training and decoding
+// use, beside OpenBLAS and the nominal peak (cores x 2 FMA units x lanes x 2 flops x clock).
+double time_gflops(double flop_per_call, double budget_s, const std::function<void()>& run) {
+  run();
+  int reps = 0;
+  const double t0 = now_s();
+  double t = t0;
+  while (t - t0 < budget_s) {
+    run();
+    reps++;
+    t = now_s();
+  }
+  return flop_per_call * reps / (t - t0) / 1e9;
+}
+
+double cpu_mhz() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("cpu MHz", 0) == 0) return std::atof(line.substr(line.find(':') + 1).c_str());
+  return 0.0;
+}
+
+int bench_kernels(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte bench kernels [-t N]\n"
+                 "  GEMM GFLOP/s per CPU path (training and decoding shapes) beside OpenBLAS and the peak\n";
+    return 0;
+  }
+  const int threads_arg = args.threads();
+  args.positionals();
+  nlohmann::ordered_json results = nlohmann::json::array();
+  const double mhz = cpu_mhz();
+  struct Shape { const char* what; int M, N, K; bool tb; };
+  const Shape shapes[] = {{"train: local MLP x W1^T", 16384, 512, 128, true},
+                          {"train: dW = dy^T x", 512, 128, 16384, false},
+                          {"decode: 1 row x W^T (global q|k|v|g)", 1, 1536, 256, false},
+                          {"decode: 1 row x W^T (local MLP)", 1, 512, 128, false}};
+  std::printf("%-10s %-52s %8s %s\n", "path", "product (M x N x K)", "GFLOP/s", "of measured FMA peak");
+  for (CpuPath path : {CpuPath::Avx512, CpuPath::Avx2, CpuPath::Portable}) {
+    if (!cpu_path_supported(path)) {
+      std::printf("%-10s (this CPU lacks it)\n", cpu_path_name(path));
+      continue;
+    }
+    auto be = make_cpu_backend(threads_arg, path);
+    // Peak: the FMA rate of one thread running independent chains, times the threads.
+    const CpuKernels kern = cpu_kernels(path);
+    const int64_t iters = path == CpuPath::Portable ? 2000000 : 20000000;
+    volatile float sink = 0.0f;
+    const double peak = be->threads() * time_gflops(double(iters) * 12 * kern.lanes * 2, 0.3,
+                                                    [&] { sink = sink + kern.fma_probe(iters); });
+    for (const Shape& sh : shapes) {
+      const int M = path == CpuPath::Portable && sh.M > 1 ? std::max(1, sh.M / 16) : sh.M;
+      const int K = path == CpuPath::Portable && sh.K > 1024 ? sh.K / 16 : sh.K;
+      std::vector<float> A(size_t(M) * K, 0.01f), B(size_t(sh.N) * K, 0.02f), C(size_t(M) * sh.N);
+      const bool ta = sh.K == 16384;  // dW: A is dy stored [K, M]
+      const double g = time_gflops(2.0 * M * sh.N * K, path == CpuPath::Portable ? 0.3 : 0.6, [&] {
+        be->gemm(ta, sh.tb, M, sh.N, K, 1.0f, A.data(), ta ? M : K, B.data(), sh.tb ? K : sh.N, 0.0f, C.data(), sh.N);
+      });
+      char name[96];
+      std::snprintf(name, sizeof name, "%s (%d x %d x %d)", sh.what, M, sh.N, K);
+      std::printf("%-10s %-52s %8.1f %7.0f%% of %.0f\n", cpu_path_name(path), name, g, 100.0 * g / peak, peak);
+      nlohmann::ordered_json r;
+      r["cpu_path"] = cpu_path_name(path);
+      r["product"] = sh.what;
+      r["M"] = M, r["N"] = sh.N, r["K"] = K;
+      r["threads"] = be->threads();
+      r["gflops"] = g;
+      r["peak_gflops"] = peak;
+      results.push_back(r);
+    }
+  }
+  {
+    const int M = 16384, N = 512, K = 128;
+    std::vector<float> A(size_t(M) * K, 0.01f), B(size_t(N) * K, 0.02f), C(size_t(M) * N);
+    const double g = time_gflops(2.0 * M * N * K, 0.6, [&] {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+    });
+    std::printf("%-10s %-52s %8.1f\n", "OpenBLAS", "train: local MLP x W1^T (16384 x 512 x 128)", g);
+    nlohmann::ordered_json r;
+    r["cpu_path"] = "openblas";
+    r["product"] = "train: local MLP x W1^T";
+    r["gflops"] = g;
+    results.push_back(r);
+  }
+  nlohmann::ordered_json j;
+  j["bench"] = "kernels";
+  j["cpu_mhz"] = mhz;
+  j["best_cpu_path"] = cpu_path_name(best_cpu_path());
+  j["results"] = results;
   std::cout << j.dump() << std::endl;
   return 0;
 }
@@ -243,11 +345,12 @@ int cmd_bench(Args& args) {
   if (which == "fwdbwd") return bench_fwdbwd(args);
   if (which == "train") return bench_train(args);
   if (which == "decode") return bench_decode(args);
+  if (which == "kernels") return bench_kernels(args);
   if (which.empty() || which == "--help" || which == "-h") {
     std::cout << "usage: retbyte bench fwdbwd [options]   (run with --help for its options)\n";
     return which.empty() ? 1 : 0;
   }
-  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode)");
+  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode, kernels)");
 }
 
 }  // namespace rb::cli

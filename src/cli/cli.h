@@ -13,6 +13,8 @@ class Args {
   bool flag(const std::string& name);                    // consumes a boolean flag
   std::string value(const std::string& name, const std::string& alt = "", const std::string& def = "");
   int int_value(const std::string& name, const std::string& alt, int def);
+  // -t/--threads: 0 (every core) when absent, else 1 .. 4 x the cores this process may use.
+  int threads();
   std::vector<std::string> positionals();
   std::string shift();  // removes and returns the first argument ("" if none)
   // Removes and returns the arguments that follow a just-consumed flag up to the next flag

@@ -50,7 +50,7 @@ int cmd_generate(Args& args) {
   const std::string state_in = args.value("--state-in", "", "");
   const std::string state_out = args.value("--state-out", "", "");
   const bool raw = args.flag("--raw");
-  const int threads = args.int_value("--threads", "-t", 0);
+  const int threads = args.threads();
   args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
   if (n < 0) throw Error("-n must be >= 0");

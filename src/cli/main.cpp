@@ -8,6 +8,8 @@
 #include <sys/resource.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/numerics.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
 #include "src/model.h"
@@ -94,6 +96,18 @@ double peak_rss_mb() {
   return ru.ru_maxrss / 1024.0;
 }
 
+int Args::threads() {
+  const std::string v = value("--threads", "-t", "");
+  if (v.empty()) return 0;
+  char* end = nullptr;
+  const long t = std::strtol(v.c_str(), &end, 10);
+  const int most = 4 * available_cpus();
+  if (*end != '\0' || end == v.c_str() || t < 1 || t > most)
+    throw Error(last_flag_ + ": '" + v + "' threads is not a count from 1 to " + std::to_string(most) +
+                " (4 x the " + std::to_string(available_cpus()) + " CPUs here)");
+  return int(t);
+}
+
 int cmd_info(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte info MODEL\n  prints the model's config, parameter count and training summary\n";
@@ -107,6 +121,8 @@ int cmd_info(Args& args) {
   std::cout << "model:  " << pos[0] << "\n";
   std::cout << "config: " << config_to_json(model->config()) << "\n";
   std::cout << "params: " << model->num_params() << "\n";
+  std::cout << "cpu:    " << backend->kernel_path() << " kernels (best here: " << cpu_path_name(best_cpu_path())
+            << "; numerics contract v" << kNumericsVersion << ")\n";
   for (const auto& [k, v] : file.metadata())
     if (k != "config") std::cout << k << ": " << v << "\n";
   return 0;

@@ -48,7 +48,7 @@ int cmd_train(Args& args) {
   const int64_t steps = args.int_value("--steps", "", 0);
   const std::string minutes_s = args.value("--minutes", "", "0");
   const bool resume = args.flag("--resume");
-  const int threads = args.int_value("--threads", "-t", 0);
+  const int threads = args.threads();
   std::vector<std::string> data;
   for (std::string d; !(d = args.value("--data", "", "")).empty();) {
     data.push_back(d);
@@ -119,7 +119,7 @@ int cmd_eval(Args& args) {
   }
   const std::string model_path = args.value("--model", "-m", "");
   const bool raw = args.flag("--raw");
-  const int threads = args.int_value("--threads", "-t", 0);
+  const int threads = args.threads();
   const auto paths = args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
   if (paths.empty()) throw Error("give at least one PATH to evaluate");
