@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/dmath.h"
+#include "kernels/numerics.h"
 #include "src/errors.h"
 
 namespace rb {
@@ -119,12 +120,35 @@ void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const 
     });
     return;
   }
-  const int mr = k_.gemm_mr;
-  const int chunks = M >= nt * 2 * 96 ? nt * 2 : nt;
-  const int rows = std::max(mr, (M + chunks - 1) / chunks + mr - 1) / mr * mr;
-  pool_.parallel_for((M + rows - 1) / rows, 1, [&](int64_t c0, int64_t c1) {
-    k_.gemm_rows(ta, tb, int(c0) * rows, std::min<int>(M, int(c1) * rows), N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  });
+  if (K <= 0) return gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  // Goto blocking with each block of op(B) packed once, shared: panels packed across the pool,
+  // then rows split across it. K blocks run in order, so the bits are gemm_serial's.
+  const int mr = k_.gemm_mr, nr = k_.gemm_nr, KC = kGemmKC, NC = k_.gemm_nc;
+  const int kc_max = std::min(K, KC), nc_max = std::min(N, NC);
+  const size_t need = size_t(kc_max) * ((nc_max + nr - 1) / nr * nr);
+  if (bpack_.size() < need) bpack_.resize(need);
+  float* bpack = bpack_.data();
+  const bool pack_all = tb || M >= 2048;  // contiguous panels pay off when many rows reuse them
+  const int row_chunk = std::min(k_.gemm_mc, std::max(mr, (M + 4 * nt - 1) / (4 * nt) + mr - 1) / mr * mr);
+  for (int jc = 0; jc < N; jc += NC) {
+    const int nc = std::min(NC, N - jc), npanels = (nc + nr - 1) / nr;
+    for (int pc = 0; pc < K; pc += KC) {
+      const int kc = std::min(KC, K - pc);
+      if (pack_all) {  // B^T (transposed), or B reused by many rows: every panel, across the pool
+        pool_.parallel_for(npanels, std::max(1, 2048 / kc), [&](int64_t p0, int64_t p1) {
+          k_.pack_b(bpack + size_t(p0) * kc * nr, B, ldb, tb, pc, kc, jc + int(p0) * nr,
+                    std::min(nc, int(p1) * nr) - int(p0) * nr);
+        });
+      } else if (nc % nr) {  // whole panels of B are read in place; only a ragged one is packed
+        const int last = (npanels - 1) * nr;
+        k_.pack_b(bpack + size_t(last) * kc, B, ldb, tb, pc, kc, jc + last, nc - last);
+      }
+      pool_.parallel_for((M + row_chunk - 1) / row_chunk, 1, [&](int64_t c0, int64_t c1) {
+        k_.gemm_packed_rows(ta, tb, pack_all, int(c0) * row_chunk, std::min<int>(M, int(c1) * row_chunk), A, lda, B, ldb, pc, kc,
+                            jc, nc, bpack, alpha, beta, C, ldc, pc == 0);
+      });
+    }
+  }
 }
 
 void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {

@@ -3,6 +3,7 @@
 // same bits (README, numerics contract).
 #pragma once
 #include <memory>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_features.h"
@@ -90,6 +91,7 @@ class CpuBackend final : public Backend {
   void for_rows(int64_t rows, int64_t per_row, const std::function<void(int64_t, int64_t)>& fn);
   CpuKernels k_;
   ThreadPool pool_;
+  std::vector<float> bpack_;  // the shared packed block of op(B) (gemm on the pool)
 };
 
 // Number of CPUs this process may run on.

@@ -14,10 +14,24 @@ namespace rb {
 struct CpuKernels {
   CpuPath path;
   int gemm_mr;  // row tile of the packed GEMM (row ranges split at its multiples run fastest)
+  int gemm_nr;  // column tile: pack_b writes panels of this many columns
+  int gemm_mc;  // rows of A packed at a time
+  int gemm_nc;  // columns of B per packed block
 
   // Rows [i0, i1) of C = alpha op(A) op(B) + beta C (packed GEMM, any M).
   void (*gemm_rows)(bool ta, bool tb, int i0, int i1, int N, int K, float alpha, const float* A,
                     int lda, const float* B, int ldb, float beta, float* C, int ldc);
+  // The two halves of gemm_rows, for a multithreaded driver that packs each block of B once:
+  // pack_b packs depth [p0, p0+kc) x columns [j0, j0+nc) of op(B) as gemm_nr-wide panels
+  // (kc * gemm_nr floats each). Which panels are packed: all when tb or pack_all (many rows
+  // reuse them), else only a last panel narrower than gemm_nr (whole panels of B are read in
+  // place). gemm_packed_rows applies depth block [p0, p0+kc) to rows [i0, i1), columns
+  // [j0, j0+nc).
+  void (*pack_b)(float* dst, const float* B, int ldb, bool tb, int p0, int kc, int j0, int nc);
+  void (*gemm_packed_rows)(bool ta, bool tb, bool pack_all, int i0, int i1, const float* A, int lda,
+                           const float* B, int ldb, int p0, int kc, int j0, int nc,
+                           const float* bpack, float alpha, float beta, float* C, int ldc,
+                           bool first);
   // Columns [j0, j1) of the same product for all M rows, without packing A (few rows: decoding).
   void (*gemm_cols)(bool ta, bool tb, int M, int j0, int j1, int K, float alpha, const float* A,
                     int lda, const float* B, int ldb, float beta, float* C, int ldc);
