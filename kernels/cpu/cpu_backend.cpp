@@ -285,15 +285,17 @@ void CpuBackend::embedding_forward(float* out, const float* table, const int32_t
 
 void CpuBackend::embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count,
                                     int dim) {
-  // Chunks own column ranges, so colliding indices never race and the order over i is fixed.
-  constexpr int kCols = 16;
-  const int64_t grain = std::max<int64_t>(1, kParallelMin / (int64_t(count) * kCols + 1));
-  pool_.parallel_for((dim + kCols - 1) / kCols, grain, [&](int64_t b0, int64_t b1) {
-    const int c0 = int(b0) * kCols, c1 = std::min(dim, int(b1) * kCols);
+  // Chunks own ranges of table rows: colliding indices never race, each row sums its gradients
+  // in increasing i whatever the split, and each chunk reads only the gradient rows it owns.
+  int32_t rows = 0;
+  for (int i = 0; i < count; i++) rows = std::max(rows, idx[i] + 1);
+  const int64_t grain = std::max<int64_t>(1, (rows + 2 * threads() - 1) / (2 * threads()));
+  pool_.parallel_for(rows, int64_t(count) * dim < kParallelMin ? rows : grain, [&](int64_t r0, int64_t r1) {
     for (int i = 0; i < count; i++) {
+      if (idx[i] < r0 || idx[i] >= r1) continue;
       float* dst = dtable + size_t(idx[i]) * dim;
       const float* src = dout + size_t(i) * dim;
-      for (int c = c0; c < c1; c++) dst[c] += src[c];
+      for (int c = 0; c < dim; c++) dst[c] += src[c];
     }
   });
 }

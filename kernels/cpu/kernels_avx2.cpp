@@ -22,6 +22,13 @@ inline vf v_set1(float x) { return _mm256_set1_ps(x); }
 inline vf v_zero() { return _mm256_setzero_ps(); }
 inline vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+// The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1), in registers.
+inline float tree16(const float* acc) {
+  const __m256 s8 = _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_loadu_ps(acc + 8));
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
 
 #include "kernels/cpu/kernels_generic.inc"
 

@@ -21,6 +21,14 @@ inline vf v_set1(float x) { return x; }
 inline vf v_zero() { return 0.0f; }
 inline vf v_mul(vf a, vf b) { return a * b; }
 inline vf v_fma(vf a, vf b, vf c) { return std::fma(a, b, c); }
+// The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1).
+inline float tree16(const float* acc) {
+  float t[16];
+  for (int l = 0; l < 16; l++) t[l] = acc[l];
+  for (int w = 8; w >= 1; w >>= 1)
+    for (int l = 0; l < w; l++) t[l] = t[l] + t[l + w];
+  return t[0];
+}
 
 #include "kernels/cpu/kernels_generic.inc"
 
