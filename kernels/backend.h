@@ -30,6 +30,12 @@ struct AttentionShape {
   int64_t probs_size() const { return int64_t(nseq) * H * S * S; }
 };
 
+// One AdamW update's scalars (trainer/adamw.h): g = grad * grad_scale; m = b1 m + (1 - b1) g;
+// v = b2 v + (1 - b2) g^2; p -= lr ((m / bc1) / (sqrt(v / bc2) + eps) + weight_decay mask p).
+struct AdamWStep {
+  float lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -138,6 +144,12 @@ class Backend {
                                             const float* gammas, const RetentionShape& s,
                                             int chunk, const float* saved_states,
                                             const float* dstate_out, float* dstate_in) = 0;
+  // The optimiser's two passes over every parameter (element-wise, so any split gives the same
+  // bits). sum_squares sums x^2 in double over fixed blocks of 4096, then the blocks in order.
+  virtual void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask,
+                          size_t n, const AdamWStep& s) = 0;
+  virtual double sum_squares(const float* x, size_t n) = 0;
+
   // Recurrent retention, one position at a time: S = gamma S + k^T v, o = q S. `state`
   // [B, H, dk, dv] is read and updated in place (the decoding form; no backward).
   virtual void retention_recurrent_forward(float* o, const float* q, const float* k,

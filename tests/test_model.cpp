@@ -197,7 +197,7 @@ TEST(Learning, TinyOverfitsTwoKilobytesOfText) {
     model.backward();
     bpb = loss / std::log(2.0);
     const float lr = 3e-3f * std::min(1.0f, (step + 1) / 20.0f);
-    opt.step(model.params(), model.grads(), lr, oc);
+    opt.step(*be, model.params(), model.grads(), lr, oc);
   }
   const double final_bpb = model.forward(x, cfg.B, cfg.T, Model::Mode::Eval) / std::log(2.0);
   RecordProperty("steps", step);

@@ -14,36 +14,15 @@ AdamW::AdamW(const std::vector<TensorEntry>& table, size_t num_params)
       for (size_t i = 0; i < e.count; i++) decay_mask_[e.offset + i] = 1.0f;
 }
 
-void AdamW::step(float* p, const float* g_raw, float lr, const AdamWConfig& c, float grad_scale) {
+void AdamW::step(Backend& be, float* p, const float* g, float lr, const AdamWConfig& c, float grad_scale) {
   t_++;
   // beta^t with the project's own exp/log: glibc's pow may differ by CPU in the last bit.
   const float bc1 = 1.0f - float(dmath::exp(double(t_) * dmath::log(double(c.beta1))));
   const float bc2 = 1.0f - float(dmath::exp(double(t_) * dmath::log(double(c.beta2))));
-  const long long n = (long long)m_.size();
-  float* m = m_.data();
-  float* v = v_.data();
-  const float* mask = decay_mask_.data();
-  for (long long i = 0; i < n; i++) {
-    const float g = g_raw[i] * grad_scale;
-    m[i] = c.beta1 * m[i] + (1.0f - c.beta1) * g;
-    v[i] = c.beta2 * v[i] + (1.0f - c.beta2) * g * g;
-    const float update = (m[i] / bc1) / (std::sqrt(v[i] / bc2) + c.eps);
-    p[i] -= lr * (update + c.weight_decay * mask[i] * p[i]);
-  }
+  be.adamw_step(p, g, m_.data(), v_.data(), decay_mask_.data(), m_.size(),
+                AdamWStep{lr, c.beta1, c.beta2, c.eps, c.weight_decay, bc1, bc2, grad_scale});
 }
 
-double global_norm(const float* g, size_t n) {
-  // Fixed blocks summed in order: the same result for any thread count.
-  const size_t block = 4096, nblocks = (n + block - 1) / block;
-  std::vector<double> partial(nblocks, 0.0);
-  for (size_t b = 0; b < nblocks; b++) {
-    double s = 0.0;
-    for (size_t i = b * block; i < std::min(n, (b + 1) * block); i++) s += double(g[i]) * g[i];
-    partial[b] = s;
-  }
-  double total = 0.0;
-  for (double s : partial) total += s;
-  return std::sqrt(total);
-}
+double global_norm(Backend& be, const float* g, size_t n) { return std::sqrt(be.sum_squares(g, n)); }
 
 }  // namespace rb

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "src/params.h"
 
 namespace rb {
@@ -17,7 +18,8 @@ class AdamW {
   AdamW(const std::vector<TensorEntry>& table, size_t num_params);
   // One update with learning rate `lr` (the schedule lives with the caller) on the gradient
   // grads * grad_scale (clipping and accumulation folded into one factor).
-  void step(float* params, const float* grads, float lr, const AdamWConfig& cfg, float grad_scale = 1.0f);
+  void step(Backend& be, float* params, const float* grads, float lr, const AdamWConfig& cfg,
+            float grad_scale = 1.0f);
   long long steps_taken() const { return t_; }
   std::vector<float>& m() { return m_; }
   std::vector<float>& v() { return v_; }
@@ -29,6 +31,6 @@ class AdamW {
 };
 
 // Global L2 norm of a gradient buffer, summed in a fixed order (double accumulators).
-double global_norm(const float* g, size_t n);
+double global_norm(Backend& be, const float* g, size_t n);
 
 }  // namespace rb

@@ -187,7 +187,7 @@ StepReport Trainer::train_step() {
     model_->backward();
   }
   // Gradients are the sum over micro-batches of per-micro-batch means.
-  const double norm = global_norm(model_->grads(), model_->num_params()) / cfg_.accum_steps;
+  const double norm = global_norm(model_->backend(), model_->grads(), model_->num_params()) / cfg_.accum_steps;
   StepReport r;
   r.loss = loss;
   r.bpb = loss / std::log(2.0);
@@ -202,7 +202,7 @@ StepReport Trainer::train_step() {
     nonfinite_streak_ = 0;
     float scale = 1.0f / float(cfg_.accum_steps);
     if (cfg_.grad_clip > 0 && norm > cfg_.grad_clip) scale *= float(cfg_.grad_clip / norm);
-    opt_.step(model_->params(), model_->grads(), float(r.lr), cfg_.adamw, scale);
+    opt_.step(model_->backend(), model_->params(), model_->grads(), float(r.lr), cfg_.adamw, scale);
     step_++;
   }
   const uint64_t bytes = uint64_t(c.B) * c.T * cfg_.accum_steps;

@@ -49,16 +49,15 @@ void CpuBackend::for_rows(int64_t rows, int64_t per_row, const std::function<voi
   pool_.parallel_for(rows, grain, fn);
 }
 
-template <typename RowFn>
-static void column_reduce(ThreadPool& pool, float* acc, int rows, int C, RowFn&& accumulate_row) {
+template <typename BlockFn>
+static void column_reduce(ThreadPool& pool, float* acc, int rows, int C, BlockFn&& accumulate_rows) {
   const int nblocks = (rows + kReduceBlock - 1) / kReduceBlock;
   std::vector<float> partial(size_t(nblocks) * C, 0.0f);
   pool.parallel_for(nblocks, std::max<int64_t>(1, kParallelMin / (int64_t(kReduceBlock) * C + 1)),
                     [&](int64_t b0, int64_t b1) {
                       for (int64_t blk = b0; blk < b1; blk++) {
                         float* p = partial.data() + size_t(blk) * C;
-                        const int r1 = std::min<int>(rows, int(blk + 1) * kReduceBlock);
-                        for (int r = int(blk) * kReduceBlock; r < r1; r++) accumulate_row(p, r);
+                        accumulate_rows(p, int(blk) * kReduceBlock, std::min<int>(rows, int(blk + 1) * kReduceBlock));
                       }
                     });
   for (int blk = 0; blk < nblocks; blk++) {
@@ -152,19 +151,11 @@ void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const 
 }
 
 void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {
-  for_rows(rows, cols, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      float* yr = y + size_t(r) * cols;
-      for (int c = 0; c < cols; c++) yr[c] += bias[c];
-    }
-  });
+  for_rows(rows, cols, [&](int64_t r0, int64_t r1) { k_.add_bias_rows(y, bias, int(r0), int(r1), cols); });
 }
 
 void CpuBackend::bias_backward(float* dbias, const float* dy, int rows, int cols) {
-  column_reduce(pool_, dbias, rows, cols, [&](float* p, int r) {
-    const float* d = dy + size_t(r) * cols;
-    for (int c = 0; c < cols; c++) p[c] += d[c];
-  });
+  column_reduce(pool_, dbias, rows, cols, [&](float* p, int r0, int r1) { k_.add_rows(p, dy, r0, r1, cols); });
 }
 
 void CpuBackend::add_inplace(float* y, const float* x, size_t count) {
@@ -186,14 +177,8 @@ void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float
   });
   const int C2 = 2 * C;
   std::vector<float> both(size_t(C2), 0.0f);
-  column_reduce(pool_, both.data(), rows, C2, [&](float* p, int r) {
-    const float* xr = x + size_t(r) * C;
-    const float* d = dout + size_t(r) * C;
-    const float m = mean[r], rs = rstd[r];
-    for (int c = 0; c < C; c++) {
-      p[c] += d[c] * (xr[c] - m) * rs;
-      p[C + c] += d[c];
-    }
+  column_reduce(pool_, both.data(), rows, C2, [&](float* p, int r0, int r1) {
+    k_.layernorm_param_grad_rows(p, p + C, dout, x, mean, rstd, r0, r1, C);
   });
   for (int c = 0; c < C; c++) {
     dw[c] += both[c];
@@ -298,6 +283,35 @@ void CpuBackend::embedding_backward(float* dtable, const float* dout, const int3
       for (int c = 0; c < dim; c++) dst[c] += src[c];
     }
   });
+}
+
+void CpuBackend::adamw_step(float* p, const float* g_raw, float* m, float* v, const float* mask, size_t n,
+                            const AdamWStep& s) {
+  pool_.parallel_for(int64_t(n), 65536, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) {
+      const float g = g_raw[i] * s.grad_scale;
+      m[i] = s.beta1 * m[i] + (1.0f - s.beta1) * g;
+      v[i] = s.beta2 * v[i] + (1.0f - s.beta2) * g * g;
+      const float update = (m[i] / s.bc1) / (std::sqrt(v[i] / s.bc2) + s.eps);
+      p[i] -= s.lr * (update + s.weight_decay * mask[i] * p[i]);
+    }
+  });
+}
+
+double CpuBackend::sum_squares(const float* x, size_t n) {
+  constexpr size_t kBlock = 4096;
+  const size_t nblocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(nblocks, 0.0);
+  pool_.parallel_for(int64_t(nblocks), 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+      double s = 0.0;
+      for (size_t i = size_t(b) * kBlock; i < std::min(n, size_t(b + 1) * kBlock); i++) s += double(x[i]) * x[i];
+      partial[size_t(b)] = s;
+    }
+  });
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return total;
 }
 
 void CpuBackend::crossentropy_forward(float* losses, const float* logits, const int32_t* targets,

@@ -79,6 +79,9 @@ class CpuBackend final : public Backend {
   void retention_recurrent_forward(float* o, const float* q, const float* k, const float* v,
                                    const float* gammas, const RetentionShape& s,
                                    float* state) override;
+  void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask, size_t n,
+                  const AdamWStep& s) override;
+  double sum_squares(const float* x, size_t n) override;
 
   // Single-threaded product (for work already split across the pool, e.g. one retention head).
   void gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,

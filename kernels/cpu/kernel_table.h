@@ -41,6 +41,12 @@ struct CpuKernels {
   // dx += for rows [r0, r1) (the weight and bias gradients are column sums, done by the caller).
   void (*layernorm_backward_rows)(float* dx, const float* dout, const float* x, const float* w,
                                   const float* mean, const float* rstd, int r0, int r1, int C);
+  // y[r] += bias for rows [r0, r1); acc[c] += x[r][c] for rows [r0, r1) in order (a block of a
+  // column sum); LayerNorm's weight/bias gradient rows: pw += dout (x - mean) rstd, pb += dout.
+  void (*add_bias_rows)(float* y, const float* bias, int r0, int r1, int cols);
+  void (*add_rows)(float* acc, const float* x, int r0, int r1, int C);
+  void (*layernorm_param_grad_rows)(float* pw, float* pb, const float* dout, const float* x,
+                                    const float* mean, const float* rstd, int r0, int r1, int C);
   void (*gelu)(float* out, const float* x, size_t n);
   void (*gelu_backward)(float* dx, const float* x, const float* dout, size_t n);
   void (*rmsnorm_rows)(float* out, float* rstd, const float* x, int ld_x, int r0, int r1,
