@@ -50,18 +50,21 @@ void CpuBackend::for_rows(int64_t rows, int64_t per_row, const std::function<voi
 }
 
 template <typename BlockFn>
-static void column_reduce(ThreadPool& pool, float* acc, int rows, int C, BlockFn&& accumulate_rows) {
+static void column_reduce(ThreadPool& pool, std::vector<float>& scratch, float* acc, int rows, int C,
+                          BlockFn&& accumulate_rows) {
   const int nblocks = (rows + kReduceBlock - 1) / kReduceBlock;
-  std::vector<float> partial(size_t(nblocks) * C, 0.0f);
+  if (scratch.size() < size_t(nblocks) * C) scratch.resize(size_t(nblocks) * C);  // kept: no page faults per call
+  std::fill(scratch.begin(), scratch.begin() + long(nblocks) * C, 0.0f);
+  float* const partial = scratch.data();
   pool.parallel_for(nblocks, std::max<int64_t>(1, kParallelMin / (int64_t(kReduceBlock) * C + 1)),
                     [&](int64_t b0, int64_t b1) {
                       for (int64_t blk = b0; blk < b1; blk++) {
-                        float* p = partial.data() + size_t(blk) * C;
+                        float* p = partial + size_t(blk) * C;
                         accumulate_rows(p, int(blk) * kReduceBlock, std::min<int>(rows, int(blk + 1) * kReduceBlock));
                       }
                     });
   for (int blk = 0; blk < nblocks; blk++) {
-    const float* p = partial.data() + size_t(blk) * C;
+    const float* p = partial + size_t(blk) * C;
     for (int c = 0; c < C; c++) acc[c] += p[c];
   }
 }
@@ -155,7 +158,7 @@ void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {
 }
 
 void CpuBackend::bias_backward(float* dbias, const float* dy, int rows, int cols) {
-  column_reduce(pool_, dbias, rows, cols, [&](float* p, int r0, int r1) { k_.add_rows(p, dy, r0, r1, cols); });
+  column_reduce(pool_, reduce_scratch_, dbias, rows, cols, [&](float* p, int r0, int r1) { k_.add_rows(p, dy, r0, r1, cols); });
 }
 
 void CpuBackend::add_inplace(float* y, const float* x, size_t count) {
@@ -177,7 +180,7 @@ void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float
   });
   const int C2 = 2 * C;
   std::vector<float> both(size_t(C2), 0.0f);
-  column_reduce(pool_, both.data(), rows, C2, [&](float* p, int r0, int r1) {
+  column_reduce(pool_, reduce_scratch_, both.data(), rows, C2, [&](float* p, int r0, int r1) {
     k_.layernorm_param_grad_rows(p, p + C, dout, x, mean, rstd, r0, r1, C);
   });
   for (int c = 0; c < C; c++) {
@@ -288,13 +291,7 @@ void CpuBackend::embedding_backward(float* dtable, const float* dout, const int3
 void CpuBackend::adamw_step(float* p, const float* g_raw, float* m, float* v, const float* mask, size_t n,
                             const AdamWStep& s) {
   pool_.parallel_for(int64_t(n), 65536, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) {
-      const float g = g_raw[i] * s.grad_scale;
-      m[i] = s.beta1 * m[i] + (1.0f - s.beta1) * g;
-      v[i] = s.beta2 * v[i] + (1.0f - s.beta2) * g * g;
-      const float update = (m[i] / s.bc1) / (std::sqrt(v[i] / s.bc2) + s.eps);
-      p[i] -= s.lr * (update + s.weight_decay * mask[i] * p[i]);
-    }
+    k_.adamw_range(p, g_raw, m, v, mask, size_t(b), size_t(e), s);
   });
 }
 

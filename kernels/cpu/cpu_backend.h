@@ -94,7 +94,8 @@ class CpuBackend final : public Backend {
   void for_rows(int64_t rows, int64_t per_row, const std::function<void(int64_t, int64_t)>& fn);
   CpuKernels k_;
   ThreadPool pool_;
-  std::vector<float> bpack_;  // the shared packed block of op(B) (gemm on the pool)
+  std::vector<float> bpack_;           // the shared packed block of op(B) (gemm on the pool)
+  std::vector<float> reduce_scratch_;  // column sums' per-block partials
 };
 
 // Number of CPUs this process may run on.

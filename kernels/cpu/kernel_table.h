@@ -47,6 +47,8 @@ struct CpuKernels {
   void (*add_rows)(float* acc, const float* x, int r0, int r1, int C);
   void (*layernorm_param_grad_rows)(float* pw, float* pb, const float* dout, const float* x,
                                     const float* mean, const float* rstd, int r0, int r1, int C);
+  void (*adamw_range)(float* p, const float* g, float* m, float* v, const float* decay_mask,
+                      size_t begin, size_t end, const AdamWStep& s);
   void (*gelu)(float* out, const float* x, size_t n);
   void (*gelu_backward)(float* dx, const float* x, const float* dout, size_t n);
   void (*rmsnorm_rows)(float* out, float* rstd, const float* x, int ld_x, int r0, int r1,
