@@ -24,7 +24,12 @@ static inline double exp(double x) {
                              1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
                              1.0 / 6.0, 0.5, 1.0, 1.0};
   for (double c : inv_fact) p = p * r + c;
-  return std::ldexp(p, int(n));  // exact scaling
+  const int e = int(n);
+  if (e < -1000 || e > 1000) return std::ldexp(p, e);  // near the limits: libm's exact scaling
+  const uint64_t bits = uint64_t(e + 1023) << 52;  // 2^e: multiplying by it is exact here
+  double scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
 }
 
 static inline double log(double x) {

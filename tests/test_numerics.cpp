@@ -5,11 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/dmath.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/kernel_table.h"
 #include "kernels/numerics.h"
@@ -406,6 +409,36 @@ TEST(NumericsSum, KernelTableSumFollowsTheDocumentedOrder) {
       expect_bitwise({canonical_sum(x.data(), n)}, {k.sum(x.data(), n)}, "sum");
     }
   }
+}
+
+}  // namespace
+}  // namespace rb
+
+namespace rb {
+namespace {
+
+// The host-side math every CPU must agree on (kernels/dmath.h) is also accurate: within a few
+// ulp of libm over the ranges the model uses (RoPE angles up to ~1e5 rad, exp/log for sampling,
+// initialisation and schedules).
+TEST(NumericsHostMath, DmathIsWithinAFewUlpOfLibm) {
+  double worst_sin = 0, worst_cos = 0, worst_exp = 0, worst_log = 0;
+  for (int i = 0; i < 20000; i++) {
+    const double x = (i - 10000) * 13.37 + i * 1e-3;  // |x| up to ~1.3e5
+    worst_sin = std::max(worst_sin, std::fabs(dmath::sin(x) - std::sin(x)));
+    worst_cos = std::max(worst_cos, std::fabs(dmath::cos(x) - std::cos(x)));
+    const double y = (i - 10000) * 0.07;  // exp over [-700, 700]
+    worst_exp = std::max(worst_exp, std::fabs(dmath::exp(y) - std::exp(y)) / std::exp(y));
+    const double z = std::ldexp(1.0 + i / 20000.0, i % 2000 - 1000);
+    worst_log = std::max(worst_log, std::fabs(dmath::log(z) - std::log(z)) / std::max(1.0, std::fabs(std::log(z))));
+  }
+  EXPECT_LE(worst_sin, 1e-11);  // the reduction's error grows with |x|: 1e5 rad keeps ~1e-11
+  EXPECT_LE(worst_cos, 1e-11);
+  EXPECT_LE(worst_exp, 4 * DBL_EPSILON);
+  EXPECT_LE(worst_log, 4 * DBL_EPSILON);
+  EXPECT_EQ(dmath::exp(0.0), 1.0);
+  EXPECT_EQ(dmath::log(1.0), 0.0);
+  EXPECT_TRUE(std::isnan(dmath::log(-1.0)));
+  EXPECT_EQ(dmath::exp(-1000.0), 0.0);
 }
 
 }  // namespace
