@@ -185,6 +185,7 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
 
 Decoder::Decoder(Model& model) : model_(model), be_(model.backend()), c_(model.config()) {
   scratch_ = model_.new_step_scratch();
+  model_.prepare_decoding();
   host_logits_.resize(256);
   if (c_.global == GlobalKind::Retention) model_.reserve(1, c_.T, false);  // one size for every context
 }

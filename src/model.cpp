@@ -255,21 +255,48 @@ void Model::linear(float* y, const float* x, const float* W, const float* bias, 
                    float beta) {
   constexpr int kFewRows = 4;
   if (rows < kFewRows) {
-    auto it = transposed_.find(W);
-    if (it == transposed_.end()) {
-      std::vector<float> w(size_t(out) * in), t(w.size());
-      be_.download(w.data(), W, w.size());
-      for (int o = 0; o < out; o++)
-        for (int i = 0; i < in; i++) t[size_t(i) * out + o] = w[size_t(o) * in + i];
-      Buffer buf(be_, t.size());
-      be_.upload(buf.data(), t.data(), t.size());
-      it = transposed_.emplace(W, std::move(buf)).first;
-    }
-    be_.gemm(false, false, rows, out, in, 1.0f, x, in, it->second.data(), out, beta, y, out);
+    be_.gemm(false, false, rows, out, in, 1.0f, x, in, transposed(W, out, in), out, beta, y, out);
   } else {
     be_.gemm(false, true, rows, out, in, 1.0f, x, in, W, in, beta, y, out);
   }
   if (bias) be_.add_bias(y, bias, rows, out);
+}
+
+const float* Model::transposed(const float* W, int out, int in) {
+  auto it = transposed_.find(W);
+  if (it == transposed_.end()) {
+    std::vector<float> w(size_t(out) * in), t(w.size());
+    be_.download(w.data(), W, w.size());
+    for (int o = 0; o < out; o++)
+      for (int i = 0; i < in; i++) t[size_t(i) * out + o] = w[size_t(o) * in + i];
+    Buffer buf(be_, t.size());
+    be_.upload(buf.data(), t.data(), t.size());
+    it = transposed_.emplace(W, std::move(buf)).first;
+  }
+  return it->second.data();
+}
+
+void Model::prepare_decoding() {
+  const int DG = cfg_.D_G(), DL = cfg_.D_L;
+  for (const GlobalLayerWeights& L : w_.g) {
+    if (cfg_.global == GlobalKind::Retention) {
+      transposed(L.wq, 6 * DG, DG);
+      transposed(L.wo, DG, 2 * DG);
+    } else {
+      transposed(L.wqkv, 3 * DG, DG);
+      transposed(L.att_wo, DG, DG);
+    }
+    transposed(L.w1, 2 * DG, DG);
+    transposed(L.w2, DG, 2 * DG);
+  }
+  for (const LocalLayerWeights& L : w_.l) {
+    transposed(L.wqkv, 3 * DL, DL);
+    transposed(L.wo, DL, DL);
+    transposed(L.w1, 4 * DL, DL);
+    transposed(L.w2, DL, 4 * DL);
+  }
+  transposed(w_.g2l, DL, cfg_.D_E);
+  transposed(w_.head, 256, DL);
 }
 
 void Model::residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h, float* ha,

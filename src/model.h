@@ -115,6 +115,8 @@ class Model {
   // patch's q|k|v cache per local layer ([P, 3 D_L], rows < p filled; row p is written). Writes
   // logits [256] into scratch.logits.
   std::unique_ptr<StepScratch> new_step_scratch();
+  // Makes the transposed weight copies one-row products read (otherwise made on first use).
+  void prepare_decoding();
   void local_step(const float* g_piece, int prev_byte, int p, float* const* qkv_cache, StepScratch& s);
   // One attention-global step at patch position pos (input: the patch's bytes, or the pad vector
   // when patch is null); appends k and v rows at pos of the per-layer caches [.., D_G]; writes
@@ -144,6 +146,7 @@ class Model {
   // use): under the GEMM contract both give the same bits, and one-row products want W^T rows.
   void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out,
               float beta = 0.0f);
+  const float* transposed(const float* W, int out, int in);  // W [out, in] -> cached W^T
   // out = in + W2 gelu(W1 LN(in) + b1) + b2 (the global FFN and the local MLP sub-block).
   void residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h,
                     float* ha, const float* ln_w, const float* ln_b, const float* w1,
