@@ -9,11 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "codecs/media.h"
 #include "src/rng.h"
 
 namespace rb {
-
-enum class Modality : uint8_t { Text = 'T', Image = 'I', Audio = 'A' };
 
 // The header patch: "RB", the modality letter, then zeros up to P bytes (text/raw files).
 std::vector<uint8_t> make_header(Modality m, int P);

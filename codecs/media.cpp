@@ -1,0 +1,239 @@
+#include "codecs/media.h"
+
+#include <sndfile.h>
+#include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
+
+#include <climits>
+#include <cstring>
+#include <fstream>
+
+#include "src/errors.h"
+#include "src/safetensors.h"
+
+namespace rb {
+
+namespace {
+
+std::vector<uint8_t> read_whole_file(const std::string& path, uint64_t limit) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw Error(path + ": cannot open");
+  const std::streamoff size = in.tellg();
+  if (size < 0) throw Error(path + ": cannot read its size");
+  if (uint64_t(size) > limit) throw Error(path + ": " + std::to_string(size) + " bytes is too large to decode");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.seekg(0);
+  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) throw Error(path + ": read failed");
+  return bytes;
+}
+
+void put_u32_be(uint8_t* p, uint32_t v) {
+  p[0] = uint8_t(v >> 24), p[1] = uint8_t(v >> 16), p[2] = uint8_t(v >> 8), p[3] = uint8_t(v);
+}
+uint32_t get_u32_be(const uint8_t* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+}
+void put_u32_le(std::string& s, uint32_t v) {
+  for (int i = 0; i < 4; i++) s += char(uint8_t(v >> (8 * i)));
+}
+void put_u16_le(std::string& s, uint16_t v) {
+  s += char(uint8_t(v)), s += char(uint8_t(v >> 8));
+}
+
+bool starts_with(const uint8_t* p, size_t n, const char* magic, size_t at = 0) {
+  const size_t m = std::strlen(magic);
+  return n >= at + m && std::memcmp(p + at, magic, m) == 0;
+}
+
+// RIFF/WAVE: the data chunk must hold the bytes its header promises (libsndfile quietly reads a
+// truncated file as a shorter one). Streaming writers' 0 and 0xFFFFFFFF sizes mean "unknown".
+void check_wav_data_chunk(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return;
+  const uint64_t size = uint64_t(in.tellg());
+  uint8_t h[12];
+  in.seekg(0);
+  if (size < 12 || !in.read(reinterpret_cast<char*>(h), 12) || std::memcmp(h, "RIFF", 4) || std::memcmp(h + 8, "WAVE", 4)) return;
+  uint64_t at = 12;
+  while (at + 8 <= size) {
+    uint8_t c[8];
+    in.seekg(std::streamoff(at));
+    if (!in.read(reinterpret_cast<char*>(c), 8)) return;
+    const uint32_t len = uint32_t(c[4]) | uint32_t(c[5]) << 8 | uint32_t(c[6]) << 16 | uint32_t(c[7]) << 24;
+    if (std::memcmp(c, "data", 4) == 0) {
+      if (len != 0 && len != 0xFFFFFFFFu && at + 8 + len > size)
+        throw Error(path + ": WAV header promises " + std::to_string(len) + " bytes of samples but the file holds " +
+                    std::to_string(size - at - 8) + " (truncated?)");
+      return;
+    }
+    at += 8 + uint64_t(len) + (len & 1);
+  }
+}
+
+}  // namespace
+
+const char* modality_name(Modality m) {
+  switch (m) {
+    case Modality::Image: return "image";
+    case Modality::Audio: return "audio";
+    default: return "text";
+  }
+}
+
+Modality detect_modality(const uint8_t* p, size_t n) {
+  if (starts_with(p, n, "\x89PNG\r\n\x1a\n") || starts_with(p, n, "\xff\xd8\xff") || starts_with(p, n, "GIF87a") ||
+      starts_with(p, n, "GIF89a") || (starts_with(p, n, "BM") && n >= 26))
+    return Modality::Image;
+  if (n >= 3 && p[0] == 'P' && p[1] >= '2' && p[1] <= '6' && (p[2] == '\n' || p[2] == ' ' || p[2] == '\r' || p[2] == '\t'))
+    return Modality::Image;
+  if ((starts_with(p, n, "RIFF") && starts_with(p, n, "WAVE", 8)) || starts_with(p, n, "fLaC") ||
+      starts_with(p, n, "OggS") || (starts_with(p, n, "FORM") && (starts_with(p, n, "AIFF", 8) || starts_with(p, n, "AIFC", 8))))
+    return Modality::Audio;
+  return Modality::Text;
+}
+
+Image read_image(const std::string& path, std::string* notice) {
+  const std::vector<uint8_t> file = read_whole_file(path, uint64_t(INT_MAX));
+  const int len = int(file.size());
+  int w = 0, h = 0, c = 0;
+  // The header first: nothing is allocated for an image we would refuse.
+  if (!stbi_info_from_memory(file.data(), len, &w, &h, &c))
+    throw Error(path + ": not a decodable image (" + std::string(stbi_failure_reason() ? stbi_failure_reason() : "unknown format") + ")");
+  if (w <= 0 || h <= 0) throw Error(path + ": image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
+  if (c < 1 || c > 4) throw Error(path + ": unsupported channel count " + std::to_string(c));
+  if (uint64_t(w) * uint64_t(h) * uint64_t(c) > kMaxImageBytes)
+    throw Error(path + ": " + std::to_string(w) + "x" + std::to_string(h) + "x" + std::to_string(c) +
+                " image exceeds the limit of " + std::to_string(kMaxImageBytes >> 20) + " MiB of pixels");
+  if (notice && stbi_is_16_bit_from_memory(file.data(), len))
+    *notice = path + ": 16-bit image reduced to 8 bits per channel";
+  int w2 = 0, h2 = 0, c2 = 0;
+  stbi_uc* px = stbi_load_from_memory(file.data(), len, &w2, &h2, &c2, 0);
+  if (!px) throw Error(path + ": damaged image (" + std::string(stbi_failure_reason() ? stbi_failure_reason() : "decode failed") + ")");
+  Image img;
+  img.width = w2, img.height = h2, img.channels = c2;
+  img.pixels.assign(px, px + size_t(w2) * h2 * c2);
+  stbi_image_free(px);
+  if (w2 != w || h2 != h || c2 != c) throw Error(path + ": image header and pixel data disagree");
+  return img;
+}
+
+void write_png(const std::string& path, const Image& img) {
+  if (img.width <= 0 || img.height <= 0 || img.channels < 1 || img.channels > 4 ||
+      img.pixels.size() != size_t(img.width) * img.height * img.channels)
+    throw Error(path + ": cannot write an image of " + std::to_string(img.width) + "x" + std::to_string(img.height) + "x" +
+                std::to_string(img.channels) + " from " + std::to_string(img.pixels.size()) + " bytes");
+  std::string out;
+  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size)); };
+  if (!stbi_write_png_to_func(sink, &out, img.width, img.height, img.channels, img.pixels.data(), img.width * img.channels))
+    throw Error(path + ": PNG encoding failed");
+  write_file_atomic(path, out);
+}
+
+Audio read_audio(const std::string& path, std::string* notice) {
+  check_wav_data_chunk(path);
+  SF_INFO info{};
+  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+  if (!f) throw Error(path + ": not a readable audio file (" + std::string(sf_strerror(nullptr)) + ")");
+  struct Closer {
+    SNDFILE* f;
+    ~Closer() { sf_close(f); }
+  } closer{f};
+  if (info.channels < 1 || info.channels > 64) throw Error(path + ": unsupported channel count " + std::to_string(info.channels));
+  if (info.samplerate <= 0) throw Error(path + ": bad sample rate " + std::to_string(info.samplerate));
+  if (info.frames < 0 || uint64_t(info.frames) * uint64_t(info.channels) * 2 > kMaxAudioBytes)
+    throw Error(path + ": " + std::to_string(info.frames) + " frames exceed the limit of " + std::to_string(kMaxAudioBytes >> 20) +
+                " MiB of samples");
+  const int sub = info.format & SF_FORMAT_SUBMASK;
+  if (sub != SF_FORMAT_PCM_16) {
+    if (sub == SF_FORMAT_FLOAT || sub == SF_FORMAT_DOUBLE) sf_command(f, SFC_SET_SCALE_FLOAT_INT_READ, nullptr, SF_TRUE);
+    if (notice) *notice = path + ": samples converted to 16-bit PCM";
+  }
+  Audio a;
+  a.sample_rate = info.samplerate;
+  a.channels = info.channels;
+  a.samples.resize(size_t(info.frames) * size_t(info.channels));
+  const sf_count_t got = info.frames ? sf_readf_short(f, a.samples.data(), info.frames) : 0;
+  if (got != info.frames)
+    throw Error(path + ": header promises " + std::to_string(info.frames) + " frames but the file holds " + std::to_string(got) +
+                " (truncated?)");
+  return a;
+}
+
+void write_wav(const std::string& path, const Audio& a) {
+  if (a.channels < 1 || a.channels > 64 || a.sample_rate <= 0 || a.samples.size() % size_t(a.channels) != 0)
+    throw Error(path + ": cannot write audio with " + std::to_string(a.channels) + " channels at " + std::to_string(a.sample_rate) + " Hz");
+  const uint64_t data_bytes = uint64_t(a.samples.size()) * 2;
+  if (data_bytes > 0xFFFFFFFFull - 36) throw Error(path + ": too long for a WAV file");
+  std::string out = "RIFF";
+  put_u32_le(out, uint32_t(36 + data_bytes));
+  out += "WAVEfmt ";
+  put_u32_le(out, 16);
+  put_u16_le(out, 1);  // PCM
+  put_u16_le(out, uint16_t(a.channels));
+  put_u32_le(out, uint32_t(a.sample_rate));
+  put_u32_le(out, uint32_t(a.sample_rate) * uint32_t(a.channels) * 2);
+  put_u16_le(out, uint16_t(a.channels * 2));
+  put_u16_le(out, 16);
+  out += "data";
+  put_u32_le(out, uint32_t(data_bytes));
+  for (int16_t s : a.samples) put_u16_le(out, uint16_t(s));
+  write_file_atomic(path, out);
+}
+
+size_t media_header_size(int P) {
+  if (P <= 0) throw Error("patch size must be positive");
+  return (kMediaHeaderBytes + size_t(P) - 1) / size_t(P) * size_t(P);
+}
+
+std::vector<uint8_t> image_stream(const Image& img, int P) {
+  std::vector<uint8_t> s(media_header_size(P), 0);
+  s[0] = 'R', s[1] = 'B', s[2] = uint8_t(Modality::Image), s[3] = uint8_t(img.channels);
+  put_u32_be(s.data() + 4, uint32_t(img.width));
+  put_u32_be(s.data() + 8, uint32_t(img.height));
+  s.insert(s.end(), img.pixels.begin(), img.pixels.end());
+  return s;
+}
+
+std::vector<uint8_t> audio_stream(const Audio& a, int P) {
+  std::vector<uint8_t> s(media_header_size(P), 0);
+  s[0] = 'R', s[1] = 'B', s[2] = uint8_t(Modality::Audio), s[3] = uint8_t(a.channels);
+  put_u32_be(s.data() + 4, uint32_t(a.sample_rate));
+  s.reserve(s.size() + a.samples.size() * 2);
+  for (int16_t v : a.samples) {
+    const uint16_t u = uint16_t(v);
+    s.push_back(uint8_t(u >> 8));  // most significant byte first
+    s.push_back(uint8_t(u));
+  }
+  return s;
+}
+
+Image image_from_stream(const uint8_t* s, size_t n, int P, const std::string& what) {
+  const size_t hs = media_header_size(P);
+  if (n < hs || s[0] != 'R' || s[1] != 'B' || s[2] != uint8_t(Modality::Image)) throw Error(what + ": not an image stream");
+  Image img;
+  img.channels = s[3];
+  img.width = int(get_u32_be(s + 4) & 0x7fffffff);
+  img.height = int(get_u32_be(s + 8) & 0x7fffffff);
+  if (img.channels < 1 || img.channels > 4 || img.width <= 0 || img.height <= 0 ||
+      uint64_t(img.width) * uint64_t(img.height) * uint64_t(img.channels) > kMaxImageBytes)
+    throw Error(what + ": image stream header has impossible geometry");
+  const size_t need = size_t(img.width) * img.height * img.channels;
+  if (n - hs < need) throw Error(what + ": image stream holds " + std::to_string(n - hs) + " of " + std::to_string(need) + " pixel bytes");
+  img.pixels.assign(s + hs, s + hs + need);
+  return img;
+}
+
+Audio audio_from_stream(const uint8_t* s, size_t n, int P, const std::string& what) {
+  const size_t hs = media_header_size(P);
+  if (n < hs || s[0] != 'R' || s[1] != 'B' || s[2] != uint8_t(Modality::Audio)) throw Error(what + ": not an audio stream");
+  Audio a;
+  a.channels = s[3];
+  a.sample_rate = int(get_u32_be(s + 4) & 0x7fffffff);
+  if (a.channels < 1 || a.channels > 64 || a.sample_rate <= 0) throw Error(what + ": audio stream header is impossible");
+  const size_t frames = (n - hs) / (2 * size_t(a.channels));
+  a.samples.resize(frames * size_t(a.channels));
+  for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(uint16_t(s[hs + 2 * i]) << 8 | s[hs + 2 * i + 1]);
+  return a;
+}
+
+}  // namespace rb

@@ -1,0 +1,180 @@
+// Images and audio as byte streams (SPEC §2): file -> pixels/samples -> stream -> file round trips
+// are exact, modality comes from content, and bad files are one-line errors naming the file.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "codecs/media.h"
+#include "src/rng.h"
+#include "tests/test_util.h"
+
+namespace rb {
+namespace {
+
+std::string temp_file(const std::string& name) {
+  return testing::TempDir() + "retbyte_media_" + std::to_string(getpid()) + "_" + name;
+}
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+void spit(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
+
+Image test_image(int w, int h, int c, uint64_t seed) {
+  Image img{w, h, c, std::vector<uint8_t>(size_t(w) * h * c)};
+  Rng rng(seed);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      for (int k = 0; k < c; k++)  // a gradient with noise: not trivially compressible
+        img.pixels[(size_t(y) * w + x) * c + k] = uint8_t((x * 7 + y * 3 + k * 50 + rng.below(9)) & 255);
+  return img;
+}
+
+Audio test_tone(int rate, int channels, int frames) {
+  Audio a{rate, channels, std::vector<int16_t>(size_t(frames) * channels)};
+  for (int t = 0; t < frames; t++)
+    for (int c = 0; c < channels; c++)
+      a.samples[size_t(t) * channels + c] = int16_t(std::lround(20000.0 * std::sin(0.05 * t * (c + 1)) + (t % 7) - 3));
+  a.samples[0] = -32768, a.samples[1] = 32767;  // the extremes survive too
+  return a;
+}
+
+TEST(Media, PngRoundTripIsPixelExactForEveryChannelCount) {
+  for (int c = 1; c <= 4; c++) {
+    const Image img = test_image(37, 23, c, uint64_t(c));
+    const std::string path = temp_file("rt" + std::to_string(c) + ".png");
+    write_png(path, img);
+    const Image back = read_image(path);
+    EXPECT_EQ(back.width, 37);
+    EXPECT_EQ(back.height, 23);
+    EXPECT_EQ(back.channels, c);
+    EXPECT_EQ(back.pixels, img.pixels) << c << " channels";
+    const std::string head = slurp(path).substr(0, 16);
+    EXPECT_EQ(detect_modality(reinterpret_cast<const uint8_t*>(head.data()), head.size()), Modality::Image);
+    std::remove(path.c_str());
+  }
+}
+
+TEST(Media, WavRoundTripIsSampleExact) {
+  const Audio a = test_tone(22050, 2, 5000);
+  const std::string path = temp_file("rt.wav");
+  write_wav(path, a);
+  std::string notice;
+  const Audio back = read_audio(path, &notice);
+  EXPECT_TRUE(notice.empty()) << notice;
+  EXPECT_EQ(back.sample_rate, 22050);
+  EXPECT_EQ(back.channels, 2);
+  EXPECT_EQ(back.samples, a.samples);
+  const std::string head = slurp(path).substr(0, 16);
+  EXPECT_EQ(detect_modality(reinterpret_cast<const uint8_t*>(head.data()), head.size()), Modality::Audio);
+  std::remove(path.c_str());
+}
+
+TEST(Media, StreamsCarryGeometryInWholePatchesAndInvertExactly) {
+  const Image img = test_image(5, 3, 3, 9);
+  for (int P : {4, 8, 16}) {
+    const auto s = image_stream(img, P);
+    const size_t hs = media_header_size(P);
+    EXPECT_EQ(hs % size_t(P), 0u);
+    EXPECT_GE(hs, kMediaHeaderBytes);
+    EXPECT_LT(hs, kMediaHeaderBytes + size_t(P));
+    EXPECT_EQ(s.size(), hs + img.pixels.size());
+    EXPECT_EQ(std::string(s.begin(), s.begin() + 3), "RBI");
+    EXPECT_EQ(s[3], 3);
+    EXPECT_EQ(s[7], 5);   // width, big-endian
+    EXPECT_EQ(s[11], 3);  // height
+    EXPECT_EQ(image_from_stream(s.data(), s.size(), P, "s").pixels, img.pixels);
+  }
+  EXPECT_EQ(media_header_size(8), 16u);
+  EXPECT_EQ(media_header_size(4), 12u);
+
+  Audio a = test_tone(8000, 1, 10);
+  a.samples[2] = 0x1234;
+  const auto s = audio_stream(a, 8);
+  EXPECT_EQ(std::string(s.begin(), s.begin() + 3), "RBA");
+  EXPECT_EQ(s[16 + 4], 0x12);  // sample 2, most significant byte first
+  EXPECT_EQ(s[16 + 5], 0x34);
+  EXPECT_EQ(s[16 + 0], 0x80);  // -32768
+  const Audio back = audio_from_stream(s.data(), s.size(), 8, "s");
+  EXPECT_EQ(back.samples, a.samples);
+  EXPECT_EQ(back.sample_rate, 8000);
+}
+
+TEST(Media, ModalityComesFromContentNotTheName) {
+  const std::string text = "just some words";
+  EXPECT_EQ(detect_modality(reinterpret_cast<const uint8_t*>(text.data()), text.size()), Modality::Text);
+  const Image img = test_image(4, 4, 3, 1);
+  const std::string path = temp_file("looks_like.txt");  // a PNG named .txt is still an image
+  write_png(path, img);
+  EXPECT_EQ(read_image(path).pixels, img.pixels);
+  const std::string head = slurp(path);
+  EXPECT_EQ(detect_modality(reinterpret_cast<const uint8_t*>(head.data()), head.size()), Modality::Image);
+  std::remove(path.c_str());
+}
+
+TEST(Media, EightBitAudioIsConvertedWithANotice) {
+  // An 8-bit unsigned PCM WAV written by hand: 128 is silence.
+  std::string w = "RIFF";
+  auto u32 = [&](uint32_t v) { for (int i = 0; i < 4; i++) w += char(uint8_t(v >> (8 * i))); };
+  auto u16 = [&](uint16_t v) { w += char(uint8_t(v)), w += char(uint8_t(v >> 8)); };
+  u32(36 + 4);
+  w += "WAVEfmt ";
+  u32(16), u16(1), u16(1), u32(8000), u32(8000), u16(1), u16(8);
+  w += "data";
+  u32(4);
+  w += std::string("\x80\xff\x00\x80", 4);
+  const std::string path = temp_file("8bit.wav");
+  spit(path, w);
+  std::string notice;
+  const Audio a = read_audio(path, &notice);
+  EXPECT_NE(notice.find("converted to 16-bit"), std::string::npos);
+  ASSERT_EQ(a.samples.size(), 4u);
+  EXPECT_EQ(a.samples[0], 0);
+  EXPECT_GT(a.samples[1], 30000);
+  EXPECT_EQ(a.samples[2], -32768);
+  std::remove(path.c_str());
+}
+
+TEST(Media, BadFilesAreOneLineErrorsNamingTheFile) {
+  const std::string png = temp_file("bad.png");
+  write_png(png, test_image(64, 64, 3, 2));
+  const std::string good = slurp(png);
+
+  spit(png, good.substr(0, good.size() / 2));  // truncated
+  test::expect_error_containing([&] { read_image(png); }, png);
+
+  // An IHDR claiming 100000 x 100000 RGB: refused from the header, before allocating.
+  std::string huge = good.substr(0, 33);
+  auto set_be = [&](size_t at, uint32_t v) { for (int i = 0; i < 4; i++) huge[at + i] = char(uint8_t(v >> (24 - 8 * i))); };
+  set_be(16, 100000), set_be(20, 100000);
+  spit(png, huge + good.substr(33));
+  test::expect_error_containing([&] { read_image(png); }, png);
+
+  set_be(16, 0);  // 0 x 100000
+  spit(png, huge + good.substr(33));
+  test::expect_error_containing([&] { read_image(png); }, png);
+
+  spit(png, "not an image at all");
+  test::expect_error_containing([&] { read_image(png); }, png + ": not a decodable image");
+  std::remove(png.c_str());
+
+  const std::string wav = temp_file("bad.wav");
+  write_wav(wav, test_tone(8000, 1, 4000));
+  const std::string w = slurp(wav);
+  spit(wav, w.substr(0, w.size() - 3000));  // the header still promises 4000 frames
+  test::expect_error_containing([&] { read_audio(wav); }, wav);
+  spit(wav, "RIFF....WAVEjunk");
+  test::expect_error_containing([&] { read_audio(wav); }, wav);
+  std::remove(wav.c_str());
+
+  test::expect_error_containing([&] { read_image(temp_file("missing.png")); }, "missing.png");
+  test::expect_error_containing([&] { write_png(temp_file("x.png"), Image{0, 0, 3, {}}); }, "x.png");
+  const std::vector<uint8_t> junk = {'R', 'B', 'I', 9, 0, 0, 0, 1, 0, 0, 0, 1};
+  test::expect_error_containing([&] { image_from_stream(junk.data(), junk.size(), 4, "gen"); }, "gen");
+}
+
+}  // namespace
+}  // namespace rb
