@@ -82,10 +82,20 @@ const char* modality_name(Modality m) {
 
 Modality detect_modality(const uint8_t* p, size_t n) {
   if (starts_with(p, n, "\x89PNG\r\n\x1a\n") || starts_with(p, n, "\xff\xd8\xff") || starts_with(p, n, "GIF87a") ||
-      starts_with(p, n, "GIF89a") || (starts_with(p, n, "BM") && n >= 26))
+      starts_with(p, n, "GIF89a"))
     return Modality::Image;
-  if (n >= 3 && p[0] == 'P' && p[1] >= '2' && p[1] <= '6' && (p[2] == '\n' || p[2] == ' ' || p[2] == '\r' || p[2] == '\t'))
-    return Modality::Image;
+  // "BM" alone could start a text file: require a known DIB header size at offset 14.
+  if (starts_with(p, n, "BM") && n >= 18) {
+    const uint32_t dib = uint32_t(p[14]) | uint32_t(p[15]) << 8 | uint32_t(p[16]) << 16 | uint32_t(p[17]) << 24;
+    if (dib == 12 || dib == 40 || dib == 52 || dib == 56 || dib == 64 || dib == 108 || dib == 124) return Modality::Image;
+  }
+  // PNM: "P2".."P6", whitespace, then a digit (or a comment line).
+  auto space = [](uint8_t c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; };
+  if (n >= 4 && p[0] == 'P' && p[1] >= '2' && p[1] <= '6' && space(p[2])) {
+    size_t i = 2;
+    while (i < n && space(p[i])) i++;
+    if (i < n && ((p[i] >= '0' && p[i] <= '9') || p[i] == '#')) return Modality::Image;
+  }
   if ((starts_with(p, n, "RIFF") && starts_with(p, n, "WAVE", 8)) || starts_with(p, n, "fLaC") ||
       starts_with(p, n, "OggS") || (starts_with(p, n, "FORM") && (starts_with(p, n, "AIFF", 8) || starts_with(p, n, "AIFC", 8))))
     return Modality::Audio;

@@ -57,7 +57,7 @@ std::vector<FoundFile> collect_files(const std::vector<std::string>& paths) {
     const auto status = fs::status(p, ec);
     if (ec || !fs::exists(status)) throw Error(p + ": no such file or folder");
     if (fs::is_regular_file(status)) {
-      out.push_back({p, fs::path(p).filename().string()});
+      out.push_back({p, fs::path(p).filename().string(), true});
       continue;
     }
     if (!fs::is_directory(status)) throw Error(p + ": not a file or folder");
@@ -67,7 +67,7 @@ std::vector<FoundFile> collect_files(const std::vector<std::string>& paths) {
     for (; it != end; it.increment(ec)) {
       if (ec) throw Error(p + ": cannot list folder (" + ec.message() + ")");
       if (it->is_regular_file(ec))
-        found.push_back({it->path().string(), it->path().lexically_relative(p).string()});
+        found.push_back({it->path().string(), it->path().lexically_relative(p).string(), false});
     }
     if (found.empty()) throw Error(p + ": folder has no files");
     std::sort(found.begin(), found.end(), [](const FoundFile& a, const FoundFile& b) { return a.name < b.name; });
@@ -86,15 +86,45 @@ uint64_t fnv1a(const std::string& s) {
 }
 }  // namespace
 
-ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction)
-    : P_(P), header_(make_header(Modality::Text, P)) {
+FileStream::FileStream(const std::string& path, int P, bool raw, std::string* notice) {
+  auto map = std::make_unique<MappedFile>(path);
+  modality_ = raw ? Modality::Text : detect_modality(map->data(), size_t(std::min<uint64_t>(map->size(), 64)));
+  if (modality_ == Modality::Text) {
+    header_ = make_header(Modality::Text, P);
+    map_ = std::move(map);
+    return;
+  }
+  map.reset();  // decoded below from the file itself
+  std::vector<uint8_t> stream = modality_ == Modality::Image ? image_stream(read_image(path, notice), P)
+                                                             : audio_stream(read_audio(path, notice), P);
+  const size_t hs = media_header_size(P);
+  header_.assign(stream.begin(), stream.begin() + long(hs));
+  decoded_.assign(stream.begin() + long(hs), stream.end());
+}
+
+ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction) : P_(P) {
   if (val_fraction < 0 || val_fraction >= 1) throw Error("val_fraction must be in [0, 1)");
+  uint64_t decoded = 0;
   for (const FoundFile& f : collect_files(paths)) {
-    files_.push_back(std::make_unique<MappedFile>(f.path));
+    std::string notice;
+    std::unique_ptr<FileStream> fsm;
+    try {
+      fsm = std::make_unique<FileStream>(f.path, P, false, &notice);
+    } catch (const Error& e) {
+      if (f.named) throw;  // a file the user named must work; one found in a folder is skipped
+      warnings_.push_back(std::string(e.what()) + " (skipped)");
+      continue;
+    }
+    if (!notice.empty()) warnings_.push_back(notice);
+    if (fsm->modality() != Modality::Text && (decoded += fsm->body_size()) > kMaxDecodedBytes)
+      throw Error(f.path + ": decoded images and audio exceed " + std::to_string(kMaxDecodedBytes >> 30) +
+                  " GiB in all (train on fewer files)");
+    files_.push_back(std::move(fsm));
     names_.push_back(f.name);
   }
+  if (files_.empty()) throw Error(paths.front() + (paths.size() > 1 ? " ..." : "") + ": no usable files");
   uint64_t total = 0;
-  for (const auto& f : files_) total += f->size();
+  for (const auto& f : files_) total += f->body_size();
   if (total == 0) throw Error(paths.front() + (paths.size() > 1 ? " ..." : "") + ": all files are empty");
 
   // Validation by file: files in the order of a hash of their path (stable, independent of how
@@ -109,15 +139,15 @@ ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double va
   uint64_t held = 0;
   if (files_.size() >= 2 && budget > 0)
     for (int i : order)
-      if (files_[i]->size() > 0 && held + files_[i]->size() <= budget + budget / 2) {
+      if (files_[i]->body_size() > 0 && held + files_[i]->body_size() <= budget + budget / 2) {
         is_val[i] = true;
-        held += files_[i]->size();
+        held += files_[i]->body_size();
         if (held >= budget) break;
       }
   const bool by_file = held > 0 && held < total;
   split_kind_ = budget == 0 ? "none" : by_file ? "by file" : "by tail of each file";
   for (size_t i = 0; i < files_.size(); i++) {
-    const uint64_t size = files_[i]->size();
+    const uint64_t size = files_[i]->body_size();
     if (size == 0) continue;
     if (by_file || budget == 0) {
       (is_val[i] && by_file ? val_ : train_).push_back({int(i), 0, size});
@@ -129,13 +159,14 @@ ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double va
   }
   if (train_.empty()) throw Error(paths.front() + ": no training bytes left after the validation split");
   std::string id = split_kind_ + " " + std::to_string(val_fraction) + " " + std::to_string(P);
-  for (size_t i = 0; i < files_.size(); i++) id += "\n" + names_[i] + " " + std::to_string(files_[i]->size());
+  for (size_t i = 0; i < files_.size(); i++)  // the modality too: the same file read another way is other data
+    id += "\n" + names_[i] + " " + std::to_string(files_[i]->body_size()) + " " + modality_name(files_[i]->modality());
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fnv1a(id));
   fingerprint_ = buf;
   for (const StreamSpan& s : train_) {
     packed_start_.push_back(packed_size_);
-    const uint64_t len = uint64_t(P_) + (s.end - s.begin);
+    const uint64_t len = uint64_t(files_[s.file]->header().size()) + (s.end - s.begin);
     packed_size_ += (len + P_ - 1) / P_ * P_;
   }
 }
@@ -158,9 +189,11 @@ void ByteDataset::read_window(uint64_t start_patch, int T, uint8_t* out) const {
     const uint64_t n = std::min<uint64_t>(uint64_t(T - done), stream_end - pos);
     for (uint64_t i = 0; i < n; i++) {
       const uint64_t at = in_stream + i;
+      const std::vector<uint8_t>& header = files_[span.file]->header();
+      const uint64_t hs = header.size();
       uint8_t b = 0;  // padding after the file's bytes
-      if (at < uint64_t(P_)) b = header_[at];
-      else if (at - P_ < span.end - span.begin) b = files_[span.file]->data()[span.begin + at - P_];
+      if (at < hs) b = header[at];
+      else if (at - hs < span.end - span.begin) b = files_[span.file]->body()[span.begin + at - hs];
       out[done + i] = b;
     }
     done += int(n);

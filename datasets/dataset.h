@@ -40,8 +40,30 @@ struct FoundFile {
   std::string path;  // as opened
   std::string name;  // relative to the folder it was found in (the file name for a file given
                      // directly): independent of how the folder was spelled on the command line
+  bool named = false;  // given directly on the command line (not found in a folder)
 };
 std::vector<FoundFile> collect_files(const std::vector<std::string>& paths);
+
+// One file as the model sees it (SPEC §2): its modality from the content, its header (one patch
+// for text, codecs/media.h for images and audio) and its body: the file's bytes (memory-mapped)
+// or its decoded pixels / big-endian samples. raw: every file is text.
+class FileStream {
+ public:
+  // Decode failures throw rb::Error naming the file; a conversion leaves a line in *notice.
+  FileStream(const std::string& path, int P, bool raw = false, std::string* notice = nullptr);
+  Modality modality() const { return modality_; }
+  const std::vector<uint8_t>& header() const { return header_; }
+  const uint8_t* body() const { return map_ ? map_->data() : decoded_.data(); }
+  uint64_t body_size() const { return map_ ? map_->size() : decoded_.size(); }
+
+ private:
+  Modality modality_ = Modality::Text;
+  std::unique_ptr<MappedFile> map_;  // text: the file itself
+  std::vector<uint8_t> header_, decoded_;
+};
+
+// Decoded image and audio bodies a dataset may hold in memory, in all.
+constexpr uint64_t kMaxDecodedBytes = uint64_t(4) << 30;
 
 // One stream: the header patch, then bytes [begin, end) of a file.
 struct StreamSpan {
@@ -55,6 +77,10 @@ class ByteDataset {
 
   int patch_size() const { return P_; }
   size_t num_files() const { return files_.size(); }
+  // Files in folders that failed to decode were skipped: one line each (for the caller to print),
+  // and conversions made (e.g. 24-bit audio to 16-bit).
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  Modality modality(const StreamSpan& s) const { return files_[s.file]->modality(); }
   const std::vector<StreamSpan>& val_streams() const { return val_; }
   uint64_t train_bytes() const { return packed_size_; }  // packed, with headers and padding
   uint64_t val_file_bytes() const;                         // file bytes held out
@@ -69,18 +95,18 @@ class ByteDataset {
   // A uniformly random patch-aligned window; advances rng.
   void sample_window(Rng& rng, int T, uint8_t* out) const;
   uint64_t train_patches() const { return packed_size_ / P_; }
-  // A stream as the model sees it: the header patch, then the span's bytes (memory-mapped).
-  const std::vector<uint8_t>& header() const { return header_; }
-  const uint8_t* span_data(const StreamSpan& s) const { return files_[s.file]->data() + s.begin; }
+  // A stream as the model sees it: its file's header, then the span's body bytes.
+  const std::vector<uint8_t>& header(const StreamSpan& s) const { return files_[s.file]->header(); }
+  const uint8_t* span_data(const StreamSpan& s) const { return files_[s.file]->body() + s.begin; }
 
  private:
   int P_;
-  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::vector<std::unique_ptr<FileStream>> files_;
   std::vector<StreamSpan> train_, val_;
   std::vector<uint64_t> packed_start_;  // start of each training stream in the packed sequence
   uint64_t packed_size_ = 0;
-  std::vector<uint8_t> header_;
   std::string split_kind_, fingerprint_;
+  std::vector<std::string> warnings_;
   std::vector<std::string> names_;
 };
 

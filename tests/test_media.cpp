@@ -5,9 +5,11 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "codecs/media.h"
+#include "datasets/dataset.h"
 #include "src/rng.h"
 #include "tests/test_util.h"
 
@@ -174,6 +176,36 @@ TEST(Media, BadFilesAreOneLineErrorsNamingTheFile) {
   test::expect_error_containing([&] { write_png(temp_file("x.png"), Image{0, 0, 3, {}}); }, "x.png");
   const std::vector<uint8_t> junk = {'R', 'B', 'I', 9, 0, 0, 0, 1, 0, 0, 0, 1};
   test::expect_error_containing([&] { image_from_stream(junk.data(), junk.size(), 4, "gen"); }, "gen");
+}
+
+TEST(Media, MixedFolderStreamsDecodedMediaAndSkipsBrokenFilesWithAWarning) {
+  const std::string dir = temp_file("mixed");
+  std::filesystem::create_directories(dir);
+  const Image img = test_image(16, 8, 3, 5);
+  const Audio tone = test_tone(8000, 1, 300);
+  write_png(dir + "/a.png", img);
+  write_wav(dir + "/b.wav", tone);
+  spit(dir + "/c.txt", std::string(500, 'x'));
+  spit(dir + "/d.png", slurp(dir + "/a.png").substr(0, 40));  // broken: skipped, not fatal
+  const int P = 8;
+  ByteDataset ds({dir}, P, 0.0);
+  EXPECT_EQ(ds.num_files(), 3u);
+  ASSERT_EQ(ds.warnings().size(), 1u);
+  EXPECT_NE(ds.warnings()[0].find("d.png"), std::string::npos);
+  EXPECT_NE(ds.warnings()[0].find("skipped"), std::string::npos);
+  // The packed training streams: the image's 16-byte header and pixels come first (sorted names).
+  std::vector<uint8_t> w(size_t(ds.train_patches()) * P);
+  ds.read_window(0, int(w.size()), w.data());
+  const auto expect_img = image_stream(img, P);
+  EXPECT_TRUE(std::equal(expect_img.begin(), expect_img.end(), w.begin()));
+  const size_t audio_at = (expect_img.size() + P - 1) / P * P;
+  const auto expect_audio = audio_stream(tone, P);
+  EXPECT_TRUE(std::equal(expect_audio.begin(), expect_audio.end(), w.begin() + long(audio_at)));
+  // A broken file named on the command line is an error, not a skip.
+  test::expect_error_containing([&] { ByteDataset({dir + "/d.png"}, P, 0.0); }, dir + "/d.png");
+  // The same bytes read as media or as raw text are different data: another fingerprint.
+  EXPECT_NE(ByteDataset({dir + "/a.png"}, P, 0.0).fingerprint(), ByteDataset({dir + "/c.txt"}, P, 0.0).fingerprint());
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

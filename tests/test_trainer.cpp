@@ -82,7 +82,7 @@ TEST(Dataset, ValidationSplitIsByFileOrByTailAndDeterministic) {
   EXPECT_EQ(c.split_kind(), "by tail of each file");
   ASSERT_EQ(c.val_streams().size(), 1u);
   EXPECT_EQ(c.val_streams()[0].begin, 900u);
-  EXPECT_EQ(c.header().size(), 4u);
+  EXPECT_EQ(c.header(c.val_streams()[0]).size(), 4u);
   EXPECT_EQ(c.span_data(c.val_streams()[0])[0], 'q');
 }
 

@@ -168,7 +168,7 @@ double Trainer::validate(int64_t max_bytes) {
     StreamSpan part = s;
     part.end = std::min<uint64_t>(s.end, s.begin + uint64_t(budget));
     budget -= int64_t(part.end - part.begin);
-    const EvalResult r = evaluate_stream(*model_, data_.header(), data_.span_data(part), part.end - part.begin);
+    const EvalResult r = evaluate_stream(*model_, data_.header(part), data_.span_data(part), part.end - part.begin);
     total.nats += r.nats;
     total.bytes += r.bytes;
   }

@@ -67,6 +67,7 @@ int cmd_train(Args& args) {
   auto be = make_cpu_backend(threads);
   Trainer trainer(cfg, data, out, *be, resume);
   const ByteDataset& ds = trainer.data();
+  for (const std::string& w : ds.warnings()) std::fprintf(stderr, "retbyte train: %s\n", w.c_str());
   std::fprintf(stderr, "retbyte train: %zu files, %.2f MB packed for training, %.2f MB validation (%s); %zu params; %d threads\n",
                ds.num_files(), ds.train_bytes() / 1e6, ds.val_file_bytes() / 1e6, ds.split_kind().c_str(),
                trainer.model().num_params(), be->threads());
@@ -113,8 +114,9 @@ int cmd_train(Args& args) {
 int cmd_eval(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte eval -m MODEL [--raw] [-t N] PATH...\n"
-                 "  bits per byte of each file (and in total) beside zstd -19 on the same bytes;\n"
-                 "  the header patch is context and not scored. --raw feeds the bytes with no header.\n";
+                 "  bits per byte of each file, per modality and in total, beside zstd -19 on the same\n"
+                 "  bytes. Images and audio (detected from content) are scored on their decoded pixels or\n"
+                 "  16-bit samples; the header is context and not scored. --raw: the file's bytes, no header.\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
@@ -126,28 +128,46 @@ int cmd_eval(Args& args) {
   auto be = make_cpu_backend(threads);
   auto model = Model::load(model_path, *be);
   const int P = model->config().P;
-  EvalResult total;
-  size_t total_zstd = 0;
+  // Per file, then per modality: bpb of the model on the file's stream body (its pixels or
+  // samples for images and audio) beside zstd -19 on the same bytes.
+  struct Totals {
+    EvalResult r;
+    size_t zstd = 0;
+  };
+  std::map<std::string, Totals> by_modality;
+  Totals total;
   nlohmann::ordered_json files = nlohmann::json::array();
-  std::printf("%-50s %12s %10s %12s\n", "file", "bytes", "bpb", "zstd-19 bpb");
+  std::printf("%-50s %-6s %12s %10s %12s\n", "file", "kind", "bytes", "bpb", "zstd-19 bpb");
   for (const FoundFile& found : collect_files(paths)) {
     const std::string& f = found.path;
-    MappedFile file(f);
-    const std::vector<uint8_t> header = raw ? std::vector<uint8_t>() : make_header(Modality::Text, P);
-    const EvalResult r = evaluate_stream(*model, header, file.data(), file.size());
-    const size_t z = file.size() ? zstd_compressed_size(file.data(), file.size(), 19) : 0;
-    total.nats += r.nats;
-    total.bytes += r.bytes;
-    total_zstd += z;
-    std::printf("%-50s %12llu %10.4f %12.4f\n", f.c_str(), (unsigned long long)r.bytes, r.bpb(), bits_per_byte(z, file.size()));
-    files.push_back({{"path", f}, {"modality", "text"}, {"bytes", r.bytes}, {"bpb", r.bpb()}, {"zstd19_bpb", bits_per_byte(z, file.size())}});
+    std::string notice;
+    const FileStream stream(f, P, raw, &notice);
+    if (!notice.empty()) std::fprintf(stderr, "retbyte eval: %s\n", notice.c_str());
+    const std::vector<uint8_t> header = raw ? std::vector<uint8_t>() : stream.header();
+    const EvalResult r = evaluate_stream(*model, header, stream.body(), stream.body_size());
+    const size_t n = stream.body_size();
+    const size_t z = n ? zstd_compressed_size(stream.body(), n, 19) : 0;
+    const std::string kind = modality_name(stream.modality());
+    for (Totals* t : {&total, &by_modality[kind]}) {
+      t->r.nats += r.nats;
+      t->r.bytes += r.bytes;
+      t->zstd += z;
+    }
+    std::printf("%-50s %-6s %12llu %10.4f %12.4f\n", f.c_str(), kind.c_str(), (unsigned long long)r.bytes, r.bpb(),
+                bits_per_byte(z, n));
+    files.push_back({{"path", f}, {"modality", kind}, {"bytes", r.bytes}, {"bpb", r.bpb()}, {"zstd19_bpb", bits_per_byte(z, n)}});
   }
-  std::printf("%-50s %12llu %10.4f %12.4f\n", "total (text)", (unsigned long long)total.bytes, total.bpb(), bits_per_byte(total_zstd, total.bytes));
+  nlohmann::ordered_json mods = nlohmann::json::object();
+  for (const auto& [kind, t] : by_modality) {
+    std::printf("%-50s %-6s %12llu %10.4f %12.4f\n", ("total (" + kind + ")").c_str(), kind.c_str(),
+                (unsigned long long)t.r.bytes, t.r.bpb(), bits_per_byte(t.zstd, t.r.bytes));
+    mods[kind] = {{"bytes", t.r.bytes}, {"bpb", t.r.bpb()}, {"zstd19_bpb", bits_per_byte(t.zstd, t.r.bytes)}};
+  }
   nlohmann::ordered_json j;
   j["files"] = files;
-  j["modalities"] = {{"text", {{"bytes", total.bytes}, {"bpb", total.bpb()}}}};
-  j["zstd19_bpb"] = bits_per_byte(total_zstd, total.bytes);
-  j["bpb"] = total.bpb();
+  j["modalities"] = mods;
+  j["zstd19_bpb"] = bits_per_byte(total.zstd, total.r.bytes);
+  j["bpb"] = total.r.bpb();
   std::cout << j.dump() << std::endl;
   return 0;
 }
