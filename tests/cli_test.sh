@@ -45,6 +45,16 @@ model=$tmp/run/model.safetensors
 cat "$tmp/a.bin" "$tmp/b.bin" | cmp -s - "$tmp/all.bin" || fail "37 + saved state + 63 bytes differ from one 100-byte run"
 "$bin" generate -m "$model" -p "The" -n 100 -s 3 -t 1 | cmp -s - "$tmp/all.bin" || fail "1 thread differs from 2"
 
+expect_error "$tmp/all.bin: exists (use --force to overwrite)" "$bin" generate -m "$model" -n 5 -o "$tmp/all.bin"
+"$bin" generate -m "$model" -n 5 -s 1 -o "$tmp/all.bin" --force 2> /dev/null || fail "generate --force"
+"$bin" generate -m "$model" --image 12x7x3 -s 1 -o "$tmp/g.png" 2> /dev/null || fail "generate --image"
+"$bin" generate -m "$model" --image 12x7x3 --prompt-file "$tmp/g.png" -s 2 -o "$tmp/g2.png" 2> /dev/null || fail "generate --image with a prompt image"
+"$bin" generate -m "$model" --audio 4000:2:0.1 -s 1 -o "$tmp/g.wav" 2> /dev/null || fail "generate --audio"
+"$bin" eval -m "$model" "$tmp/g.png" "$tmp/g.wav" > "$tmp/media.out" || fail "eval on generated media"
+grep -q '"image":' "$tmp/media.out" && grep -q '"audio":' "$tmp/media.out" || fail "eval did not see an image and an audio file"
+grep -q '"bytes":252,' "$tmp/media.out" || fail "eval did not score the PNG's 12x7x3 pixels"
+expect_error "--image: '12x0x3' is malformed" "$bin" generate -m "$model" --image 12x0x3 -o "$tmp/never.png"
+expect_error "prompt image is 12 wide" "$bin" generate -m "$model" --image 10x7x3 --prompt-file "$tmp/g.png" -o "$tmp/never.png"
 expect_error "-n: 'abc' is not an integer" "$bin" generate -m "$model" -n abc
 expect_error "$tmp/missing.txt: cannot open" "$bin" generate -m "$model" --prompt-file "$tmp/missing.txt" -o "$tmp/never.bin"
 [ ! -e "$tmp/never.bin" ] || fail "a failed generate left its output file"

@@ -6,6 +6,8 @@
 #include <iostream>
 #include <random>
 
+#include "codecs/media.h"
+
 #include "datasets/dataset.h"
 #include "generator/decoder.h"
 #include "generator/sampler.h"
@@ -23,7 +25,101 @@ float float_value(Args& args, const std::string& name, const std::string& alt, f
   if (*end || end == v.c_str() || !std::isfinite(x)) throw Error(name + ": '" + v + "' is not a number");
   return x;
 }
+// "64x48x3" -> {64, 48, 3}; "16000:1:2.5" -> {16000, 1, 2.5}.
+std::vector<double> parse_dims(const std::string& s, char sep, size_t count, const std::string& flag) {
+  std::vector<double> out;
+  size_t at = 0;
+  while (at <= s.size()) {
+    const size_t next = s.find(sep, at);
+    const std::string part = s.substr(at, next == std::string::npos ? std::string::npos : next - at);
+    char* end = nullptr;
+    const double v = std::strtod(part.c_str(), &end);
+    if (part.empty() || *end || !std::isfinite(v) || v <= 0) throw Error(flag + ": '" + s + "' is malformed");
+    out.push_back(v);
+    if (next == std::string::npos) break;
+    at = next + 1;
+  }
+  if (out.size() != count) throw Error(flag + ": '" + s + "' is malformed");
+  return out;
+}
 }  // namespace
+
+// --image / --audio: the media header (and the first half of a prompt image or audio file) primes
+// the model; the pixels or samples it generates become a PNG or WAV (written atomically).
+int generate_media(const std::string& model_path, const std::string& image_geom, const std::string& audio_geom,
+                   const std::string& prompt_file, const std::string& out_path, const SamplingParams& sp,
+                   const std::string& seed_s, int threads) {
+  if (!image_geom.empty() && !audio_geom.empty()) throw Error("--image and --audio exclude each other");
+  if (out_path.empty()) throw Error(std::string(image_geom.empty() ? "--audio" : "--image") + " needs -o OUT");
+  uint64_t seed = std::random_device{}();
+  if (!seed_s.empty()) {
+    char* end = nullptr;
+    seed = std::strtoull(seed_s.c_str(), &end, 10);
+    if (*end || end == seed_s.c_str()) throw Error("-s: '" + seed_s + "' is not a number");
+  }
+  auto be = make_cpu_backend(threads);
+  auto model = Model::load(model_path, *be);
+  const int P = model->config().P;
+  std::vector<uint8_t> stream, body;  // header + prompt body; the body as generated
+  size_t total = 0;                   // body bytes in the output
+  Image img;
+  Audio aud;
+  if (!image_geom.empty()) {
+    const auto d = parse_dims(image_geom, 'x', 3, "--image");
+    img.width = int(d[0]), img.height = int(d[1]), img.channels = int(d[2]);
+    if (d[0] != img.width || d[1] != img.height || d[2] != img.channels || img.channels > 4 ||
+        uint64_t(img.width) * img.height * img.channels > (uint64_t(64) << 20))
+      throw Error("--image: '" + image_geom + "' must be whole W x H x C with C <= 4 and at most 64 MiB of pixels");
+    total = size_t(img.width) * img.height * img.channels;
+    stream = image_stream(img, P);  // the header alone (no pixels yet)
+    if (!prompt_file.empty()) {
+      const Image pi = read_image(prompt_file);
+      if (pi.width != img.width || pi.channels != img.channels)
+        throw Error(prompt_file + ": prompt image is " + std::to_string(pi.width) + " wide with " + std::to_string(pi.channels) +
+                    " channels; --image asks for " + std::to_string(img.width) + " and " + std::to_string(img.channels));
+      const int rows = std::min(pi.height / 2, img.height - 1);
+      body.assign(pi.pixels.begin(), pi.pixels.begin() + long(size_t(rows) * img.width * img.channels));
+    }
+  } else {
+    const auto d = parse_dims(audio_geom, ':', 3, "--audio");
+    aud.sample_rate = int(d[0]), aud.channels = int(d[1]);
+    if (d[0] != aud.sample_rate || d[1] != aud.channels || aud.channels > 64 || d[2] * d[0] * d[1] > double(32 << 20))
+      throw Error("--audio: '" + audio_geom + "' must be RATE:CHANNELS:SECONDS with whole RATE and CHANNELS (<= 64), at most 32 Mi samples");
+    total = size_t(d[2] * d[0]) * size_t(aud.channels) * 2;
+    stream = audio_stream(aud, P);
+    if (!prompt_file.empty()) {
+      const Audio pa = read_audio(prompt_file);
+      if (pa.sample_rate != aud.sample_rate || pa.channels != aud.channels)
+        throw Error(prompt_file + ": prompt audio is " + std::to_string(pa.sample_rate) + " Hz x " + std::to_string(pa.channels) +
+                    "; --audio asks for " + std::to_string(aud.sample_rate) + " x " + std::to_string(aud.channels));
+      const auto ps = audio_stream(pa, P);
+      const size_t hs = media_header_size(P);
+      const size_t half = std::min((ps.size() - hs) / 2 / (2 * size_t(aud.channels)) * 2 * size_t(aud.channels), total - 2 * aud.channels);
+      body.assign(ps.begin() + long(hs), ps.begin() + long(hs + half));
+    }
+  }
+  if (seed_s.empty()) std::fprintf(stderr, "retbyte generate: seed %llu\n", (unsigned long long)seed);
+  DecodeState st(*model);
+  st.rng().reseed(seed);
+  Decoder dec(*model);
+  stream.insert(stream.end(), body.begin(), body.end());
+  const size_t prompted = body.size();
+  dec.ingest(st, stream.data(), stream.size());
+  install_stop_signals();
+  while (body.size() < total) {
+    if (stop_requested().load()) throw Error("interrupted; " + out_path + " not written");
+    const uint8_t b = sample_byte(dec.next_logits(st), sp, st.rng());
+    dec.accept(st, b);
+    body.push_back(b);
+  }
+  std::vector<uint8_t> full = !image_geom.empty() ? image_stream(img, P) : audio_stream(aud, P);
+  full.insert(full.end(), body.begin(), body.end());
+  if (!image_geom.empty()) write_png(out_path, image_from_stream(full.data(), full.size(), P, out_path));
+  else write_wav(out_path, audio_from_stream(full.data(), full.size(), P, out_path));
+  std::fprintf(stderr, "retbyte generate: wrote %s (%zu bytes from the prompt, %zu generated)\n", out_path.c_str(), prompted,
+               body.size() - prompted);
+  return 0;
+}
 
 int cmd_generate(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
@@ -34,7 +130,11 @@ int cmd_generate(Args& args) {
         "  --temp 0 is greedy; the default seed is random and printed on stderr\n"
         "  --state-out F saves the decoding state after the last byte; --state-in F continues from one\n"
         "  (its sampler position included, so -s is ignored); a fresh stream starts with the text\n"
-        "  header patch unless --raw\n";
+        "  header patch unless --raw\n"
+        "  --image WxHxC -o OUT.png: an image of that geometry (C = 1..4), primed by the image header;\n"
+        "  --audio RATE:CHANNELS:SECONDS -o OUT.wav: 16-bit audio likewise. With --prompt-file, an image\n"
+        "  of the same width and channels (or audio of the same rate and channels) has its first half\n"
+        "  continued. --force overwrites an existing OUT (-f is --prompt-file).\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
@@ -50,6 +150,9 @@ int cmd_generate(Args& args) {
   const std::string state_in = args.value("--state-in", "", "");
   const std::string state_out = args.value("--state-out", "", "");
   const bool raw = args.flag("--raw");
+  const std::string image_geom = args.value("--image", "", "");
+  const std::string audio_geom = args.value("--audio", "", "");
+  const bool force = args.flag("--force");  // -f is --prompt-file here, as in llama.cpp
   const int threads = args.threads();
   args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
@@ -62,6 +165,10 @@ int cmd_generate(Args& args) {
     seed = std::strtoull(seed_s.c_str(), &end, 10);
     if (*end || end == seed_s.c_str()) throw Error("-s: '" + seed_s + "' is not a number");
   }
+  const bool media = !image_geom.empty() || !audio_geom.empty();
+  if (!out_path.empty() && !force && access(out_path.c_str(), F_OK) == 0)
+    throw Error(out_path + ": exists (use --force to overwrite)");
+  if (media) return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed_s, threads);
   std::vector<uint8_t> prompt(prompt_text.begin(), prompt_text.end());
   if (!prompt_file.empty()) {
     MappedFile f(prompt_file);
