@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "codecs/media.h"
 #include "datasets/dataset.h"
 #include "kernels/backend.h"
 #include "src/errors.h"
@@ -290,6 +291,32 @@ TEST(Eval, RawStreamScoreEqualsGoldenLogitsCrossEntropy) {
   const EvalResult h64 = evaluate_stream(*model, make_header(Modality::Text, 4), row0.data(), row0.size(), 64);
   EXPECT_EQ(h16.bytes, uint64_t(T));
   EXPECT_NEAR(h16.nats, h64.nats, 1e-5 * h64.nats);
+}
+
+}  // namespace
+}  // namespace rb
+
+namespace rb {
+namespace {
+
+// A folder mixing images and text trains on both, and validation reports each modality.
+TEST(Trainer, MixedFolderValidatesEachModality) {
+  TempDir d("mixed");
+  Image img{64, 32, 3, std::vector<uint8_t>(64 * 32 * 3)};
+  for (size_t i = 0; i < img.pixels.size(); i++) img.pixels[i] = uint8_t((i * 7) ^ (i >> 5));
+  write_png(d.path + "/picture.png", img);
+  d.write("notes.txt", fixture_text().substr(0, 600));
+  TrainConfig cfg = small_run_config();
+  cfg.val_fraction = 0.05;  // no file fits the budget: the tail of each file is held out
+  auto be = make_cpu_backend(2);
+  Trainer t(cfg, {d.path}, d.path + "/run", *be, false);
+  EXPECT_EQ(t.data().split_kind(), "by tail of each file");
+  t.run(2, 0, nullptr, nullptr);
+  t.validate(int64_t(1) << 40);
+  const auto& by = t.last_val_bpb_by_modality();
+  ASSERT_EQ(by.size(), 2u);
+  EXPECT_TRUE(by.count("image") && by.count("text"));
+  for (const auto& [kind, bpb] : by) EXPECT_TRUE(std::isfinite(bpb) && bpb > 0) << kind;
 }
 
 }  // namespace

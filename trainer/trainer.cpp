@@ -161,16 +161,26 @@ void Trainer::save_checkpoint() {
 }
 
 double Trainer::validate(int64_t max_bytes) {
+  // Each modality present gets an equal share of the budget, so a mixed run validates all of them.
+  std::map<Modality, std::vector<StreamSpan>> groups;
+  for (const StreamSpan& s : data_.val_streams()) groups[data_.modality(s)].push_back(s);
   EvalResult total;
-  int64_t budget = max_bytes;
-  for (const StreamSpan& s : data_.val_streams()) {
-    if (budget <= 0) break;
-    StreamSpan part = s;
-    part.end = std::min<uint64_t>(s.end, s.begin + uint64_t(budget));
-    budget -= int64_t(part.end - part.begin);
-    const EvalResult r = evaluate_stream(*model_, data_.header(part), data_.span_data(part), part.end - part.begin);
-    total.nats += r.nats;
-    total.bytes += r.bytes;
+  last_val_by_modality_.clear();
+  for (const auto& [modality, spans] : groups) {
+    EvalResult part_total;
+    int64_t budget = max_bytes / int64_t(groups.size());
+    for (const StreamSpan& s : spans) {
+      if (budget <= 0) break;
+      StreamSpan part = s;
+      part.end = std::min<uint64_t>(s.end, s.begin + uint64_t(budget));
+      budget -= int64_t(part.end - part.begin);
+      const EvalResult r = evaluate_stream(*model_, data_.header(part), data_.span_data(part), part.end - part.begin);
+      part_total.nats += r.nats;
+      part_total.bytes += r.bytes;
+    }
+    total.nats += part_total.nats;
+    total.bytes += part_total.bytes;
+    if (groups.size() > 1 && part_total.bytes) last_val_by_modality_[modality_name(modality)] = part_total.bpb();
   }
   last_val_bpb_ = total.bytes ? total.bpb() : -1;
   return last_val_bpb_;
@@ -219,6 +229,7 @@ void Trainer::append_metrics(const StepReport& r) {
   j["loss"] = r.loss;
   j["bpb"] = r.bpb;
   if (r.val_bpb >= 0) j["val_bpb"] = r.val_bpb;
+  for (const auto& [kind, bpb] : r.val_bpb_by_modality) j["val_bpb_" + kind] = bpb;
   j["lr"] = r.lr;
   j["grad_norm"] = r.grad_norm;
   j["bytes_per_s"] = r.bytes_per_s;
@@ -248,7 +259,10 @@ Trainer::Stop Trainer::run(int64_t target_steps, double minutes, const std::atom
     StepReport r = train_step();
     losses_.push_back(r.loss);
     if (r.horizon <= 0) r.horizon = horizon_;
-    if (!r.skipped && cfg_.val_every > 0 && step_ % cfg_.val_every == 0) r.val_bpb = validate(cfg_.val_bytes);
+    if (!r.skipped && cfg_.val_every > 0 && step_ % cfg_.val_every == 0) {
+      r.val_bpb = validate(cfg_.val_bytes);
+      r.val_bpb_by_modality = last_val_by_modality_;
+    }
     r.elapsed_s = now_s() - start;
     append_metrics(r);
     if (on_step) on_step(r);

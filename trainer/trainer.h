@@ -5,6 +5,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@ struct StepReport {
   int64_t horizon = 0;
   double loss = 0, bpb = 0, lr = 0, grad_norm = 0, bytes_per_s = 0;
   double val_bpb = -1;  // < 0 when not validated at this step
+  std::map<std::string, double> val_bpb_by_modality;  // with it, when the data mixes modalities
   bool skipped = false;  // non-finite loss or gradient: no update
   double elapsed_s = 0;
 };
@@ -45,6 +47,8 @@ class Trainer {
   const ByteDataset& data() const { return data_; }
   const std::vector<double>& step_losses() const { return losses_; }  // this process's steps
   double last_val_bpb() const { return last_val_bpb_; }
+  // "text", "image", "audio" -> bpb of the last validation (empty unless several are present).
+  const std::map<std::string, double>& last_val_bpb_by_modality() const { return last_val_by_modality_; }
 
  private:
   StepReport train_step();
@@ -62,6 +66,7 @@ class Trainer {
   int nonfinite_streak_ = 0;
   uint64_t bytes_seen_ = 0;
   double last_val_bpb_ = -1;
+  std::map<std::string, double> last_val_by_modality_;
   std::vector<double> losses_;
   std::vector<uint8_t> batch_;
 };

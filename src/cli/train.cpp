@@ -84,8 +84,12 @@ int cmd_train(Args& args) {
     last_print = r.elapsed_s;
     const double per_step = r.elapsed_s / std::max<int64_t>(1, (long long)trainer.step_losses().size());
     const int64_t left = r.horizon > 0 ? r.horizon - r.step : 0;
-    char val[32] = "";
-    if (r.val_bpb >= 0) std::snprintf(val, sizeof val, " | val %.4f", r.val_bpb);
+    char val[160] = "";
+    if (r.val_bpb >= 0) {
+      int at = std::snprintf(val, sizeof val, " | val %.4f", r.val_bpb);
+      for (const auto& [kind, bpb] : r.val_bpb_by_modality)
+        if (at > 0 && size_t(at) < sizeof val) at += std::snprintf(val + at, sizeof val - size_t(at), " %s %.4f", kind.c_str(), bpb);
+    }
     std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | bpb %.4f%s | lr %.2e | %.1fk B/s | ETA %s%s%s",
                  tty ? "\r\033[K" : "", (long long)r.step, (long long)r.horizon, r.loss, r.bpb, val, r.lr,
                  smoothed / 1e3, format_duration(per_step * double(left)).c_str(),
@@ -105,6 +109,7 @@ int cmd_train(Args& args) {
   nlohmann::ordered_json j;
   j["step"] = trainer.step();
   j["val_bpb"] = val;
+  for (const auto& [kind, bpb] : trainer.last_val_bpb_by_modality()) j["val_bpb_" + kind] = bpb;
   j["out"] = out;
   std::cout << j.dump() << std::endl;
   if (why == Trainer::Stop::Interrupted) return 128 + stop_signal();
