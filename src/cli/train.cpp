@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codecs/baselines.h"
+#include "codecs/media_baselines.h"
 #include "datasets/dataset.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
@@ -138,6 +139,7 @@ int cmd_eval(Args& args) {
   struct Totals {
     EvalResult r;
     size_t zstd = 0;
+    std::map<std::string, std::pair<size_t, uint64_t>> others;  // baseline -> (compressed, of bytes)
   };
   std::map<std::string, Totals> by_modality;
   Totals total;
@@ -158,15 +160,41 @@ int cmd_eval(Args& args) {
       t->r.bytes += r.bytes;
       t->zstd += z;
     }
+    // The tools people use on the same bytes: xz everywhere, PNG/WebP/JPEG-XL or FLAC on the
+    // decoded pixels or samples (those installed).
+    std::vector<std::pair<std::string, size_t>> others = {{"xz -9", n ? xz_compressed_size(stream.body(), n, 9) : 0}};
+    if (!raw && stream.modality() != Modality::Text) {
+      std::vector<uint8_t> full(stream.header());
+      full.insert(full.end(), stream.body(), stream.body() + n);
+      const auto more = stream.modality() == Modality::Image ? image_baselines(image_from_stream(full.data(), full.size(), P, f))
+                                                             : audio_baselines(audio_from_stream(full.data(), full.size(), P, f));
+      others.insert(others.end(), more.begin(), more.end());
+    }
+    nlohmann::ordered_json base = nlohmann::json::object();
+    for (const auto& [name, size] : others) {
+      base[name] = bits_per_byte(size, n);
+      by_modality[kind].others[name].first += size;
+      by_modality[kind].others[name].second += n;
+    }
     std::printf("%-50s %-6s %12llu %10.4f %12.4f\n", f.c_str(), kind.c_str(), (unsigned long long)r.bytes, r.bpb(),
                 bits_per_byte(z, n));
-    files.push_back({{"path", f}, {"modality", kind}, {"bytes", r.bytes}, {"bpb", r.bpb()}, {"zstd19_bpb", bits_per_byte(z, n)}});
+    files.push_back({{"path", f}, {"modality", kind}, {"bytes", r.bytes}, {"bpb", r.bpb()}, {"zstd19_bpb", bits_per_byte(z, n)},
+                     {"baselines_bpb", base}});
   }
   nlohmann::ordered_json mods = nlohmann::json::object();
   for (const auto& [kind, t] : by_modality) {
     std::printf("%-50s %-6s %12llu %10.4f %12.4f\n", ("total (" + kind + ")").c_str(), kind.c_str(),
                 (unsigned long long)t.r.bytes, t.r.bpb(), bits_per_byte(t.zstd, t.r.bytes));
     mods[kind] = {{"bytes", t.r.bytes}, {"bpb", t.r.bpb()}, {"zstd19_bpb", bits_per_byte(t.zstd, t.r.bytes)}};
+    std::string beside;
+    for (const auto& [name, cz] : t.others) {
+      const double b = bits_per_byte(cz.first, cz.second);
+      mods[kind]["baselines_bpb"][name] = b;
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%s%s %.4f", beside.empty() ? "" : ", ", name.c_str(), b);
+      beside += buf;
+    }
+    std::printf("%-50s   beside: %s\n", "", beside.c_str());
   }
   nlohmann::ordered_json j;
   j["files"] = files;
