@@ -120,9 +120,10 @@ int cmd_train(Args& args) {
 int cmd_eval(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte eval -m MODEL [--raw] [-t N] PATH...\n"
-                 "  bits per byte of each file, per modality and in total, beside zstd -19 on the same\n"
-                 "  bytes. Images and audio (detected from content) are scored on their decoded pixels or\n"
-                 "  16-bit samples; the header is context and not scored. --raw: the file's bytes, no header.\n";
+                 "  bits per byte of each file, per modality and in total, beside zstd -19 and xz -9 on the\n"
+                 "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
+                 "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
+                 "  not scored. --raw: the file's bytes, no header.\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
