@@ -217,9 +217,18 @@ std::vector<uint8_t> audio_stream(const Audio& a, int P) {
   return s;
 }
 
-Image image_from_stream(const uint8_t* s, size_t n, int P, const std::string& what) {
+namespace {
+// The header's size at P, after checking that the stream starts with "RB" and the letter of m.
+size_t checked_header(const uint8_t* s, size_t n, int P, Modality m, const std::string& what) {
   const size_t hs = media_header_size(P);
-  if (n < hs || s[0] != 'R' || s[1] != 'B' || s[2] != uint8_t(Modality::Image)) throw Error(what + ": not an image stream");
+  if (n < hs || s[0] != 'R' || s[1] != 'B' || s[2] != uint8_t(m))
+    throw Error(what + ": not an " + modality_name(m) + " stream");
+  return hs;
+}
+}  // namespace
+
+Image image_from_stream(const uint8_t* s, size_t n, int P, const std::string& what) {
+  const size_t hs = checked_header(s, n, P, Modality::Image, what);
   Image img;
   img.channels = s[3];
   img.width = int(get_u32_be(s + 4) & 0x7fffffff);
@@ -234,8 +243,7 @@ Image image_from_stream(const uint8_t* s, size_t n, int P, const std::string& wh
 }
 
 Audio audio_from_stream(const uint8_t* s, size_t n, int P, const std::string& what) {
-  const size_t hs = media_header_size(P);
-  if (n < hs || s[0] != 'R' || s[1] != 'B' || s[2] != uint8_t(Modality::Audio)) throw Error(what + ": not an audio stream");
+  const size_t hs = checked_header(s, n, P, Modality::Audio, what);
   Audio a;
   a.channels = s[3];
   a.sample_rate = int(get_u32_be(s + 4) & 0x7fffffff);

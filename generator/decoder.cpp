@@ -196,9 +196,10 @@ Decoder::~Decoder() = default;
 void Decoder::global_attention_step(DecodeState& st, const uint8_t* patch) {
   const int64_t pos = st.cache_len_;
   st.grow_cache(pos + 1);
-  std::vector<float*> k, v;
-  for (int l = 0; l < c_.L_G; l++) k.push_back(st.k_cache_[l].data()), v.push_back(st.v_cache_[l].data());
-  model_.global_attention_step(patch, pos, k.data(), v.data(), *scratch_, st.g_cur_.data());
+  layer_ptrs_.clear();  // per-layer k caches, then v caches (the buffers move when the cache grows)
+  for (int l = 0; l < c_.L_G; l++) layer_ptrs_.push_back(st.k_cache_[l].data());
+  for (int l = 0; l < c_.L_G; l++) layer_ptrs_.push_back(st.v_cache_[l].data());
+  model_.global_attention_step(patch, pos, layer_ptrs_.data(), layer_ptrs_.data() + c_.L_G, *scratch_, st.g_cur_.data());
   st.cache_len_ = pos + 1;
 }
 
@@ -213,9 +214,9 @@ void Decoder::ensure_global(DecodeState& st) {
 const float* Decoder::next_logits(DecodeState& st) {
   ensure_global(st);
   const int p = st.pos_;
-  std::vector<float*> qkv;
-  for (Buffer& b : st.l_qkv_) qkv.push_back(b.data());
-  model_.local_step(st.g_cur_.data() + size_t(p) * c_.D_E, p == 0 ? 256 : st.patch_[p - 1], p, qkv.data(), *scratch_);
+  layer_ptrs_.clear();  // reused: no allocation per byte
+  for (Buffer& b : st.l_qkv_) layer_ptrs_.push_back(b.data());
+  model_.local_step(st.g_cur_.data() + size_t(p) * c_.D_E, p == 0 ? 256 : st.patch_[p - 1], p, layer_ptrs_.data(), *scratch_);
   be_.download(host_logits_.data(), scratch_->logits.data(), 256);
   return host_logits_.data();
 }

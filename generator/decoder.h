@@ -81,6 +81,7 @@ class Decoder {
   const ModelConfig& c_;
   std::unique_ptr<StepScratch> scratch_;
   std::vector<float> host_logits_;
+  std::vector<float*> layer_ptrs_;  // per-layer cache pointers handed to the model's step
 };
 
 // Model fingerprint: 64-bit FNV-1a over the config JSON and the weights' bytes, as 16 hex digits.

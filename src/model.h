@@ -49,7 +49,7 @@ class GlobalStream {
 // Per-user workspace for one-position steps (decoding), kept apart from the weights: one model
 // serves any number of decoders. Made by Model::new_step_scratch().
 struct StepScratch {
-  Buffer h, ln, att, probs, big, logits, mean, rstd;  // local model, one row
+  Buffer h, ln, att, big, logits, mean, rstd;  // local model, one row
   Buffer g_x, g_ln, g_qkv, g_att, g_big;              // attention global, one row
   int32_t* idx = nullptr;
   Backend* be = nullptr;

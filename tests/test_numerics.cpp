@@ -317,23 +317,7 @@ TEST(NumericsAttention, DecodeRowEqualsBatchedRow) {
 
 // ------------------------------------------------------------------ retention
 
-struct RetentionProblem {
-  RetentionShape s;
-  Vec q, k, v, gammas, state0;
-  RetentionProblem(int B, int n, int H, int dk, int dv, Rng& rng) {
-    s = RetentionShape{B, n, H, dk, dv, H * dk + 3, H * dv + 5};  // padded rows: strides matter
-    q = random_vec(size_t(B) * n * s.ld_qk, rng, 0.5);
-    k = random_vec(size_t(B) * n * s.ld_qk, rng, 0.5);
-    v = random_vec(size_t(B) * n * s.ld_v, rng);
-    for (int h = 0; h < H; h++) gammas.push_back(retention_gamma(h));
-    state0 = random_vec(s.state_size(), rng);
-  }
-  size_t out_size() const { return size_t(s.B) * s.n * s.H * s.dv; }
-  size_t saved_size(int chunk) const {
-    const int C = std::max(1, std::min(chunk, s.n));
-    return size_t(s.B) * s.H * ((s.n + C - 1) / C) * s.dk * s.dv;
-  }
-};
+using test::RetentionProblem;
 
 TEST(NumericsRetention, ChunkwiseForwardAndBackward) {
   Rng rng(401);

@@ -13,19 +13,7 @@ namespace {
 using test::random_vec;
 using test::rel_error;
 
-struct Problem {
-  RetentionShape s;
-  std::vector<float> q, k, v, gammas, state0;
-  Problem(int B, int n, int H, int dk, int dv, Rng& rng) {
-    s = RetentionShape{B, n, H, dk, dv, H * dk + 3, H * dv + 5};  // padded rows: strides matter
-    q = random_vec(size_t(B) * n * s.ld_qk, rng, 0.5);
-    k = random_vec(size_t(B) * n * s.ld_qk, rng, 0.5);
-    v = random_vec(size_t(B) * n * s.ld_v, rng);
-    for (int h = 0; h < H; h++) gammas.push_back(retention_gamma(h));
-    state0 = random_vec(s.state_size(), rng);
-  }
-  size_t out_size() const { return size_t(s.B) * s.n * s.H * s.dv; }
-};
+using Problem = test::RetentionProblem;
 
 constexpr double kFormTol = 1e-5;  // the bound on relative error between forms
 

@@ -45,6 +45,25 @@ inline std::vector<float> random_vec(size_t n, Rng& rng, double scale = 1.0) {
   return v;
 }
 
+// Random retention inputs with padded row strides (so strides matter) and a non-zero state.
+struct RetentionProblem {
+  RetentionShape s;
+  std::vector<float> q, k, v, gammas, state0;
+  RetentionProblem(int B, int n, int H, int dk, int dv, Rng& rng) {
+    s = RetentionShape{B, n, H, dk, dv, H * dk + 3, H * dv + 5};
+    q = random_vec(size_t(B) * n * s.ld_qk, rng, 0.5);
+    k = random_vec(size_t(B) * n * s.ld_qk, rng, 0.5);
+    v = random_vec(size_t(B) * n * s.ld_v, rng);
+    for (int h = 0; h < H; h++) gammas.push_back(retention_gamma(h));
+    state0 = random_vec(s.state_size(), rng);
+  }
+  size_t out_size() const { return size_t(s.B) * s.n * s.H * s.dv; }
+  size_t saved_size(int chunk) const {  // the chunkwise form's saved states
+    const int C = std::max(1, std::min(chunk, s.n));
+    return size_t(s.B) * s.H * ((s.n + C - 1) / C) * s.dk * s.dv;
+  }
+};
+
 // max |a - b| / max |b|: the error relative to the reference's magnitude.
 inline double rel_error(const float* a, const float* b, size_t n) {
   double err = 0, mag = 1e-30;

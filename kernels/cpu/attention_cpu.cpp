@@ -74,7 +74,8 @@ void CpuBackend::attention_decode(float* out, const float* q, const float* k, co
   const float scale = 1.0f / std::sqrt(float(hd));
   const int64_t per_head = int64_t(n) * hd * 2;
   pool_.parallel_for(H, std::max<int64_t>(1, 32768 / per_head), [&](int64_t h0, int64_t h1) {
-    std::vector<float> p(static_cast<size_t>(n));
+    thread_local std::vector<float> p;  // grows only: decoding calls this for every byte
+    if (p.size() < size_t(n)) p.resize(size_t(n));
     for (int64_t h = h0; h < h1; h++)
       k_.attention_row(out + size_t(h) * hd, p.data(), q + size_t(h) * hd, k + size_t(h) * hd, v + size_t(h) * hd, n, ld,
                        int(hd), scale);

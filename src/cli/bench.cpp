@@ -31,29 +31,25 @@ double now_s() {
 
 // sgemm GFLOP/s on the largest product shape of a training step (local MLP: M x 4D_L x D_L),
 // through the backend (our AVX-512 kernel where the CPU has it) or straight through OpenBLAS.
-double measure_sgemm_gflops(Backend& be, int M, int N, int K, bool openblas) {
-  float* A = be.alloc(size_t(M) * K);
-  float* B = be.alloc(size_t(N) * K);
-  float* C = be.alloc(size_t(M) * N);
-  be.fill(A, 0.01f, size_t(M) * K);
-  be.fill(B, 0.02f, size_t(N) * K);
-  auto run = [&] {
-    if (openblas) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
-    else be.gemm(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
-  };
+double time_gflops(double flop_per_call, double budget_s, const std::function<void()>& run) {
   run();
   int reps = 0;
   const double t0 = now_s();
   double t = t0;
-  while (t - t0 < 1.0) {
+  while (t - t0 < budget_s) {
     run();
     reps++;
     t = now_s();
   }
-  be.release(A);
-  be.release(B);
-  be.release(C);
-  return 2.0 * M * N * K * reps / (t - t0) / 1e9;
+  return flop_per_call * reps / (t - t0) / 1e9;
+}
+
+double measure_sgemm_gflops(Backend& be, int M, int N, int K, bool openblas) {
+  std::vector<float> A(size_t(M) * K, 0.01f), B(size_t(N) * K, 0.02f), C(size_t(M) * N);
+  return time_gflops(2.0 * M * N * K, 1.0, [&] {
+    if (openblas) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+    else be.gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+  });
 }
 
 int bench_fwdbwd(Args& args) {
@@ -248,18 +244,6 @@ int bench_decode(Args& args) {
 
 // GFLOP/s of the GEMM on every CPU path this machine has, at the shapes training and decoding
 // use, beside OpenBLAS and the nominal peak (cores x 2 FMA units x lanes x 2 flops x clock).
-double time_gflops(double flop_per_call, double budget_s, const std::function<void()>& run) {
-  run();
-  int reps = 0;
-  const double t0 = now_s();
-  double t = t0;
-  while (t - t0 < budget_s) {
-    run();
-    reps++;
-    t = now_s();
-  }
-  return flop_per_call * reps / (t - t0) / 1e9;
-}
 
 double cpu_mhz() {
   std::ifstream in("/proc/cpuinfo");
@@ -319,11 +303,8 @@ int bench_kernels(Args& args) {
     }
   }
   {
-    const int M = 16384, N = 512, K = 128;
-    std::vector<float> A(size_t(M) * K, 0.01f), B(size_t(N) * K, 0.02f), C(size_t(M) * N);
-    const double g = time_gflops(2.0 * M * N * K, 0.6, [&] {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
-    });
+    auto be = make_cpu_backend(threads_arg);
+    const double g = measure_sgemm_gflops(*be, 16384, 512, 128, true);
     std::printf("%-10s %-52s %8.1f\n", "OpenBLAS", "train: local MLP x W1^T (16384 x 512 x 128)", g);
     nlohmann::ordered_json r;
     r["cpu_path"] = "openblas";

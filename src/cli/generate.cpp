@@ -48,15 +48,9 @@ std::vector<double> parse_dims(const std::string& s, char sep, size_t count, con
 // the model; the pixels or samples it generates become a PNG or WAV (written atomically).
 int generate_media(const std::string& model_path, const std::string& image_geom, const std::string& audio_geom,
                    const std::string& prompt_file, const std::string& out_path, const SamplingParams& sp,
-                   const std::string& seed_s, int threads) {
+                   uint64_t seed, bool seed_given, int threads) {
   if (!image_geom.empty() && !audio_geom.empty()) throw Error("--image and --audio exclude each other");
   if (out_path.empty()) throw Error(std::string(image_geom.empty() ? "--audio" : "--image") + " needs -o OUT");
-  uint64_t seed = std::random_device{}();
-  if (!seed_s.empty()) {
-    char* end = nullptr;
-    seed = std::strtoull(seed_s.c_str(), &end, 10);
-    if (*end || end == seed_s.c_str()) throw Error("-s: '" + seed_s + "' is not a number");
-  }
   auto be = make_cpu_backend(threads);
   auto model = Model::load(model_path, *be);
   const int P = model->config().P;
@@ -98,7 +92,7 @@ int generate_media(const std::string& model_path, const std::string& image_geom,
       body.assign(ps.begin() + long(hs), ps.begin() + long(hs + half));
     }
   }
-  if (seed_s.empty()) std::fprintf(stderr, "retbyte generate: seed %llu\n", (unsigned long long)seed);
+  if (!seed_given) std::fprintf(stderr, "retbyte generate: seed %llu\n", (unsigned long long)seed);
   DecodeState st(*model);
   st.rng().reseed(seed);
   Decoder dec(*model);
@@ -168,7 +162,7 @@ int cmd_generate(Args& args) {
   const bool media = !image_geom.empty() || !audio_geom.empty();
   if (!out_path.empty() && !force && access(out_path.c_str(), F_OK) == 0)
     throw Error(out_path + ": exists (use --force to overwrite)");
-  if (media) return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed_s, threads);
+  if (media) return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed, !seed_s.empty(), threads);
   std::vector<uint8_t> prompt(prompt_text.begin(), prompt_text.end());
   if (!prompt_file.empty()) {
     MappedFile f(prompt_file);
