@@ -2,7 +2,7 @@
 # Installs the Debian packages retbyte needs (as root, or with sudo). Safe to run again.
 set -euo pipefail
 packages=(build-essential cmake libopenblas-openmp-dev nlohmann-json3-dev libgtest-dev
-          libzstd-dev liblzma-dev libsndfile1-dev libstb-dev zstd xz-utils
+          libzstd-dev liblzma-dev zlib1g-dev libxxhash-dev libsndfile1-dev libstb-dev zstd xz-utils
           webp libjxl-tools optipng flac)  # the last four: eval's image and audio baselines
 missing=()
 for p in "${packages[@]}"; do

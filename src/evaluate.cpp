@@ -9,7 +9,8 @@ namespace rb {
 double EvalResult::bpb() const { return bytes ? nats / double(bytes) / std::log(2.0) : 0.0; }
 
 EvalResult evaluate_stream(Model& model, const std::vector<uint8_t>& context, const uint8_t* body,
-                           size_t n, int window) {
+                           size_t n, int window,
+                           const std::function<void(uint64_t, uint64_t)>& progress) {
   const ModelConfig& c = model.config();
   if (window <= 0) window = c.T;
   if (window % c.P != 0) throw Error("eval window " + std::to_string(window) + " is not a multiple of P");
@@ -35,6 +36,7 @@ EvalResult evaluate_stream(Model& model, const std::vector<uint8_t>& context, co
         r.nats += losses[i];
         r.bytes++;
       }
+    if (progress) progress(start + len, total);
   }
   return r;
 }

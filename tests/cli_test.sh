@@ -53,6 +53,12 @@ expect_error "$tmp/all.bin: exists (use --force to overwrite)" "$bin" generate -
 "$bin" eval -m "$model" "$tmp/g.png" "$tmp/g.wav" > "$tmp/media.out" || fail "eval on generated media"
 grep -q '"image":' "$tmp/media.out" && grep -q '"audio":' "$tmp/media.out" || fail "eval did not see an image and an audio file"
 grep -q '"bytes":252,' "$tmp/media.out" || fail "eval did not score the PNG's 12x7x3 pixels"
+"$bin" bench bpb -m "$model" "$tmp/g.png" "$tmp/g.wav" "$data" > "$tmp/bpb.out" || fail "bench bpb"
+tail -n 1 "$tmp/bpb.out" | grep -q '"bench":"bpb","cpu_path":' || fail "bench bpb's last line is not its JSON"
+tail -n 1 "$tmp/bpb.out" | grep -q '"gzip -9":' || fail "bench bpb has no gzip -9 baseline"
+grep -q '^total (text) ' "$tmp/bpb.out" && grep -q '^total (image) ' "$tmp/bpb.out" || fail "bench bpb has no per-modality totals"
+expect_error "$tmp/nope.png: no such file" "$bin" eval -m "$model" "$tmp/nope.png"
+"$bin" eval -m "$model" "$tmp/nope.png" 2> /dev/null | grep -q . && fail "eval printed its table before checking its inputs"
 expect_error "--image: '12x0x3' is malformed" "$bin" generate -m "$model" --image 12x0x3 -o "$tmp/never.png"
 expect_error "prompt image is 12 wide" "$bin" generate -m "$model" --image 10x7x3 --prompt-file "$tmp/g.png" -o "$tmp/never.png"
 expect_error "-n: 'abc' is not an integer" "$bin" generate -m "$model" -n abc
@@ -72,7 +78,7 @@ expect_error "unknown key \"bogus\"" "$bin" train --config "$tmp/unknown.json" -
 printf '{"config": "tiny", "H_G": 3}' > "$tmp/impossible.json"
 expect_error "not divisible by H_G = 3" "$bin" train --config "$tmp/impossible.json" --data "$data" --out "$tmp/x"
 expect_error "unknown command" "$bin" frobnicate
-for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode"; do
+for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode" "bench kernels" "bench bpb"; do
   $bin $cmd --help > /dev/null || fail "$cmd --help"
 done
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <zlib.h>
 
 #include "codecs/media.h"
 #include "datasets/dataset.h"
@@ -137,6 +138,54 @@ TEST(Media, EightBitAudioIsConvertedWithANotice) {
   EXPECT_EQ(a.samples[0], 0);
   EXPECT_GT(a.samples[1], 30000);
   EXPECT_EQ(a.samples[2], -32768);
+  std::remove(path.c_str());
+}
+
+// A 16-bit greyscale PNG, made by hand (stb writes only 8-bit): stored rows of big-endian samples.
+std::string png16_gray(int w, int h, const std::vector<uint16_t>& v) {
+  auto u32 = [](std::string& s, uint32_t x) {
+    for (int sh = 24; sh >= 0; sh -= 8) s += char((x >> sh) & 255);
+  };
+  auto chunk = [&](std::string& out, const char* type, const std::string& data) {
+    u32(out, uint32_t(data.size()));
+    const std::string body = type + data;
+    out += body;
+    u32(out, uint32_t(crc32(0, reinterpret_cast<const Bytef*>(body.data()), uInt(body.size()))));
+  };
+  std::string ihdr;
+  u32(ihdr, uint32_t(w));
+  u32(ihdr, uint32_t(h));
+  ihdr += std::string("\x10\x00\x00\x00\x00", 5);  // 16 bits, greyscale, deflate, no filter, no interlace
+  std::string raw;
+  for (int y = 0; y < h; y++) {
+    raw += '\0';
+    for (int x = 0; x < w; x++) raw += char(v[size_t(y) * w + x] >> 8), raw += char(v[size_t(y) * w + x] & 255);
+  }
+  std::string z(compressBound(uLong(raw.size())), '\0');
+  uLongf zn = uLongf(z.size());
+  compress(reinterpret_cast<Bytef*>(z.data()), &zn, reinterpret_cast<const Bytef*>(raw.data()), uLong(raw.size()));
+  z.resize(zn);
+  std::string out = "\x89PNG\r\n\x1a\n";
+  chunk(out, "IHDR", ihdr);
+  chunk(out, "IDAT", z);
+  chunk(out, "IEND", "");
+  return out;
+}
+
+TEST(Media, SixteenBitPngIsReducedToEightBitsWithANotice) {
+  const int w = 5, h = 3;
+  std::vector<uint16_t> v(size_t(w) * h);
+  for (size_t i = 0; i < v.size(); i++) v[i] = uint16_t(i * 4099 + 17);
+  const std::string path = temp_file("gray16.png");
+  spit(path, png16_gray(w, h, v));
+  std::string notice;
+  const Image img = read_image(path, &notice);
+  EXPECT_NE(notice.find(path), std::string::npos);
+  EXPECT_NE(notice.find("16-bit image reduced to 8 bits"), std::string::npos) << notice;
+  ASSERT_EQ(img.width, w);
+  ASSERT_EQ(img.height, h);
+  ASSERT_EQ(img.channels, 1);
+  for (size_t i = 0; i < v.size(); i++) EXPECT_EQ(img.pixels[i], v[i] >> 8) << i;  // the high byte of each sample
   std::remove(path.c_str());
 }
 

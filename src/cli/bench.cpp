@@ -9,6 +9,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "src/cli/bpb_report.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
 #include "src/model.h"
@@ -321,17 +322,54 @@ int bench_kernels(Args& args) {
   return 0;
 }
 
+// bpb per file and per modality on a folder, beside gzip, xz, zstd and the media codecs (SPEC §6).
+int bench_bpb(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte bench bpb -m MODEL [--raw] [-t N] DIR...\n"
+                 "  bits per byte per file and per modality beside gzip -9, xz -9, zstd -19, and PNG, WebP,\n"
+                 "  JPEG-XL or FLAC on the same pixels or samples where installed: a table, then a JSON line\n";
+    return 0;
+  }
+  const std::string model_path = args.value("--model", "-m", "");
+  const bool raw = args.flag("--raw");
+  const int threads = args.threads();
+  const auto paths = args.positionals();
+  if (model_path.empty()) throw Error("bench bpb: -m MODEL is required");
+  if (paths.empty()) throw Error("bench bpb: give a DIR (or files) to score");
+  auto be = make_cpu_backend(threads);
+  auto model = Model::load(model_path, *be);
+  const double t0 = now_s();
+  nlohmann::ordered_json j;
+  j["bench"] = "bpb";
+  j["cpu_path"] = be->kernel_path();
+  j["threads"] = be->threads();
+  j["model"] = model_path;
+  const auto report = bpb_report(*model, paths, {raw, "bench bpb"});
+  for (const auto& [k, v] : report.items()) j[k] = v;
+  j["seconds"] = now_s() - t0;
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
 int cmd_bench(Args& args) {
   const std::string which = args.shift();
   if (which == "fwdbwd") return bench_fwdbwd(args);
   if (which == "train") return bench_train(args);
   if (which == "decode") return bench_decode(args);
   if (which == "kernels") return bench_kernels(args);
+  if (which == "bpb") return bench_bpb(args);
+  static const char* kList =
+      "usage: retbyte bench BENCHMARK [options]   (retbyte bench BENCHMARK --help for its options)\n"
+      "  fwdbwd   forward+backward of one training step, bytes/s (beside OpenBLAS sgemm)\n"
+      "  train    training steps/s and bytes/s with peak memory\n"
+      "  decode   generation bytes/s and memory at 1 KiB, 64 KiB, 1 MiB context, retention vs attention\n"
+      "  kernels  GEMM GFLOP/s per CPU path beside the measured FMA peak and OpenBLAS\n"
+      "  bpb      bits per byte per file and modality beside gzip, xz, zstd, PNG/WebP/JPEG-XL, FLAC\n";
   if (which.empty() || which == "--help" || which == "-h") {
-    std::cout << "usage: retbyte bench fwdbwd [options]   (run with --help for its options)\n";
+    std::cout << kList;
     return which.empty() ? 1 : 0;
   }
-  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode, kernels)");
+  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode, kernels, bpb)");
 }
 
 }  // namespace rb::cli

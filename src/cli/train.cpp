@@ -6,12 +6,10 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
 
-#include "codecs/baselines.h"
-#include "codecs/media_baselines.h"
 #include "datasets/dataset.h"
+#include "src/cli/bpb_report.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
 #include "src/evaluate.h"
@@ -120,7 +118,7 @@ int cmd_train(Args& args) {
 int cmd_eval(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte eval -m MODEL [--raw] [-t N] PATH...\n"
-                 "  bits per byte of each file, per modality and in total, beside zstd -19 and xz -9 on the\n"
+                 "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
                  "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
                  "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
                  "  not scored. --raw: the file's bytes, no header.\n";
@@ -134,75 +132,7 @@ int cmd_eval(Args& args) {
   if (paths.empty()) throw Error("give at least one PATH to evaluate");
   auto be = make_cpu_backend(threads);
   auto model = Model::load(model_path, *be);
-  const int P = model->config().P;
-  // Per file, then per modality: bpb of the model on the file's stream body (its pixels or
-  // samples for images and audio) beside zstd -19 on the same bytes.
-  struct Totals {
-    EvalResult r;
-    size_t zstd = 0;
-    std::map<std::string, std::pair<size_t, uint64_t>> others;  // baseline -> (compressed, of bytes)
-  };
-  std::map<std::string, Totals> by_modality;
-  Totals total;
-  nlohmann::ordered_json files = nlohmann::json::array();
-  std::printf("%-50s %-6s %12s %10s %12s\n", "file", "kind", "bytes", "bpb", "zstd-19 bpb");
-  for (const FoundFile& found : collect_files(paths)) {
-    const std::string& f = found.path;
-    std::string notice;
-    const FileStream stream(f, P, raw, &notice);
-    if (!notice.empty()) std::fprintf(stderr, "retbyte eval: %s\n", notice.c_str());
-    const std::vector<uint8_t> header = raw ? std::vector<uint8_t>() : stream.header();
-    const EvalResult r = evaluate_stream(*model, header, stream.body(), stream.body_size());
-    const size_t n = stream.body_size();
-    const size_t z = n ? zstd_compressed_size(stream.body(), n, 19) : 0;
-    const std::string kind = modality_name(stream.modality());
-    for (Totals* t : {&total, &by_modality[kind]}) {
-      t->r.nats += r.nats;
-      t->r.bytes += r.bytes;
-      t->zstd += z;
-    }
-    // The tools people use on the same bytes: xz everywhere, PNG/WebP/JPEG-XL or FLAC on the
-    // decoded pixels or samples (those installed).
-    std::vector<std::pair<std::string, size_t>> others = {{"xz -9", n ? xz_compressed_size(stream.body(), n, 9) : 0}};
-    if (!raw && stream.modality() != Modality::Text) {
-      std::vector<uint8_t> full(stream.header());
-      full.insert(full.end(), stream.body(), stream.body() + n);
-      const auto more = stream.modality() == Modality::Image ? image_baselines(image_from_stream(full.data(), full.size(), P, f))
-                                                             : audio_baselines(audio_from_stream(full.data(), full.size(), P, f));
-      others.insert(others.end(), more.begin(), more.end());
-    }
-    nlohmann::ordered_json base = nlohmann::json::object();
-    for (const auto& [name, size] : others) {
-      base[name] = bits_per_byte(size, n);
-      by_modality[kind].others[name].first += size;
-      by_modality[kind].others[name].second += n;
-    }
-    std::printf("%-50s %-6s %12llu %10.4f %12.4f\n", f.c_str(), kind.c_str(), (unsigned long long)r.bytes, r.bpb(),
-                bits_per_byte(z, n));
-    files.push_back({{"path", f}, {"modality", kind}, {"bytes", r.bytes}, {"bpb", r.bpb()}, {"zstd19_bpb", bits_per_byte(z, n)},
-                     {"baselines_bpb", base}});
-  }
-  nlohmann::ordered_json mods = nlohmann::json::object();
-  for (const auto& [kind, t] : by_modality) {
-    std::printf("%-50s %-6s %12llu %10.4f %12.4f\n", ("total (" + kind + ")").c_str(), kind.c_str(),
-                (unsigned long long)t.r.bytes, t.r.bpb(), bits_per_byte(t.zstd, t.r.bytes));
-    mods[kind] = {{"bytes", t.r.bytes}, {"bpb", t.r.bpb()}, {"zstd19_bpb", bits_per_byte(t.zstd, t.r.bytes)}};
-    std::string beside;
-    for (const auto& [name, cz] : t.others) {
-      const double b = bits_per_byte(cz.first, cz.second);
-      mods[kind]["baselines_bpb"][name] = b;
-      char buf[96];
-      std::snprintf(buf, sizeof buf, "%s%s %.4f", beside.empty() ? "" : ", ", name.c_str(), b);
-      beside += buf;
-    }
-    std::printf("%-50s   beside: %s\n", "", beside.c_str());
-  }
-  nlohmann::ordered_json j;
-  j["files"] = files;
-  j["modalities"] = mods;
-  j["zstd19_bpb"] = bits_per_byte(total.zstd, total.r.bytes);
-  j["bpb"] = total.r.bpb();
-  std::cout << j.dump() << std::endl;
+  std::cout << bpb_report(*model, paths, {raw, "eval"}).dump() << std::endl;
   return 0;
 }
 
