@@ -127,7 +127,7 @@ Image read_image(const std::string& path, std::string* notice) {
   return img;
 }
 
-void write_png(const std::string& path, const Image& img) {
+std::string encode_png(const Image& img, const std::string& path) {
   if (img.width <= 0 || img.height <= 0 || img.channels < 1 || img.channels > 4 ||
       img.pixels.size() != size_t(img.width) * img.height * img.channels)
     throw Error(path + ": cannot write an image of " + std::to_string(img.width) + "x" + std::to_string(img.height) + "x" +
@@ -136,8 +136,10 @@ void write_png(const std::string& path, const Image& img) {
   auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size)); };
   if (!stbi_write_png_to_func(sink, &out, img.width, img.height, img.channels, img.pixels.data(), img.width * img.channels))
     throw Error(path + ": PNG encoding failed");
-  write_file_atomic(path, out);
+  return out;
 }
+
+void write_png(const std::string& path, const Image& img) { write_file_atomic(path, encode_png(img, path)); }
 
 Audio read_audio(const std::string& path, std::string* notice) {
   check_wav_data_chunk(path);
@@ -202,6 +204,13 @@ std::vector<uint8_t> image_stream(const Image& img, int P) {
   put_u32_be(s.data() + 8, uint32_t(img.height));
   s.insert(s.end(), img.pixels.begin(), img.pixels.end());
   return s;
+}
+
+std::vector<uint8_t> make_header(Modality m, int P) {
+  std::vector<uint8_t> h(size_t(P), 0);
+  const uint8_t tag[3] = {'R', 'B', uint8_t(m)};
+  for (int i = 0; i < std::min(P, 3); i++) h[i] = tag[i];
+  return h;
 }
 
 std::vector<uint8_t> audio_stream(const Audio& a, int P) {

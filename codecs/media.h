@@ -43,7 +43,12 @@ Image read_image(const std::string& path, std::string* notice = nullptr);
 Audio read_audio(const std::string& path, std::string* notice = nullptr);
 // Writes atomically (temporary file, then rename); errors name the file.
 void write_png(const std::string& path, const Image& image);
+// The PNG file's bytes (stb_image_write); `path` names it in errors.
+std::string encode_png(const Image& image, const std::string& path);
 void write_wav(const std::string& path, const Audio& audio);
+
+// The header patch of text (raw) streams: "RB", the modality letter, then zeros up to P bytes.
+std::vector<uint8_t> make_header(Modality m, int P);
 
 // The header: "RB", the modality letter, then (image) channels, width and height, (audio)
 // channels and sample rate, as big-endian integers, zero-padded to the fewest whole patches of P

@@ -17,13 +17,6 @@ namespace rb {
 
 namespace fs = std::filesystem;
 
-std::vector<uint8_t> make_header(Modality m, int P) {
-  std::vector<uint8_t> h(size_t(P), 0);
-  const uint8_t tag[3] = {'R', 'B', uint8_t(m)};
-  for (int i = 0; i < std::min(P, 3); i++) h[i] = tag[i];
-  return h;
-}
-
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");

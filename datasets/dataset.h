@@ -14,9 +14,6 @@
 
 namespace rb {
 
-// The header patch: "RB", the modality letter, then zeros up to P bytes (text/raw files).
-std::vector<uint8_t> make_header(Modality m, int P);
-
 // A read-only memory map of a whole file (empty files map to nothing).
 class MappedFile {
  public:

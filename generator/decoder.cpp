@@ -14,21 +14,6 @@ constexpr const char* kStateFormat = "retbyte-decode-state";
 constexpr int kStateVersion = 1;
 }  // namespace
 
-std::string model_fingerprint(const Model& model) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&](const uint8_t* p, size_t n) {
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  const std::string cfg = config_to_json(model.config());
-  mix(reinterpret_cast<const uint8_t*>(cfg.data()), cfg.size());
-  std::vector<float> host(model.num_params());
-  const_cast<Model&>(model).backend().download(host.data(), const_cast<Model&>(model).params(), host.size());
-  mix(reinterpret_cast<const uint8_t*>(host.data()), host.size() * sizeof(float));
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
-  return buf;
-}
-
 // ---------------------------------------------------------------- state
 
 DecodeState::DecodeState(Model& model) : model_(model), P_(model.config().P) {
@@ -216,7 +201,8 @@ const float* Decoder::next_logits(DecodeState& st) {
   const int p = st.pos_;
   layer_ptrs_.clear();  // reused: no allocation per byte
   for (Buffer& b : st.l_qkv_) layer_ptrs_.push_back(b.data());
-  model_.local_step(st.g_cur_.data() + size_t(p) * c_.D_E, p == 0 ? 256 : st.patch_[p - 1], p, layer_ptrs_.data(), *scratch_);
+  const int32_t prev = p == 0 ? 256 : st.patch_[p - 1];
+  model_.local_step(st.g_cur_.data() + size_t(p) * c_.D_E, c_.D_E, &prev, p, 1, layer_ptrs_.data(), *scratch_);
   be_.download(host_logits_.data(), scratch_->logits.data(), 256);
   return host_logits_.data();
 }

@@ -84,7 +84,5 @@ class Decoder {
   std::vector<float*> layer_ptrs_;  // per-layer cache pointers handed to the model's step
 };
 
-// Model fingerprint: 64-bit FNV-1a over the config JSON and the weights' bytes, as 16 hex digits.
-std::string model_fingerprint(const Model& model);
 
 }  // namespace rb

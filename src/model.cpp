@@ -1,6 +1,7 @@
 #include "src/model.h"
 
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "src/errors.h"
@@ -375,23 +376,25 @@ void Model::run_global(GlobalStream* stream, bool recurrent) {
 }
 
 const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStream* stream) {
-  if (!stream || stream->B_ != 1 || npatches <= 0 || cfg_.global != GlobalKind::Retention ||
-      (!patches && npatches != 1))
-    throw Error("global_step: needs a retention model, a stream of batch 1 and at least one patch");
-  const int P = cfg_.P;
-  ensure_acts(1, npatches * P, false);
+  if (!stream || npatches <= 0 || cfg_.global != GlobalKind::Retention || (!patches && npatches != 1))
+    throw Error("global_step: needs a retention model, a stream and at least one patch");
+  const int P = cfg_.P, B = stream->B_, DG = cfg_.D_G();
+  ensure_acts(B, npatches * P, false);
   train_ready_ = false;  // the activations no longer belong to a training forward
   Acts& a = *a_;
   if (!patches) {  // the stream's first position: the pad vector
-    be_.copy(a.g_res[0], w_.g_pad, cfg_.D_G());
+    for (int b = 0; b < B; b++) be_.copy(a.g_res[0] + size_t(b) * DG, w_.g_pad, DG);
   } else {
-    std::vector<int32_t> idx(patches, patches + size_t(npatches) * P);
-    be_.upload_index(a.bytes, idx.data(), idx.size());
-    be_.embedding_forward(a.g_res[0], w_.g_embed, a.bytes, npatches * P, cfg_.D_E);
+    const size_t n = size_t(B) * npatches * P;
+    step_idx_.assign(patches, patches + n);
+    be_.upload_index(a.bytes, step_idx_.data(), n);
+    be_.embedding_forward(a.g_res[0], w_.g_embed, a.bytes, int(n), cfg_.D_E);
   }
   run_global(stream, true);
   if (patches)
-    for (int p = 0; p < P; p++) stream->last_patch_[p] = patches[size_t(npatches - 1) * P + p];
+    for (int b = 0; b < B; b++)
+      for (int p = 0; p < P; p++)
+        stream->last_patch_[size_t(b) * P + p] = patches[(size_t(b) * npatches + npatches - 1) * P + p];
   return a.g_out;
 }
 
@@ -561,49 +564,68 @@ StepScratch::~StepScratch() {
   if (idx) be->release_index(idx);
 }
 
-std::unique_ptr<StepScratch> Model::new_step_scratch() {
+std::unique_ptr<StepScratch> Model::new_step_scratch(int rows) {
   auto s = std::make_unique<StepScratch>();
   const int DL = cfg_.D_L, DG = cfg_.D_G(), P = cfg_.P;
+  const size_t R = size_t(std::max(1, rows));
   s->be = &be_;
-  s->h = Buffer(be_, DL);
-  s->ln = Buffer(be_, DL);
-  s->att = Buffer(be_, DL);
-  s->big = Buffer(be_, size_t(4) * DL);
-  s->logits = Buffer(be_, 256);
-  s->mean = Buffer(be_, 1);
-  s->rstd = Buffer(be_, 1);
+  s->rows = int(R);
+  s->pieces = Buffer(be_, R * cfg_.D_E);
+  s->h = Buffer(be_, R * DL);
+  s->ln = Buffer(be_, R * std::max(DL, DG));
+  s->qkv = Buffer(be_, R * 3 * DL);
+  s->att = Buffer(be_, R * DL);
+  s->big = Buffer(be_, R * 4 * DL);
+  s->logits = Buffer(be_, R * 256);
+  s->mean = Buffer(be_, R);
+  s->rstd = Buffer(be_, R);
   s->g_x = Buffer(be_, DG);
   s->g_ln = Buffer(be_, DG);
   s->g_qkv = Buffer(be_, size_t(3) * DG);
   s->g_att = Buffer(be_, DG);
   s->g_big = Buffer(be_, size_t(2) * DG);
-  s->idx = be_.alloc_index(size_t(std::max(2, P)));  // a patch of bytes, or (byte, position)
+  s->idx = be_.alloc_index(std::max(R * 2, size_t(std::max(2, P))));  // bytes and positions, or a patch
   return s;
 }
 
-void Model::local_step(const float* g_piece, int prev_byte, int p, float* const* qkv_cache, StepScratch& s) {
-  const int DL = cfg_.D_L, H = cfg_.H_L;
+void Model::local_step(const float* g_pieces, size_t g_stride, const int32_t* prev_bytes, int p, int rows,
+                       float* const* qkv_cache, StepScratch& s) {
+  if (rows < 1 || rows > s.rows || p < 0 || p >= cfg_.P) throw Error("local_step: rows or position out of range");
+  const int DL = cfg_.D_L, H = cfg_.H_L, DE = cfg_.D_E;
+  const size_t row_cache = size_t(cfg_.P) * 3 * DL;  // one row's q|k|v cache per layer
   float* h = s.h.data();
   // h = g2l(piece p of the global output) + E_L[previous byte, or pad] + pos[p], as in forward().
-  linear(h, g_piece, w_.g2l, nullptr, 1, cfg_.D_E, DL);
-  const int32_t idx[2] = {prev_byte, p};
-  be_.upload_index(s.idx, idx, 2);
-  be_.embedding_forward(h, w_.l_embed, s.idx, 1, DL, true);
-  be_.embedding_forward(h, w_.l_pos, s.idx + 1, 1, DL, true);
+  const float* pieces = g_pieces;
+  if (rows > 1 && g_stride != size_t(DE)) {  // gather the rows' pieces into one matrix
+    for (int r = 0; r < rows; r++) be_.copy(s.pieces.data() + size_t(r) * DE, g_pieces + r * g_stride, DE);
+    pieces = s.pieces.data();
+  }
+  linear(h, pieces, w_.g2l, nullptr, rows, DE, DL);
+  step_idx_.resize(size_t(rows) * 2);
+  for (int r = 0; r < rows; r++) step_idx_[size_t(r)] = prev_bytes[r], step_idx_[size_t(rows + r)] = p;
+  be_.upload_index(s.idx, step_idx_.data(), size_t(rows) * 2);
+  be_.embedding_forward(h, w_.l_embed, s.idx, rows, DL, true);
+  be_.embedding_forward(h, w_.l_pos, s.idx + rows, rows, DL, true);
   for (int l = 0; l < cfg_.L_L; l++) {
     const LocalLayerWeights& L = w_.l[l];
-    float* qkv = qkv_cache[l];
-    be_.layernorm_forward(s.ln.data(), s.mean.data(), s.rstd.data(), h, L.ln1_w, L.ln1_b, 1, DL);
-    linear(qkv + size_t(p) * 3 * DL, s.ln.data(), L.wqkv, L.bqkv, 1, DL, 3 * DL);
-    // Row p attends to rows 0..p of the patch: the cached rows are its keys and values.
-    be_.attention_decode(s.att.data(), qkv + size_t(p) * 3 * DL, qkv + DL, qkv + 2 * DL, p + 1, 3 * DL, H,
-                         cfg_.hd_local());
-    linear(h, s.att.data(), L.wo, L.bo, 1, DL, DL, 1.0f);
+    float* cache = qkv_cache[l];
+    be_.layernorm_forward(s.ln.data(), s.mean.data(), s.rstd.data(), h, L.ln1_w, L.ln1_b, rows, DL);
+    // One row writes its q|k|v straight into its cache; several go through a matrix first.
+    float* qkv = rows == 1 ? cache + size_t(p) * 3 * DL : s.qkv.data();
+    linear(qkv, s.ln.data(), L.wqkv, L.bqkv, rows, DL, 3 * DL);
+    for (int r = 0; r < rows; r++) {
+      float* rc = cache + r * row_cache;
+      if (rows > 1) be_.copy(rc + size_t(p) * 3 * DL, qkv + size_t(r) * 3 * DL, 3 * DL);
+      // Position p attends to positions 0..p of its patch: the cached rows are its keys and values.
+      be_.attention_decode(s.att.data() + size_t(r) * DL, rc + size_t(p) * 3 * DL, rc + DL, rc + 2 * DL, p + 1,
+                           3 * DL, H, cfg_.hd_local());
+    }
+    linear(h, s.att.data(), L.wo, L.bo, rows, DL, DL, 1.0f);
     residual_mlp(h, h, s.ln.data(), s.mean.data(), s.rstd.data(), s.big.data(), s.big.data(), L.ln2_w, L.ln2_b, L.w1,
-                 L.b1, L.w2, L.b2, 1, DL, 4 * DL);
+                 L.b1, L.w2, L.b2, rows, DL, 4 * DL);
   }
-  be_.layernorm_forward(s.ln.data(), s.mean.data(), s.rstd.data(), h, w_.l_ln_w, w_.l_ln_b, 1, DL);
-  linear(s.logits.data(), s.ln.data(), w_.head, nullptr, 1, DL, 256);
+  be_.layernorm_forward(s.ln.data(), s.mean.data(), s.rstd.data(), h, w_.l_ln_w, w_.l_ln_b, rows, DL);
+  linear(s.logits.data(), s.ln.data(), w_.head, nullptr, rows, DL, 256);
 }
 
 void Model::global_attention_step(const uint8_t* patch, int64_t pos, float* const* k_cache, float* const* v_cache,
@@ -653,6 +675,21 @@ double Model::forward_flops(int B, int T) const {
   f += cfg_.L_L * M * (4 * DL * DL + 8 * DL * DL + 2 * cfg_.P * DL);  // local blocks
   f += M * DL * 256;                               // head
   return 2.0 * f;
+}
+
+std::string model_fingerprint(const Model& model) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  const std::string cfg = config_to_json(model.config());
+  mix(reinterpret_cast<const uint8_t*>(cfg.data()), cfg.size());
+  std::vector<float> host(model.num_params());
+  const_cast<Model&>(model).backend().download(host.data(), const_cast<Model&>(model).params(), host.size());
+  mix(reinterpret_cast<const uint8_t*>(host.data()), host.size() * sizeof(float));
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
 }
 
 }  // namespace rb

@@ -49,7 +49,8 @@ class GlobalStream {
 // Per-user workspace for one-position steps (decoding), kept apart from the weights: one model
 // serves any number of decoders. Made by Model::new_step_scratch().
 struct StepScratch {
-  Buffer h, ln, att, big, logits, mean, rstd;  // local model, one row
+  int rows = 1;                                       // local rows it holds
+  Buffer pieces, h, ln, qkv, att, big, logits, mean, rstd;  // local model, [rows, ...]
   Buffer g_x, g_ln, g_qkv, g_att, g_big;              // attention global, one row
   int32_t* idx = nullptr;
   Backend* be = nullptr;
@@ -102,22 +103,26 @@ class Model {
   const float* logits() const;      // [B*T, 256], valid after an Eval forward
   const float* byte_losses() const;  // [B*T] nats, after any forward
 
-  // Global model only, for decoding and prompt ingestion: row k's input is the embedding of
-  // patches[k] (P bytes each; no shift; patches = null means one step on the pad vector, the
-  // input of a stream's first position), at positions stream->patches() onwards; updates the
-  // stream. Always the recurrent form (patch by patch), so ingesting equals stepping. Returns the global
-  // outputs [npatches, D_G] (backend memory, valid until the next call).
+  // Global model only, for decoding and prompt ingestion: for each of the stream's B sequences,
+  // npatches rows whose inputs are the embeddings of patches[b][k] (P bytes each, [B, npatches,
+  // P]; no shift; patches = null means one step on the pad vector, the input of a stream's first
+  // position), at positions stream->patches() onwards; updates the stream. Always the recurrent
+  // form (patch by patch), so ingesting equals stepping, and B sequences in lockstep equal each
+  // alone (batch invariance). Returns the global outputs [B * npatches, D_G] (backend memory,
+  // valid until the next call).
   const float* global_step(const uint8_t* patches, int npatches, GlobalStream* stream);
 
-  // Decoding, one position at a time (the same kernels and order of operations as forward(), so
-  // the same bits). local_step: the local model at position p of the patch in progress, given
-  // the patch's global output piece g_piece [D_E], the previous byte (256 = pad at p = 0) and the
-  // patch's q|k|v cache per local layer ([P, 3 D_L], rows < p filled; row p is written). Writes
-  // logits [256] into scratch.logits.
-  std::unique_ptr<StepScratch> new_step_scratch();
-  // Makes the transposed weight copies one-row products read (otherwise made on first use).
+  // Decoding, one position at a time for `rows` independent sequences in lockstep (the same
+  // kernels and order of operations as forward(), so the same bits, whatever `rows` is).
+  // local_step: the local model at position p of each row's patch in progress, given the patch's
+  // global output piece p (row r's at g_pieces + r * g_stride, D_E floats), the previous byte
+  // (256 = pad at p = 0) and the patch's q|k|v cache per local layer ([rows, P, 3 D_L], positions
+  // < p filled; position p is written). Writes logits [rows, 256] into scratch.logits.
+  std::unique_ptr<StepScratch> new_step_scratch(int rows = 1);
+  // Makes the transposed weight copies few-row products read (otherwise made on first use).
   void prepare_decoding();
-  void local_step(const float* g_piece, int prev_byte, int p, float* const* qkv_cache, StepScratch& s);
+  void local_step(const float* g_pieces, size_t g_stride, const int32_t* prev_bytes, int p, int rows,
+                  float* const* qkv_cache, StepScratch& s);
   // One attention-global step at patch position pos (input: the patch's bytes, or the pad vector
   // when patch is null); appends k and v rows at pos of the per-layer caches [.., D_G]; writes
   // the global output [D_G] to out.
@@ -165,6 +170,11 @@ class Model {
   std::unique_ptr<Acts> a_;
   std::unordered_map<const float*, Buffer> transposed_;  // W -> W^T for few-row products
   bool train_ready_ = false;
+  std::vector<int32_t> step_idx_;  // host scratch for the step functions' indices
 };
+
+// Model fingerprint: 64-bit FNV-1a over the config JSON and the weights' bytes, as 16 hex digits
+// (recorded by decode states and .rbz files, which only that model can continue or decode).
+std::string model_fingerprint(const Model& model);
 
 }  // namespace rb

@@ -37,6 +37,8 @@ int cmd_info(Args& args);
 int cmd_train(Args& args);
 int cmd_eval(Args& args);
 int cmd_generate(Args& args);
+int cmd_compress(Args& args);
+int cmd_decompress(Args& args);
 double peak_rss_mb();
 
 }  // namespace rb::cli

@@ -1,0 +1,406 @@
+#include "codecs/rbz.h"
+
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "codecs/media.h"
+#include "codecs/segment_coder.h"
+#include "kernels/numerics.h"
+#include "src/errors.h"
+
+namespace rb {
+
+namespace {
+
+constexpr uint8_t kMagic[4] = {'R', 'B', 'Z', 0x1a};
+enum class BlockKind : uint8_t { Model = 1, Zstd = 2, Raw = 3 };
+constexpr size_t kMaxContext = 4096, kMaxModelBlock = size_t(16) << 20;
+constexpr uint64_t kMaxContent = uint64_t(1) << 40;
+
+struct Writer {
+  std::vector<uint8_t> b;
+  void u8(uint8_t v) { b.push_back(v); }
+  void u16(uint16_t v) { put(v, 2); }
+  void u32(uint32_t v) { put(v, 4); }
+  void u64(uint64_t v) { put(v, 8); }
+  void bytes(const uint8_t* p, size_t n) { b.insert(b.end(), p, p + n); }
+  void put(uint64_t v, int n) {
+    for (int i = 0; i < n; i++) b.push_back(uint8_t(v >> (8 * i)));
+  }
+};
+
+struct Reader {
+  const uint8_t* p;
+  size_t n, pos = 0;
+  const std::string& path;
+  void need(size_t k) {
+    if (k > n - pos) throw Error(path + ": truncated .rbz file (header ends early)");
+  }
+  uint64_t get(int k) {
+    need(size_t(k));
+    uint64_t v = 0;
+    for (int i = 0; i < k; i++) v |= uint64_t(p[pos + size_t(i)]) << (8 * i);
+    pos += size_t(k);
+    return v;
+  }
+  std::vector<uint8_t> bytes(size_t k) {
+    need(k);
+    std::vector<uint8_t> v(p + pos, p + pos + k);
+    pos += k;
+    return v;
+  }
+};
+
+struct Block {
+  BlockKind kind;
+  uint64_t length;  // bytes of content it restores
+  std::vector<uint8_t> payload;
+};
+
+// What the model codes: the content body, the context (header patches) it is conditioned on,
+// and what the mode keeps beside it.
+struct Content {
+  RbzMode mode = RbzMode::Raw;
+  std::vector<uint8_t> context, extra, owned;
+  const uint8_t* body = nullptr;
+  size_t size = 0;
+};
+
+uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint16_t le16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
+
+// A 16-bit PCM WAV: where its sample bytes are. Anything unusual (another sample format, a data
+// chunk that claims more than the file holds, an odd length) is left to raw mode.
+bool find_wav16_samples(const std::vector<uint8_t>& f, size_t* off, size_t* len, int* channels, int* rate) {
+  if (f.size() < 12 || std::memcmp(f.data(), "RIFF", 4) || std::memcmp(f.data() + 8, "WAVE", 4)) return false;
+  bool fmt_ok = false;
+  for (size_t pos = 12; pos + 8 <= f.size();) {
+    const uint32_t size = le32(f.data() + pos + 4);
+    const uint8_t* body = f.data() + pos + 8;
+    if (size > f.size() - pos - 8) return false;
+    if (!std::memcmp(f.data() + pos, "fmt ", 4)) {
+      if (size < 16) return false;
+      const uint16_t tag = le16(body), ch = le16(body + 2), align = le16(body + 12), bits = le16(body + 14);
+      const bool pcm = tag == 1 || (tag == 0xFFFE && size >= 40 && le16(body + 24) == 1);
+      if (!pcm || bits != 16 || ch < 1 || ch > 255 || align != 2 * ch) return false;
+      *channels = ch;
+      *rate = int(le32(body + 4));
+      fmt_ok = *rate > 0;
+    } else if (!std::memcmp(f.data() + pos, "data", 4)) {
+      if (!fmt_ok || size % 2) return false;
+      *off = pos + 8;
+      *len = size;
+      return true;
+    }
+    pos += 8 + size_t(size) + (size & 1);
+  }
+  return false;
+}
+
+Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P, bool force_raw) {
+  Content c;
+  c.body = file.data();
+  c.size = file.size();
+  if (P > 0) c.context = make_header(Modality::Text, P);
+  if (force_raw || P <= 0) return c;
+  const Modality m = detect_modality(file.data(), file.size());
+  auto starts = [&](const char* s) { return file.size() >= std::strlen(s) && !std::memcmp(file.data(), s, std::strlen(s)); };
+  // Lossless image formats only: a JPEG's pixels are not what the file stores.
+  const bool lossless_image = starts("\x89PNG") || starts("BM") || (file.size() > 2 && file[0] == 'P' && file[1] >= '1' && file[1] <= '6');
+  if (m == Modality::Image && lossless_image) {
+    Image img;
+    try {
+      img = read_image(path);
+    } catch (const Error&) {
+      return c;  // not decodable as an image: its bytes are still a file to compress
+    }
+    const std::vector<uint8_t> s = image_stream(img, P);
+    const size_t h = media_header_size(P);
+    c.mode = RbzMode::Image;
+    c.context.assign(s.begin(), s.begin() + long(h));
+    c.owned.assign(s.begin() + long(h), s.end());
+    Writer x;
+    x.u32(uint32_t(img.width));
+    x.u32(uint32_t(img.height));
+    x.u32(uint32_t(img.channels));
+    c.extra = x.b;
+  } else if (m == Modality::Audio) {
+    size_t off = 0, len = 0;
+    int channels = 0, rate = 0;
+    if (!find_wav16_samples(file, &off, &len, &channels, &rate)) return c;
+    Audio header_only{rate, channels, {}};
+    c.mode = RbzMode::Audio;
+    c.context = audio_stream(header_only, P);
+    c.owned.resize(len);
+    for (size_t i = 0; i < len; i += 2) c.owned[i] = file[off + i + 1], c.owned[i + 1] = file[off + i];  // MSB first
+    Writer x;
+    x.u64(off);
+    x.bytes(file.data(), off);                                  // everything before the samples
+    x.bytes(file.data() + off + len, file.size() - off - len);  // and after them, verbatim
+    c.extra = x.b;
+  } else {
+    return c;
+  }
+  c.body = c.owned.data();
+  c.size = c.owned.size();
+  return c;
+}
+
+std::vector<uint8_t> zstd19(const uint8_t* p, size_t n) {
+  std::vector<uint8_t> out(ZSTD_compressBound(n));
+  const size_t r = ZSTD_compress(out.data(), out.size(), p, n, 19);
+  if (ZSTD_isError(r)) throw Error(std::string("zstd: ") + ZSTD_getErrorName(r));
+  out.resize(r);
+  return out;
+}
+
+uint64_t content_hash(RbzMode mode, const std::vector<uint8_t>& file, const Content& c) {
+  // Image mode restores pixels, not the file's bytes: its checksum covers the pixels.
+  return mode == RbzMode::Image ? XXH64(c.body, c.size, 0) : XXH64(file.data(), file.size(), 0);
+}
+
+std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
+                              const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
+                              const std::vector<Block>& blocks) {
+  Writer w;
+  w.bytes(kMagic, 4);
+  w.u16(kRbzVersion);
+  w.u8(uint8_t(mode));
+  w.u8(0);  // flags, reserved
+  w.u32(uint32_t(kNumericsVersion));
+  w.u64(original_size);
+  w.u64(hash);
+  w.u64(fingerprint.empty() ? 0 : std::stoull(fingerprint, nullptr, 16));
+  w.u32(uint32_t(context.size()));
+  w.u32(uint32_t(extra.size()));
+  w.u32(uint32_t(blocks.size()));
+  w.bytes(context.data(), context.size());
+  w.bytes(extra.data(), extra.size());
+  for (const Block& b : blocks) {
+    w.u8(uint8_t(b.kind));
+    w.u64(b.length);
+    w.u64(b.payload.size());
+  }
+  w.u64(XXH64(w.b.data(), w.b.size(), 0));  // the header's own checksum
+  for (const Block& b : blocks) w.bytes(b.payload.data(), b.payload.size());
+  return w.b;
+}
+
+}  // namespace
+
+const char* rbz_mode_name(RbzMode m) {
+  return m == RbzMode::Image ? "image" : m == RbzMode::Audio ? "audio" : "raw";
+}
+
+size_t choose_segment_bytes(uint64_t n, int lockstep) {
+  const uint64_t per = (n + uint64_t(std::max(1, lockstep)) - 1) / uint64_t(std::max(1, lockstep));
+  return size_t(std::clamp<uint64_t>(per, uint64_t(16) << 10, uint64_t(1) << 20));
+}
+
+std::vector<uint8_t> compress_file(const std::string& path, const std::vector<uint8_t>& file, Model* model,
+                                   const CompressOptions& options, CompressStats* stats) {
+  if (options.segment_bytes > kMaxModelBlock) throw Error("segment size over the limit of 16 MiB");
+  CompressStats st;
+  const Content c = analyse(path, file, model ? model->config().P : 0, options.force_raw);
+  const uint64_t hash = content_hash(c.mode, file, c);
+  std::vector<Block> blocks;
+  std::string fingerprint;
+  if (model && c.size > 0) {
+    const size_t seg = options.segment_bytes ? options.segment_bytes : choose_segment_bytes(c.size, options.lockstep);
+    std::vector<ByteSpan> segments;
+    for (size_t at = 0; at < c.size; at += seg) segments.push_back({c.body + at, std::min(seg, c.size - at)});
+    SegmentCoderOptions so;
+    so.lockstep = options.lockstep;
+    so.progress = options.progress;
+    std::vector<std::vector<uint8_t>> coded = encode_segments(*model, c.context, segments, so);
+    // Each segment as whichever of model-coded, zstd and raw is smallest.
+    for (size_t i = 0; i < segments.size(); i++) {
+      std::vector<uint8_t> z = zstd19(segments[i].data, segments[i].size);
+      Block b{BlockKind::Raw, segments[i].size, std::vector<uint8_t>(segments[i].data, segments[i].data + segments[i].size)};
+      if (z.size() < b.payload.size()) b = {BlockKind::Zstd, segments[i].size, std::move(z)};
+      if (coded[i].size() < b.payload.size() || options.model_only) b = {BlockKind::Model, segments[i].size, std::move(coded[i])};
+      if (b.kind == BlockKind::Model) fingerprint = model_fingerprint(*model);
+      blocks.push_back(std::move(b));
+    }
+  }
+  std::vector<uint8_t> out;
+  if (!blocks.empty()) {
+    const uint64_t original = c.mode == RbzMode::Image ? c.size : file.size();
+    out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks);
+  }
+  // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
+  std::vector<uint8_t> z = zstd19(file.data(), file.size());
+  Block whole{BlockKind::Raw, file.size(), file};
+  if (z.size() < file.size()) whole = {BlockKind::Zstd, file.size(), std::move(z)};
+  std::vector<uint8_t> single = assemble(RbzMode::Raw, file.size(), XXH64(file.data(), file.size(), 0), "", {}, {}, {whole});
+  if (out.empty() || (single.size() <= out.size() && !options.model_only)) {
+    out = std::move(single);
+    st.mode = RbzMode::Raw;
+    st.whole_file_fallback = !blocks.empty();
+    st.blocks = 1;
+    (whole.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks) = 1;
+  } else {
+    st.mode = c.mode;
+    st.blocks = blocks.size();
+    for (const Block& b : blocks) (b.kind == BlockKind::Model ? st.model_blocks : b.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks)++;
+  }
+  st.content_bytes = c.size;
+  if (stats) *stats = st;
+  return out;
+}
+
+namespace {
+
+struct Parsed {
+  RbzHeaderInfo info;
+  uint64_t hash = 0;
+  std::vector<uint8_t> context, extra;
+  std::vector<Block> blocks;  // payloads left empty; offsets below
+  std::vector<size_t> offsets;
+};
+
+Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
+  Parsed ps;
+  Reader r{rbz.data(), rbz.size(), 0, path};
+  if (rbz.size() < 4 || std::memcmp(rbz.data(), kMagic, 4)) throw Error(path + ": not a .rbz file (bad magic)");
+  r.pos = 4;
+  const uint16_t version = uint16_t(r.get(2));
+  if (version != kRbzVersion)
+    throw Error(path + ": .rbz format version " + std::to_string(version) + " is not supported (this build reads version " +
+                std::to_string(kRbzVersion) + ")");
+  const uint8_t mode = uint8_t(r.get(1));
+  const uint8_t flags = uint8_t(r.get(1));
+  ps.info.numerics_version = uint32_t(r.get(4));
+  ps.info.original_size = r.get(8);
+  ps.hash = r.get(8);
+  const uint64_t fp = r.get(8);
+  const uint32_t nctx = uint32_t(r.get(4)), nextra = uint32_t(r.get(4)), nblocks = uint32_t(r.get(4));
+  if (mode > 2 || flags != 0) throw Error(path + ": damaged .rbz header (unknown mode or flags)");
+  ps.info.mode = RbzMode(mode);
+  if (nctx > kMaxContext || nextra > rbz.size() || nblocks > rbz.size() / 17) throw Error(path + ": damaged .rbz header (sizes)");
+  ps.context = r.bytes(nctx);
+  ps.extra = r.bytes(nextra);
+  uint64_t content = 0, stored = 0;
+  bool any_model = false;
+  for (uint32_t i = 0; i < nblocks; i++) {
+    Block b;
+    const uint8_t kind = uint8_t(r.get(1));
+    b.length = r.get(8);
+    const uint64_t size = r.get(8);
+    if (kind < 1 || kind > 3 || b.length > kMaxContent || size > rbz.size()) throw Error(path + ": damaged .rbz block table");
+    b.kind = BlockKind(kind);
+    if (b.kind == BlockKind::Model && (b.length > kMaxModelBlock || nctx == 0)) throw Error(path + ": damaged .rbz block table");
+    if (b.kind == BlockKind::Raw && size != b.length) throw Error(path + ": damaged .rbz block table");
+    any_model |= b.kind == BlockKind::Model;
+    content += b.length;
+    ps.offsets.push_back(size_t(stored));
+    stored += size;
+    b.payload.resize(0);
+    b.payload.reserve(0);
+    ps.blocks.push_back(std::move(b));
+    ps.blocks.back().payload.clear();
+    // keep the stored size in the offsets' successor
+  }
+  const size_t header_end = r.pos;
+  const uint64_t header_hash = r.get(8);
+  if (XXH64(rbz.data(), header_end, 0) != header_hash) throw Error(path + ": damaged .rbz header (checksum mismatch)");
+  if (content > kMaxContent) throw Error(path + ": damaged .rbz block table");
+  if (stored != rbz.size() - r.pos)
+    throw Error(path + ": " + (stored > rbz.size() - r.pos ? "truncated .rbz file" : "damaged .rbz file (trailing bytes)") + " (" +
+                std::to_string(rbz.size()) + " bytes, the header describes " + std::to_string(r.pos + stored) + ")");
+  for (size_t& o : ps.offsets) o += r.pos;
+  ps.offsets.push_back(r.pos + size_t(stored));
+  if (any_model) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fp);
+    ps.info.model_fingerprint = buf;
+  }
+  // The content the blocks restore must be what the mode expects.
+  const uint64_t expect = ps.info.mode == RbzMode::Audio ? 0 : ps.info.original_size;
+  if (ps.info.mode != RbzMode::Audio && content != expect) throw Error(path + ": damaged .rbz header (sizes disagree)");
+  return ps;
+}
+
+}  // namespace
+
+RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t>& rbz) { return parse(path, rbz).info; }
+
+std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<uint8_t>& rbz, Model* model,
+                                     const std::function<void(uint64_t, uint64_t)>& progress, int lockstep) {
+  const Parsed ps = parse(path, rbz);
+  const RbzHeaderInfo& info = ps.info;
+  if (!info.model_fingerprint.empty()) {
+    if (info.numerics_version != uint32_t(kNumericsVersion))
+      throw Error(path + ": coded under numerics contract v" + std::to_string(info.numerics_version) + "; this build implements v" +
+                  std::to_string(kNumericsVersion) + " and cannot reproduce its probabilities");
+    if (!model) throw Error(path + ": needs the model it was compressed with (fingerprint " + info.model_fingerprint + "); give it with -m");
+    const std::string have = model_fingerprint(*model);
+    if (have != info.model_fingerprint)
+      throw Error(path + ": compressed with model " + info.model_fingerprint + ", but the given model is " + have);
+    if (ps.context.size() % size_t(model->config().P) != 0) throw Error(path + ": damaged .rbz header (context)");
+  }
+  uint64_t content_size = 0;
+  for (const Block& b : ps.blocks) content_size += b.length;
+  std::vector<uint8_t> content(content_size);
+  std::vector<ByteSpan> payloads;
+  std::vector<MutableByteSpan> outputs;
+  size_t at = 0;
+  for (size_t i = 0; i < ps.blocks.size(); i++) {
+    const Block& b = ps.blocks[i];
+    const uint8_t* payload = rbz.data() + ps.offsets[i];
+    const size_t size = ps.offsets[i + 1] - ps.offsets[i];
+    if (b.kind == BlockKind::Raw) {
+      std::memcpy(content.data() + at, payload, size);
+    } else if (b.kind == BlockKind::Zstd) {
+      const unsigned long long declared = ZSTD_getFrameContentSize(payload, size);
+      if (declared != b.length) throw Error(path + ": damaged zstd block " + std::to_string(i));
+      const size_t r = ZSTD_decompress(content.data() + at, b.length, payload, size);
+      if (ZSTD_isError(r) || r != b.length) throw Error(path + ": damaged zstd block " + std::to_string(i));
+    } else {
+      payloads.push_back({payload, size});
+      outputs.push_back({content.data() + at, size_t(b.length)});
+    }
+    at += size_t(b.length);
+  }
+  if (!payloads.empty()) {
+    SegmentCoderOptions so;
+    so.lockstep = lockstep;
+    so.progress = progress;
+    try {
+      decode_segments(*model, ps.context, payloads, outputs, so);
+    } catch (const Error& e) {
+      throw Error(path + ": " + e.what());
+    }
+  }
+  std::vector<uint8_t> out;
+  if (info.mode == RbzMode::Raw) {
+    out = std::move(content);
+  } else if (info.mode == RbzMode::Image) {
+    if (ps.extra.size() != 12) throw Error(path + ": damaged .rbz header (image geometry)");
+    Image img;
+    img.width = int(le32(ps.extra.data())), img.height = int(le32(ps.extra.data() + 4)), img.channels = int(le32(ps.extra.data() + 8));
+    if (img.width <= 0 || img.height <= 0 || img.channels < 1 || img.channels > 4 ||
+        uint64_t(img.width) * uint64_t(img.height) * uint64_t(img.channels) != content.size())
+      throw Error(path + ": damaged .rbz header (image geometry)");
+    if (XXH64(content.data(), content.size(), 0) != ps.hash) throw Error(path + ": checksum mismatch: the restored pixels are not the original ones");
+    img.pixels = std::move(content);
+    const std::string png = encode_png(img, path);
+    return std::vector<uint8_t>(png.begin(), png.end());
+  } else {
+    if (ps.extra.size() < 8) throw Error(path + ": damaged .rbz header (audio layout)");
+    const uint64_t off = le32(ps.extra.data()) | uint64_t(le32(ps.extra.data() + 4)) << 32;
+    if (off > ps.extra.size() - 8 || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
+    out.reserve(ps.extra.size() - 8 + content.size());
+    out.insert(out.end(), ps.extra.begin() + 8, ps.extra.begin() + 8 + long(off));
+    for (size_t i = 0; i < content.size(); i += 2) out.push_back(content[i + 1]), out.push_back(content[i]);  // back to little-endian
+    out.insert(out.end(), ps.extra.begin() + 8 + long(off), ps.extra.end());
+  }
+  if (out.size() != info.original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
+  if (XXH64(out.data(), out.size(), 0) != ps.hash) throw Error(path + ": checksum mismatch: the restored file is not the original");
+  return out;
+}
+
+}  // namespace rb

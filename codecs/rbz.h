@@ -1,0 +1,65 @@
+// The .rbz container (SPEC §4): a checked header, then blocks, each model-coded (rANS over the
+// model's probabilities), stored with zstd -19, or stored raw, whichever is smallest; and the
+// whole file falls back to one zstd or raw block when that is smaller, so a .rbz is never more
+// than its header larger than `zstd -19` would make the file.
+//
+// Modes: raw (the file's bytes), image (lossless PNG, BMP, PNM: the pixels; decompresses to a PNG
+// with identical pixels), audio (16-bit PCM WAV: the samples; every other byte of the file is
+// kept verbatim, so it decompresses to the identical file). Layout: README "The .rbz format".
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "src/model.h"
+
+namespace rb {
+
+enum class RbzMode : uint8_t { Raw = 0, Image = 1, Audio = 2 };
+const char* rbz_mode_name(RbzMode m);  // "raw", "image", "audio"
+
+constexpr uint16_t kRbzVersion = 1;
+
+struct CompressOptions {
+  bool force_raw = false;          // --raw: the file's bytes even for images and audio
+  size_t segment_bytes = 0;        // 0: chosen from the size (see choose_segment_bytes)
+  int lockstep = 32;               // segments coded together
+  bool model_only = false;         // tests and benchmarks: model-code every block, no fallbacks
+  std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, bytes total)
+};
+
+struct CompressStats {
+  RbzMode mode = RbzMode::Raw;
+  uint64_t content_bytes = 0;  // bytes the model saw (pixels, samples or the file)
+  size_t blocks = 0, model_blocks = 0, zstd_blocks = 0, raw_blocks = 0;
+  bool whole_file_fallback = false;
+  double model_bits = 0;  // the model's cross-entropy on model-coded blocks, in bits
+};
+
+// Segment length for a body of n bytes: enough segments to fill the lockstep batch, none shorter
+// than 16 KiB (each starts from a fresh state) nor longer than 1 MiB.
+size_t choose_segment_bytes(uint64_t n, int lockstep);
+
+// Compresses the file at `path` (its bytes in `file`). `model` may be null: then every block is
+// stored (zstd or raw). Errors name the path.
+std::vector<uint8_t> compress_file(const std::string& path, const std::vector<uint8_t>& file, Model* model,
+                                   const CompressOptions& options, CompressStats* stats = nullptr);
+
+struct RbzHeaderInfo {
+  RbzMode mode = RbzMode::Raw;
+  uint64_t original_size = 0;
+  std::string model_fingerprint;  // "" when no block is model-coded
+  uint32_t numerics_version = 0;
+};
+// Parses and checks the header (throws rb::Error naming `path`).
+RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t>& rbz);
+
+// The restored file's bytes (for image mode, a PNG). `model` may be null when no block is
+// model-coded; otherwise its fingerprint must match. Everything is checked (header checksum,
+// block table, each block's decoder, the content's xxhash64) before anything is returned.
+std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<uint8_t>& rbz, Model* model,
+                                     const std::function<void(uint64_t, uint64_t)>& progress = nullptr,
+                                     int lockstep = 32);
+
+}  // namespace rb

@@ -1,0 +1,167 @@
+#include "codecs/segment_coder.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "codecs/byte_frequencies.h"
+#include "codecs/rans.h"
+#include "src/errors.h"
+
+namespace rb {
+
+namespace {
+
+void check_model(const Model& model, const std::vector<uint8_t>& context) {
+  const ModelConfig& c = model.config();
+  if (c.global != GlobalKind::Retention)
+    throw Error("model-coded compression needs a retention-global model (the attention baseline has no recurrent form)");
+  if (context.size() % size_t(c.P) != 0) throw Error("codec context is not a whole number of patches");
+}
+
+// Restores a flag on scope exit.
+struct RecurrentScope {
+  Model& m;
+  bool old;
+  explicit RecurrentScope(Model& model) : m(model), old(model.retention_recurrent) { m.retention_recurrent = true; }
+  ~RecurrentScope() { m.retention_recurrent = old; }
+};
+
+}  // namespace
+
+std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vector<uint8_t>& context,
+                                                  const std::vector<ByteSpan>& segments,
+                                                  const SegmentCoderOptions& options) {
+  check_model(model, context);
+  const int P = model.config().P;
+  const int W = std::max(P, options.window / P * P);
+  const size_t C = context.size();
+  uint64_t total = 0, done = 0;
+  for (const ByteSpan& s : segments) total += s.size;
+  RecurrentScope recurrent(model);
+  std::vector<std::vector<uint8_t>> out(segments.size());
+  std::vector<float> logits;
+  std::vector<uint8_t> x;
+  // (start, freq) of every byte of the group's segments, for the reverse pass of rANS.
+  std::vector<std::vector<uint32_t>> ranges;
+  uint32_t cum[257];
+  for (size_t g0 = 0; g0 < segments.size(); g0 += size_t(options.lockstep)) {
+    const int B = int(std::min(segments.size() - g0, size_t(options.lockstep)));
+    size_t longest = 0;
+    for (int b = 0; b < B; b++) longest = std::max(longest, segments[g0 + b].size);
+    if (longest == 0) continue;  // empty segments code to nothing
+    auto stream = model.new_stream(B);
+    ranges.assign(size_t(B), {});
+    for (int b = 0; b < B; b++) ranges[size_t(b)].reserve(2 * segments[g0 + b].size);
+    x.assign(size_t(B) * W, 0);
+    logits.resize(size_t(B) * W * 256);
+    const size_t length = C + longest;  // positions of the longest stream
+    for (size_t w0 = 0; w0 < length; w0 += size_t(W)) {
+      // Row b: positions [w0, w0 + W) of context + segment b, zeros past its end (causal: padding
+      // after every scored byte changes nothing that is scored).
+      for (int b = 0; b < B; b++) {
+        const ByteSpan& seg = segments[g0 + b];
+        uint8_t* row = x.data() + size_t(b) * W;
+        for (int i = 0; i < W; i++) {
+          const size_t at = w0 + size_t(i);
+          row[i] = at < C ? context[at] : at - C < seg.size ? seg.data[at - C] : 0;
+        }
+      }
+      model.forward(x.data(), B, W, Model::Mode::Eval, stream.get());
+      model.backend().download(logits.data(), model.logits(), logits.size());
+      for (int b = 0; b < B; b++) {
+        const ByteSpan& seg = segments[g0 + b];
+        for (int i = 0; i < W; i++) {
+          const size_t at = w0 + size_t(i);
+          if (at < C || at - C >= seg.size) continue;
+          logits_to_cumulative(logits.data() + (size_t(b) * W + size_t(i)) * 256, cum);
+          const uint8_t byte = seg.data[at - C];
+          ranges[size_t(b)].push_back(cum[byte]);
+          ranges[size_t(b)].push_back(cum[byte + 1] - cum[byte]);
+          done++;
+        }
+      }
+      if (options.progress) options.progress(done, total);
+    }
+    for (int b = 0; b < B; b++) {
+      RansEncoder enc;
+      const std::vector<uint32_t>& r = ranges[size_t(b)];
+      for (size_t i = r.size(); i >= 2; i -= 2) enc.put(r[i - 2], r[i - 1]);
+      if (!r.empty()) out[g0 + size_t(b)] = enc.finish();
+    }
+  }
+  return out;
+}
+
+void decode_segments(Model& model, const std::vector<uint8_t>& context, const std::vector<ByteSpan>& payloads,
+                     const std::vector<MutableByteSpan>& outputs, const SegmentCoderOptions& options) {
+  check_model(model, context);
+  if (payloads.size() != outputs.size()) throw Error("decode_segments: payload and output counts differ");
+  const ModelConfig& c = model.config();
+  const int P = c.P, DG = c.D_G(), DL = c.D_L;
+  const size_t C = context.size();
+  Backend& be = model.backend();
+  model.prepare_decoding();
+  uint64_t total = 0, done = 0;
+  for (const MutableByteSpan& o : outputs) total += o.size;
+  const int width = std::max(1, std::min(options.lockstep, int(payloads.size())));
+  auto scratch = model.new_step_scratch(width);
+  std::vector<Buffer> qkv;  // per local layer: [rows, P, 3 D_L]
+  for (int l = 0; l < c.L_L; l++) qkv.emplace_back(be, size_t(width) * P * 3 * DL);
+  std::vector<float*> qkv_ptrs;
+  for (Buffer& b : qkv) qkv_ptrs.push_back(b.data());
+  Buffer g_cur(be, size_t(width) * DG);
+  std::vector<float> logits(size_t(width) * 256);
+  std::vector<int32_t> prev(static_cast<size_t>(width));
+  std::vector<uint8_t> patches;  // [rows, P]: each row's last complete patch
+  uint32_t cum[257];
+  for (size_t g0 = 0; g0 < payloads.size(); g0 += size_t(width)) {
+    const int B = int(std::min(payloads.size() - g0, size_t(width)));
+    size_t longest = 0;
+    std::vector<std::optional<RansDecoder>> dec(static_cast<size_t>(B));
+    for (int b = 0; b < B; b++) {
+      const size_t n = outputs[g0 + b].size;
+      longest = std::max(longest, n);
+      if (n == 0 && payloads[g0 + b].size != 0) throw Error("damaged model-coded block (data for an empty segment)");
+      if (n) dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
+    }
+    if (longest == 0) continue;
+    auto stream = model.new_stream(B);
+    patches.assign(size_t(B) * P, 0);
+    const size_t npatches = (C + longest + size_t(P) - 1) / size_t(P);
+    for (size_t k = 0; k < npatches; k++) {
+      be.copy(g_cur.data(), model.global_step(k ? patches.data() : nullptr, 1, stream.get()), size_t(B) * DG);
+      const size_t base = k * size_t(P);
+      if (base + size_t(P) <= C) {  // a context patch: its bytes are known, its local model unneeded
+        for (int b = 0; b < B; b++) std::copy(context.begin() + long(base), context.begin() + long(base + P), patches.begin() + long(b) * P);
+        continue;
+      }
+      for (int p = 0; p < P; p++) {
+        for (int b = 0; b < B; b++) prev[size_t(b)] = p == 0 ? 256 : patches[size_t(b) * P + size_t(p - 1)];
+        model.local_step(g_cur.data() + size_t(p) * c.D_E, size_t(DG), prev.data(), p, B, qkv_ptrs.data(), *scratch);
+        be.download(logits.data(), scratch->logits.data(), size_t(B) * 256);
+        const size_t at = base + size_t(p) - C;  // body position
+        for (int b = 0; b < B; b++) {
+          const MutableByteSpan& out = outputs[g0 + b];
+          uint8_t byte = 0;  // rows past their end decode nothing (the encoder padded them with 0)
+          if (at < out.size) {
+            logits_to_cumulative(logits.data() + size_t(b) * 256, cum);
+            RansDecoder& d = *dec[size_t(b)];
+            const int s = symbol_at(cum, d.slot());
+            if (!d.advance(cum[s], cum[s + 1] - cum[s])) throw Error("damaged model-coded block (its data ends early)");
+            byte = uint8_t(s);
+            out.data[at] = byte;
+            done++;
+          }
+          patches[size_t(b) * P + size_t(p)] = byte;
+        }
+      }
+      if (options.progress && k % 64 == 0) options.progress(done, total);
+    }
+    for (int b = 0; b < B; b++)
+      if (outputs[g0 + b].size && !dec[size_t(b)]->finished_cleanly())
+        throw Error("damaged model-coded block (it does not end where its encoder ended)");
+  }
+  if (options.progress) options.progress(done, total);
+}
+
+}  // namespace rb

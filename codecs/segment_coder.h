@@ -1,0 +1,44 @@
+// Model-coded segments: each segment is coded from a fresh model state, conditioned on a context
+// (the stream header of its mode), so segments decode independently and many decode together in
+// lockstep (each step one matrix product of many rows). The encoder knows every byte and runs the
+// batched recurrent forward (teacher forcing); the decoder steps byte by byte. Their logits are
+// bitwise equal by the numerics contract (batch invariance), hence so are the frequency tables
+// the rANS coder sees.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "src/model.h"
+
+namespace rb {
+
+struct ByteSpan {
+  const uint8_t* data;
+  size_t size;
+};
+struct MutableByteSpan {
+  uint8_t* data;
+  size_t size;
+};
+
+struct SegmentCoderOptions {
+  int lockstep = 32;  // segments coded together (rows of each matrix product)
+  int window = 1024;  // encoder: bytes per forward per segment (a multiple of P)
+  // progress(bytes done, bytes total) after each step of work
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+// One rANS payload per segment. context.size() must be a multiple of the model's P. The model
+// must have a retention global (the attention baseline has no recurrent form).
+std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vector<uint8_t>& context,
+                                                  const std::vector<ByteSpan>& segments,
+                                                  const SegmentCoderOptions& options = {});
+
+// Decodes payloads[i] into outputs[i] (whose sizes are the segments' lengths). Throws rb::Error
+// ("damaged") when a payload does not decode cleanly.
+void decode_segments(Model& model, const std::vector<uint8_t>& context, const std::vector<ByteSpan>& payloads,
+                     const std::vector<MutableByteSpan>& outputs, const SegmentCoderOptions& options = {});
+
+}  // namespace rb

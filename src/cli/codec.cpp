@@ -1,0 +1,215 @@
+// retbyte compress / decompress: zstd's command-line rules (IN -> IN.rbz and back, -o, -c, -f),
+// every output written to a temporary file and renamed only when complete and checked.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+
+#include "codecs/rbz.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "src/cli/cli.h"
+#include "src/errors.h"
+#include "src/model.h"
+#include "src/safetensors.h"
+
+namespace rb::cli {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A regular file's bytes (a FIFO or device would block or never end).
+std::vector<uint8_t> read_regular_file(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) throw Error(path + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error(path + ": cannot open (" + std::string(std::strerror(errno)) + ")");
+  std::vector<uint8_t> bytes(size_t(st.st_size));
+  const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
+  const bool more = std::fgetc(f) != EOF;
+  std::fclose(f);
+  if (got != bytes.size() || more) throw Error(path + ": changed while being read");
+  return bytes;
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The outputs of one command, checked before any work: none overwrites an existing file without
+// -f, none is one of the inputs (even with -f), no two are the same path.
+void check_outputs(const std::vector<std::pair<std::string, std::string>>& in_out, const std::vector<std::string>& also_inputs,
+                   bool force) {
+  for (size_t i = 0; i < in_out.size(); i++) {
+    const std::string& out = in_out[i].second;
+    if (out == "-") continue;
+    for (const auto& [in, _] : in_out)
+      if (out == in || same_file(out, in)) throw Error(out + ": is an input of this command; refusing to overwrite it");
+    for (const std::string& in : also_inputs)
+      if (!in.empty() && (out == in || same_file(out, in))) throw Error(out + ": is an input of this command; refusing to overwrite it");
+    for (size_t j = 0; j < i; j++)
+      if (in_out[j].second == out) throw Error(out + ": two outputs of this command would be the same file");
+    if (!force && ::access(out.c_str(), F_OK) == 0) throw Error(out + ": exists (use -f to overwrite)");
+  }
+}
+
+void write_output(const std::string& path, const std::vector<uint8_t>& bytes) {
+  if (path == "-") {
+    if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size()) throw Error("stdout: write failed");
+    if (std::fflush(stdout) != 0) throw Error(std::string("stdout: write failed (") + std::strerror(errno) + ")");
+    return;
+  }
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+}
+
+// A progress line on stderr for long files: refreshed in place on a terminal, every 30 s otherwise.
+struct Progress {
+  std::string what;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  double last = 0;
+  bool tty = isatty(STDERR_FILENO);
+  bool shown = false;
+  void operator()(uint64_t done, uint64_t total) {
+    const double s = seconds_since(t0);
+    if (s - last < (tty ? 0.5 : 30.0) || total == 0) return;
+    last = s;
+    shown = true;
+    std::fprintf(stderr, "%s%s: %.0f%% of %.2f MB, %.1f kB/s%s", tty ? "\r\033[K" : "", what.c_str(), 100.0 * double(done) / double(total),
+                 double(total) / 1e6, double(done) / s / 1e3, tty ? "" : "\n");
+  }
+  void clear() {
+    if (tty && shown) std::fprintf(stderr, "\r\033[K");
+  }
+};
+
+}  // namespace
+
+int cmd_compress(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--segment BYTES] [-t N]\n"
+                 "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
+                 "  16-bit PCM WAV as samples (decompressing gives a PNG with identical pixels / the identical WAV);\n"
+                 "  anything else as bytes. --raw: bytes always. --verify: decode what was written before success.\n"
+                 "  Decodes bit-exactly on any x86-64 CPU and thread count. -f overwrites existing outputs.\n";
+    return 0;
+  }
+  const std::string model_path = args.value("--model", "-m", "");
+  std::string out_path = args.value("--output", "-o", "");
+  const bool to_stdout = args.flag("--stdout") || args.flag("-c");
+  const bool force = args.flag("--force") || args.flag("-f");
+  const bool raw = args.flag("--raw");
+  const bool verify = args.flag("--verify");
+  const bool model_only = args.flag("--model-only");  // benchmarks and tests: no stored fallbacks
+  const int segment = args.int_value("--segment", "", 0);
+  const int threads = args.threads();
+  const auto inputs = args.positionals();
+  if (model_path.empty()) throw Error("-m MODEL is required");
+  if (inputs.empty()) throw Error("give at least one file to compress");
+  if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
+  if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
+  if (segment < 0 || segment > (16 << 20)) throw Error("--segment: bytes from 1 to 16 MiB (0: automatic)");
+  if (to_stdout && isatty(STDOUT_FILENO)) throw Error("stdout is a terminal: refusing to write compressed data there (use -o)");
+  std::vector<std::pair<std::string, std::string>> plan;
+  for (const std::string& in : inputs) plan.push_back({in, to_stdout ? "-" : !out_path.empty() ? out_path : in + ".rbz"});
+  check_outputs(plan, {model_path}, force);
+  for (const auto& [in, _] : plan) {
+    struct stat st;
+    if (::stat(in.c_str(), &st) != 0) throw Error(in + ": " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) throw Error(in + ": not a regular file");
+  }
+  auto be = make_cpu_backend(threads);
+  auto model = Model::load(model_path, *be);
+  for (const auto& [in, out] : plan) {
+    const std::vector<uint8_t> file = read_regular_file(in);
+    Progress progress{"retbyte compress: " + in};
+    CompressOptions options;
+    options.force_raw = raw;
+    options.segment_bytes = size_t(segment);
+    options.model_only = model_only;
+    options.progress = std::ref(progress);
+    CompressStats stats;
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<uint8_t> rbz = compress_file(in, file, model.get(), options, &stats);
+    const double secs = seconds_since(t0);
+    progress.clear();
+    if (verify) {
+      const std::vector<uint8_t> back = decompress_file(in + " (verifying)", rbz, model.get());
+      if (stats.mode != RbzMode::Image && back != file) throw Error(in + ": verification failed: decoding does not give the file back");
+    }
+    write_output(out, rbz);
+    std::fprintf(stderr, "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s) in %.1f s, %.1f kB/s%s\n",
+                 in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbz.size(),
+                 file.empty() ? 0.0 : 8.0 * double(rbz.size()) / double(file.size()), rbz_mode_name(stats.mode), stats.blocks,
+                 stats.model_blocks, stats.zstd_blocks, stats.raw_blocks, stats.whole_file_fallback ? "; zstd of the whole file was smaller" : "",
+                 secs, double(file.size()) / std::max(secs, 1e-9) / 1e3, verify ? "; verified" : "");
+  }
+  return 0;
+}
+
+int cmd_decompress(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte decompress [-m MODEL] IN.rbz... [-o OUT] [-c] [-f] [-t N]\n"
+                 "  restores IN (the name without .rbz; image mode writes a PNG). -m is needed when a block is\n"
+                 "  model-coded (the error names the model's fingerprint). -f overwrites existing outputs.\n";
+    return 0;
+  }
+  const std::string model_path = args.value("--model", "-m", "");
+  const std::string out_path = args.value("--output", "-o", "");
+  const bool to_stdout = args.flag("--stdout") || args.flag("-c");
+  const bool force = args.flag("--force") || args.flag("-f");
+  const int threads = args.threads();
+  const auto inputs = args.positionals();
+  if (inputs.empty()) throw Error("give at least one .rbz file to decompress");
+  if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
+  if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
+  // Output names need each header (image mode restores a PNG): read and check them all first.
+  std::vector<std::pair<std::string, std::string>> plan;
+  std::vector<std::vector<uint8_t>> files;
+  std::vector<RbzHeaderInfo> infos;
+  for (const std::string& in : inputs) {
+    files.push_back(read_regular_file(in));
+    infos.push_back(read_rbz_header(in, files.back()));
+    std::string out = to_stdout ? "-" : out_path;
+    if (out.empty()) {
+      if (!ends_with(in, ".rbz")) throw Error(in + ": does not end in .rbz; name the output with -o");
+      out = in.substr(0, in.size() - 4);
+      if (infos.back().mode == RbzMode::Image && !ends_with(out, ".png")) out += ".png";
+    }
+    plan.push_back({in, out});
+  }
+  check_outputs(plan, {model_path}, force);
+  std::unique_ptr<Backend> be;
+  std::unique_ptr<Model> model;
+  for (size_t i = 0; i < plan.size(); i++) {
+    const auto& [in, out] = plan[i];
+    if (!infos[i].model_fingerprint.empty() && !model) {
+      if (model_path.empty()) throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint + "); give it with -m");
+      be = make_cpu_backend(threads);
+      model = Model::load(model_path, *be);
+    }
+    Progress progress{"retbyte decompress: " + in};
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<uint8_t> restored = decompress_file(in, files[i], model.get(), std::ref(progress));
+    const double secs = seconds_since(t0);
+    progress.clear();
+    write_output(out, restored);
+    if (out != "-")
+      std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s, %.1f kB/s\n", in.c_str(), (unsigned long long)restored.size(),
+                   out.c_str(), rbz_mode_name(infos[i].mode), secs, double(restored.size()) / std::max(secs, 1e-9) / 1e3);
+  }
+  return 0;
+}
+
+}  // namespace rb::cli
