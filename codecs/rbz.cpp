@@ -245,7 +245,10 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   } else {
     st.mode = c.mode;
     st.blocks = blocks.size();
-    for (const Block& b : blocks) (b.kind == BlockKind::Model ? st.model_blocks : b.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks)++;
+    for (const Block& b : blocks) {
+      (b.kind == BlockKind::Model ? st.model_blocks : b.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks)++;
+      if (b.kind == BlockKind::Model) st.model_payload_bytes += b.payload.size();
+    }
   }
   st.content_bytes = c.size;
   if (stats) *stats = st;
@@ -258,8 +261,8 @@ struct Parsed {
   RbzHeaderInfo info;
   uint64_t hash = 0;
   std::vector<uint8_t> context, extra;
-  std::vector<Block> blocks;  // payloads left empty; offsets below
-  std::vector<size_t> offsets;
+  std::vector<Block> blocks;   // kinds and lengths (payloads stay in the file)
+  std::vector<size_t> offsets;  // where each payload starts, then the end of the last
 };
 
 Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
@@ -296,13 +299,9 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
     if (b.kind == BlockKind::Raw && size != b.length) throw Error(path + ": damaged .rbz block table");
     any_model |= b.kind == BlockKind::Model;
     content += b.length;
-    ps.offsets.push_back(size_t(stored));
+    ps.offsets.push_back(size_t(stored));  // relative to the payload area until it is known
     stored += size;
-    b.payload.resize(0);
-    b.payload.reserve(0);
     ps.blocks.push_back(std::move(b));
-    ps.blocks.back().payload.clear();
-    // keep the stored size in the offsets' successor
   }
   const size_t header_end = r.pos;
   const uint64_t header_hash = r.get(8);
@@ -318,9 +317,8 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
     std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fp);
     ps.info.model_fingerprint = buf;
   }
-  // The content the blocks restore must be what the mode expects.
-  const uint64_t expect = ps.info.mode == RbzMode::Audio ? 0 : ps.info.original_size;
-  if (ps.info.mode != RbzMode::Audio && content != expect) throw Error(path + ": damaged .rbz header (sizes disagree)");
+  // Raw and image content is the original size; audio adds the verbatim bytes (checked later).
+  if (ps.info.mode != RbzMode::Audio && content != ps.info.original_size) throw Error(path + ": damaged .rbz header (sizes disagree)");
   return ps;
 }
 

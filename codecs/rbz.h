@@ -34,7 +34,7 @@ struct CompressStats {
   uint64_t content_bytes = 0;  // bytes the model saw (pixels, samples or the file)
   size_t blocks = 0, model_blocks = 0, zstd_blocks = 0, raw_blocks = 0;
   bool whole_file_fallback = false;
-  double model_bits = 0;  // the model's cross-entropy on model-coded blocks, in bits
+  uint64_t model_payload_bytes = 0;  // coded bytes of the model-coded blocks
 };
 
 // Segment length for a body of n bytes: enough segments to fill the lockstep batch, none shorter

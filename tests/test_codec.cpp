@@ -1,0 +1,319 @@
+// Lossless compression: the rANS coder, the probability tables, and .rbz round trips that must be
+// bit-exact across CPU paths and thread counts, cost within 0.5% of the model's cross-entropy,
+// and refuse damaged input with an error naming the file.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "codecs/byte_frequencies.h"
+#include "codecs/media.h"
+#include "codecs/rans.h"
+#include "codecs/rbz.h"
+#include "src/errors.h"
+#include "tests/test_util.h"
+#include "trainer/trainer.h"
+
+namespace rb {
+namespace {
+
+namespace fs = std::filesystem;
+using test::expect_error_containing;
+
+std::string temp_path(const std::string& name) {
+  return testing::TempDir() + "retbyte_codec_" + std::to_string(getpid()) + "_" + name;
+}
+
+std::vector<uint8_t> slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), {});
+}
+
+std::vector<uint8_t> repetitive_text(size_t n) {
+  const std::string s =
+      "In the beginning the model knew nothing; then it read the same lines again and again, "
+      "and the lines became easy to predict. ";
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; i++) v[i] = uint8_t(s[i % s.size()]);
+  return v;
+}
+
+std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = uint8_t(rng.below(256));
+  return v;
+}
+
+TEST(Rans, RoundTripsSkewedTablesAtNearlyTheirEntropy) {
+  Rng rng(3);
+  // A few fixed tables, from nearly uniform to one symbol holding almost everything.
+  std::vector<std::vector<uint32_t>> tables;
+  for (double sharp : {0.0, 2.0, 8.0, 20.0}) {
+    float logits[256];
+    for (int i = 0; i < 256; i++) logits[i] = float(sharp * rng.normal());
+    std::vector<uint32_t> cum(257);
+    logits_to_cumulative(logits, cum.data());
+    tables.push_back(cum);
+  }
+  const size_t n = 20000;
+  std::vector<int> table_of(n), symbol(n);
+  double bits = 0;
+  for (size_t i = 0; i < n; i++) {
+    table_of[i] = int(rng.below(4));
+    const auto& cum = tables[size_t(table_of[i])];
+    symbol[i] = symbol_at(cum.data(), uint32_t(rng.below(kFreqTotal)));  // drawn from the table itself
+    bits -= std::log2(double(cum[size_t(symbol[i]) + 1] - cum[size_t(symbol[i])]) / kFreqTotal);
+  }
+  RansEncoder enc;
+  for (size_t i = n; i-- > 0;) {
+    const auto& cum = tables[size_t(table_of[i])];
+    enc.put(cum[size_t(symbol[i])], cum[size_t(symbol[i]) + 1] - cum[size_t(symbol[i])]);
+  }
+  const std::vector<uint8_t> coded = enc.finish();
+  EXPECT_LE(double(coded.size()), bits / 8 * 1.001 + 16) << "entropy " << bits / 8 << " bytes";
+  RansDecoder dec(coded.data(), coded.size());
+  for (size_t i = 0; i < n; i++) {
+    const auto& cum = tables[size_t(table_of[i])];
+    const int s = symbol_at(cum.data(), dec.slot());
+    ASSERT_EQ(s, symbol[i]) << "symbol " << i;
+    ASSERT_TRUE(dec.advance(cum[size_t(s)], cum[size_t(s) + 1] - cum[size_t(s)]));
+  }
+  EXPECT_TRUE(dec.finished_cleanly());
+}
+
+TEST(ByteFrequencies, EverySymbolKeepsAShareWhateverTheLogits) {
+  const float inf = INFINITY, nan = NAN;
+  std::vector<std::vector<float>> cases = {std::vector<float>(256, 0.0f), std::vector<float>(256, -1e30f)};
+  cases.push_back(std::vector<float>(256, 0.0f));
+  cases.back()[7] = 1e4f;  // one certain symbol
+  cases.push_back(std::vector<float>(256, -inf));
+  cases.back()[9] = 0.0f;
+  cases.push_back(std::vector<float>(256, nan));  // damaged weights: still a valid table
+  cases.push_back(std::vector<float>(256, 0.0f));
+  cases.back()[3] = inf;
+  for (const auto& logits : cases) {
+    uint32_t cum[257];
+    logits_to_cumulative(logits.data(), cum);
+    EXPECT_EQ(cum[0], 0u);
+    EXPECT_EQ(cum[256], kFreqTotal);
+    for (int i = 0; i < 256; i++) EXPECT_GE(cum[i + 1], cum[i] + 1) << "symbol " << i;
+    for (uint32_t slot : {0u, 1u, kFreqTotal / 2, kFreqTotal - 1}) {
+      const int s = symbol_at(cum, slot);
+      EXPECT_LE(cum[s], slot);
+      EXPECT_LT(slot, cum[s + 1]);
+    }
+  }
+}
+
+// A tiny model trained briefly on repetitive text, so its predictions are confident (the coder's
+// overhead shows most where the model is sure).
+class Codec : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(temp_path("model"));
+    fs::create_directories(*dir_);
+    const std::string data = *dir_ + "/text.txt";
+    {
+      const auto t = repetitive_text(20000);
+      std::ofstream(data, std::ios::binary).write(reinterpret_cast<const char*>(t.data()), long(t.size()));
+    }
+    TrainConfig c;
+    c.model = named_config("tiny");
+    c.model.T = 128;
+    c.adamw.lr = 3e-3f;
+    c.warmup_steps = 3;
+    c.val_every = 0;
+    c.checkpoint_every = 0;
+    auto be = make_cpu_backend(2);
+    Trainer trainer(c, {data}, *dir_ + "/run", *be, false);
+    trainer.run(60, 0, nullptr, nullptr);
+    trainer.save_checkpoint();
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string model_path() { return *dir_ + "/run/model.safetensors"; }
+  static std::string* dir_;
+};
+std::string* Codec::dir_ = nullptr;
+
+struct Loaded {
+  std::unique_ptr<Backend> be;
+  std::unique_ptr<Model> model;
+  Loaded(const std::string& path, int threads, CpuPath cpu = best_cpu_path())
+      : be(make_cpu_backend(threads, cpu)), model(Model::load(path, *be)) {}
+};
+
+TEST_F(Codec, RoundTripsEverySizeAroundPatchSegmentAndGroupBoundaries) {
+  Loaded m(model_path(), 2);
+  const int P = m.model->config().P;
+  for (size_t n : {size_t(0), size_t(1), size_t(P - 1), size_t(P), size_t(P + 1), size_t(63), size_t(64), size_t(65),
+                   size_t(64 * 7 + 3), size_t(3000)}) {
+    for (int kind = 0; kind < 2; kind++) {
+      const std::vector<uint8_t> in = kind ? random_bytes(n, n) : repetitive_text(n);
+      for (bool model_only : {true, false}) {
+        CompressOptions o;
+        o.segment_bytes = 64;  // many segments, several lockstep groups, a ragged last one
+        o.lockstep = 3;
+        o.model_only = model_only;
+        CompressStats st;
+        const auto rbz = compress_file("in.bin", in, m.model.get(), o, &st);
+        if (model_only && n > 0) EXPECT_EQ(st.model_blocks, (n + 63) / 64) << n;
+        const auto out = decompress_file("in.bin.rbz", rbz, m.model.get(), nullptr, 3);
+        ASSERT_EQ(out, in) << "size " << n << (kind ? " random" : " text") << (model_only ? " model-coded" : "");
+        // Any lockstep width decodes it.
+        if (model_only && n > 0) EXPECT_EQ(decompress_file("in.bin.rbz", rbz, m.model.get(), nullptr, 1), in);
+      }
+    }
+  }
+}
+
+TEST_F(Codec, EncodesAndDecodesBitExactlyOnEveryPathAndThreadCount) {
+  const std::vector<uint8_t> in = repetitive_text(2500);
+  CompressOptions o;
+  o.segment_bytes = 500;
+  o.lockstep = 4;
+  o.model_only = true;
+  std::vector<uint8_t> reference;
+  for (CpuPath enc_path : test::runnable_cpu_paths())
+    for (int enc_threads : {1, 2}) {
+      Loaded enc(model_path(), enc_threads, enc_path);
+      const auto rbz = compress_file("in.txt", in, enc.model.get(), o);
+      if (reference.empty()) reference = rbz;
+      EXPECT_EQ(rbz, reference) << "encoded on " << cpu_path_name(enc_path) << " with " << enc_threads << " threads";
+    }
+  for (CpuPath dec_path : test::runnable_cpu_paths())
+    for (int dec_threads : {1, 2}) {
+      Loaded dec(model_path(), dec_threads, dec_path);
+      EXPECT_EQ(decompress_file("in.txt.rbz", reference, dec.model.get()), in)
+          << "decoded on " << cpu_path_name(dec_path) << " with " << dec_threads << " threads";
+    }
+}
+
+TEST_F(Codec, CodedSizeIsWithinHalfAPercentOfTheModelsCrossEntropy) {
+  Loaded m(model_path(), 2);
+  Model& model = *m.model;
+  const int P = model.config().P;
+  const std::vector<uint8_t> in = repetitive_text(40000);
+  // The model's cross-entropy on the same stream (text header, then the bytes), recurrent form.
+  std::vector<uint8_t> stream = make_header(Modality::Text, P);
+  const size_t C = stream.size();
+  stream.insert(stream.end(), in.begin(), in.end());
+  const int T = int((stream.size() + P - 1) / P * P);
+  stream.resize(size_t(T), 0);
+  model.retention_recurrent = true;
+  model.forward(stream.data(), 1, T, Model::Mode::Eval);
+  model.retention_recurrent = false;
+  std::vector<float> losses(static_cast<size_t>(T));
+  model.backend().download(losses.data(), model.byte_losses(), losses.size());
+  double bits = 0;
+  for (size_t i = C; i < C + in.size(); i++) bits += losses[i] / std::log(2.0);
+  CompressOptions o;
+  o.segment_bytes = in.size();  // one segment: the same stream as above
+  o.model_only = true;
+  CompressStats st;
+  const auto rbz = compress_file("in.txt", in, &model, o, &st);
+  ASSERT_EQ(st.model_blocks, 1u);
+  const double payload = double(st.model_payload_bytes);
+  std::printf("cross-entropy %.1f bytes (%.3f bits per byte), coded %.0f bytes\n", bits / 8, bits / double(in.size()), payload);
+  EXPECT_LE(payload, bits / 8 * 1.005 + 64);
+  EXPECT_GE(payload, bits / 8 * 0.99);  // no coder beats the entropy: a check on the measurement
+  EXPECT_EQ(decompress_file("in.txt.rbz", rbz, &model), in);
+}
+
+TEST_F(Codec, ImagesRestorePixelsAndWavFilesEveryByte) {
+  Loaded m(model_path(), 2);
+  CompressOptions o;
+  o.model_only = true;
+  // A PNG: decompresses to a PNG with the same pixels.
+  Image img{13, 5, 3, std::vector<uint8_t>(13 * 5 * 3)};
+  for (size_t i = 0; i < img.pixels.size(); i++) img.pixels[i] = uint8_t(i * 7 % 251);
+  const std::string png = temp_path("i.png"), back = temp_path("back.png");
+  write_png(png, img);
+  CompressStats st;
+  const auto rbz = compress_file(png, slurp(png), m.model.get(), o, &st);
+  EXPECT_EQ(st.mode, RbzMode::Image);
+  EXPECT_EQ(st.content_bytes, img.pixels.size());
+  const auto restored = decompress_file(png + ".rbz", rbz, m.model.get());
+  std::ofstream(back, std::ios::binary).write(reinterpret_cast<const char*>(restored.data()), long(restored.size()));
+  const Image again = read_image(back);
+  EXPECT_EQ(again.width, img.width);
+  EXPECT_EQ(again.height, img.height);
+  EXPECT_EQ(again.channels, img.channels);
+  EXPECT_EQ(again.pixels, img.pixels);
+  // A WAV with a chunk before the samples and bytes after them: the identical file comes back.
+  Audio a{8000, 2, std::vector<int16_t>(2 * 300)};
+  for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(std::lround(9000 * std::sin(0.03 * double(i))));
+  a.samples[0] = -32768;
+  const std::string wav = temp_path("a.wav");
+  write_wav(wav, a);
+  std::vector<uint8_t> file = slurp(wav);
+  const std::vector<uint8_t> list = {'L', 'I', 'S', 'T', 4, 0, 0, 0, 'I', 'N', 'F', 'O'};
+  file.insert(file.begin() + 36, list.begin(), list.end());  // after "fmt ", before "data"
+  const uint32_t riff = uint32_t(file.size() - 8 + 5);
+  for (int i = 0; i < 4; i++) file[size_t(4 + i)] = uint8_t(riff >> (8 * i));
+  for (uint8_t b : {1, 2, 3, 4, 5}) file.push_back(b);  // trailing bytes some tools leave
+  const auto wrbz = compress_file(wav, file, m.model.get(), o, &st);
+  EXPECT_EQ(st.mode, RbzMode::Audio);
+  EXPECT_EQ(st.content_bytes, a.samples.size() * 2);
+  EXPECT_EQ(decompress_file(wav + ".rbz", wrbz, m.model.get()), file);
+  // --raw: the file's bytes.
+  o.force_raw = true;
+  EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
+  EXPECT_EQ(st.mode, RbzMode::Raw);
+  std::remove(png.c_str());
+  std::remove(back.c_str());
+  std::remove(wav.c_str());
+}
+
+TEST_F(Codec, NothingGrowsByMoreThanASmallHeaderOverZstdOrTheFile) {
+  Loaded m(model_path(), 2);
+  for (size_t n : {size_t(0), size_t(100), size_t(20000)}) {
+    const auto in = random_bytes(n, 9 + n);
+    const auto rbz = compress_file("r.bin", in, m.model.get(), CompressOptions());
+    EXPECT_LE(rbz.size(), n + 80) << n;  // incompressible: stored, behind the header
+    EXPECT_EQ(decompress_file("r.bin.rbz", rbz, m.model.get()), in);
+    EXPECT_EQ(decompress_file("r.bin.rbz", rbz, nullptr), in);  // stored blocks need no model
+  }
+}
+
+TEST_F(Codec, DamagedOrForeignInputIsAnErrorNamingTheFile) {
+  Loaded m(model_path(), 2);
+  CompressOptions o;
+  o.model_only = true;
+  o.segment_bytes = 100;
+  const auto in = repetitive_text(300);
+  const auto rbz = compress_file("x.txt", in, m.model.get(), o);
+  // Every single flipped byte is caught (header checksum, block table, coder end state, content checksum).
+  for (size_t i = 0; i < rbz.size(); i++) {
+    auto bad = rbz;
+    bad[i] ^= 0x20;
+    bool threw = false;
+    try {
+      const auto out = decompress_file("x.rbz", bad, m.model.get());
+      ADD_FAILURE() << "flipping byte " << i << " went unnoticed" << (out == in ? " (and decoded correctly)" : "");
+    } catch (const Error& e) {
+      threw = std::string(e.what()).find("x.rbz") != std::string::npos;
+    }
+    EXPECT_TRUE(threw) << "byte " << i;
+  }
+  for (size_t cut : {size_t(0), size_t(3), size_t(40), rbz.size() / 2, rbz.size() - 1}) {
+    const std::vector<uint8_t> truncated(rbz.begin(), rbz.begin() + long(cut));
+    expect_error_containing([&] { decompress_file("t.rbz", truncated, m.model.get()); }, "t.rbz: ");
+  }
+  expect_error_containing([&] { decompress_file("n.rbz", repetitive_text(100), m.model.get()); }, "n.rbz: not a .rbz file");
+  // Another model: the error names both fingerprints.
+  auto be = make_cpu_backend(1);
+  Model other(m.model->config(), *be);
+  other.init_random(77);
+  const std::string want = model_fingerprint(*m.model), got = model_fingerprint(other);
+  expect_error_containing([&] { decompress_file("w.rbz", rbz, &other); }, "w.rbz: compressed with model " + want + ", but the given model is " + got);
+  expect_error_containing([&] { decompress_file("w.rbz", rbz, nullptr); }, "needs the model it was compressed with");
+}
+
+}  // namespace
+}  // namespace rb
