@@ -59,6 +59,29 @@ tail -n 1 "$tmp/bpb.out" | grep -q '"gzip -9":' || fail "bench bpb has no gzip -
 grep -q '^total (text) ' "$tmp/bpb.out" && grep -q '^total (image) ' "$tmp/bpb.out" || fail "bench bpb has no per-modality totals"
 expect_error "$tmp/nope.png: no such file" "$bin" eval -m "$model" "$tmp/nope.png"
 "$bin" eval -m "$model" "$tmp/nope.png" 2> /dev/null | grep -q . && fail "eval printed its table before checking its inputs"
+# compress / decompress, zstd's rules for files
+cp "$data" "$tmp/c.txt"
+"$bin" compress -m "$model" "$tmp/c.txt" --verify 2> "$tmp/c.err" || fail "compress: $(cat "$tmp/c.err")"
+grep -q "verified" "$tmp/c.err" || fail "compress --verify did not say verified"
+mv "$tmp/c.txt" "$tmp/c.orig"
+"$bin" decompress -m "$model" "$tmp/c.txt.rbz" 2> /dev/null || fail "decompress"
+cmp -s "$tmp/c.txt" "$tmp/c.orig" || fail "decompress did not restore the file"
+"$bin" compress -m "$model" "$tmp/c.txt" --model-only -o "$tmp/m.rbz" 2> /dev/null || fail "compress --model-only"
+"$bin" decompress -m "$model" "$tmp/m.rbz" -c -t 1 | cmp -s - "$tmp/c.orig" || fail "decompress -c of a model-coded file"
+expect_error "needs the model it was compressed with" "$bin" decompress "$tmp/m.rbz" -o "$tmp/never.txt"
+expect_error "$tmp/c.txt.rbz: exists (use -f to overwrite)" "$bin" compress -m "$model" "$tmp/c.txt"
+expect_error "is an input of this command" "$bin" compress -m "$model" "$tmp/c.txt" -o "$tmp/c.txt" -f
+expect_error "is an input of this command" "$bin" compress -m "$model" "$tmp/c.txt" -o "$model" -f
+"$bin" compress -m "$model" "$tmp/c.txt" -f 2> /dev/null || fail "compress -f"
+head -c 60 "$tmp/m.rbz" > "$tmp/cut.rbz"
+expect_error "$tmp/cut.rbz: truncated" "$bin" decompress -m "$model" "$tmp/cut.rbz" -o "$tmp/never.txt"
+expect_error "$tmp/c.orig: not a .rbz file" "$bin" decompress -m "$model" "$tmp/c.orig" -o "$tmp/never.txt"
+cp "$tmp/m.rbz" "$tmp/m.bin"
+expect_error "does not end in .rbz" "$bin" decompress -m "$model" "$tmp/m.bin"
+[ ! -e "$tmp/never.txt" ] || fail "a failed decompress left its output file"
+"$bin" compress -m "$model" "$tmp/g.png" -o "$tmp/g.rbz" 2> "$tmp/png.err" || fail "compress a PNG"
+"$bin" decompress -m "$model" "$tmp/g.rbz" -o "$tmp/g-back.png" 2> /dev/null || fail "decompress a PNG"
+"$bin" eval -m "$model" "$tmp/g-back.png" | grep -q '"bytes":252,' || fail "the restored PNG is not 12x7x3"
 expect_error "--image: '12x0x3' is malformed" "$bin" generate -m "$model" --image 12x0x3 -o "$tmp/never.png"
 expect_error "prompt image is 12 wide" "$bin" generate -m "$model" --image 10x7x3 --prompt-file "$tmp/g.png" -o "$tmp/never.png"
 expect_error "-n: 'abc' is not an integer" "$bin" generate -m "$model" -n abc
@@ -78,7 +101,7 @@ expect_error "unknown key \"bogus\"" "$bin" train --config "$tmp/unknown.json" -
 printf '{"config": "tiny", "H_G": 3}' > "$tmp/impossible.json"
 expect_error "not divisible by H_G = 3" "$bin" train --config "$tmp/impossible.json" --data "$data" --out "$tmp/x"
 expect_error "unknown command" "$bin" frobnicate
-for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode" "bench kernels" "bench bpb"; do
+for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode" "bench kernels" "bench bpb" "bench codec" compress decompress; do
   $bin $cmd --help > /dev/null || fail "$cmd --help"
 done
 

@@ -6,9 +6,11 @@
 #include <vector>
 
 #include <cblas.h>
+#include <zstd.h>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "codecs/rbz.h"
 #include "src/cli/bpb_report.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
@@ -322,6 +324,85 @@ int bench_kernels(Args& args) {
   return 0;
 }
 
+// compress/decompress bytes/s of the .rbz codec beside zstd -19 on the same bytes (SPEC §6).
+int bench_codec(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [-t N] [FILE...]\n"
+                 "  times compress and decompress (every block model-coded) of each FILE, or of N bytes of\n"
+                 "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip\n";
+    return 0;
+  }
+  const std::string model_path = args.value("--model", "-m", "");
+  const std::string config = args.value("--config", "", "small");
+  const int64_t nbytes = args.int_value("--bytes", "", 262144);
+  const int lockstep = args.int_value("--lockstep", "", 32);
+  const int threads = args.threads();
+  const auto files = args.positionals();
+  if (nbytes <= 0 || lockstep < 1 || lockstep > 1024) throw Error("--bytes must be positive and --lockstep 1..1024");
+  auto be = make_cpu_backend(threads);
+  std::unique_ptr<Model> model;
+  if (!model_path.empty()) {
+    model = Model::load(model_path, *be);
+  } else {
+    model = std::make_unique<Model>(load_model_config(config), *be);
+    model->init_random(1);
+  }
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> inputs;
+  for (const std::string& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    if (!in) throw Error(f + ": cannot open");
+    inputs.push_back({f, std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), {})});
+  }
+  if (inputs.empty()) {
+    Rng rng(5);
+    std::vector<uint8_t> v(static_cast<size_t>(nbytes));
+    for (auto& b : v) b = uint8_t(rng.below(256));
+    inputs.push_back({"random", std::move(v)});
+  }
+  nlohmann::ordered_json results = nlohmann::json::array();
+  std::printf("%-40s %10s %14s %14s %14s %14s %9s %9s\n", "input", "bytes", "compress B/s", "decompress B/s", "zstd-19 c B/s",
+              "zstd-19 d B/s", "rbz bpb", "zstd bpb");
+  for (const auto& [name, data] : inputs) {
+    CompressOptions o;
+    o.model_only = true;  // time the model coder, not the fallbacks
+    o.force_raw = true;   // the bytes as given (media modes would time pixel/sample decoding too)
+    o.lockstep = lockstep;
+    double t0 = now_s();
+    CompressStats st;
+    const std::vector<uint8_t> rbz = compress_file(name, data, model.get(), o, &st);
+    const double c_s = now_s() - t0;
+    t0 = now_s();
+    const std::vector<uint8_t> back = decompress_file(name, rbz, model.get(), nullptr, lockstep);
+    const double d_s = now_s() - t0;
+    if (back != data) throw Error(name + ": round trip failed");
+    std::vector<uint8_t> z(ZSTD_compressBound(data.size()));
+    t0 = now_s();
+    const size_t zn = ZSTD_compress(z.data(), z.size(), data.data(), data.size(), 19);
+    const double zc_s = now_s() - t0;
+    std::vector<uint8_t> zback(data.size());
+    t0 = now_s();
+    ZSTD_decompress(zback.data(), zback.size(), z.data(), zn);
+    const double zd_s = now_s() - t0;
+    const double n = double(data.size());
+    std::printf("%-40s %10zu %14.0f %14.0f %14.0f %14.0f %9.4f %9.4f\n", name.c_str(), data.size(), n / c_s, n / d_s, n / zc_s, n / zd_s,
+                8.0 * double(rbz.size()) / n, 8.0 * double(zn) / n);
+    results.push_back({{"input", name}, {"bytes", data.size()}, {"segments", st.blocks}, {"compress_bytes_per_s", n / c_s},
+                       {"decompress_bytes_per_s", n / d_s}, {"zstd19_compress_bytes_per_s", n / zc_s},
+                       {"zstd19_decompress_bytes_per_s", n / zd_s}, {"rbz_bpb", 8.0 * double(rbz.size()) / n},
+                       {"zstd19_bpb", 8.0 * double(zn) / n}});
+  }
+  nlohmann::ordered_json j;
+  j["bench"] = "codec";
+  j["cpu_path"] = be->kernel_path();
+  j["threads"] = be->threads();
+  j["model"] = model_path.empty() ? config + " (random weights)" : model_path;
+  j["lockstep"] = lockstep;
+  j["results"] = results;
+  j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
 // bpb per file and per modality on a folder, beside gzip, xz, zstd and the media codecs (SPEC §6).
 int bench_bpb(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
@@ -358,18 +439,20 @@ int cmd_bench(Args& args) {
   if (which == "decode") return bench_decode(args);
   if (which == "kernels") return bench_kernels(args);
   if (which == "bpb") return bench_bpb(args);
+  if (which == "codec") return bench_codec(args);
   static const char* kList =
       "usage: retbyte bench BENCHMARK [options]   (retbyte bench BENCHMARK --help for its options)\n"
       "  fwdbwd   forward+backward of one training step, bytes/s (beside OpenBLAS sgemm)\n"
       "  train    training steps/s and bytes/s with peak memory\n"
       "  decode   generation bytes/s and memory at 1 KiB, 64 KiB, 1 MiB context, retention vs attention\n"
       "  kernels  GEMM GFLOP/s per CPU path beside the measured FMA peak and OpenBLAS\n"
+      "  codec    compress and decompress bytes/s of the .rbz codec beside zstd -19\n"
       "  bpb      bits per byte per file and modality beside gzip, xz, zstd, PNG/WebP/JPEG-XL, FLAC\n";
   if (which.empty() || which == "--help" || which == "-h") {
     std::cout << kList;
     return which.empty() ? 1 : 0;
   }
-  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode, kernels, bpb)");
+  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode, kernels, codec, bpb)");
 }
 
 }  // namespace rb::cli
