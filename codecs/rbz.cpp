@@ -297,6 +297,8 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
     b.kind = BlockKind(kind);
     if (b.kind == BlockKind::Model && (b.length > kMaxModelBlock || nctx == 0)) throw Error(path + ": damaged .rbz block table");
     if (b.kind == BlockKind::Raw && size != b.length) throw Error(path + ": damaged .rbz block table");
+    // No block restores more than its kind can: zstd expands at most ~43,000x (RLE blocks).
+    if (b.kind == BlockKind::Zstd && b.length / 65536 > size) throw Error(path + ": damaged .rbz block table");
     any_model |= b.kind == BlockKind::Model;
     content += b.length;
     ps.offsets.push_back(size_t(stored));  // relative to the payload area until it is known
@@ -342,7 +344,12 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
   }
   uint64_t content_size = 0;
   for (const Block& b : ps.blocks) content_size += b.length;
-  std::vector<uint8_t> content(content_size);
+  std::vector<uint8_t> content;
+  try {
+    content.resize(content_size);
+  } catch (const std::bad_alloc&) {
+    throw Error(path + ": not enough memory to restore its " + std::to_string(content_size) + " bytes");
+  }
   std::vector<ByteSpan> payloads;
   std::vector<MutableByteSpan> outputs;
   size_t at = 0;
@@ -351,7 +358,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     const uint8_t* payload = rbz.data() + ps.offsets[i];
     const size_t size = ps.offsets[i + 1] - ps.offsets[i];
     if (b.kind == BlockKind::Raw) {
-      std::memcpy(content.data() + at, payload, size);
+      if (size) std::memcpy(content.data() + at, payload, size);
     } else if (b.kind == BlockKind::Zstd) {
       const unsigned long long declared = ZSTD_getFrameContentSize(payload, size);
       if (declared != b.length) throw Error(path + ": damaged zstd block " + std::to_string(i));
