@@ -45,6 +45,12 @@ model=$tmp/run/model.safetensors
 cat "$tmp/a.bin" "$tmp/b.bin" | cmp -s - "$tmp/all.bin" || fail "37 + saved state + 63 bytes differ from one 100-byte run"
 "$bin" generate -m "$model" -p "The" -n 100 -s 3 -t 1 | cmp -s - "$tmp/all.bin" || fail "1 thread differs from 2"
 
+cp "$model" "$tmp/model-copy"
+expect_error "is an input of this command" "$bin" generate -m "$model" -n 5 --state-out "$model"
+expect_error "two outputs of this command would be the same file" "$bin" generate -m "$model" -n 5 -o "$tmp/x.bin" --state-out "$tmp/x.bin"
+expect_error "$tmp: is a folder" "$bin" generate -m "$model" -n 5 -o "$tmp"
+expect_error "$tmp/state: exists (use --force to overwrite)" "$bin" generate -m "$model" -n 5 --state-out "$tmp/state"
+cmp -s "$model" "$tmp/model-copy" || fail "a refused generate changed the model"
 expect_error "$tmp/all.bin: exists (use --force to overwrite)" "$bin" generate -m "$model" -n 5 -o "$tmp/all.bin"
 "$bin" generate -m "$model" -n 5 -s 1 -o "$tmp/all.bin" --force 2> /dev/null || fail "generate --force"
 "$bin" generate -m "$model" --image 12x7x3 -s 1 -o "$tmp/g.png" 2> /dev/null || fail "generate --image"

@@ -1,6 +1,7 @@
 // Shared pieces of the command-line front end: argument access and the subcommand entry points.
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,15 @@ class Args {
 void install_stop_signals();
 const std::atomic<bool>& stop_requested();
 int stop_signal();
+
+// zstd's rules for files, checked before any work starts: no output overwrites an existing file
+// without force (the error names force_flag), none is one of the inputs or a folder, no two are
+// the same file. "" and "-" (stdout) are skipped.
+void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
+                   const std::string& force_flag);
+bool same_file(const std::string& a, const std::string& b);  // both exist and are one file
+// A regular file's bytes, whole (a FIFO or device is refused: it could block or never end).
+std::vector<uint8_t> read_regular_file(const std::string& path);
 
 int cmd_bench(Args& args);
 int cmd_info(Args& args);

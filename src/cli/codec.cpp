@@ -24,45 +24,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// A regular file's bytes (a FIFO or device would block or never end).
-std::vector<uint8_t> read_regular_file(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) throw Error(path + ": " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(path + ": cannot open (" + std::string(std::strerror(errno)) + ")");
-  std::vector<uint8_t> bytes(size_t(st.st_size));
-  const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
-  const bool more = std::fgetc(f) != EOF;
-  std::fclose(f);
-  if (got != bytes.size() || more) throw Error(path + ": changed while being read");
-  return bytes;
-}
-
-bool same_file(const std::string& a, const std::string& b) {
-  struct stat sa, sb;
-  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// The outputs of one command, checked before any work: none overwrites an existing file without
-// -f, none is one of the inputs (even with -f), no two are the same path.
-void check_outputs(const std::vector<std::pair<std::string, std::string>>& in_out, const std::vector<std::string>& also_inputs,
-                   bool force) {
-  for (size_t i = 0; i < in_out.size(); i++) {
-    const std::string& out = in_out[i].second;
-    if (out == "-") continue;
-    for (const auto& [in, _] : in_out)
-      if (out == in || same_file(out, in)) throw Error(out + ": is an input of this command; refusing to overwrite it");
-    for (const std::string& in : also_inputs)
-      if (!in.empty() && (out == in || same_file(out, in))) throw Error(out + ": is an input of this command; refusing to overwrite it");
-    for (size_t j = 0; j < i; j++)
-      if (in_out[j].second == out) throw Error(out + ": two outputs of this command would be the same file");
-    if (!force && ::access(out.c_str(), F_OK) == 0) throw Error(out + ": exists (use -f to overwrite)");
-  }
 }
 
 void write_output(const std::string& path, const std::vector<uint8_t>& bytes) {
@@ -122,8 +85,11 @@ int cmd_compress(Args& args) {
   if (segment < 0 || segment > (16 << 20)) throw Error("--segment: bytes from 1 to 16 MiB (0: automatic)");
   if (to_stdout && isatty(STDOUT_FILENO)) throw Error("stdout is a terminal: refusing to write compressed data there (use -o)");
   std::vector<std::pair<std::string, std::string>> plan;
+  std::vector<std::string> outs, ins = inputs;
   for (const std::string& in : inputs) plan.push_back({in, to_stdout ? "-" : !out_path.empty() ? out_path : in + ".rbz"});
-  check_outputs(plan, {model_path}, force);
+  for (const auto& io : plan) outs.push_back(io.second);
+  ins.push_back(model_path);
+  check_outputs(outs, ins, force, "-f");
   for (const auto& [in, _] : plan) {
     struct stat st;
     if (::stat(in.c_str(), &st) != 0) throw Error(in + ": " + std::strerror(errno));
@@ -189,7 +155,10 @@ int cmd_decompress(Args& args) {
     }
     plan.push_back({in, out});
   }
-  check_outputs(plan, {model_path}, force);
+  std::vector<std::string> outs, ins = inputs;
+  for (const auto& io : plan) outs.push_back(io.second);
+  ins.push_back(model_path);
+  check_outputs(outs, ins, force, "-f");
   std::unique_ptr<Backend> be;
   std::unique_ptr<Model> model;
   for (size_t i = 0; i < plan.size(); i++) {

@@ -160,8 +160,7 @@ int cmd_generate(Args& args) {
     if (*end || end == seed_s.c_str()) throw Error("-s: '" + seed_s + "' is not a number");
   }
   const bool media = !image_geom.empty() || !audio_geom.empty();
-  if (!out_path.empty() && !force && access(out_path.c_str(), F_OK) == 0)
-    throw Error(out_path + ": exists (use --force to overwrite)");
+  check_outputs({out_path, state_out}, {model_path, prompt_file, state_in}, force, "--force");
   if (media) return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed, !seed_s.empty(), threads);
   std::vector<uint8_t> prompt(prompt_text.begin(), prompt_text.end());
   if (!prompt_file.empty()) {

@@ -1,0 +1,52 @@
+// Reading inputs and checking outputs the same way in every command (zstd's rules for files).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "src/cli/cli.h"
+#include "src/errors.h"
+
+namespace rb::cli {
+
+// A regular file's bytes (a FIFO or device would block or never end).
+std::vector<uint8_t> read_regular_file(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) throw Error(path + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error(path + ": cannot open (" + std::string(std::strerror(errno)) + ")");
+  std::vector<uint8_t> bytes(size_t(st.st_size));
+  const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
+  const bool more = std::fgetc(f) != EOF;
+  std::fclose(f);
+  if (got != bytes.size() || more) throw Error(path + ": changed while being read");
+  return bytes;
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+
+void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
+                   const std::string& force_flag) {
+  for (size_t i = 0; i < outputs.size(); i++) {
+    const std::string& out = outputs[i];
+    if (out.empty() || out == "-") continue;
+    for (const std::string& in : inputs)
+      if (!in.empty() && (out == in || same_file(out, in))) throw Error(out + ": is an input of this command; refusing to overwrite it");
+    for (size_t j = 0; j < i; j++)
+      if (outputs[j] == out || same_file(outputs[j], out)) throw Error(out + ": two outputs of this command would be the same file");
+    struct stat st;
+    if (::stat(out.c_str(), &st) == 0) {
+      if (S_ISDIR(st.st_mode)) throw Error(out + ": is a folder; name a file to write");
+      if (!force) throw Error(out + ": exists (use " + force_flag + " to overwrite)");
+    }
+  }
+}
+
+}  // namespace rb::cli
