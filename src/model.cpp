@@ -254,7 +254,9 @@ void Model::ensure_acts(int B, int T, bool local) {
 
 void Model::linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out,
                    float beta) {
-  static const int kFewRows = getenv("RB_FEWROWS") ? atoi(getenv("RB_FEWROWS")) : 4;  // TEMP A/B
+  // Up to a few dozen rows (decoding, lockstep segments) a product reads W^T in place: packing W
+  // for so few rows costs more than it saves (measured: codec decoding 31-35k vs 19-26k bytes/s).
+  constexpr int kFewRows = 64;
   if (rows < kFewRows) {
     be_.gemm(false, false, rows, out, in, 1.0f, x, in, transposed(W, out, in), out, beta, y, out);
   } else {

@@ -147,8 +147,8 @@ class Model {
   void backward_global_retention(int l);
   void backward_global_attention(int l);
   void forward_local(int l);
-  // y[rows, out] = x W^T (+ bias) (+ beta y). Few rows read a transposed copy of W (made on first
-  // use): under the GEMM contract both give the same bits, and one-row products want W^T rows.
+  // y[rows, out] = x W^T (+ bias) (+ beta y). Fewer than 64 rows read a transposed copy of W (made
+  // on first use): under the GEMM contract both give the same bits, and few-row products want W^T.
   void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out,
               float beta = 0.0f);
   const float* transposed(const float* W, int out, int in);  // W [out, in] -> cached W^T
