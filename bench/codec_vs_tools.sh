@@ -14,7 +14,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do files+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-size() { if [ -s "$1" ]; then stat -c %s "$1"; else echo null; fi; }
+size() { if [ -s "$1" ]; then stat -L -c %s "$1"; else echo null; fi; }
 printf '%-36s %10s %10s %10s %10s %10s %10s %10s %10s %8s %8s\n' file bytes rbz zstd-19 xz-9 flac-8 png-o5 webp-ll jxl-ll "rbz s" "unrbz s"
 for f in "${files[@]}"; do
   name=$(basename "$f")
@@ -31,8 +31,8 @@ for f in "${files[@]}"; do
   else
     cmp -s "$tmp/back" "$f" || { echo "$f: round trip FAILED"; exit 1; }
   fi
-  zstd -q -19 -c "$f" > "$tmp/z"
-  xz -9 -c "$f" > "$tmp/x"
+  zstd -q -19 -c < "$f" > "$tmp/z"
+  xz -9 -c < "$f" > "$tmp/x"
   rm -f "$tmp/fl" "$tmp/png" "$tmp/webp" "$tmp/jxl"
   case "$(head -c 4 "$f" | od -An -c | tr -d ' ')" in
     RIFF) command -v flac > /dev/null && flac -s -8 -f -o "$tmp/fl" "$f" 2> /dev/null || true ;;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 
 #include "codecs/media.h"
 #include "codecs/segment_coder.h"
@@ -64,6 +65,7 @@ struct Block {
 // and what the mode keeps beside it.
 struct Content {
   RbzMode mode = RbzMode::Raw;
+  size_t unit = 1;  // bytes of one pixel or one audio frame: segments start on whole ones
   std::vector<uint8_t> context, extra, owned;
   const uint8_t* body = nullptr;
   size_t size = 0;
@@ -127,6 +129,7 @@ Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P
     x.u32(uint32_t(img.height));
     x.u32(uint32_t(img.channels));
     c.extra = x.b;
+    c.unit = size_t(img.channels);
   } else if (m == Modality::Audio) {
     size_t off = 0, len = 0;
     int channels = 0, rate = 0;
@@ -141,6 +144,7 @@ Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P
     x.bytes(file.data(), off);                                  // everything before the samples
     x.bytes(file.data() + off + len, file.size() - off - len);  // and after them, verbatim
     c.extra = x.b;
+    c.unit = size_t(2 * channels);
   } else {
     return c;
   }
@@ -209,7 +213,11 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   std::vector<Block> blocks;
   std::string fingerprint;
   if (model && c.size > 0) {
-    const size_t seg = options.segment_bytes ? options.segment_bytes : choose_segment_bytes(c.size, options.lockstep);
+    // Segments start where the model expects a stream to: on a patch boundary and on a whole pixel
+    // or audio frame (a segment that began mid-sample would see every sample's bytes swapped).
+    const size_t P = size_t(model->config().P), unit = std::lcm(P, c.unit);
+    size_t seg = options.segment_bytes ? options.segment_bytes : choose_segment_bytes(c.size, options.lockstep);
+    seg = (seg + unit - 1) / unit * unit;
     std::vector<ByteSpan> segments;
     for (size_t at = 0; at < c.size; at += seg) segments.push_back({c.body + at, std::min(seg, c.size - at)});
     SegmentCoderOptions so;

@@ -261,6 +261,11 @@ TEST_F(Codec, ImagesRestorePixelsAndWavFilesEveryByte) {
   EXPECT_EQ(st.mode, RbzMode::Audio);
   EXPECT_EQ(st.content_bytes, a.samples.size() * 2);
   EXPECT_EQ(decompress_file(wav + ".rbz", wrbz, m.model.get()), file);
+  // Segments start on whole frames (4 bytes here) and patches, whatever length is asked for.
+  o.segment_bytes = 250;
+  EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
+  EXPECT_EQ(st.blocks, 5u);  // 1200 sample bytes in segments of 252
+  o.segment_bytes = 0;
   // --raw: the file's bytes.
   o.force_raw = true;
   EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
