@@ -85,6 +85,11 @@ expect_error "$tmp/c.orig: not a .rbz file" "$bin" decompress -m "$model" "$tmp/
 cp "$tmp/m.rbz" "$tmp/m.bin"
 expect_error "does not end in .rbz" "$bin" decompress -m "$model" "$tmp/m.bin"
 [ ! -e "$tmp/never.txt" ] || fail "a failed decompress left its output file"
+expect_error "$tmp/no-such-dir/c.rbz: cannot create" "$bin" compress -m "$model" "$tmp/c.txt" -o "$tmp/no-such-dir/c.rbz"
+if [ -w /dev/full ]; then
+  expect_error "stdout: write failed" sh -c "\"$bin\" decompress -m \"$model\" \"$tmp/m.rbz\" -c > /dev/full"
+fi
+cmp -s "$tmp/c.txt" "$tmp/c.orig" || fail "a failed command changed its input"
 "$bin" compress -m "$model" "$tmp/g.png" -o "$tmp/g.rbz" 2> "$tmp/png.err" || fail "compress a PNG"
 "$bin" decompress -m "$model" "$tmp/g.rbz" -o "$tmp/g-back.png" 2> /dev/null || fail "decompress a PNG"
 "$bin" eval -m "$model" "$tmp/g-back.png" | grep -q '"bytes":252,' || fail "the restored PNG is not 12x7x3"
