@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "src/errors.h"
@@ -124,7 +125,16 @@ void Model::init_random(uint64_t seed) {
 
 void Model::load_tensors(const SafetensorsReader& file) {
   std::vector<float> host(num_params_);
-  for (const TensorEntry& e : table_) file.read_f32(e.name, e.shape, host.data() + e.offset);
+  for (const TensorEntry& e : table_) {
+    file.read_f32(e.name, e.shape, host.data() + e.offset);
+    // NaN or Inf weights would make every probability NaN (eval printing nan, generate writing
+    // 0xff bytes): refuse them here, naming the tensor.
+    const float* w = host.data() + e.offset;
+    for (size_t i = 0; i < e.count; i++)
+      if (!std::isfinite(w[i]))
+        throw Error(file.path() + ": tensor '" + e.name + "' holds a non-finite value (" + std::to_string(w[i]) + " at index " +
+                    std::to_string(i) + ")");
+  }
   transposed_.clear();
   be_.upload(params_, host.data(), num_params_);
 }
@@ -151,6 +161,20 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
     throw Error(path + ": __metadata__ config is not valid JSON");
   }
   const ModelConfig cfg = parse_model_config(j, path);
+  // The config must match the file before anything is allocated: a 1 MB file whose metadata claims
+  // a million layers is refused here, not after allocating gigabytes.
+  if (uint64_t(cfg.L_G) + uint64_t(cfg.L_L) > file.tensors().size())
+    throw Error(path + ": its config has " + std::to_string(cfg.L_G) + " + " + std::to_string(cfg.L_L) + " layers, but the file holds only " +
+                std::to_string(file.tensors().size()) + " tensors");
+  for (const TensorEntry& e : parameter_table(cfg)) {
+    if (!file.has(e.name)) throw Error(path + ": missing tensor '" + e.name + "' that its config needs");
+    if (file.info(e.name).shape != e.shape) throw Error(path + ": tensor '" + e.name + "' does not have the shape its config needs");
+  }
+  // One window of T bytes must fit in memory (eval and the codec run windows of T).
+  const double need = activation_bytes(cfg, 1, cfg.T), have = physical_memory_bytes();
+  if (have > 0 && need > have)
+    throw Error(path + ": its config (T = " + std::to_string(cfg.T) + ") needs about " + std::to_string(int64_t(need / double(1 << 20))) +
+                " MiB of activations for one window; this machine has " + std::to_string(int64_t(have / double(1 << 20))) + " MiB");
   auto model = std::make_unique<Model>(cfg, backend);
   model->load_tensors(file);
   return model;
@@ -692,6 +716,21 @@ std::string model_fingerprint(const Model& model) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
   return buf;
+}
+
+double activation_bytes(const ModelConfig& c, int B, int T) {
+  // Mirrors Model::ensure_acts (retention chunk 64; the attention baseline's K x K scores).
+  const double K = double(T) / c.P, N = double(B) * K, M = double(B) * T, DG = c.D_G(), DL = c.D_L;
+  double f = N * DG * (c.L_G * 18.0 + 2) + N * c.L_G * (c.H_G + 4);
+  f += c.global == GlobalKind::Retention ? c.L_G * double(B) * c.H_G * std::ceil(K / 64) * c.dk() * c.dv()
+                                         : c.L_G * double(B) * c.H_G * K * K;
+  f += M * DL * (c.L_L * 16.0 + 2) + M * c.L_L * (double(c.H_L) * c.P + 4) + M * 258;
+  return 4.0 * f + 12.0 * M;  // floats, and three int32 indices per byte
+}
+
+double physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? double(pages) * double(page) : 0.0;
 }
 
 }  // namespace rb

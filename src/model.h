@@ -177,4 +177,9 @@ class Model {
 // (recorded by decode states and .rbz files, which only that model can continue or decode).
 std::string model_fingerprint(const Model& model);
 
+// About how many bytes of activations a forward of B x T bytes allocates (for refusing configs
+// that cannot fit before trying), and the machine's physical memory (0 if unknown).
+double activation_bytes(const ModelConfig& c, int B, int T);
+double physical_memory_bytes();
+
 }  // namespace rb

@@ -1,6 +1,8 @@
 // The whole model: golden logits from the PyTorch reference, finite-difference gradients,
 // chunkwise = parallel at model level, files and configs, and learning.
 #include <gtest/gtest.h>
+
+#include <limits>
 #include <unistd.h>
 
 #include <cstdio>
@@ -154,6 +156,33 @@ TEST(ModelFiles, BadFilesGiveOneLineErrorsNamingTheFile) {
     expect_error_containing([&] { m.load_tensors(file); }, "tensor 'g2l.weight' has shape [64, 16], expected [32, 16]");
   }
   expect_error_containing([&] { Model::load(temp_path("missing.safetensors"), *be); }, "cannot open");
+  // Metadata that lies about the config, and non-finite weights: refused before allocating, naming the file.
+  {
+    SafetensorsReader file(kTestDir + "/golden/tiny_retention.safetensors");
+    std::vector<std::vector<float>> data;
+    std::vector<StTensorOut> out;
+    for (const auto& [name, info] : file.tensors()) {
+      if (info.dtype != "F32") continue;  // the golden file's inputs
+      data.push_back(file.read_f32(name));
+      out.push_back({name, "F32", info.shape, nullptr});
+    }
+    for (size_t i = 0; i < out.size(); i++) out[i].data = data[i].data();
+    auto rewrite = [&](const std::string& key, int value) {
+      nlohmann::json c = nlohmann::json::parse(file.metadata().at("config"));
+      c[key] = value;
+      write_safetensors(path, out, {{"config", c.dump()}});
+    };
+    rewrite("L_G", 1000000);
+    expect_error_containing([&] { Model::load(path, *be); }, path + ": its config has 1000000 + 2 layers, but the file holds only");
+    rewrite("T", 1 << 30);
+    expect_error_containing([&] { Model::load(path, *be); }, "MiB of activations for one window; this machine has");
+    rewrite("T", 1024);
+    Model::load(path, *be);  // the honest config loads
+    for (size_t i = 0; i < out.size(); i++)
+      if (out[i].name == "head.weight") data[i][5] = std::numeric_limits<float>::quiet_NaN();
+    write_safetensors(path, out, {{"config", file.metadata().at("config")}});
+    expect_error_containing([&] { Model::load(path, *be); }, path + ": tensor 'head.weight' holds a non-finite value");
+  }
   std::remove(path.c_str());
 }
 
