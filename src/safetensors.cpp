@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <signal.h>
 
 #include <cerrno>
 #include <cstring>
@@ -139,7 +141,28 @@ std::vector<uint8_t> SafetensorsReader::read_u8(const std::string& name) const {
   return std::vector<uint8_t>(data_.begin() + long(t.begin), data_.begin() + long(t.end));
 }
 
+// Temporary files "<path>.tmp.<pid>" of processes that died mid-write (kill -9, power loss) are
+// removed by the next write of the same path; a live process's are left alone.
+void remove_stale_temporaries(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = pid_t(std::stol(digits));
+    if (pid > 0 && pid != getpid() && ::kill(pid, 0) != 0 && errno == ESRCH)
+      ::unlink((slash == std::string::npos ? name : dir + name).c_str());
+  }
+  ::closedir(d);
+}
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
+  remove_stale_temporaries(path);
   const std::string tmp = path + ".tmp." + std::to_string(getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw Error(path + ": cannot create " + tmp + " (" + std::strerror(errno) + ")");

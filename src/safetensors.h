@@ -46,8 +46,10 @@ struct StTensorOut {
 void write_safetensors(const std::string& path, const std::vector<StTensorOut>& tensors,
                        const std::map<std::string, std::string>& metadata);
 
-// Writes `bytes` to `path` atomically (temp file in the same folder + fsync + rename).
+// Writes `bytes` to `path` atomically (temp file in the same folder + fsync + rename), first
+// removing temporaries of `path` left by processes that died mid-write.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+void remove_stale_temporaries(const std::string& path);
 
 std::string shape_string(const std::vector<int64_t>& shape);
 

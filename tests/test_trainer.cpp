@@ -1,6 +1,9 @@
 // Datasets, evaluation and the training loop: exact resume, validation split, bad input.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cmath>
 #include <cstring>
@@ -137,6 +140,32 @@ TrainConfig small_run_config() {
   return c;
 }
 
+TEST(Trainer, ARunFolderIsLockedAndStaleTemporariesAreRemoved) {
+  TempDir d("lock");
+  const std::string data = d.write("data/text.txt", fixture_text());
+  const TrainConfig cfg = small_run_config();
+  auto be = make_cpu_backend(1);
+  {
+    Trainer first(cfg, {data}, d.path + "/run", *be, false);
+    expect_error_containing([&] { Trainer second(cfg, {data}, d.path + "/run", *be, false); },
+                            d.path + "/run: another retbyte train is using this run folder");
+    expect_error_containing([&] { Trainer second(cfg, {data}, d.path + "/run", *be, true); }, "another retbyte train");
+    // A temporary left by a process that died mid-write goes at the next checkpoint; a live one stays.
+    pid_t dead = 4194000;
+    while (kill(dead, 0) == 0 || errno != ESRCH) dead--;
+    const std::string stale = d.write("run/model.safetensors.tmp." + std::to_string(dead), "half a model");
+    const std::string live = d.write("run/model.safetensors.tmp." + std::to_string(getppid()), "someone else's");
+    first.run(1, 0, nullptr, nullptr);
+    first.save_checkpoint();
+    EXPECT_FALSE(fs::exists(stale));
+    EXPECT_TRUE(fs::exists(live));
+  }
+  Trainer again(cfg, {data}, d.path + "/run", *be, true);  // the lock went with the first run
+  EXPECT_EQ(again.step(), 1);
+  expect_error_containing([&] { Trainer missing(cfg, {data}, d.path + "/nope", *be, true); }, d.path + "/nope: no such run folder to resume");
+  EXPECT_FALSE(fs::exists(d.path + "/nope"));
+}
+
 TEST(Trainer, StoppedAndResumedRunEqualsTheUninterruptedOne) {
   TempDir d("resume");
   const std::string data = d.write("data/text.txt", fixture_text());
@@ -213,7 +242,7 @@ TEST(Trainer, ResumeRefusesAnotherConfigAndFreshRunRefusesToOverwrite) {
   TrainConfig other = cfg;
   other.model.D_L = 32;
   expect_error_containing([&] { Trainer(other, {data}, d.path + "/run", *be, true); }, "state.safetensors: state is for model config");
-  expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/none", *be, true); }, "no training state to resume from");
+  expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/none", *be, true); }, "no such run folder to resume");
   TrainConfig faster = cfg;
   faster.adamw.lr *= 2;
   faster.accum_steps = 1;
@@ -232,11 +261,13 @@ TEST(Trainer, StopFlagCheckpointsAndReturnsInterrupted) {
   TempDir d("stop");
   const std::string data = d.write("t.txt", fixture_text());
   auto be = make_cpu_backend(2);
-  Trainer t(small_run_config(), {data}, d.path + "/run", *be, false);
-  std::atomic<bool> stop{false};
-  const auto why = t.run(10, 0, &stop, [&](const StepReport& r) { if (r.step == 3) stop = true; });
-  EXPECT_EQ(why, Trainer::Stop::Interrupted);
-  EXPECT_EQ(t.step(), 3);
+  {
+    Trainer t(small_run_config(), {data}, d.path + "/run", *be, false);
+    std::atomic<bool> stop{false};
+    const auto why = t.run(10, 0, &stop, [&](const StepReport& r) { if (r.step == 3) stop = true; });
+    EXPECT_EQ(why, Trainer::Stop::Interrupted);
+    EXPECT_EQ(t.step(), 3);
+  }
   Trainer resumed(small_run_config(), {data}, d.path + "/run", *be, true);
   EXPECT_EQ(resumed.step(), 3);
 }

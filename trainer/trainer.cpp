@@ -1,5 +1,12 @@
 #include "trainer/trainer.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -29,6 +36,26 @@ std::string rng_to_string(const Rng& r) {
 }
 }  // namespace
 
+// Holds an exclusive flock on DIR/.lock for the life of a run: a second run into the same folder
+// fails at once instead of interleaving its metrics and checkpoints. The kernel drops the lock
+// when the process dies, so a killed run never leaves the folder locked.
+RunFolderLock::RunFolderLock(const std::string& dir) {
+  const std::string path = dir + "/.lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(path + ": cannot create the run folder's lock file (" + std::strerror(errno) + ")");
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+    throw Error(dir + ": another retbyte train is using this run folder");
+  }
+}
+
+RunFolderLock::~RunFolderLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Trainer::~Trainer() = default;
+
 Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
                  const std::string& out_dir, Backend& backend, bool resume)
     : cfg_(cfg),
@@ -41,8 +68,10 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
   model_->retention_chunk = cfg.chunk;
   horizon_ = cfg.steps;
   std::error_code ec;
+  if (resume && !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": no such run folder to resume");
   fs::create_directories(out_dir_, ec);
   if (ec || !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": cannot create output folder (" + ec.message() + ")");
+  lock_ = std::make_unique<RunFolderLock>(out_dir_);  // before looking at what the folder holds
   if (resume) {
     load_checkpoint();
   } else {

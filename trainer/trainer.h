@@ -26,11 +26,23 @@ struct StepReport {
   double elapsed_s = 0;
 };
 
+class RunFolderLock {
+ public:
+  explicit RunFolderLock(const std::string& dir);  // throws rb::Error if another run holds it
+  ~RunFolderLock();
+  RunFolderLock(const RunFolderLock&) = delete;
+  RunFolderLock& operator=(const RunFolderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 class Trainer {
  public:
   // Opens the data, builds the model (fresh, or from out_dir when resume) and prepares out_dir.
   Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, const std::string& out_dir,
           Backend& backend, bool resume);
+  ~Trainer();
 
   enum class Stop { Finished, TimeUp, Interrupted };
   // Trains until `target_steps` optimiser steps have been taken in total (0 = the horizon), or
@@ -56,6 +68,7 @@ class Trainer {
   void append_metrics(const StepReport& r);
 
   TrainConfig cfg_;
+  std::unique_ptr<RunFolderLock> lock_;
   Backend& be_;
   std::string out_dir_;
   ByteDataset data_;

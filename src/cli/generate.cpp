@@ -13,6 +13,7 @@
 #include "generator/sampler.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
+#include "src/safetensors.h"
 
 namespace rb::cli {
 
@@ -186,6 +187,7 @@ int cmd_generate(Args& args) {
   Decoder dec(*model);
   dec.ingest(*st, prompt.data(), prompt.size());
 
+  if (!out_path.empty()) remove_stale_temporaries(out_path);
   const std::string tmp = out_path.empty() ? "" : out_path + ".tmp." + std::to_string(getpid());
   FILE* out = out_path.empty() ? stdout : std::fopen(tmp.c_str(), "wb");
   if (!out) throw Error(out_path + ": cannot create output file");
