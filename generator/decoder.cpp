@@ -119,10 +119,11 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
   const ModelConfig& c = model.config();
   auto st = std::make_unique<DecodeState>(model);
   Backend& be = model.backend();
-  try {
-    st->patches_done_ = std::stoll(meta("patches_done"));
-  } catch (const std::logic_error&) {
-    throw Error(path + ": bad \"patches_done\" in __metadata__ (damaged file?)");
+  {  // strictly digits, and far from overflowing any position arithmetic
+    const std::string v = meta("patches_done");
+    if (v.empty() || v.size() > 15 || v.find_first_not_of("0123456789") != std::string::npos)
+      throw Error(path + ": bad \"patches_done\" in __metadata__ (damaged file?)");
+    st->patches_done_ = std::stoll(v);
   }
   st->g_ready_ = meta("global_ready") == "1";
   if (st->patches_done_ < 0 || (meta("global_ready") != "0" && meta("global_ready") != "1"))

@@ -112,6 +112,13 @@ expect_error "unknown key \"bogus\"" "$bin" train --config "$tmp/unknown.json" -
 printf '{"config": "tiny", "H_G": 3}' > "$tmp/impossible.json"
 expect_error "not divisible by H_G = 3" "$bin" train --config "$tmp/impossible.json" --data "$data" --out "$tmp/x"
 expect_error "unknown command" "$bin" frobnicate
+"$bin" --version | grep -q "numerics contract v" || fail "--version does not name the numerics contract"
+expect_error "-n given twice (5 and 6)" "$bin" generate -m "$model" -n 5 -n 6
+expect_error "-p and --prompt-file cannot be used together" "$bin" generate -m "$model" -p x --prompt-file "$data"
+expect_error "--minutes: 'nan' is not a non-negative number" "$bin" train --config tiny --data "$data" --out "$tmp/nan" --minutes nan
+"$bin" info -m "$model" -t 1 | grep -q "kind:   model" || fail "info -m MODEL -t 1"
+"$bin" info "$tmp/run/state.safetensors" | grep -q "training state" || fail "info does not recognise a training state"
+"$bin" info "$tmp/state" | grep -q "decode state" || fail "info does not recognise a decode state"
 for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode" "bench kernels" "bench bpb" "bench codec" compress decompress; do
   $bin $cmd --help > /dev/null || fail "$cmd --help"
 done

@@ -14,6 +14,9 @@ class Args {
   bool flag(const std::string& name);                    // consumes a boolean flag
   std::string value(const std::string& name, const std::string& alt = "", const std::string& def = "");
   int int_value(const std::string& name, const std::string& alt, int def);
+  // Every value of an option that may repeat; value() refuses a repeated option.
+  std::vector<std::string> values(const std::string& name, const std::string& alt = "");
+  void allow_repeats(bool on) { repeatable_ = on; }  // around a loop of value() calls
   // -t/--threads: 0 (every core) when absent, else 1 .. 4 x the cores this process may use.
   int threads();
   std::vector<std::string> positionals();
@@ -25,6 +28,7 @@ class Args {
   std::vector<std::string> argv_;
   size_t last_pos_ = 0;     // where value() last removed a flag
   std::string last_flag_;  // the spelling the user typed, for error messages
+  bool repeatable_ = false;  // inside values()
 };
 
 // SIGINT/SIGTERM set a flag that long-running commands poll, so they can finish cleanly

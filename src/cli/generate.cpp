@@ -151,6 +151,7 @@ int cmd_generate(Args& args) {
   const int threads = args.threads();
   args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
+  if (!prompt_text.empty() && !prompt_file.empty()) throw Error("-p and --prompt-file cannot be used together");
   if (n < 0) throw Error("-n must be >= 0");
   if (sp.temperature < 0 || sp.top_k < 0 || sp.top_p <= 0 || sp.top_p > 1)
     throw Error("sampling: need --temp >= 0, --top-k >= 0 and 0 < --top-p <= 1");

@@ -10,6 +10,8 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/numerics.h"
+#include "codecs/rbz.h"
+#include "kernels/cpu/cpu_features.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
 #include "src/model.h"
@@ -34,9 +36,21 @@ std::string Args::value(const std::string& name, const std::string& alt, const s
       last_flag_ = argv_[i];
       argv_.erase(argv_.begin() + long(i), argv_.begin() + long(i) + 2);
       last_pos_ = i;
+      if (!repeatable_)  // "-n 5 -n 6": say so, rather than "unknown option -n" later
+        for (size_t j = i; j < argv_.size(); j++)
+          if (argv_[j] == name || (!alt.empty() && argv_[j] == alt))
+            throw Error(last_flag_ + " given twice (" + v + " and " + (j + 1 < argv_.size() ? argv_[j + 1] : "?") + ")");
       return v;
     }
   return def;
+}
+
+std::vector<std::string> Args::values(const std::string& name, const std::string& alt) {
+  repeatable_ = true;
+  std::vector<std::string> out;
+  for (std::string v; !(v = value(name, alt, "")).empty();) out.push_back(v);
+  repeatable_ = false;
+  return out;
 }
 
 int Args::int_value(const std::string& name, const std::string& alt, int def) {
@@ -110,20 +124,45 @@ int Args::threads() {
 
 int cmd_info(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte info MODEL\n  prints the model's config, parameter count and training summary\n";
+    std::cout << "usage: retbyte info [-m] FILE [-t N]\n"
+                 "  a model: its config, parameter count and training summary; a training state\n"
+                 "  (state.safetensors) or a decode state (--state-out): what it holds and for which model\n";
     return 0;
   }
-  const auto pos = args.positionals();
-  if (pos.size() != 1) throw Error("info: expected one MODEL path (see retbyte info --help)");
-  auto backend = make_cpu_backend(1);
-  auto model = Model::load(pos[0], *backend);
-  SafetensorsReader file(pos[0]);
-  std::cout << "model:  " << pos[0] << "\n";
+  std::string path = args.value("--model", "-m", "");
+  const int threads = args.threads();
+  auto pos = args.positionals();
+  if (!path.empty()) pos.insert(pos.begin(), path);
+  if (pos.size() != 1) throw Error("info: expected one FILE (see retbyte info --help)");
+  path = pos[0];
+  SafetensorsReader file(path);
+  const auto& meta = file.metadata();
+  auto get = [&](const char* k) { auto it = meta.find(k); return it == meta.end() ? std::string() : it->second; };
+  std::cout << "file:   " << path << "\n";
+  if (get("format") == "retbyte-decode-state") {
+    std::cout << "kind:   decode state (version " << get("version") << ", from generate --state-out)\n"
+              << "model:  fingerprint " << get("model_fingerprint") << "\n"
+              << "config: " << get("config") << "\n"
+              << "at:     " << get("patches_done") << " complete patches\n";
+    return 0;
+  }
+  if (file.has("adam.m")) {
+    std::cout << "kind:   training state (resume with train --resume)\n"
+              << "config: " << get("config") << "\n"
+              << "train:  " << get("train_config") << "\n"
+              << "step:   " << get("step") << " of " << get("horizon") << "; " << get("bytes_seen") << " bytes seen\n"
+              << "data:   fingerprint " << get("data") << "\n";
+    return 0;
+  }
+  auto backend = make_cpu_backend(threads);
+  auto model = Model::load(path, *backend);
+  std::cout << "kind:   model\n";
   std::cout << "config: " << config_to_json(model->config()) << "\n";
   std::cout << "params: " << model->num_params() << "\n";
+  std::cout << "fingerprint: " << model_fingerprint(*model) << "\n";
   std::cout << "cpu:    " << backend->kernel_path() << " kernels (best here: " << cpu_path_name(best_cpu_path())
             << "; numerics contract v" << kNumericsVersion << ")\n";
-  for (const auto& [k, v] : file.metadata())
+  for (const auto& [k, v] : meta)
     if (k != "config") std::cout << k << ": " << v << "\n";
   return 0;
 }
@@ -141,10 +180,20 @@ const char* kUsage =
     "  decompress [-m MODEL] IN.rbz... [-o OUT] [-f]  restores the original (images: a PNG with identical pixels)\n"
     "  bench fwdbwd|train|decode|kernels|bpb ...      benchmarks (SPEC §6; bench --help lists them)\n"
     "  info MODEL                                    config, parameter count, training summary\n"
-    "Run 'retbyte COMMAND --help' for the options of one command.\n";
+    "Run 'retbyte COMMAND --help' for the options of one command; retbyte --version.\n";
 }
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "-V"))) {
+    std::string here;
+    for (rb::CpuPath p : {rb::CpuPath::Portable, rb::CpuPath::Avx2, rb::CpuPath::Avx512})
+      if (rb::cpu_path_supported(p)) here += std::string(here.empty() ? "" : " ") + rb::cpu_path_name(p);
+    std::cout << "retbyte " << RETBYTE_VERSION << "\n"
+              << "cpu paths: " << RETBYTE_CPU_PATHS << " built in; this CPU runs " << here << " (best: "
+              << rb::cpu_path_name(rb::best_cpu_path()) << ")\n"
+              << "numerics contract v" << rb::kNumericsVersion << ", .rbz format v" << rb::kRbzVersion << "\n";
+    return 0;
+  }
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::cout << kUsage;
     return argc < 2 ? 1 : 0;

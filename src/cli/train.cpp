@@ -49,17 +49,19 @@ int cmd_train(Args& args) {
   const bool resume = args.flag("--resume");
   const int threads = args.threads();
   std::vector<std::string> data;
+  args.allow_repeats(true);  // --data a --data b
   for (std::string d; !(d = args.value("--data", "", "")).empty();) {
     data.push_back(d);
     for (auto p : args.leading_positionals()) data.push_back(p);  // --data a b c
   }
+  args.allow_repeats(false);
   args.positionals();
   if (config.empty()) throw Error("--config is required (tiny, small, base or a JSON file)");
   if (out.empty()) throw Error("--out DIR is required");
   if (data.empty()) throw Error("--data PATH... is required");
   char* end = nullptr;
   const double minutes = std::strtod(minutes_s.c_str(), &end);
-  if (*end || minutes < 0) throw Error("--minutes: '" + minutes_s + "' is not a non-negative number");
+  if (*end || end == minutes_s.c_str() || !std::isfinite(minutes) || minutes < 0) throw Error("--minutes: '" + minutes_s + "' is not a non-negative number");
   if (steps < 0) throw Error("--steps must be positive");
 
   const TrainConfig cfg = parse_train_config(config);
@@ -102,12 +104,14 @@ int cmd_train(Args& args) {
     val = trainer.validate(int64_t(1) << 62);
     trainer.save_checkpoint();  // records the final validation in the model's summary
   }
-  std::fprintf(stderr, "retbyte train: %s at step %lld; val bpb %.4f; checkpoint in %s\n",
+  char val_text[32] = "n/a";  // no validation yet: "n/a" on screen, null in JSON, never -1
+  if (val >= 0) std::snprintf(val_text, sizeof val_text, "%.4f", val);
+  std::fprintf(stderr, "retbyte train: %s at step %lld; val bpb %s; checkpoint in %s\n",
                why == Trainer::Stop::Interrupted ? "interrupted" : why == Trainer::Stop::TimeUp ? "time is up" : "done",
-               (long long)trainer.step(), val, out.c_str());
+               (long long)trainer.step(), val_text, out.c_str());
   nlohmann::ordered_json j;
   j["step"] = trainer.step();
-  j["val_bpb"] = val;
+  j["val_bpb"] = val >= 0 ? nlohmann::ordered_json(val) : nlohmann::ordered_json(nullptr);
   for (const auto& [kind, bpb] : trainer.last_val_bpb_by_modality()) j["val_bpb_" + kind] = bpb;
   j["out"] = out;
   std::cout << j.dump() << std::endl;
