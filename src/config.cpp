@@ -1,6 +1,7 @@
 #include "src/config.h"
 
 #include <fstream>
+#include <sys/stat.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -90,13 +91,21 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
 }
 
 nlohmann::json read_config_file(const std::string& path) {
+  // Only a regular file of sane size: a FIFO would block forever and /dev/zero never ends.
+  constexpr uint64_t kMaxConfigBytes = 1 << 20;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) throw Error(path + ": cannot open config (not tiny/small/base and not a readable file)");
+  if (!S_ISREG(st.st_mode)) throw Error(path + ": a config must be a regular file");
+  if (uint64_t(st.st_size) > kMaxConfigBytes) throw Error(path + ": " + std::to_string(st.st_size) + " bytes is too large for a config");
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot open config (not tiny/small/base and not a readable file)");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  std::string text(static_cast<size_t>(st.st_size) + 1, '\0');
+  in.read(text.data(), long(text.size()));
+  text.resize(size_t(in.gcount()));
+  if (text.size() > uint64_t(st.st_size)) throw Error(path + ": config changed while being read");
   try {
-    return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {  // parse errors, and numbers like 1e400 (out of range)
     throw Error(path + ": not valid JSON (" + std::string(e.what()) + ")");
   }
 }

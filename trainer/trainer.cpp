@@ -271,19 +271,25 @@ Trainer::Stop Trainer::run(int64_t target_steps, double minutes, const std::atom
                            const std::function<void(const StepReport&)>& on_step) {
   const double start = now_s();
   if (target_steps <= 0) target_steps = horizon_;
-  if (horizon_ <= 0) horizon_ = target_steps;
+  if (horizon_ <= 0 || target_steps > horizon_) horizon_ = target_steps;  // --steps beyond a resumed run's end extends it
   if (horizon_ <= 0 && minutes <= 0) throw Error("give --steps N or --minutes M (or \"steps\" in the config)");
   const int64_t first_step = step_;
+  // With only a time budget the schedule's horizon is re-estimated at every step from the speed
+  // measured since the third step (the first steps are slow: allocation, page faults), so a
+  // slow start or a machine that gets busier never leaves the learning rate undecayed.
+  const bool estimate = horizon_ <= 0;
+  double mark_time = 0;
+  int64_t mark_step = 0;
   Stop why = Stop::Finished;
   while (true) {
     if (target_steps > 0 && step_ >= target_steps) break;
     if (stop && stop->load()) { why = Stop::Interrupted; break; }
     const double elapsed = now_s() - start;
     if (minutes > 0 && elapsed >= minutes * 60) { why = Stop::TimeUp; break; }
-    // With only a time budget, fix the schedule's horizon from the speed of the first steps.
-    if (horizon_ <= 0 && step_ - first_step == 3) {
-      horizon_ = step_ + int64_t((minutes * 60 - elapsed) / (elapsed / 3));
-      if (target_steps <= 0) target_steps = horizon_;
+    if (estimate && step_ - first_step == 3) mark_time = elapsed, mark_step = step_;
+    if (estimate && step_ - first_step > 3) {
+      const double per_step = (elapsed - mark_time) / double(step_ - mark_step);
+      horizon_ = step_ + 1 + int64_t(std::max(0.0, minutes * 60 - elapsed) / std::max(per_step, 1e-9));
     }
     StepReport r = train_step();
     losses_.push_back(r.loss);

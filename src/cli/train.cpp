@@ -84,15 +84,17 @@ int cmd_train(Args& args) {
     if (!print) return;
     last_print = r.elapsed_s;
     const double per_step = r.elapsed_s / std::max<int64_t>(1, (long long)trainer.step_losses().size());
-    const int64_t left = r.horizon > 0 ? r.horizon - r.step : 0;
+    const int64_t left = r.horizon >= r.step ? r.horizon - r.step : -1;  // -1: ETA "?"
     char val[160] = "";
     if (r.val_bpb >= 0) {
       int at = std::snprintf(val, sizeof val, " | val %.4f", r.val_bpb);
       for (const auto& [kind, bpb] : r.val_bpb_by_modality)
         if (at > 0 && size_t(at) < sizeof val) at += std::snprintf(val + at, sizeof val - size_t(at), " %s %.4f", kind.c_str(), bpb);
     }
-    std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | bpb %.4f%s | lr %.2e | %.1fk B/s | ETA %s%s%s",
-                 tty ? "\r\033[K" : "", (long long)r.step, (long long)r.horizon, r.loss, r.bpb, val, r.lr,
+    char of[32] = "?";  // the horizon is unknown until a --minutes run has measured its speed
+    if (r.horizon >= r.step) std::snprintf(of, sizeof of, "%lld", (long long)r.horizon);
+    std::fprintf(stderr, "%sstep %lld/%s | loss %.4f | bpb %.4f%s | lr %.2e | %.1fk B/s | ETA %s%s%s",
+                 tty ? "\r\033[K" : "", (long long)r.step, of, r.loss, r.bpb, val, r.lr,
                  smoothed / 1e3, format_duration(per_step * double(left)).c_str(),
                  r.skipped ? " | non-finite: step skipped" : "", tty && r.val_bpb < 0 ? "" : "\n");
   };
