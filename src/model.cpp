@@ -170,11 +170,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
     if (!file.has(e.name)) throw Error(path + ": missing tensor '" + e.name + "' that its config needs");
     if (file.info(e.name).shape != e.shape) throw Error(path + ": tensor '" + e.name + "' does not have the shape its config needs");
   }
-  // One window of T bytes must fit in memory (eval and the codec run windows of T).
-  const double need = activation_bytes(cfg, 1, cfg.T), have = physical_memory_bytes();
-  if (have > 0 && need > have)
-    throw Error(path + ": its config (T = " + std::to_string(cfg.T) + ") needs about " + std::to_string(int64_t(need / double(1 << 20))) +
-                " MiB of activations for one window; this machine has " + std::to_string(int64_t(have / double(1 << 20))) + " MiB");
+  check_activation_memory(cfg, 1, cfg.T, path);  // eval and the codec run windows of T
   auto model = std::make_unique<Model>(cfg, backend);
   model->load_tensors(file);
   return model;
@@ -726,6 +722,14 @@ double activation_bytes(const ModelConfig& c, int B, int T) {
                                          : c.L_G * double(B) * c.H_G * K * K;
   f += M * DL * (c.L_L * 16.0 + 2) + M * c.L_L * (double(c.H_L) * c.P + 4) + M * 258;
   return 4.0 * f + 12.0 * M;  // floats, and three int32 indices per byte
+}
+
+void check_activation_memory(const ModelConfig& c, int B, int T, const std::string& what) {
+  const double need = activation_bytes(c, B, T), have = physical_memory_bytes();
+  if (have > 0 && need > have)
+    throw Error(what + ": its config needs about " + std::to_string(int64_t(need / double(1 << 20))) + " MiB of activations for " +
+                (B == 1 ? "one window of T = " + std::to_string(T) : "a batch of B = " + std::to_string(B) + " x T = " + std::to_string(T)) +
+                " bytes; this machine has " + std::to_string(int64_t(have / double(1 << 20))) + " MiB");
 }
 
 double physical_memory_bytes() {

@@ -181,5 +181,8 @@ std::string model_fingerprint(const Model& model);
 // that cannot fit before trying), and the machine's physical memory (0 if unknown).
 double activation_bytes(const ModelConfig& c, int B, int T);
 double physical_memory_bytes();
+// Throws rb::Error("<what>: ... needs about N MiB of activations ...") when a forward of B x T
+// cannot fit in this machine's memory.
+void check_activation_memory(const ModelConfig& c, int B, int T, const std::string& what);
 
 }  // namespace rb

@@ -113,6 +113,10 @@ printf '{"config": "tiny", "H_G": 3}' > "$tmp/impossible.json"
 expect_error "not divisible by H_G = 3" "$bin" train --config "$tmp/impossible.json" --data "$data" --out "$tmp/x"
 expect_error "unknown command" "$bin" frobnicate
 "$bin" --version | grep -q "numerics contract v" || fail "--version does not name the numerics contract"
+expect_error "unexpected argument 'extra'" "$bin" generate -m "$model" -n 3 extra
+printf '{"config": "tiny", "T": 4194304, "B": 64}' > "$tmp/huge.json"
+expect_error "$tmp/huge.json: its config needs about" "$bin" train --config "$tmp/huge.json" --data "$data" --out "$tmp/huge"
+[ ! -e "$tmp/huge" ] || fail "a refused train left a run folder"
 expect_error "-n given twice (5 and 6)" "$bin" generate -m "$model" -n 5 -n 6
 expect_error "-p and --prompt-file cannot be used together" "$bin" generate -m "$model" -p x --prompt-file "$data"
 expect_error "--minutes: 'nan' is not a non-negative number" "$bin" train --config tiny --data "$data" --out "$tmp/nan" --minutes nan

@@ -175,7 +175,7 @@ TEST(ModelFiles, BadFilesGiveOneLineErrorsNamingTheFile) {
     rewrite("L_G", 1000000);
     expect_error_containing([&] { Model::load(path, *be); }, path + ": its config has 1000000 + 2 layers, but the file holds only");
     rewrite("T", 1 << 30);
-    expect_error_containing([&] { Model::load(path, *be); }, "MiB of activations for one window; this machine has");
+    expect_error_containing([&] { Model::load(path, *be); }, "MiB of activations for one window of T = 1073741824 bytes; this machine has");
     rewrite("T", 1024);
     Model::load(path, *be);  // the honest config loads
     for (size_t i = 0; i < out.size(); i++)

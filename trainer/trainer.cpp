@@ -67,6 +67,8 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
       rng_(cfg.seed) {
   model_->retention_chunk = cfg.chunk;
   horizon_ = cfg.steps;
+  // A batch that cannot fit is refused before the run folder is touched.
+  check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, "training config");
   std::error_code ec;
   if (resume && !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": no such run folder to resume");
   fs::create_directories(out_dir_, ec);

@@ -70,7 +70,7 @@ int bench_fwdbwd(Args& args) {
   const int threads = args.threads();
   const int steps = args.int_value("--steps", "", 5);
   const int chunk = args.int_value("--chunk", "", 64);
-  args.positionals();
+  args.no_positionals();
   if (steps <= 0) throw Error("--steps must be positive");
 
   auto be = make_cpu_backend(threads);
@@ -139,7 +139,7 @@ int bench_train(Args& args) {
   TrainConfig cfg = parse_train_config(args.value("--config", "", "small"));
   const int threads = args.threads();
   const int steps = args.int_value("--steps", "", 6);
-  args.positionals();
+  args.no_positionals();
   if (steps < 2) throw Error("--steps must be at least 2 (the first step is a warm-up)");
   cfg.val_every = 0;
   cfg.checkpoint_every = 0;
@@ -199,7 +199,7 @@ int bench_decode(Args& args) {
   const int64_t context = args.int_value("--context", "", 1024);
   const int n = args.int_value("--n-predict", "-n", 4096);
   const int threads = args.threads();
-  args.positionals();
+  args.no_positionals();
   if (context < 0 || n <= 0) throw Error("--context must be >= 0 and -n > 0");
   auto be = make_cpu_backend(threads);
   Model model(cfg, *be);
@@ -263,7 +263,7 @@ int bench_kernels(Args& args) {
     return 0;
   }
   const int threads_arg = args.threads();
-  args.positionals();
+  args.no_positionals();
   nlohmann::ordered_json results = nlohmann::json::array();
   const double mhz = cpu_mhz();
   struct Shape { const char* what; int M, N, K; bool tb; };

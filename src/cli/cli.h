@@ -20,6 +20,7 @@ class Args {
   // -t/--threads: 0 (every core) when absent, else 1 .. 4 x the cores this process may use.
   int threads();
   std::vector<std::string> positionals();
+  void no_positionals();  // errors on anything left over (a stray word or an unknown option)
   std::string shift();  // removes and returns the first argument ("" if none)
   // Removes and returns the arguments that follow a just-consumed flag up to the next flag
   // (for "--data a b c"); call right after value().

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -149,7 +150,7 @@ int cmd_generate(Args& args) {
   const std::string audio_geom = args.value("--audio", "", "");
   const bool force = args.flag("--force");  // -f is --prompt-file here, as in llama.cpp
   const int threads = args.threads();
-  args.positionals();
+  args.no_positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
   if (!prompt_text.empty() && !prompt_file.empty()) throw Error("-p and --prompt-file cannot be used together");
   if (n < 0) throw Error("-n must be >= 0");
@@ -200,10 +201,12 @@ int cmd_generate(Args& args) {
       const uint8_t b = sample_byte(dec.next_logits(*st), sp, st->rng());
       dec.accept(*st, b);
       if (std::fputc(b, out) == EOF) throw Error((out_path.empty() ? "stdout" : out_path) + ": write failed");
-      if (st->bytes_consumed() % P == 0) std::fflush(out);  // stream as patches complete
+      if (st->bytes_consumed() % P == 0 && std::fflush(out) != 0)  // stream as patches complete
+        throw Error((out_path.empty() ? "stdout" : out_path) + ": write failed (" + std::strerror(errno) + ")");
     }
     if (std::fflush(out) != 0) throw Error((out_path.empty() ? "stdout" : out_path) + ": write failed");
     if (!out_path.empty()) {
+      if (::fsync(fileno(out)) != 0) throw Error(out_path + ": write failed (" + std::string(std::strerror(errno)) + ")");
       if (std::fclose(out) != 0) throw Error(out_path + ": write failed");
       out = nullptr;
       if (std::rename(tmp.c_str(), out_path.c_str()) != 0) throw Error(out_path + ": cannot rename temporary file into place");

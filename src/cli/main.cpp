@@ -69,6 +69,11 @@ std::vector<std::string> Args::positionals() {
   return argv_;
 }
 
+void Args::no_positionals() {
+  const auto rest = positionals();
+  if (!rest.empty()) throw Error("unexpected argument '" + rest.front() + "' (see --help)");
+}
+
 std::vector<std::string> Args::leading_positionals() {
   std::vector<std::string> out;
   while (last_pos_ < argv_.size() && !(argv_[last_pos_].size() > 1 && argv_[last_pos_][0] == '-')) {

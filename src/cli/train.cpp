@@ -55,7 +55,7 @@ int cmd_train(Args& args) {
     for (auto p : args.leading_positionals()) data.push_back(p);  // --data a b c
   }
   args.allow_repeats(false);
-  args.positionals();
+  args.no_positionals();
   if (config.empty()) throw Error("--config is required (tiny, small, base or a JSON file)");
   if (out.empty()) throw Error("--out DIR is required");
   if (data.empty()) throw Error("--data PATH... is required");
@@ -65,6 +65,7 @@ int cmd_train(Args& args) {
   if (steps < 0) throw Error("--steps must be positive");
 
   const TrainConfig cfg = parse_train_config(config);
+  check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, config);  // before the run folder is made
   auto be = make_cpu_backend(threads);
   Trainer trainer(cfg, data, out, *be, resume);
   const ByteDataset& ds = trainer.data();
