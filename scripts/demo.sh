@@ -32,3 +32,4 @@ echo "zstd -19: $(zstd -q -19 -c < "$held_out" | wc -c) bytes; xz -9: $(xz -9 -c
 ./build/retbyte decompress -m "$out/model.safetensors" "$out/GPL-2.rbz" -c | cmp - "$held_out" && echo "decompressed: identical to $held_out"
 echo "== speed"
 ./build/retbyte bench fwdbwd --config small --steps 3
+echo "== loss curves: $out/curves.svg (open it in a browser; retbyte plot DIR redraws it for any run)"

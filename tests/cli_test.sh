@@ -28,6 +28,9 @@ JSON
 for f in model.safetensors state.safetensors metrics.jsonl; do [ -s "$tmp/run/$f" ] || fail "train did not write $f"; done
 [ "$(wc -l < "$tmp/run/metrics.jsonl")" -eq 6 ] || fail "metrics.jsonl should have 6 lines"
 grep -q '"val_bpb"' "$tmp/run/metrics.jsonl" || fail "no validation in metrics"
+grep -q '<polyline' "$tmp/run/curves.svg" || fail "train did not draw curves.svg"
+"$bin" plot "$tmp/run" -o "$tmp/c.svg" 2> /dev/null && grep -q 'validation bpb' "$tmp/c.svg" || fail "plot"
+expect_error "$tmp/c.svg: exists (use -f to overwrite)" "$bin" plot "$tmp/run" -o "$tmp/c.svg"
 grep -q '^step 6/6' "$tmp/train.err" || fail "no final progress line: $(cat "$tmp/train.err")"
 "$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/run" --steps 8 --resume > /dev/null 2>&1 || fail "resume"
 [ "$(wc -l < "$tmp/run/metrics.jsonl")" -eq 8 ] || fail "metrics.jsonl should have 8 lines after resume"
@@ -123,7 +126,7 @@ expect_error "--minutes: 'nan' is not a non-negative number" "$bin" train --conf
 "$bin" info -m "$model" -t 1 | grep -q "kind:   model" || fail "info -m MODEL -t 1"
 "$bin" info "$tmp/run/state.safetensors" | grep -q "training state" || fail "info does not recognise a training state"
 "$bin" info "$tmp/state" | grep -q "decode state" || fail "info does not recognise a decode state"
-for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode" "bench kernels" "bench bpb" "bench codec" compress decompress; do
+for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode" "bench kernels" "bench bpb" "bench codec" compress decompress plot; do
   $bin $cmd --help > /dev/null || fail "$cmd --help"
 done
 

@@ -1,4 +1,5 @@
 #include "trainer/trainer.h"
+#include "trainer/curves.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -302,11 +303,21 @@ Trainer::Stop Trainer::run(int64_t target_steps, double minutes, const std::atom
     }
     r.elapsed_s = now_s() - start;
     append_metrics(r);
+    if (r.val_bpb >= 0) write_curves();
     if (on_step) on_step(r);
     if (!r.skipped && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
   }
   if (step_ != last_saved_step_) save_checkpoint();
+  write_curves();
   return why;
+}
+
+void Trainer::write_curves() const {
+  try {
+    write_file_atomic(out_dir_ + "/curves.svg", training_curves_svg(out_dir_ + "/metrics.jsonl", "retbyte train: " + out_dir_));
+  } catch (const Error&) {
+    // The picture is a convenience: a run never fails for it (e.g. no steps yet).
+  }
 }
 
 }  // namespace rb

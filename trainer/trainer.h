@@ -66,6 +66,7 @@ class Trainer {
   StepReport train_step();
   void load_checkpoint();
   void append_metrics(const StepReport& r);
+  void write_curves() const;  // DIR/curves.svg from metrics.jsonl
 
   TrainConfig cfg_;
   std::unique_ptr<RunFolderLock> lock_;

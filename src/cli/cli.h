@@ -51,6 +51,7 @@ int cmd_bench(Args& args);
 int cmd_info(Args& args);
 int cmd_train(Args& args);
 int cmd_eval(Args& args);
+int cmd_plot(Args& args);
 int cmd_generate(Args& args);
 int cmd_compress(Args& args);
 int cmd_decompress(Args& args);

@@ -184,6 +184,7 @@ const char* kUsage =
     "  compress -m MODEL IN... [-o OUT] [-f]           lossless: IN.rbz, bit-exact on any CPU and thread count\n"
     "  decompress [-m MODEL] IN.rbz... [-o OUT] [-f]  restores the original (images: a PNG with identical pixels)\n"
     "  bench fwdbwd|train|decode|kernels|bpb ...      benchmarks (SPEC §6; bench --help lists them)\n"
+    "  plot RUN_DIR [-o OUT.svg]                      the loss curves as an SVG (train writes DIR/curves.svg)\n"
     "  info MODEL                                    config, parameter count, training summary\n"
     "Run 'retbyte COMMAND --help' for the options of one command; retbyte --version.\n";
 }
@@ -210,6 +211,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return rb::cli::cmd_info(args);
     if (cmd == "train") return rb::cli::cmd_train(args);
     if (cmd == "eval") return rb::cli::cmd_eval(args);
+    if (cmd == "plot") return rb::cli::cmd_plot(args);
     if (cmd == "generate") return rb::cli::cmd_generate(args);
     if (cmd == "compress") return rb::cli::cmd_compress(args);
     if (cmd == "decompress") return rb::cli::cmd_decompress(args);

@@ -10,6 +10,9 @@
 
 #include "datasets/dataset.h"
 #include "src/cli/bpb_report.h"
+#include "src/safetensors.h"
+#include "trainer/curves.h"
+#include <sys/stat.h>
 #include "src/cli/cli.h"
 #include "src/errors.h"
 #include "src/evaluate.h"
@@ -119,6 +122,30 @@ int cmd_train(Args& args) {
   j["out"] = out;
   std::cout << j.dump() << std::endl;
   if (why == Trainer::Stop::Interrupted) return 128 + stop_signal();
+  return 0;
+}
+
+int cmd_plot(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte plot RUN_DIR|metrics.jsonl [-o OUT.svg] [-f]\n"
+                 "  draws train and validation bpb against the step as an SVG (default: curves.svg beside the metrics;\n"
+                 "  train refreshes RUN_DIR/curves.svg at each validation)\n";
+    return 0;
+  }
+  std::string out = args.value("--output", "-o", "");
+  const bool force = args.flag("--force") || args.flag("-f");
+  const auto pos = args.positionals();
+  if (pos.size() != 1) throw Error("plot: expected one RUN_DIR or metrics.jsonl (see retbyte plot --help)");
+  std::string metrics = pos[0];
+  struct stat st;
+  if (::stat(metrics.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) metrics += "/metrics.jsonl";
+  if (out.empty()) {
+    const size_t slash = metrics.rfind('/');
+    out = (slash == std::string::npos ? std::string() : metrics.substr(0, slash + 1)) + "curves.svg";
+  }
+  check_outputs({out}, {metrics}, force, "-f");
+  write_file_atomic(out, training_curves_svg(metrics, "retbyte: " + metrics));
+  std::cerr << "retbyte plot: wrote " << out << "\n";
   return 0;
 }
 
