@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and runs each for a
-# bounded time (default 60 s; scripts/fuzz.sh SECONDS). Inputs that once crashed are kept in
-# tests/fuzz/regressions/TARGET/ and replayed first; a new crasher fails the run and is copied
-# there, to be committed with its fix.
+# bounded time (default 60 s each; scripts/fuzz.sh SECONDS): fuzz_rbz (the .rbz parser and
+# decoder) and fuzz_loaders (model files, decode states, model and training configs). Inputs
+# that once crashed are kept in tests/fuzz/regressions/TARGET/ and replayed first; a new crasher
+# fails the run and is copied there, to be committed with its fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -13,10 +14,10 @@ if ! command -v clang++ > /dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linu
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang libclang-rt-dev > /dev/null
 fi
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRETBYTE_FUZZ=ON > /dev/null
-cmake --build build-fuzz -j "$(nproc)" --target fuzz_rbz make_rbz_seeds
+cmake --build build-fuzz -j "$(nproc)" --target fuzz_rbz make_rbz_seeds fuzz_loaders make_loaders_seeds
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 status=0
-for target in rbz; do
+for target in rbz loaders; do
   bin=build-fuzz/tests/fuzz/fuzz_$target
   regressions=tests/fuzz/regressions/$target
   corpus=build-fuzz/corpus/$target
