@@ -4,6 +4,7 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <fstream>
@@ -190,6 +191,55 @@ void write_wav(const std::string& path, const Audio& a) {
   put_u32_le(out, uint32_t(data_bytes));
   for (int16_t s : a.samples) put_u16_le(out, uint16_t(s));
   write_file_atomic(path, out);
+}
+
+namespace {
+// libsndfile writing into memory (virtual I/O), so an encoded file can be checked before it is
+// written anywhere.
+struct MemoryFile {
+  std::vector<uint8_t> bytes;
+  sf_count_t pos = 0;
+};
+sf_count_t vio_length(void* u) { return sf_count_t(static_cast<MemoryFile*>(u)->bytes.size()); }
+sf_count_t vio_seek(sf_count_t offset, int whence, void* u) {
+  auto* m = static_cast<MemoryFile*>(u);
+  const sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : sf_count_t(m->bytes.size());
+  m->pos = std::max<sf_count_t>(0, base + offset);
+  return m->pos;
+}
+sf_count_t vio_read(void* ptr, sf_count_t count, void* u) {
+  auto* m = static_cast<MemoryFile*>(u);
+  const sf_count_t n = std::max<sf_count_t>(0, std::min<sf_count_t>(count, sf_count_t(m->bytes.size()) - m->pos));
+  if (n > 0) std::memcpy(ptr, m->bytes.data() + m->pos, size_t(n));
+  m->pos += n;
+  return n;
+}
+sf_count_t vio_write(const void* ptr, sf_count_t count, void* u) {
+  auto* m = static_cast<MemoryFile*>(u);
+  if (size_t(m->pos + count) > m->bytes.size()) m->bytes.resize(size_t(m->pos + count));
+  std::memcpy(m->bytes.data() + m->pos, ptr, size_t(count));
+  m->pos += count;
+  return count;
+}
+sf_count_t vio_tell(void* u) { return static_cast<MemoryFile*>(u)->pos; }
+}  // namespace
+
+std::vector<uint8_t> encode_flac(const Audio& a, const std::string& path) {
+  if (a.channels < 1 || a.channels > 8 || a.sample_rate <= 0 || a.samples.size() % size_t(a.channels) != 0)
+    throw Error(path + ": cannot write FLAC with " + std::to_string(a.channels) + " channels at " + std::to_string(a.sample_rate) + " Hz");
+  SF_VIRTUAL_IO io = {vio_length, vio_seek, vio_read, vio_write, vio_tell};
+  MemoryFile mem;
+  SF_INFO info{};
+  info.samplerate = a.sample_rate;
+  info.channels = a.channels;
+  info.format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
+  SNDFILE* f = sf_open_virtual(&io, SFM_WRITE, &info, &mem);
+  if (!f) throw Error(path + ": FLAC encoding failed (" + std::string(sf_strerror(nullptr)) + ")");
+  const sf_count_t frames = sf_count_t(a.frames());
+  const sf_count_t wrote = frames ? sf_writef_short(f, a.samples.data(), frames) : 0;
+  const int closed = sf_close(f);
+  if (wrote != frames || closed != 0) throw Error(path + ": FLAC encoding failed");
+  return mem.bytes;
 }
 
 size_t media_header_size(int P) {

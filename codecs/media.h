@@ -46,6 +46,8 @@ void write_png(const std::string& path, const Image& image);
 // The PNG file's bytes (stb_image_write); `path` names it in errors.
 std::string encode_png(const Image& image, const std::string& path);
 void write_wav(const std::string& path, const Audio& audio);
+// A 16-bit FLAC file's bytes (libsndfile's encoder); `path` names it in errors.
+std::vector<uint8_t> encode_flac(const Audio& audio, const std::string& path);
 
 // The header patch of text (raw) streams: "RB", the modality letter, then zeros up to P bytes.
 std::vector<uint8_t> make_header(Modality m, int P);

@@ -18,6 +18,7 @@ namespace {
 
 constexpr uint8_t kMagic[4] = {'R', 'B', 'Z', 0x1a};
 enum class BlockKind : uint8_t { Model = 1, Zstd = 2, Raw = 3 };
+constexpr uint8_t kWavContainer = 0, kFlacContainer = 1;  // audio mode's first extra byte
 constexpr size_t kMaxContext = 4096, kMaxModelBlock = size_t(16) << 20;
 constexpr uint64_t kMaxContent = uint64_t(1) << 40;
 
@@ -66,6 +67,7 @@ struct Block {
 struct Content {
   RbzMode mode = RbzMode::Raw;
   size_t unit = 1;  // bytes of one pixel or one audio frame: segments start on whole ones
+  bool restores_content = false;  // image, FLAC: what comes back is the pixels or samples, not the file's bytes
   std::vector<uint8_t> context, extra, owned;
   const uint8_t* body = nullptr;
   size_t size = 0;
@@ -130,6 +132,31 @@ Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P
     x.u32(uint32_t(img.channels));
     c.extra = x.b;
     c.unit = size_t(img.channels);
+    c.restores_content = true;
+  } else if (m == Modality::Audio && starts("fLaC")) {
+    // FLAC: its 16-bit samples, restored as a FLAC file with identical samples.
+    Audio a;
+    std::string notice;
+    try {
+      a = read_audio(path, &notice);
+    } catch (const Error&) {
+      return c;
+    }
+    if (!notice.empty() || a.channels < 1 || a.channels > 8) return c;  // not 16-bit: raw keeps it exact
+    c.mode = RbzMode::Audio;
+    c.context = audio_stream(Audio{a.sample_rate, a.channels, {}}, P);
+    c.owned.resize(a.samples.size() * 2);
+    for (size_t i = 0; i < a.samples.size(); i++) {
+      const uint16_t u = uint16_t(a.samples[i]);
+      c.owned[2 * i] = uint8_t(u >> 8), c.owned[2 * i + 1] = uint8_t(u);
+    }
+    Writer x;
+    x.u8(kFlacContainer);
+    x.u32(uint32_t(a.sample_rate));
+    x.u32(uint32_t(a.channels));
+    c.extra = x.b;
+    c.unit = size_t(2 * a.channels);
+    c.restores_content = true;
   } else if (m == Modality::Audio) {
     size_t off = 0, len = 0;
     int channels = 0, rate = 0;
@@ -140,6 +167,7 @@ Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P
     c.owned.resize(len);
     for (size_t i = 0; i < len; i += 2) c.owned[i] = file[off + i + 1], c.owned[i + 1] = file[off + i];  // MSB first
     Writer x;
+    x.u8(kWavContainer);
     x.u64(off);
     x.bytes(file.data(), off);                                  // everything before the samples
     x.bytes(file.data() + off + len, file.size() - off - len);  // and after them, verbatim
@@ -161,9 +189,9 @@ std::vector<uint8_t> zstd19(const uint8_t* p, size_t n) {
   return out;
 }
 
-uint64_t content_hash(RbzMode mode, const std::vector<uint8_t>& file, const Content& c) {
-  // Image mode restores pixels, not the file's bytes: its checksum covers the pixels.
-  return mode == RbzMode::Image ? XXH64(c.body, c.size, 0) : XXH64(file.data(), file.size(), 0);
+uint64_t content_hash(const std::vector<uint8_t>& file, const Content& c) {
+  // Image and FLAC modes restore pixels or samples, not the file's bytes: their checksum covers those.
+  return c.restores_content ? XXH64(c.body, c.size, 0) : XXH64(file.data(), file.size(), 0);
 }
 
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
@@ -209,7 +237,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   if (options.segment_bytes > kMaxModelBlock) throw Error("segment size over the limit of 16 MiB");
   CompressStats st;
   const Content c = analyse(path, file, model ? model->config().P : 0, options.force_raw);
-  const uint64_t hash = content_hash(c.mode, file, c);
+  const uint64_t hash = content_hash(file, c);
   std::vector<Block> blocks;
   std::string fingerprint;
   if (model && c.size > 0) {
@@ -236,7 +264,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   }
   std::vector<uint8_t> out;
   if (!blocks.empty()) {
-    const uint64_t original = c.mode == RbzMode::Image ? c.size : file.size();
+    const uint64_t original = c.restores_content ? c.size : file.size();
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
@@ -402,14 +430,28 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     img.pixels = std::move(content);
     const std::string png = encode_png(img, path);
     return std::vector<uint8_t>(png.begin(), png.end());
+  } else if (!ps.extra.empty() && ps.extra[0] == kFlacContainer) {
+    if (ps.extra.size() != 9 || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
+    Audio a;
+    a.sample_rate = int(le32(ps.extra.data() + 1));
+    a.channels = int(le32(ps.extra.data() + 5));
+    if (a.sample_rate <= 0 || a.channels < 1 || a.channels > 8 || content.size() % size_t(2 * a.channels))
+      throw Error(path + ": damaged .rbz header (audio layout)");
+    if (content.size() != info.original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
+    if (XXH64(content.data(), content.size(), 0) != ps.hash) throw Error(path + ": checksum mismatch: the restored samples are not the original ones");
+    a.samples.resize(content.size() / 2);
+    for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(uint16_t(content[2 * i] << 8 | content[2 * i + 1]));
+    return encode_flac(a, path);
   } else {
-    if (ps.extra.size() < 8) throw Error(path + ": damaged .rbz header (audio layout)");
-    const uint64_t off = le32(ps.extra.data()) | uint64_t(le32(ps.extra.data() + 4)) << 32;
-    if (off > ps.extra.size() - 8 || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
-    out.reserve(ps.extra.size() - 8 + content.size());
-    out.insert(out.end(), ps.extra.begin() + 8, ps.extra.begin() + 8 + long(off));
+    if (ps.extra.size() < 9 || ps.extra[0] != kWavContainer) throw Error(path + ": damaged .rbz header (audio layout)");
+    const uint8_t* x = ps.extra.data() + 1;
+    const size_t verbatim = ps.extra.size() - 9;
+    const uint64_t off = le32(x) | uint64_t(le32(x + 4)) << 32;
+    if (off > verbatim || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
+    out.reserve(verbatim + content.size());
+    out.insert(out.end(), x + 8, x + 8 + off);
     for (size_t i = 0; i < content.size(); i += 2) out.push_back(content[i + 1]), out.push_back(content[i]);  // back to little-endian
-    out.insert(out.end(), ps.extra.begin() + 8 + long(off), ps.extra.end());
+    out.insert(out.end(), x + 8 + off, x + 8 + verbatim);
   }
   if (out.size() != info.original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
   if (XXH64(out.data(), out.size(), 0) != ps.hash) throw Error(path + ": checksum mismatch: the restored file is not the original");

@@ -225,7 +225,7 @@ TEST_F(Codec, CodedSizeIsWithinHalfAPercentOfTheModelsCrossEntropy) {
   EXPECT_EQ(decompress_file("in.txt.rbz", rbz, &model), in);
 }
 
-TEST_F(Codec, ImagesRestorePixelsAndWavFilesEveryByte) {
+TEST_F(Codec, MediaModesRestorePixelsFlacSamplesAndWavBytes) {
   Loaded m(model_path(), 2);
   CompressOptions o;
   o.model_only = true;
@@ -266,6 +266,26 @@ TEST_F(Codec, ImagesRestorePixelsAndWavFilesEveryByte) {
   EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
   EXPECT_EQ(st.blocks, 5u);  // 1200 sample bytes in segments of 252
   o.segment_bytes = 0;
+  // A FLAC: decompresses to a FLAC with the same samples.
+  const std::string flac = temp_path("a.flac"), flac_back = temp_path("back.flac");
+  {
+    const auto bytes = encode_flac(a, flac);
+    std::ofstream(flac, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), long(bytes.size()));
+  }
+  o.segment_bytes = 0;
+  const auto frbz = compress_file(flac, slurp(flac), m.model.get(), o, &st);
+  EXPECT_EQ(st.mode, RbzMode::Audio);
+  EXPECT_EQ(st.content_bytes, a.samples.size() * 2);
+  const auto fback = decompress_file(flac + ".rbz", frbz, m.model.get());
+  ASSERT_GE(fback.size(), 4u);
+  EXPECT_EQ(std::string(fback.begin(), fback.begin() + 4), "fLaC");
+  std::ofstream(flac_back, std::ios::binary).write(reinterpret_cast<const char*>(fback.data()), long(fback.size()));
+  const Audio again_audio = read_audio(flac_back);
+  EXPECT_EQ(again_audio.sample_rate, a.sample_rate);
+  EXPECT_EQ(again_audio.channels, a.channels);
+  EXPECT_EQ(again_audio.samples, a.samples);
+  std::remove(flac.c_str());
+  std::remove(flac_back.c_str());
   // --raw: the file's bytes.
   o.force_raw = true;
   EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
