@@ -162,11 +162,15 @@ TEST_F(Codec, RoundTripsEverySizeAroundPatchSegmentAndGroupBoundaries) {
         o.model_only = model_only;
         CompressStats st;
         const auto rbz = compress_file("in.bin", in, m.model.get(), o, &st);
-        if (model_only && n > 0) EXPECT_EQ(st.model_blocks, (n + 63) / 64) << n;
+        if (model_only && n > 0) {
+          EXPECT_EQ(st.model_blocks, (n + 63) / 64) << n;
+        }
         const auto out = decompress_file("in.bin.rbz", rbz, m.model.get(), nullptr, 3);
         ASSERT_EQ(out, in) << "size " << n << (kind ? " random" : " text") << (model_only ? " model-coded" : "");
         // Any lockstep width decodes it.
-        if (model_only && n > 0) EXPECT_EQ(decompress_file("in.bin.rbz", rbz, m.model.get(), nullptr, 1), in);
+        if (model_only && n > 0) {
+          EXPECT_EQ(decompress_file("in.bin.rbz", rbz, m.model.get(), nullptr, 1), in);
+        }
       }
     }
   }
