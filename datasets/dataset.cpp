@@ -12,35 +12,41 @@
 #include <filesystem>
 
 #include "src/errors.h"
+#include "src/model.h"
 
 namespace rb {
 
 namespace fs = std::filesystem;
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+std::vector<uint8_t> read_file_bytes(const std::string& path, uint64_t limit) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(path + ": not a regular file");
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
+  const uint64_t size = uint64_t(st.st_size);
+  if (size > limit)
+    throw Error(path + ": " + std::to_string(size) + " bytes is more than the " + std::to_string(limit >> 20) +
+                " MiB that may be held in memory (half of this machine's)");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t r = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw Error(path + ": read failed (" + std::strerror(errno) + ")");
+    if (r == 0) throw Error(path + ": shrank while being read (" + std::to_string(done) + " of " + std::to_string(size) + " bytes)");
+    done += size_t(r);
   }
-  size_ = uint64_t(st.st_size);
-  if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      throw Error(path + ": cannot read (" + why + ")");
-    }
-    data_ = static_cast<const uint8_t*>(p);
-  }
-  ::close(fd);
+  return bytes;
 }
 
-MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+uint64_t max_held_bytes() {
+  const double half = physical_memory_bytes() / 2;
+  return half > 0 ? uint64_t(half) : uint64_t(4) << 30;
 }
 
 std::vector<FoundFile> collect_files(const std::vector<std::string>& paths) {
@@ -81,14 +87,17 @@ uint64_t fnv1a(const std::string& s) {
 }  // namespace
 
 FileStream::FileStream(const std::string& path, int P, bool raw, std::string* notice) {
-  auto map = std::make_unique<MappedFile>(path);
-  modality_ = raw ? Modality::Text : detect_modality(map->data(), size_t(std::min<uint64_t>(map->size(), 64)));
+  // Text is read whole (not memory-mapped): a file truncated while a run uses it can then never
+  // raise SIGBUS; the run keeps the bytes it read.
+  std::vector<uint8_t> file = read_file_bytes(path, max_held_bytes());
+  modality_ = raw ? Modality::Text : detect_modality(file.data(), size_t(std::min<uint64_t>(file.size(), 64)));
   if (modality_ == Modality::Text) {
     header_ = make_header(Modality::Text, P);
-    map_ = std::move(map);
+    decoded_ = std::move(file);
     return;
   }
-  map.reset();  // decoded below from the file itself
+  file.clear();
+  file.shrink_to_fit();  // decoded below from the file itself
   std::vector<uint8_t> stream = modality_ == Modality::Image ? image_stream(read_image(path, notice), P)
                                                              : audio_stream(read_audio(path, notice), P);
   const size_t hs = media_header_size(P);
@@ -98,7 +107,8 @@ FileStream::FileStream(const std::string& path, int P, bool raw, std::string* no
 
 ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction) : P_(P) {
   if (val_fraction < 0 || val_fraction >= 1) throw Error("val_fraction must be in [0, 1)");
-  uint64_t decoded = 0;
+  uint64_t in_memory = 0;
+  const uint64_t limit = max_held_bytes();
   for (const FoundFile& f : collect_files(paths)) {
     std::string notice;
     std::unique_ptr<FileStream> fsm;
@@ -110,9 +120,9 @@ ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double va
       continue;
     }
     if (!notice.empty()) warnings_.push_back(notice);
-    if (fsm->modality() != Modality::Text && (decoded += fsm->body_size()) > kMaxDecodedBytes)
-      throw Error(f.path + ": decoded images and audio exceed " + std::to_string(kMaxDecodedBytes >> 30) +
-                  " GiB in all (train on fewer files)");
+    if ((in_memory += fsm->body_size()) > limit)
+      throw Error(f.path + ": the data (text, decoded images and audio) would exceed " + std::to_string(limit >> 20) +
+                  " MiB in memory, half of this machine's (train on fewer files)");
     files_.push_back(std::move(fsm));
     names_.push_back(f.name);
   }

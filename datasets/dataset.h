@@ -1,5 +1,6 @@
 // Files and folders as byte streams (SPEC §2): every stream starts with a header patch, then the
-// file's bytes. Files are memory-mapped; training windows of T bytes are drawn from the packed
+// file's bytes. Files are read into memory once (a file changed later does not affect a run);
+// training windows of T bytes are drawn from the packed
 // training streams (each stream zero-padded to whole patches, so headers sit on patch starts),
 // and a deterministic validation split is held out by file, or by the tail of each file when a
 // split by file is not possible.
@@ -14,22 +15,11 @@
 
 namespace rb {
 
-// A read-only memory map of a whole file (empty files map to nothing).
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path);  // throws rb::Error naming the file
-  ~MappedFile();
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  const uint8_t* data() const { return data_; }
-  uint64_t size() const { return size_; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  const uint8_t* data_ = nullptr;
-  uint64_t size_ = 0;
-};
+// A regular file's bytes, read whole (a FIFO or device is refused without blocking); errors name
+// the file: one larger than `limit`, or one that shrinks while being read.
+std::vector<uint8_t> read_file_bytes(const std::string& path, uint64_t limit);
+// What files and decoded media may occupy in memory, in all: half of this machine's memory.
+uint64_t max_held_bytes();
 
 // Regular files under `paths` (folders recursively, in sorted order). Errors name the path: one
 // that does not exist, a folder with no files, a file that cannot be read.
@@ -42,7 +32,7 @@ struct FoundFile {
 std::vector<FoundFile> collect_files(const std::vector<std::string>& paths);
 
 // One file as the model sees it (SPEC §2): its modality from the content, its header (one patch
-// for text, codecs/media.h for images and audio) and its body: the file's bytes (memory-mapped)
+// for text, codecs/media.h for images and audio) and its body: the file's bytes
 // or its decoded pixels / big-endian samples. raw: every file is text.
 class FileStream {
  public:
@@ -50,17 +40,13 @@ class FileStream {
   FileStream(const std::string& path, int P, bool raw = false, std::string* notice = nullptr);
   Modality modality() const { return modality_; }
   const std::vector<uint8_t>& header() const { return header_; }
-  const uint8_t* body() const { return map_ ? map_->data() : decoded_.data(); }
-  uint64_t body_size() const { return map_ ? map_->size() : decoded_.size(); }
+  const uint8_t* body() const { return decoded_.data(); }
+  uint64_t body_size() const { return decoded_.size(); }
 
  private:
   Modality modality_ = Modality::Text;
-  std::unique_ptr<MappedFile> map_;  // text: the file itself
-  std::vector<uint8_t> header_, decoded_;
+  std::vector<uint8_t> header_, decoded_;  // decoded_: the file's bytes (text) or its pixels / samples
 };
-
-// Decoded image and audio bodies a dataset may hold in memory, in all.
-constexpr uint64_t kMaxDecodedBytes = uint64_t(4) << 30;
 
 // One stream: the header patch, then bytes [begin, end) of a file.
 struct StreamSpan {

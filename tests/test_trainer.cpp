@@ -1,6 +1,7 @@
 // Datasets, evaluation and the training loop: exact resume, validation split, bad input.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -164,6 +165,24 @@ TEST(Trainer, ARunFolderIsLockedAndStaleTemporariesAreRemoved) {
   EXPECT_EQ(again.step(), 1);
   expect_error_containing([&] { Trainer missing(cfg, {data}, d.path + "/nope", *be, true); }, d.path + "/nope: no such run folder to resume");
   EXPECT_FALSE(fs::exists(d.path + "/nope"));
+}
+
+TEST(Trainer, ADataFileTruncatedDuringARunChangesNothing) {
+  // Files are read whole at the start: truncating one later (which raised SIGBUS through a memory
+  // map) leaves the run on the bytes it read.
+  TempDir d("truncate");
+  const std::string data = d.write("data/text.txt", fixture_text());
+  const TrainConfig cfg = small_run_config();
+  auto be = make_cpu_backend(1);
+  Trainer t(cfg, {data}, d.path + "/run", *be, false);
+  fs::resize_file(data, 0);
+  EXPECT_EQ(t.run(4, 0, nullptr, nullptr), Trainer::Stop::Finished);
+  EXPECT_EQ(t.step(), 4);
+  EXPECT_GT(t.validate(1 << 20), 0.0);
+  // A FIFO is refused at once, not waited on.
+  const std::string fifo = d.path + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  expect_error_containing([&] { FileStream f(fifo, 4); }, fifo + ": not a regular file");
 }
 
 TEST(Trainer, ATimeBudgetDecaysTheLearningRateByItsEnd) {

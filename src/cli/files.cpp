@@ -14,7 +14,7 @@ namespace rb::cli {
 // A regular file's bytes (a FIFO or device would block or never end).
 std::vector<uint8_t> read_regular_file(const std::string& path) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) throw Error(path + ": " + std::strerror(errno));
+  if (::stat(path.c_str(), &st) != 0) throw Error(path + ": cannot open (" + std::string(std::strerror(errno)) + ")");
   if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error(path + ": cannot open (" + std::string(std::strerror(errno)) + ")");
