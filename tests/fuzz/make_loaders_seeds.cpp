@@ -1,10 +1,12 @@
 // Seeds for fuzz_loaders: a model file, a decode state, a model config and a training config, each
 // behind the selector byte fuzz_loaders reads first. usage: make_loaders_seeds DIR
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
 
 #include "generator/decoder.h"
+#include "trainer/trainer.h"
 #include "tests/fuzz/fuzz_model.h"
 
 int main(int argc, char** argv) {
@@ -28,6 +30,15 @@ int main(int argc, char** argv) {
   st.save(tmp);
   seed("state", 1, slurp(tmp));
   std::remove(tmp.c_str());
+  {  // a real training state, two steps into the fuzz run
+    const std::string run_dir = dir + "/.run";
+    rb::fuzz::prepare_run_folder(run_dir);
+    rb::Trainer t(rb::fuzz::fuzz_train_config(), {run_dir + "/data.txt"}, run_dir + "/run", *fm.be, false);
+    t.run(2, 0, nullptr, nullptr);
+    t.save_checkpoint();
+    seed("train_state", 4, slurp(run_dir + "/run/state.safetensors"));
+    std::filesystem::remove_all(run_dir);
+  }
   seed("config", 2, R"({"config": "tiny", "T": 256, "global": "retention"})");
   seed("train", 3, R"({"config": "tiny", "lr": 0.003, "warmup_steps": 10, "steps": 100, "accum_steps": 2})");
   return 0;
