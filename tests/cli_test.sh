@@ -34,6 +34,8 @@ expect_error "$tmp/c.svg: exists (use -f to overwrite)" "$bin" plot "$tmp/run" -
 grep -q '^step 6/6' "$tmp/train.err" || fail "no final progress line: $(cat "$tmp/train.err")"
 "$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/run" --steps 8 --resume > /dev/null 2>&1 || fail "resume"
 [ "$(wc -l < "$tmp/run/metrics.jsonl")" -eq 8 ] || fail "metrics.jsonl should have 8 lines after resume"
+"$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/run" --steps 9 --resume > /dev/null 2> "$tmp/resume.err" || fail "resume --steps 9"
+grep -q '^step 9/9 ' "$tmp/resume.err" || fail "a run extended by --steps does not show step 9/9: $(cat "$tmp/resume.err")"
 expect_error "use --resume" "$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/run" --steps 2
 "$bin" info "$tmp/run/model.safetensors" | grep -q '"T":128' || fail "info does not show the config"
 
@@ -115,6 +117,34 @@ expect_error "unknown key \"bogus\"" "$bin" train --config "$tmp/unknown.json" -
 printf '{"config": "tiny", "H_G": 3}' > "$tmp/impossible.json"
 expect_error "not divisible by H_G = 3" "$bin" train --config "$tmp/impossible.json" --data "$data" --out "$tmp/x"
 expect_error "unknown command" "$bin" frobnicate
+"$bin" bench > "$tmp/bench.out"; grep -q "codec" "$tmp/bench.out" && grep -q "kernels" "$tmp/bench.out" || fail "bench does not list its benchmarks"
+mkfifo "$tmp/fifo"
+expect_error "$tmp/fifo: a config must be a regular file" timeout 10 "$bin" train --config "$tmp/fifo" --data "$data" --out "$tmp/x"
+expect_error "$tmp/fifo: not a regular file" timeout 10 "$bin" generate -m "$model" --prompt-file "$tmp/fifo" -n 3
+expect_error "/dev/zero: a config must be a regular file" "$bin" train --config /dev/zero --data "$data" --out "$tmp/x"
+printf '{"config": "tiny", "lr": 1e400}' > "$tmp/overflow.json"
+expect_error "$tmp/overflow.json: not valid JSON" "$bin" train --config "$tmp/overflow.json" --data "$data" --out "$tmp/x"
+if [ -w /dev/full ]; then
+  expect_error "stdout: write failed" sh -c "\"$bin\" generate -m \"$model\" -n 50 -s 1 > /dev/full"
+fi
+# An interrupted run that never validated: "n/a" on screen, null in JSON (never -1).
+printf '{"config": "tiny", "T": 128, "val_every": 0, "checkpoint_every": 0}' > "$tmp/noval.json"
+timeout -s INT 2 "$bin" train --config "$tmp/noval.json" --data "$data" --out "$tmp/int" --steps 100000 -t 1 > "$tmp/int.out" 2> "$tmp/int.err"
+grep -q '"val_bpb":null' "$tmp/int.out" || fail "an interrupted run's JSON lacks \"val_bpb\":null: $(cat "$tmp/int.out")"
+grep -q 'val bpb n/a' "$tmp/int.err" || fail "an interrupted run does not say val bpb n/a"
+# A full disk (a 64 KiB tmpfs, where this machine lets us mount one): a one-line error, no output,
+# no temporary file left, the inputs untouched.
+mkdir -p "$tmp/small"
+if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=64k tmpfs "$tmp/small" 2> /dev/null; then
+  expect_error "$tmp/small/gen.bin: write failed" "$bin" generate -m "$model" -n 200000 -s 1 -o "$tmp/small/gen.bin"
+  head -c 300000 /dev/urandom > "$tmp/big.bin"
+  "$bin" compress -m "$model" "$tmp/big.bin" -o "$tmp/big.rbz" 2> /dev/null || fail "compress big.bin"
+  expect_error "$tmp/small/big.bin: write failed" "$bin" decompress "$tmp/big.rbz" -o "$tmp/small/big.bin"
+  [ -z "$(ls -A "$tmp/small")" ] || fail "a full disk left files behind: $(ls -A "$tmp/small")"
+  umount "$tmp/small"
+else
+  echo "cli_test: full-disk checks not run (cannot mount a tmpfs here)"
+fi
 "$bin" --version | grep -q "numerics contract v" || fail "--version does not name the numerics contract"
 expect_error "unexpected argument 'extra'" "$bin" generate -m "$model" -n 3 extra
 printf '{"config": "tiny", "T": 4194304, "B": 64}' > "$tmp/huge.json"

@@ -20,6 +20,8 @@
 namespace rb {
 namespace {
 
+using test::expect_error_containing;
+
 const std::string kTestDir = RETBYTE_TEST_DIR;
 
 std::vector<uint8_t> text_bytes(size_t n) {
@@ -132,6 +134,33 @@ TEST(Decoder, StateFromAnotherModelOrDamagedIsRefused) {
     ADD_FAILURE() << "loaded a state made with another model";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("made with another model"), std::string::npos) << e.what();
+  }
+  // A position that is not a plain number, or one so large that position arithmetic would
+  // overflow (UBSan found INT64_MAX), is refused naming the file.
+  {
+    SafetensorsReader file(path);
+    std::vector<std::vector<float>> f32;
+    std::vector<std::vector<uint8_t>> u8;
+    std::vector<StTensorOut> out;
+    for (const auto& [name, info] : file.tensors()) {
+      if (info.dtype == "F32") {
+        f32.push_back(file.read_f32(name));
+        out.push_back({name, "F32", info.shape, nullptr});
+      } else {
+        u8.push_back(file.read_u8(name));
+        out.push_back({name, "U8", info.shape, nullptr});
+      }
+    }
+    size_t fi = 0, ui = 0;
+    for (auto& t : out) t.data = t.dtype == "F32" ? static_cast<const void*>(f32[fi++].data()) : static_cast<const void*>(u8[ui++].data());
+    for (const char* bad : {"12abc", "9223372036854775807", "-1", ""}) {
+      auto meta = file.metadata();
+      meta["patches_done"] = bad;
+      const std::string damaged = path + ".bad";
+      write_safetensors(damaged, out, meta);
+      expect_error_containing([&] { DecodeState::load(damaged, *model); }, damaged + ": bad \"patches_done\"");
+      std::remove(damaged.c_str());
+    }
   }
   const auto size = std::filesystem::file_size(path);
   std::filesystem::resize_file(path, size - 10);
