@@ -54,10 +54,10 @@ cp "$model" "$tmp/model-copy"
 expect_error "is an input of this command" "$bin" generate -m "$model" -n 5 --state-out "$model"
 expect_error "two outputs of this command would be the same file" "$bin" generate -m "$model" -n 5 -o "$tmp/x.bin" --state-out "$tmp/x.bin"
 expect_error "$tmp: is a folder" "$bin" generate -m "$model" -n 5 -o "$tmp"
-expect_error "$tmp/state: exists (use --force to overwrite)" "$bin" generate -m "$model" -n 5 --state-out "$tmp/state"
+expect_error "$tmp/state: exists (use -f to overwrite)" "$bin" generate -m "$model" -n 5 --state-out "$tmp/state"
 cmp -s "$model" "$tmp/model-copy" || fail "a refused generate changed the model"
-expect_error "$tmp/all.bin: exists (use --force to overwrite)" "$bin" generate -m "$model" -n 5 -o "$tmp/all.bin"
-"$bin" generate -m "$model" -n 5 -s 1 -o "$tmp/all.bin" --force 2> /dev/null || fail "generate --force"
+expect_error "$tmp/all.bin: exists (use -f to overwrite)" "$bin" generate -m "$model" -n 5 -o "$tmp/all.bin"
+"$bin" generate -m "$model" -n 5 -s 1 -o "$tmp/all.bin" -f 2> /dev/null || fail "generate -f"
 "$bin" generate -m "$model" --image 12x7x3 -s 1 -o "$tmp/g.png" 2> /dev/null || fail "generate --image"
 "$bin" generate -m "$model" --image 12x7x3 --prompt-file "$tmp/g.png" -s 2 -o "$tmp/g2.png" 2> /dev/null || fail "generate --image with a prompt image"
 "$bin" generate -m "$model" --audio 4000:2:0.1 -s 1 -o "$tmp/g.wav" 2> /dev/null || fail "generate --audio"
@@ -132,6 +132,17 @@ printf '{"config": "tiny", "T": 128, "val_every": 0, "checkpoint_every": 0}' > "
 timeout -s INT 2 "$bin" train --config "$tmp/noval.json" --data "$data" --out "$tmp/int" --steps 100000 -t 1 > "$tmp/int.out" 2> "$tmp/int.err"
 grep -q '"val_bpb":null' "$tmp/int.out" || fail "an interrupted run's JSON lacks \"val_bpb\":null: $(cat "$tmp/int.out")"
 grep -q 'val bpb n/a' "$tmp/int.err" || fail "an interrupted run does not say val bpb n/a"
+# kill -9 while checkpoints are being written: the run resumes, and no temporary file survives it.
+printf '{"config": "tiny", "T": 128, "val_every": 0, "checkpoint_every": 1}' > "$tmp/ck.json"
+"$bin" train --config "$tmp/ck.json" --data "$data" --out "$tmp/kill" --steps 100000 -t 1 > /dev/null 2>&1 &
+killpid=$!
+sleep 1.5
+kill -9 $killpid
+wait $killpid 2> /dev/null
+at=$("$bin" info "$tmp/kill/state.safetensors" | sed -n 's/^step: *\([0-9]*\) of.*/\1/p')
+[ -n "$at" ] || fail "no loadable training state after kill -9"
+"$bin" train --config "$tmp/ck.json" --data "$data" --out "$tmp/kill" --resume --steps $((at + 1)) -t 1 > /dev/null 2>&1 || fail "resume after kill -9"
+ls "$tmp/kill" | grep -q '\.tmp\.' && fail "temporary files survived a kill -9 and a resume: $(ls "$tmp/kill")"
 # A full disk (a 64 KiB tmpfs, where this machine lets us mount one): a one-line error, no output,
 # no temporary file left, the inputs untouched.
 mkdir -p "$tmp/small"

@@ -130,12 +130,12 @@ int cmd_generate(Args& args) {
         "  --image WxHxC -o OUT.png: an image of that geometry (C = 1..4), primed by the image header;\n"
         "  --audio RATE:CHANNELS:SECONDS -o OUT.wav: 16-bit audio likewise. With --prompt-file, an image\n"
         "  of the same width and channels (or audio of the same rate and channels) has its first half\n"
-        "  continued. --force overwrites an existing OUT (-f is --prompt-file).\n";
+        "  continued. -f/--force overwrites an existing OUT or --state-out (as in every command).\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
   const std::string prompt_text = args.value("--prompt", "-p", "");
-  const std::string prompt_file = args.value("--prompt-file", "-f", "");
+  const std::string prompt_file = args.value("--prompt-file", "", "");
   const int n = args.int_value("--n-predict", "-n", 256);
   SamplingParams sp;
   sp.temperature = float_value(args, "--temp", "", 0.8f);
@@ -148,7 +148,7 @@ int cmd_generate(Args& args) {
   const bool raw = args.flag("--raw");
   const std::string image_geom = args.value("--image", "", "");
   const std::string audio_geom = args.value("--audio", "", "");
-  const bool force = args.flag("--force");  // -f is --prompt-file here, as in llama.cpp
+  const bool force = args.flag("--force") || args.flag("-f");  // SPEC §3: -f overwrites, in every command
   const int threads = args.threads();
   args.no_positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
@@ -163,7 +163,7 @@ int cmd_generate(Args& args) {
     if (*end || end == seed_s.c_str()) throw Error("-s: '" + seed_s + "' is not a number");
   }
   const bool media = !image_geom.empty() || !audio_geom.empty();
-  check_outputs({out_path, state_out}, {model_path, prompt_file, state_in}, force, "--force");
+  check_outputs({out_path, state_out}, {model_path, prompt_file, state_in}, force, "-f");
   if (media) return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed, !seed_s.empty(), threads);
   std::vector<uint8_t> prompt(prompt_text.begin(), prompt_text.end());
   if (!prompt_file.empty()) {
