@@ -161,6 +161,9 @@ expect_error "unexpected argument 'extra'" "$bin" generate -m "$model" -n 3 extr
 printf '{"config": "tiny", "T": 4194304, "B": 64}' > "$tmp/huge.json"
 expect_error "$tmp/huge.json: its config needs about" "$bin" train --config "$tmp/huge.json" --data "$data" --out "$tmp/huge"
 [ ! -e "$tmp/huge" ] || fail "a refused train left a run folder"
+for t in 0 100000 -2 12abc; do
+  expect_error "-t: '$t' threads is not a count from 1 to" "$bin" generate -m "$model" -n 3 -t "$t"
+done
 expect_error "-n given twice (5 and 6)" "$bin" generate -m "$model" -n 5 -n 6
 expect_error "-p and --prompt-file cannot be used together" "$bin" generate -m "$model" -p x --prompt-file "$data"
 expect_error "--minutes: 'nan' is not a non-negative number" "$bin" train --config tiny --data "$data" --out "$tmp/nan" --minutes nan
