@@ -129,14 +129,19 @@ if [ -w /dev/full ]; then
 fi
 # An interrupted run that never validated: "n/a" on screen, null in JSON (never -1).
 printf '{"config": "tiny", "T": 128, "val_every": 0, "checkpoint_every": 0}' > "$tmp/noval.json"
-timeout -s INT 2 "$bin" train --config "$tmp/noval.json" --data "$data" --out "$tmp/int" --steps 100000 -t 1 > "$tmp/int.out" 2> "$tmp/int.err"
+"$bin" train --config "$tmp/noval.json" --data "$data" --out "$tmp/int" --steps 100000 -t 1 > "$tmp/int.out" 2> "$tmp/int.err" &
+intpid=$!
+for _ in $(seq 600); do [ -s "$tmp/int/metrics.jsonl" ] && break; sleep 0.1; done  # steps under way (slow under ASan)
+kill -INT $intpid
+wait $intpid
 grep -q '"val_bpb":null' "$tmp/int.out" || fail "an interrupted run's JSON lacks \"val_bpb\":null: $(cat "$tmp/int.out")"
 grep -q 'val bpb n/a' "$tmp/int.err" || fail "an interrupted run does not say val bpb n/a"
 # kill -9 while checkpoints are being written: the run resumes, and no temporary file survives it.
 printf '{"config": "tiny", "T": 128, "val_every": 0, "checkpoint_every": 1}' > "$tmp/ck.json"
 "$bin" train --config "$tmp/ck.json" --data "$data" --out "$tmp/kill" --steps 100000 -t 1 > /dev/null 2>&1 &
 killpid=$!
-sleep 1.5
+for _ in $(seq 600); do [ -s "$tmp/kill/state.safetensors" ] && break; sleep 0.1; done  # a first checkpoint exists
+sleep 0.5
 kill -9 $killpid
 wait $killpid 2> /dev/null
 at=$("$bin" info "$tmp/kill/state.safetensors" | sed -n 's/^step: *\([0-9]*\) of.*/\1/p')
