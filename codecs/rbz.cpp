@@ -252,13 +252,14 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     so.lockstep = options.lockstep;
     so.progress = options.progress;
     std::vector<std::vector<uint8_t>> coded = encode_segments(*model, c.context, segments, so);
+    const std::string model_id = model_fingerprint(*model);  // hashes every weight: once per file
     // Each segment as whichever of model-coded, zstd and raw is smallest.
     for (size_t i = 0; i < segments.size(); i++) {
       std::vector<uint8_t> z = zstd19(segments[i].data, segments[i].size);
       Block b{BlockKind::Raw, segments[i].size, std::vector<uint8_t>(segments[i].data, segments[i].data + segments[i].size)};
       if (z.size() < b.payload.size()) b = {BlockKind::Zstd, segments[i].size, std::move(z)};
       if (coded[i].size() < b.payload.size() || options.model_only) b = {BlockKind::Model, segments[i].size, std::move(coded[i])};
-      if (b.kind == BlockKind::Model) fingerprint = model_fingerprint(*model);
+      if (b.kind == BlockKind::Model) fingerprint = model_id;
       blocks.push_back(std::move(b));
     }
   }

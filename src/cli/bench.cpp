@@ -11,6 +11,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "codecs/rbz.h"
+#include "datasets/dataset.h"
 #include "src/cli/bpb_report.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
@@ -348,11 +349,7 @@ int bench_codec(Args& args) {
     model->init_random(1);
   }
   std::vector<std::pair<std::string, std::vector<uint8_t>>> inputs;
-  for (const std::string& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    if (!in) throw Error(f + ": cannot open");
-    inputs.push_back({f, std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), {})});
-  }
+  for (const std::string& f : files) inputs.push_back({f, read_file_bytes(f, max_held_bytes())});
   if (inputs.empty()) {
     Rng rng(5);
     std::vector<uint8_t> v(static_cast<size_t>(nbytes));

@@ -44,8 +44,6 @@ int stop_signal();
 void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
                    const std::string& force_flag);
 bool same_file(const std::string& a, const std::string& b);  // both exist and are one file
-// A regular file's bytes, whole (a FIFO or device is refused: it could block or never end).
-std::vector<uint8_t> read_regular_file(const std::string& path);
 
 int cmd_bench(Args& args);
 int cmd_info(Args& args);

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "codecs/rbz.h"
+#include "datasets/dataset.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
@@ -98,7 +99,7 @@ int cmd_compress(Args& args) {
   auto be = make_cpu_backend(threads);
   auto model = Model::load(model_path, *be);
   for (const auto& [in, out] : plan) {
-    const std::vector<uint8_t> file = read_regular_file(in);
+    const std::vector<uint8_t> file = read_file_bytes(in, max_held_bytes());
     Progress progress{"retbyte compress: " + in};
     CompressOptions options;
     options.force_raw = raw;
@@ -145,7 +146,7 @@ int cmd_decompress(Args& args) {
   std::vector<std::vector<uint8_t>> files;
   std::vector<RbzHeaderInfo> infos;
   for (const std::string& in : inputs) {
-    files.push_back(read_regular_file(in));
+    files.push_back(read_file_bytes(in, max_held_bytes()));
     infos.push_back(read_rbz_header(in, files.back()));
     std::string out = to_stdout ? "-" : out_path;
     if (out.empty()) {

@@ -11,21 +11,6 @@
 
 namespace rb::cli {
 
-// A regular file's bytes (a FIFO or device would block or never end).
-std::vector<uint8_t> read_regular_file(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) throw Error(path + ": cannot open (" + std::string(std::strerror(errno)) + ")");
-  if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(path + ": cannot open (" + std::string(std::strerror(errno)) + ")");
-  std::vector<uint8_t> bytes(size_t(st.st_size));
-  const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
-  const bool more = std::fgetc(f) != EOF;
-  std::fclose(f);
-  if (got != bytes.size() || more) throw Error(path + ": changed while being read");
-  return bytes;
-}
-
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa, sb;
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;

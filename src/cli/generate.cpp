@@ -167,7 +167,7 @@ int cmd_generate(Args& args) {
   if (media) return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed, !seed_s.empty(), threads);
   std::vector<uint8_t> prompt(prompt_text.begin(), prompt_text.end());
   if (!prompt_file.empty()) {
-    const std::vector<uint8_t> f = read_regular_file(prompt_file);
+    const std::vector<uint8_t> f = read_file_bytes(prompt_file, max_held_bytes());
     prompt.insert(prompt.end(), f.begin(), f.end());
   }
 
