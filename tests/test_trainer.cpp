@@ -191,11 +191,14 @@ TEST(Trainer, ATimeBudgetDecaysTheLearningRateByItsEnd) {
   TrainConfig cfg = small_run_config();
   cfg.steps = 0;
   cfg.val_every = 0;
+  cfg.model.T = 32;  // steps short enough that even the portable path (scalar) takes dozens in the budget
+  cfg.model.B = 1;
+  cfg.accum_steps = 1;
   auto be = make_cpu_backend(1);
   Trainer t(cfg, {data}, d.path + "/run", *be, false);
   std::vector<StepReport> reports;
-  EXPECT_EQ(t.run(0, 0.02, nullptr, [&](const StepReport& r) { reports.push_back(r); }), Trainer::Stop::TimeUp);
-  ASSERT_GE(reports.size(), size_t(10)) << "too few steps in 1.2 s to judge the schedule";
+  EXPECT_EQ(t.run(0, 0.03, nullptr, [&](const StepReport& r) { reports.push_back(r); }), Trainer::Stop::TimeUp);
+  ASSERT_GE(reports.size(), size_t(10)) << "too few steps in 1.8 s to judge the schedule";
   for (size_t i = 4; i < reports.size(); i++) EXPECT_GE(reports[i].horizon, reports[i].step) << "step " << reports[i].step;
   EXPECT_LT(reports.back().lr, 0.5f * cfg.adamw.lr) << "the cosine did not reach its end within the budget";
 }
