@@ -27,22 +27,7 @@ namespace {
 namespace fs = std::filesystem;
 const std::string kTestDir = RETBYTE_TEST_DIR;
 
-// A fresh folder under the test temp dir, removed at the end of the test.
-struct TempDir {
-  std::string path;
-  explicit TempDir(const std::string& name) {
-    path = testing::TempDir() + "retbyte_" + std::to_string(getpid()) + "_" + name;
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string write(const std::string& name, const std::string& bytes) const {
-    const std::string p = path + "/" + name;
-    fs::create_directories(fs::path(p).parent_path());
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p;
-  }
-};
+using test::TempDir;
 
 std::string fixture_text() {
   std::ifstream in(kTestDir + "/fixtures/text2k.txt", std::ios::binary);

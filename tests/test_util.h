@@ -7,7 +7,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -18,6 +21,25 @@
 namespace rb::test {
 
 constexpr double kEps = FLT_EPSILON;  // tolerances below are stated in multiples of it
+
+// A fresh folder under the test temp dir, removed at the end of the test.
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& name) {
+    path = testing::TempDir() + "retbyte_" + std::to_string(getpid()) + "_" + name;
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string write(const std::string& name, const std::string& bytes) const {
+    const std::string p = path + "/" + name;
+    std::filesystem::create_directories(std::filesystem::path(p).parent_path());
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p;
+  }
+};
 
 // Every CPU path this machine can run, portable first (the definition the others must equal).
 // A path the CPU lacks is reported once on stdout, never silently dropped. (Not as "[  SKIPPED ]":

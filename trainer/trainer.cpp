@@ -58,8 +58,10 @@ RunFolderLock::~RunFolderLock() {
 Trainer::~Trainer() = default;
 
 Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
-                 const std::string& out_dir, Backend& backend, bool resume)
+                 const std::string& out_dir, Backend& backend, bool resume, Communicator* comm)
     : cfg_(cfg),
+      own_comm_(comm ? nullptr : make_single_process_communicator()),
+      comm_(comm ? *comm : *own_comm_),
       be_(backend),
       out_dir_(out_dir),
       data_(data, cfg.model.P, cfg.val_fraction),
@@ -70,22 +72,49 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
   horizon_ = cfg.steps;
   // A batch that cannot fit is refused before the run folder is touched.
   check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, "training config");
-  std::error_code ec;
-  if (resume && !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": no such run folder to resume");
-  fs::create_directories(out_dir_, ec);
-  if (ec || !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": cannot create output folder (" + ec.message() + ")");
-  lock_ = std::make_unique<RunFolderLock>(out_dir_);  // before looking at what the folder holds
-  if (resume) {
-    load_checkpoint();
-  } else {
-    for (const char* f : {"/state.safetensors", "/model.safetensors"})
-      if (fs::exists(out_dir_ + f))
-        throw Error(out_dir_ + ": already holds a training run (" + std::string(f + 1) +
-                    "); use --resume to continue it or choose another --out");
-    model_->init_random(cfg.seed);
-    std::ofstream(out_dir_ + "/metrics.jsonl", std::ios::trunc);
+  check_ranks_agree(comm_, data_, config_to_json(cfg_.model), train_config_to_json(cfg_));
+  if (cfg_.accum_steps < comm_.size())
+    throw RanksDisagree("accum_steps " + std::to_string(cfg_.accum_steps) + " is fewer than the " + std::to_string(comm_.size()) +
+                        " ranks: each rank computes whole micro-batches of the global batch (accum_steps x B windows); raise accum_steps");
+  if (comm_.rank() == 0) {
+    std::error_code ec;
+    if (resume && !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": no such run folder to resume");
+    fs::create_directories(out_dir_, ec);
+    if (ec || !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": cannot create output folder (" + ec.message() + ")");
+    lock_ = std::make_unique<RunFolderLock>(out_dir_);  // before looking at what the folder holds
+    if (resume) {
+      load_checkpoint();
+    } else {
+      for (const char* f : {"/state.safetensors", "/model.safetensors"})
+        if (fs::exists(out_dir_ + f))
+          throw Error(out_dir_ + ": already holds a training run (" + std::string(f + 1) +
+                      "); use --resume to continue it or choose another --out");
+      model_->init_random(cfg.seed);
+      std::ofstream(out_dir_ + "/metrics.jsonl", std::ios::trunc);
+    }
   }
-  batch_.resize(size_t(cfg.model.B) * cfg.model.T);
+  share_state_from_rank_zero();
+  batch_.resize(size_t(cfg.model.B) * cfg.model.T * size_t(cfg.accum_steps));
+  grad_sum_ = std::make_unique<OrderedGradientSum>(be_, model_->num_params());
+}
+
+// Every rank starts from rank 0's weights, optimiser moments, step and RNG (fresh or resumed), so
+// a run resumes with any number of ranks.
+void Trainer::share_state_from_rank_zero() {
+  if (comm_.size() == 1) return;
+  const size_t n = model_->num_params();
+  std::vector<float> params(n);
+  if (comm_.rank() == 0) model_->backend().download(params.data(), model_->params(), n);
+  comm_.broadcast(params.data(), n * sizeof(float), 0);
+  if (comm_.rank() != 0) model_->backend().upload(model_->params(), params.data(), n);
+  comm_.broadcast(opt_.m().data(), n * sizeof(float), 0);
+  comm_.broadcast(opt_.v().data(), n * sizeof(float), 0);
+  int64_t scalars[5] = {step_, horizon_, int64_t(bytes_seen_), nonfinite_streak_, last_saved_step_};
+  comm_.broadcast(scalars, sizeof scalars, 0);
+  step_ = scalars[0], horizon_ = scalars[1], bytes_seen_ = uint64_t(scalars[2]);
+  nonfinite_streak_ = int(scalars[3]), last_saved_step_ = scalars[4];
+  opt_.set_steps_taken(step_);
+  comm_.broadcast(rng_.raw_state(), 4 * sizeof(uint64_t), 0);
 }
 
 namespace {
@@ -170,6 +199,10 @@ void Trainer::load_checkpoint() {
 // The state file alone resumes a run (weights, moments, step, RNG); model.safetensors is the
 // weights for users. Each is written atomically, the state first.
 void Trainer::save_checkpoint() {
+  if (comm_.rank() != 0) {
+    last_saved_step_ = step_;  // every rank agrees on when the last checkpoint was
+    return;
+  }
   const int64_t n = int64_t(model_->num_params());
   std::vector<float> params(static_cast<size_t>(n));
   model_->backend().download(params.data(), model_->params(), params.size());
@@ -221,13 +254,30 @@ double Trainer::validate(int64_t max_bytes) {
 StepReport Trainer::train_step() {
   const ModelConfig& c = cfg_.model;
   const double t0 = now_s();
-  model_->zero_grad();
-  double loss = 0;
-  for (int micro = 0; micro < cfg_.accum_steps; micro++) {
-    for (int b = 0; b < c.B; b++) data_.sample_window(rng_, c.T, batch_.data() + size_t(b) * c.T);
-    loss += model_->forward(batch_.data(), c.B, c.T, Model::Mode::Train) / cfg_.accum_steps;
+  const int M = cfg_.accum_steps;
+  const size_t window = size_t(c.B) * c.T;
+  // Every rank draws the whole global batch from the shared RNG (so the windows do not depend on
+  // the number of ranks) and computes its own micro-batches, each from a zero gradient.
+  for (int w = 0; w < M * c.B; w++) data_.sample_window(rng_, c.T, batch_.data() + size_t(w) * c.T);
+  const MicroRange mine = micro_batches_of(comm_.rank(), comm_.size(), M);
+  std::vector<double> micro_loss(size_t(M), 0.0);
+  for (int micro = mine.first; micro < mine.end; micro++) {
+    model_->zero_grad();
+    micro_loss[size_t(micro)] = model_->forward(batch_.data() + size_t(micro) * window, c.B, c.T, Model::Mode::Train);
     model_->backward();
+    if (micro + 1 < mine.end) grad_sum_->keep(model_->grads(), comm_.rank());
   }
+  grad_sum_->finish(model_->grads(), comm_);
+  // The loss, summed in micro-batch order on rank 0 from each micro-batch's owner.
+  std::vector<double> all_losses(size_t(M) * size_t(comm_.rank() == 0 ? comm_.size() : 1));
+  comm_.gather(micro_loss.data(), size_t(M) * sizeof(double), all_losses.data(), 0);
+  double loss = 0;
+  for (int r = 0; r < comm_.size() && comm_.rank() == 0; r++) {
+    const MicroRange theirs = micro_batches_of(r, comm_.size(), M);
+    for (int micro = theirs.first; micro < theirs.end; micro++) micro_loss[size_t(micro)] = all_losses[size_t(r) * M + size_t(micro)];
+  }
+  for (int micro = 0; micro < M; micro++) loss += micro_loss[size_t(micro)] / M;
+  comm_.broadcast(&loss, sizeof loss, 0);
   // Gradients are the sum over micro-batches of per-micro-batch means.
   const double norm = global_norm(model_->backend(), model_->grads(), model_->num_params()) / cfg_.accum_steps;
   StepReport r;
@@ -284,31 +334,48 @@ Trainer::Stop Trainer::run(int64_t target_steps, double minutes, const std::atom
   double mark_time = 0;
   int64_t mark_step = 0;
   Stop why = Stop::Finished;
+  const bool leader = comm_.rank() == 0;
+  auto checkpoint = [&] {
+    check_ranks_hold_the_same(comm_, be_, model_->params(), model_->num_params(), "the weights");
+    save_checkpoint();
+  };
   while (true) {
-    if (target_steps > 0 && step_ >= target_steps) break;
-    if (stop && stop->load()) { why = Stop::Interrupted; break; }
-    const double elapsed = now_s() - start;
-    if (minutes > 0 && elapsed >= minutes * 60) { why = Stop::TimeUp; break; }
-    if (estimate && step_ - first_step == 3) mark_time = elapsed, mark_step = step_;
-    if (estimate && step_ - first_step > 3) {
-      const double per_step = (elapsed - mark_time) / double(step_ - mark_step);
-      horizon_ = step_ + 1 + int64_t(std::max(0.0, minutes * 60 - elapsed) / std::max(per_step, 1e-9));
+    // Rank 0 decides whether to go on (steps, time, signals) and the horizon; the others follow.
+    int64_t control[2] = {0, horizon_};  // {0 go on, else 1 + Stop}, horizon
+    if (leader) {
+      const double elapsed = now_s() - start;
+      if (target_steps > 0 && step_ >= target_steps) control[0] = 1 + int(Stop::Finished);
+      else if (stop && stop->load()) control[0] = 1 + int(Stop::Interrupted);
+      else if (minutes > 0 && elapsed >= minutes * 60) control[0] = 1 + int(Stop::TimeUp);
+      if (estimate && step_ - first_step == 3) mark_time = elapsed, mark_step = step_;
+      if (estimate && step_ - first_step > 3) {
+        const double per_step = (elapsed - mark_time) / double(step_ - mark_step);
+        control[1] = step_ + 1 + int64_t(std::max(0.0, minutes * 60 - elapsed) / std::max(per_step, 1e-9));
+      }
+    }
+    comm_.broadcast(control, sizeof control, 0);
+    horizon_ = control[1];
+    if (control[0] != 0) {
+      why = Stop(control[0] - 1);
+      break;
     }
     StepReport r = train_step();
     losses_.push_back(r.loss);
     if (r.horizon <= 0) r.horizon = horizon_;
-    if (!r.skipped && cfg_.val_every > 0 && step_ % cfg_.val_every == 0) {
-      r.val_bpb = validate(cfg_.val_bytes);
-      r.val_bpb_by_modality = last_val_by_modality_;
+    if (leader) {
+      if (!r.skipped && cfg_.val_every > 0 && step_ % cfg_.val_every == 0) {
+        r.val_bpb = validate(cfg_.val_bytes);
+        r.val_bpb_by_modality = last_val_by_modality_;
+      }
+      r.elapsed_s = now_s() - start;
+      append_metrics(r);
+      if (r.val_bpb >= 0) write_curves();
+      if (on_step) on_step(r);
     }
-    r.elapsed_s = now_s() - start;
-    append_metrics(r);
-    if (r.val_bpb >= 0) write_curves();
-    if (on_step) on_step(r);
-    if (!r.skipped && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
+    if (!r.skipped && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) checkpoint();
   }
-  if (step_ != last_saved_step_) save_checkpoint();
-  write_curves();
+  if (step_ != last_saved_step_) checkpoint();
+  if (leader) write_curves();
   return why;
 }
 

@@ -12,6 +12,8 @@
 #include "datasets/dataset.h"
 #include "src/model.h"
 #include "trainer/adamw.h"
+#include "trainer/communicator.h"
+#include "trainer/data_parallel.h"
 #include "trainer/train_config.h"
 
 namespace rb {
@@ -40,8 +42,11 @@ class RunFolderLock {
 class Trainer {
  public:
   // Opens the data, builds the model (fresh, or from out_dir when resume) and prepares out_dir.
+  // With a communicator of N ranks each rank computes its share of every step's micro-batches;
+  // rank 0 alone touches out_dir, validates and decides when to stop, and the weights are bitwise
+  // those of one process (the default world of one).
   Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, const std::string& out_dir,
-          Backend& backend, bool resume);
+          Backend& backend, bool resume, Communicator* comm = nullptr);
   ~Trainer();
 
   enum class Stop { Finished, TimeUp, Interrupted };
@@ -51,13 +56,14 @@ class Trainer {
   Stop run(int64_t target_steps, double minutes, const std::atomic<bool>* stop,
            const std::function<void(const StepReport&)>& on_step);
 
-  void save_checkpoint();
+  void save_checkpoint();  // rank 0 writes; a no-op on the others
   double validate(int64_t max_bytes);  // bpb over the validation streams (up to max_bytes)
   int64_t step() const { return step_; }
   int64_t horizon() const { return horizon_; }
   Model& model() { return *model_; }
   const ByteDataset& data() const { return data_; }
   const std::vector<double>& step_losses() const { return losses_; }  // this process's steps
+  Communicator& communicator() { return comm_; }
   double last_val_bpb() const { return last_val_bpb_; }
   // "text", "image", "audio" -> bpb of the last validation (empty unless several are present).
   const std::map<std::string, double>& last_val_bpb_by_modality() const { return last_val_by_modality_; }
@@ -65,10 +71,13 @@ class Trainer {
  private:
   StepReport train_step();
   void load_checkpoint();
+  void share_state_from_rank_zero();
   void append_metrics(const StepReport& r);
   void write_curves() const;  // DIR/curves.svg from metrics.jsonl
 
   TrainConfig cfg_;
+  std::unique_ptr<Communicator> own_comm_;
+  Communicator& comm_;
   std::unique_ptr<RunFolderLock> lock_;
   Backend& be_;
   std::string out_dir_;
@@ -82,7 +91,8 @@ class Trainer {
   double last_val_bpb_ = -1;
   std::map<std::string, double> last_val_by_modality_;
   std::vector<double> losses_;
-  std::vector<uint8_t> batch_;
+  std::vector<uint8_t> batch_;  // the step's global batch: accum_steps micro-batches of B windows
+  std::unique_ptr<OrderedGradientSum> grad_sum_;
 };
 
 }  // namespace rb

@@ -33,8 +33,9 @@ class Args {
 };
 
 // SIGINT/SIGTERM set a flag that long-running commands poll, so they can finish cleanly
-// (checkpoint, remove temporary files); a second signal kills at once.
-void install_stop_signals();
+// (checkpoint, remove temporary files); a second signal kills at once. A `note` is written to
+// stderr the moment a signal arrives (a process that may be killed before it can say more).
+void install_stop_signals(const std::string& note = "");
 const std::atomic<bool>& stop_requested();
 int stop_signal();
 

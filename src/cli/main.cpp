@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -93,13 +94,19 @@ std::string Args::shift() {
 namespace {
 std::atomic<bool> g_stop_requested{false};
 volatile sig_atomic_t g_stop_signal = 0;
+char g_stop_note[512] = "";
 void on_stop_signal(int sig) {
   g_stop_signal = sig;
   g_stop_requested.store(true);
+  if (g_stop_note[0]) {
+    const ssize_t ignored = write(STDERR_FILENO, g_stop_note, strlen(g_stop_note));
+    (void)ignored;
+  }
 }
 }  // namespace
 
-void install_stop_signals() {
+void install_stop_signals(const std::string& note) {
+  std::snprintf(g_stop_note, sizeof g_stop_note, "%s", note.c_str());
   struct sigaction sa = {};
   sa.sa_handler = on_stop_signal;
   sa.sa_flags = SA_RESETHAND;

@@ -2,7 +2,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -16,6 +18,8 @@
 #include "src/cli/cli.h"
 #include "src/errors.h"
 #include "src/evaluate.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "trainer/communicator.h"
 #include "trainer/trainer.h"
 
 namespace rb::cli {
@@ -31,26 +35,58 @@ std::string format_duration(double s) {
 }
 }  // namespace
 
+namespace {
+int train_ranks(Args& args, Communicator& comm);
+void print_train_help();
+}
+
+// Under mpirun every rank runs this; rank 0 alone prints progress and results. An error on one
+// rank takes the whole job down (the others would wait for it forever); a refusal that every
+// rank reaches together (ranks given different data) ends the job normally.
 int cmd_train(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout <<
-        "usage: retbyte train --config C --data PATH... --out DIR [--steps N] [--minutes M] [--resume] [-t N]\n"
-        "  C: tiny, small, base, or a JSON file with model keys (or \"config\": NAME) and training keys\n"
-        "     (lr beta1 beta2 eps weight_decay min_lr_ratio warmup_steps steps grad_clip accum_steps seed\n"
-        "      val_fraction val_every val_bytes checkpoint_every chunk)\n"
-        "  PATH: files or folders (recursive). Writes DIR/model.safetensors, DIR/state.safetensors, DIR/metrics.jsonl\n"
-        "  --steps N    total optimiser steps (also the schedule's horizon)\n"
-        "  --minutes M  stop after M minutes (the horizon is estimated from the first steps if --steps is not given)\n"
-        "  --resume     continue the run in DIR exactly where its last checkpoint left it\n"
-        "  Ctrl-C / SIGTERM saves a checkpoint and stops.\n";
+    print_train_help();
     return 0;
   }
+  auto comm = launched_by_mpirun() ? make_mpi_communicator() : make_single_process_communicator();
+  try {
+    return train_ranks(args, *comm);
+  } catch (const std::exception& e) {
+    if (comm->size() == 1) throw;
+    const bool agreed = dynamic_cast<const RanksDisagree*>(&e) != nullptr;
+    if (comm->rank() == 0) std::fprintf(stderr, "retbyte train: %s\n", e.what());
+    else if (!agreed) std::fprintf(stderr, "retbyte train: rank %d: %s\n", comm->rank(), e.what());
+    std::fflush(stderr);
+    if (!agreed) comm->abort(1);
+    return 1;
+  }
+}
+
+namespace {
+void print_train_help() {
+  std::cout <<
+      "usage: retbyte train --config C --data PATH... --out DIR [--steps N] [--minutes M] [--resume] [-t N]\n"
+      "  C: tiny, small, base, or a JSON file with model keys (or \"config\": NAME) and training keys\n"
+      "     (lr beta1 beta2 eps weight_decay min_lr_ratio warmup_steps steps grad_clip accum_steps seed\n"
+      "      val_fraction val_every val_bytes checkpoint_every chunk)\n"
+      "  PATH: files or folders (recursive). Writes DIR/model.safetensors, DIR/state.safetensors, DIR/metrics.jsonl\n"
+      "  --steps N    total optimiser steps (also the schedule's horizon)\n"
+      "  --minutes M  stop after M minutes (the horizon is estimated from the first steps if --steps is not given)\n"
+      "  --resume     continue the run in DIR exactly where its last checkpoint left it\n"
+      "  Ctrl-C / SIGTERM saves a checkpoint and stops.\n"
+      "  mpirun -np N retbyte train ...: data-parallel over N ranks, bitwise the weights of one process; each\n"
+      "     rank computes accum_steps/N of every step's micro-batches (accum_steps >= N). -t is per rank\n"
+      "     (default: this machine's cores / its ranks). See the README, \"Training on many machines\".\n";
+}
+
+int train_ranks(Args& args, Communicator& comm) {
   const std::string config = args.value("--config", "-c", "");
   const std::string out = args.value("--out", "-o", "");
   const int64_t steps = args.int_value("--steps", "", 0);
   const std::string minutes_s = args.value("--minutes", "", "0");
   const bool resume = args.flag("--resume");
-  const int threads = args.threads();
+  int threads = args.threads();
+  if (threads == 0 && comm.local_size() > 1) threads = std::max(1, available_cpus() / comm.local_size());
   std::vector<std::string> data;
   args.allow_repeats(true);  // --data a --data b
   for (std::string d; !(d = args.value("--data", "", "")).empty();) {
@@ -70,15 +106,24 @@ int cmd_train(Args& args) {
   const TrainConfig cfg = parse_train_config(config);
   check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, config);  // before the run folder is made
   auto be = make_cpu_backend(threads);
-  Trainer trainer(cfg, data, out, *be, resume);
+  Trainer trainer(cfg, data, out, *be, resume, &comm);
+  const bool leader = comm.rank() == 0;
   const ByteDataset& ds = trainer.data();
-  for (const std::string& w : ds.warnings()) std::fprintf(stderr, "retbyte train: %s\n", w.c_str());
-  std::fprintf(stderr, "retbyte train: %zu files, %.2f MB packed for training, %.2f MB validation (%s); %zu params; %d threads\n",
-               ds.num_files(), ds.train_bytes() / 1e6, ds.val_file_bytes() / 1e6, ds.split_kind().c_str(),
-               trainer.model().num_params(), be->threads());
-  if (resume) std::fprintf(stderr, "retbyte train: resuming %s at step %lld\n", out.c_str(), (long long)trainer.step());
+  if (leader) {
+    for (const std::string& w : ds.warnings()) std::fprintf(stderr, "retbyte train: %s\n", w.c_str());
+    std::fprintf(stderr, "retbyte train: %zu files, %.2f MB packed for training, %.2f MB validation (%s); %zu params; %d threads%s\n",
+                 ds.num_files(), ds.train_bytes() / 1e6, ds.val_file_bytes() / 1e6, ds.split_kind().c_str(),
+                 trainer.model().num_params(), be->threads(),
+                 comm.size() > 1 ? (" per rank x " + std::to_string(comm.size()) + " ranks (MPI)").c_str() : "");
+    if (resume) std::fprintf(stderr, "retbyte train: resuming %s at step %lld\n", out.c_str(), (long long)trainer.step());
+  }
 
-  install_stop_signals();  // Ctrl-C / SIGTERM: checkpoint, then stop
+  // Ctrl-C / SIGTERM: checkpoint, then stop. Under mpirun a signal may also mean that another rank
+  // failed (mpirun then stops every rank, and kills them 1 s later): say so at once.
+  install_stop_signals(comm.size() > 1 && leader
+                           ? "retbyte train: rank 0 got a stop signal (from mpirun if a rank failed: see its message); " + out +
+                                 " keeps its last checkpoint\n"
+                           : std::string());
 
   const bool tty = isatty(STDERR_FILENO);
   double last_print = -1e9, smoothed = 0;
@@ -102,8 +147,32 @@ int cmd_train(Args& args) {
                  smoothed / 1e3, format_duration(per_step * double(left)).c_str(),
                  r.skipped ? " | non-finite: step skipped" : "", tty && r.val_bpb < 0 ? "" : "\n");
   };
-  const auto why = trainer.run(steps, minutes, &stop_requested(), progress);
-  if (tty) std::fprintf(stderr, "\n");
+  const uint64_t sent_before = comm.bytes_sent();
+  const int64_t first_step = trainer.step();
+  const auto why = trainer.run(steps, minutes, &stop_requested(), leader ? progress : std::function<void(const StepReport&)>());
+  // Rank 0 validates and saves at the end while the others wait (polling, not spinning) for it.
+  auto release_the_others = [&] {
+    char done = 1;
+    comm.broadcast(&done, 1, 0);
+  };
+  if (comm.size() > 1) {  // the volume of the gradient reduction, for the README's scaling arithmetic
+    uint64_t sent = comm.bytes_sent() - sent_before;
+    std::vector<uint64_t> all(size_t(leader ? comm.size() : 1));
+    comm.gather(&sent, sizeof sent, all.data(), 0);
+    if (!leader) {
+      release_the_others();
+      return 0;  // rank 0's exit status tells how the run ended
+    }
+    uint64_t total = 0;
+    for (uint64_t b : all) total += b;
+    const int64_t steps_run = std::max<int64_t>(1, trainer.step() - first_step);
+    if (tty) std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "retbyte train: %d ranks sent %.2f MB per step in all (%.2f MB per rank; %zu params)\n",
+                 comm.size(), double(total) / double(steps_run) / 1e6, double(total) / double(steps_run) / 1e6 / comm.size(),
+                 trainer.model().num_params());
+  } else if (tty) {
+    std::fprintf(stderr, "\n");
+  }
   // A full validation at the end (skipped when interrupted: the user wants to stop now).
   double val = trainer.last_val_bpb();
   if (why != Trainer::Stop::Interrupted) {
@@ -121,9 +190,12 @@ int cmd_train(Args& args) {
   for (const auto& [kind, bpb] : trainer.last_val_bpb_by_modality()) j["val_bpb_" + kind] = bpb;
   j["out"] = out;
   std::cout << j.dump() << std::endl;
+  if (comm.size() > 1) release_the_others();
   if (why == Trainer::Stop::Interrupted) return 128 + stop_signal();
   return 0;
 }
+
+}  // namespace
 
 int cmd_plot(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
