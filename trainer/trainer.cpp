@@ -267,6 +267,7 @@ StepReport Trainer::train_step() {
     model_->backward();
     if (micro + 1 < mine.end) grad_sum_->keep(model_->grads(), comm_.rank());
   }
+  const double reduce_start = now_s();
   grad_sum_->finish(model_->grads(), comm_);
   // The loss, summed in micro-batch order on rank 0 from each micro-batch's owner.
   std::vector<double> all_losses(size_t(M) * size_t(comm_.rank() == 0 ? comm_.size() : 1));
@@ -278,9 +279,11 @@ StepReport Trainer::train_step() {
   }
   for (int micro = 0; micro < M; micro++) loss += micro_loss[size_t(micro)] / M;
   comm_.broadcast(&loss, sizeof loss, 0);
+  const double reduce_s = now_s() - reduce_start;
   // Gradients are the sum over micro-batches of per-micro-batch means.
   const double norm = global_norm(model_->backend(), model_->grads(), model_->num_params()) / cfg_.accum_steps;
   StepReport r;
+  r.reduce_s = reduce_s;
   r.loss = loss;
   r.bpb = loss / std::log(2.0);
   r.grad_norm = norm;

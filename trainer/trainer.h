@@ -25,6 +25,7 @@ struct StepReport {
   double val_bpb = -1;  // < 0 when not validated at this step
   std::map<std::string, double> val_bpb_by_modality;  // with it, when the data mixes modalities
   bool skipped = false;  // non-finite loss or gradient: no update
+  double reduce_s = 0;   // in the ranks' gradient and loss reduction (waiting for slower ranks included)
   double elapsed_s = 0;
 };
 

@@ -126,8 +126,9 @@ int train_ranks(Args& args, Communicator& comm) {
                            : std::string());
 
   const bool tty = isatty(STDERR_FILENO);
-  double last_print = -1e9, smoothed = 0;
+  double last_print = -1e9, smoothed = 0, reduce_s = 0;
   auto progress = [&](const StepReport& r) {
+    reduce_s += r.reduce_s;
     smoothed = smoothed == 0 ? r.bytes_per_s : 0.9 * smoothed + 0.1 * r.bytes_per_s;
     const bool print = tty || r.val_bpb >= 0 || r.elapsed_s - last_print >= 30 || r.skipped;
     if (!print) return;
@@ -167,9 +168,10 @@ int train_ranks(Args& args, Communicator& comm) {
     for (uint64_t b : all) total += b;
     const int64_t steps_run = std::max<int64_t>(1, trainer.step() - first_step);
     if (tty) std::fprintf(stderr, "\n");
-    std::fprintf(stderr, "retbyte train: %d ranks sent %.2f MB per step in all (%.2f MB per rank; %zu params)\n",
+    std::fprintf(stderr, "retbyte train: %d ranks sent %.2f MB per step in all (%.2f MB per rank; %zu params); "
+                 "rank 0 spent %.1f ms per step in the reduction, waits for slower ranks included\n",
                  comm.size(), double(total) / double(steps_run) / 1e6, double(total) / double(steps_run) / 1e6 / comm.size(),
-                 trainer.model().num_params());
+                 trainer.model().num_params(), 1e3 * reduce_s / double(steps_run));
   } else if (tty) {
     std::fprintf(stderr, "\n");
   }
