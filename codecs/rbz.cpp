@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <optional>
 
 #include "codecs/media.h"
 #include "codecs/segment_coder.h"
@@ -194,14 +195,16 @@ uint64_t content_hash(const std::vector<uint8_t>& file, const Content& c) {
   return c.restores_content ? XXH64(c.body, c.size, 0) : XXH64(file.data(), file.size(), 0);
 }
 
+constexpr uint8_t kFlagAdapted = 1;  // an adaptation record follows the mode data
+
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
                               const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
-                              const std::vector<Block>& blocks) {
+                              const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt = std::nullopt) {
   Writer w;
   w.bytes(kMagic, 4);
   w.u16(kRbzVersion);
   w.u8(uint8_t(mode));
-  w.u8(0);  // flags, reserved
+  w.u8(adapt ? kFlagAdapted : 0);
   w.u32(uint32_t(kNumericsVersion));
   w.u64(original_size);
   w.u64(hash);
@@ -211,6 +214,11 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
   w.u32(uint32_t(blocks.size()));
   w.bytes(context.data(), context.size());
   w.bytes(extra.data(), extra.size());
+  if (adapt) {
+    uint32_t lr_bits;
+    std::memcpy(&lr_bits, &adapt->lr, 4);
+    for (uint32_t v : {adapt->round_positions, adapt->steps, adapt->windows, adapt->window, lr_bits}) w.u32(v);
+  }
   for (const Block& b : blocks) {
     w.u8(uint8_t(b.kind));
     w.u64(b.length);
@@ -219,6 +227,15 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
   w.u64(XXH64(w.b.data(), w.b.size(), 0));  // the header's own checksum
   for (const Block& b : blocks) w.bytes(b.payload.data(), b.payload.size());
   return w.b;
+}
+
+// What the lanes have coded after `positions` stream positions (context included): each segment's
+// first positions - C bytes.
+std::vector<ByteSpan> coded_prefixes(const std::vector<ByteSpan>& segments, size_t context, size_t positions) {
+  std::vector<ByteSpan> out;
+  const size_t body = positions > context ? positions - context : 0;
+  for (const ByteSpan& s : segments) out.push_back({s.data, std::min(s.size, body)});
+  return out;
 }
 
 }  // namespace
@@ -245,14 +262,32 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     // or audio frame (a segment that began mid-sample would see every sample's bytes swapped).
     const size_t P = size_t(model->config().P), unit = std::lcm(P, c.unit);
     size_t seg = options.segment_bytes ? options.segment_bytes : choose_segment_bytes(c.size, options.lockstep);
+    if (options.adapt && !options.segment_bytes)  // one lockstep group: rounds fall alike for every lane
+      seg = std::max(seg, size_t((c.size + uint64_t(options.lockstep) - 1) / uint64_t(options.lockstep)));
     seg = (seg + unit - 1) / unit * unit;
+    if (seg > kMaxModelBlock) throw Error(path + ": too large for --adapt (at most " + std::to_string(options.lockstep) + " segments of 16 MiB)");
     std::vector<ByteSpan> segments;
     for (size_t at = 0; at < c.size; at += seg) segments.push_back({c.body + at, std::min(seg, c.size - at)});
+    if (options.adapt && segments.size() > size_t(options.lockstep))
+      throw Error(path + ": --adapt needs every segment in one lockstep group (" + std::to_string(segments.size()) + " segments)");
+    const std::string model_id = model_fingerprint(*model);  // of the pretrained weights; hashes every weight once
     SegmentCoderOptions so;
     so.lockstep = options.lockstep;
     so.progress = options.progress;
+    std::vector<double> bits;
+    so.segment_bits = &bits;
+    std::optional<WeightsSnapshot> pretrained;
+    std::optional<OnlineAdapter> adapter;
+    if (options.adapt) {
+      check_adapt_settings(*options.adapt, int(P), path);
+      pretrained.emplace(*model);
+      adapter.emplace(*model, *options.adapt);
+      so.round_positions = options.adapt->round_positions;
+      so.after_round = [&](size_t positions) { adapter->round(coded_prefixes(segments, c.context.size(), positions)); };
+    }
     std::vector<std::vector<uint8_t>> coded = encode_segments(*model, c.context, segments, so);
-    const std::string model_id = model_fingerprint(*model);  // hashes every weight: once per file
+    if (adapter) st.adapt_bytes_trained = adapter->bytes_trained();
+    for (double b : bits) st.model_bits += b;
     // Each segment as whichever of model-coded, zstd and raw is smallest.
     for (size_t i = 0; i < segments.size(); i++) {
       std::vector<uint8_t> z = zstd19(segments[i].data, segments[i].size);
@@ -266,14 +301,16 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   std::vector<uint8_t> out;
   if (!blocks.empty()) {
     const uint64_t original = c.restores_content ? c.size : file.size();
-    out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks);
+    const bool adapted = options.adapt && !fingerprint.empty();  // adaptation only matters to model-coded blocks
+    out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
+                   adapted ? options.adapt : std::nullopt);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());
   Block whole{BlockKind::Raw, file.size(), file};
   if (z.size() < file.size()) whole = {BlockKind::Zstd, file.size(), std::move(z)};
   std::vector<uint8_t> single = assemble(RbzMode::Raw, file.size(), XXH64(file.data(), file.size(), 0), "", {}, {}, {whole});
-  if (out.empty() || (single.size() <= out.size() && !options.model_only)) {
+  if (out.empty() || (single.size() <= out.size() && !options.model_only && options.whole_file_fallback)) {
     out = std::move(single);
     st.mode = RbzMode::Raw;
     st.whole_file_fallback = !blocks.empty();
@@ -281,6 +318,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     (whole.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks) = 1;
   } else {
     st.mode = c.mode;
+    st.adapted = options.adapt && !fingerprint.empty();
     st.blocks = blocks.size();
     for (const Block& b : blocks) {
       (b.kind == BlockKind::Model ? st.model_blocks : b.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks)++;
@@ -318,11 +356,19 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   ps.hash = r.get(8);
   const uint64_t fp = r.get(8);
   const uint32_t nctx = uint32_t(r.get(4)), nextra = uint32_t(r.get(4)), nblocks = uint32_t(r.get(4));
-  if (mode > 2 || flags != 0) throw Error(path + ": damaged .rbz header (unknown mode or flags)");
+  if (mode > 2 || (flags & ~kFlagAdapted) != 0) throw Error(path + ": damaged .rbz header (unknown mode or flags)");
   ps.info.mode = RbzMode(mode);
   if (nctx > kMaxContext || nextra > rbz.size() || nblocks > rbz.size() / 17) throw Error(path + ": damaged .rbz header (sizes)");
   ps.context = r.bytes(nctx);
   ps.extra = r.bytes(nextra);
+  if (flags & kFlagAdapted) {
+    AdaptSettings a;
+    a.round_positions = uint32_t(r.get(4)), a.steps = uint32_t(r.get(4)), a.windows = uint32_t(r.get(4)), a.window = uint32_t(r.get(4));
+    const uint32_t lr_bits = uint32_t(r.get(4));
+    std::memcpy(&a.lr, &lr_bits, 4);
+    check_adapt_settings(a, 1, path + ": damaged .rbz header");
+    ps.info.adapt = a;
+  }
   uint64_t content = 0, stored = 0;
   bool any_model = false;
   for (uint32_t i = 0; i < nblocks; i++) {
@@ -387,7 +433,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
   } catch (const std::bad_alloc&) {
     throw Error(path + ": not enough memory to restore its " + std::to_string(content_size) + " bytes");
   }
-  std::vector<ByteSpan> payloads;
+  std::vector<ByteSpan> payloads, segments;  // segments: every block's bytes, for adaptation's windows
   std::vector<MutableByteSpan> outputs;
   size_t at = 0;
   for (size_t i = 0; i < ps.blocks.size(); i++) {
@@ -405,12 +451,23 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
       payloads.push_back({payload, size});
       outputs.push_back({content.data() + at, size_t(b.length)});
     }
+    segments.push_back({content.data() + at, size_t(b.length)});
     at += size_t(b.length);
   }
   if (!payloads.empty()) {
     SegmentCoderOptions so;
     so.lockstep = lockstep;
     so.progress = progress;
+    std::optional<WeightsSnapshot> pretrained;
+    std::optional<OnlineAdapter> adapter;
+    if (info.adapt) {
+      check_adapt_settings(*info.adapt, model->config().P, path + ": damaged .rbz header");
+      if (segments.size() > 4096) throw Error(path + ": damaged .rbz header (too many adapted segments)");
+      pretrained.emplace(*model);
+      adapter.emplace(*model, *info.adapt);
+      so.round_positions = info.adapt->round_positions;
+      so.after_round = [&](size_t positions) { adapter->round(coded_prefixes(segments, ps.context.size(), positions)); };
+    }
     try {
       decode_segments(*model, ps.context, payloads, outputs, so);
     } catch (const Error& e) {

@@ -9,9 +9,11 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "codecs/adaptation.h"
 #include "src/model.h"
 
 namespace rb {
@@ -26,6 +28,8 @@ struct CompressOptions {
   size_t segment_bytes = 0;        // 0: chosen from the size (see choose_segment_bytes)
   int lockstep = 32;               // segments coded together
   bool model_only = false;         // tests and benchmarks: model-code every block, no fallbacks
+  bool whole_file_fallback = true;  // tests: keep the per-block choice even when zstd of the file is smaller
+  std::optional<AdaptSettings> adapt;  // --adapt: learn the file while coding it (codecs/adaptation.h)
   std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, bytes total)
 };
 
@@ -35,6 +39,9 @@ struct CompressStats {
   size_t blocks = 0, model_blocks = 0, zstd_blocks = 0, raw_blocks = 0;
   bool whole_file_fallback = false;
   uint64_t model_payload_bytes = 0;  // coded bytes of the model-coded blocks
+  double model_bits = 0;             // ideal code length of all the content under the model (bits)
+  bool adapted = false;              // the file was coded with online adaptation
+  uint64_t adapt_bytes_trained = 0;  // bytes of the adaptation's training windows
 };
 
 // Segment length for a body of n bytes: enough segments to fill the lockstep batch, none shorter
@@ -51,6 +58,7 @@ struct RbzHeaderInfo {
   uint64_t original_size = 0;
   std::string model_fingerprint;  // "" when no block is model-coded
   uint32_t numerics_version = 0;
+  std::optional<AdaptSettings> adapt;  // set when coded with online adaptation
 };
 // Parses and checks the header (throws rb::Error naming `path`).
 RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t>& rbz);

@@ -1,6 +1,7 @@
 #include "codecs/segment_coder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 
 #include "codecs/byte_frequencies.h"
@@ -35,6 +36,10 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
   const int P = model.config().P;
   const int W = std::max(P, options.window / P * P);
   const size_t C = context.size();
+  const size_t round = options.round_positions;
+  if (round && (round % size_t(W) != 0 || segments.size() > size_t(options.lockstep)))
+    throw Error("adaptation needs rounds of whole windows and every segment in one lockstep group");
+  if (options.segment_bits) options.segment_bits->assign(segments.size(), 0.0);
   uint64_t total = 0, done = 0;
   for (const ByteSpan& s : segments) total += s.size;
   RecurrentScope recurrent(model);
@@ -77,10 +82,12 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
           const uint8_t byte = seg.data[at - C];
           ranges[size_t(b)].push_back(cum[byte]);
           ranges[size_t(b)].push_back(cum[byte + 1] - cum[byte]);
+          if (options.segment_bits) (*options.segment_bits)[g0 + size_t(b)] += double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte]));
           done++;
         }
       }
       if (options.progress) options.progress(done, total);
+      if (round && (w0 + size_t(W)) % round == 0 && w0 + size_t(W) < length) options.after_round(w0 + size_t(W));
     }
     for (int b = 0; b < B; b++) {
       RansEncoder enc;
@@ -103,7 +110,9 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
   model.prepare_decoding();
   uint64_t total = 0, done = 0;
   for (const MutableByteSpan& o : outputs) total += o.size;
-  const int width = std::max(1, std::min(options.lockstep, int(payloads.size())));
+  const size_t round = options.round_positions;
+  // With adaptation every lane steps in one group, so rounds fall at the same positions for all.
+  const int width = std::max(1, round ? int(payloads.size()) : std::min(options.lockstep, int(payloads.size())));
   auto scratch = model.new_step_scratch(width);
   std::vector<Buffer> qkv;  // per local layer: [rows, P, 3 D_L]
   for (int l = 0; l < c.L_L; l++) qkv.emplace_back(be, size_t(width) * P * 3 * DL);
@@ -131,11 +140,11 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
     for (size_t k = 0; k < npatches; k++) {
       be.copy(g_cur.data(), model.global_step(k ? patches.data() : nullptr, 1, stream.get()), size_t(B) * DG);
       const size_t base = k * size_t(P);
-      if (base + size_t(P) <= C) {  // a context patch: its bytes are known, its local model unneeded
+      const size_t end = base + size_t(P);
+      if (end <= C) {  // a context patch: its bytes are known, its local model unneeded
         for (int b = 0; b < B; b++) std::copy(context.begin() + long(base), context.begin() + long(base + P), patches.begin() + long(b) * P);
-        continue;
       }
-      for (int p = 0; p < P; p++) {
+      for (int p = 0; p < P && end > C; p++) {
         for (int b = 0; b < B; b++) prev[size_t(b)] = p == 0 ? 256 : patches[size_t(b) * P + size_t(p - 1)];
         model.local_step(g_cur.data() + size_t(p) * c.D_E, size_t(DG), prev.data(), p, B, qkv_ptrs.data(), *scratch);
         be.download(logits.data(), scratch->logits.data(), size_t(B) * 256);
@@ -154,6 +163,10 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
           }
           patches[size_t(b) * P + size_t(p)] = byte;
         }
+      }
+      if (round && end % round == 0 && end < C + longest) {
+        options.after_round(end);
+        model.prepare_decoding();  // the weights changed: fresh transposed copies
       }
       if (options.progress && k % 64 == 0) options.progress(done, total);
     }

@@ -28,6 +28,13 @@ struct SegmentCoderOptions {
   int window = 1024;  // encoder: bytes per forward per segment (a multiple of P)
   // progress(bytes done, bytes total) after each step of work
   std::function<void(uint64_t, uint64_t)> progress;
+  // Online adaptation: all segments in one lockstep group, and after every `round_positions` stream
+  // positions (context included, a multiple of `window`) while positions remain,
+  // after_round(positions done). It may change the weights; the lanes carry their states on.
+  size_t round_positions = 0;
+  std::function<void(size_t)> after_round;
+  // Encoder: if set, gets each segment's ideal code length in bits under the frequency tables.
+  std::vector<double>* segment_bits = nullptr;
 };
 
 // One rANS payload per segment. context.size() must be a multiple of the model's P. The model

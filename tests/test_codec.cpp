@@ -198,6 +198,68 @@ TEST_F(Codec, EncodesAndDecodesBitExactlyOnEveryPathAndThreadCount) {
     }
 }
 
+// Online adaptation: encoder and decoder take the same training steps between rounds, so a file
+// adapted on one CPU path and thread count decodes on every other; a lane stored with zstd or raw
+// still feeds the adaptation (the decoder knows its bytes up front); the caller's weights come back.
+TEST_F(Codec, AdaptedFilesDecodeBitExactlyOnEveryPathAndThreadCount) {
+  std::vector<uint8_t> in = repetitive_text(1536);
+  for (size_t i = 0; i < 1500; i++) in.push_back(uint8_t("the model adapts to new words "[i % 30]));
+  CompressOptions o;
+  o.segment_bytes = 1536;  // two lanes, known text and new text; a round after 1024 positions
+  o.lockstep = 4;
+  o.model_only = true;
+  o.adapt = AdaptSettings{1024, 1, 2, 64, 3e-3f};
+  std::vector<uint8_t> reference;
+  CompressStats st;
+  for (CpuPath enc_path : test::runnable_cpu_paths())
+    for (int enc_threads : {1, 2}) {
+      Loaded enc(model_path(), enc_threads, enc_path);
+      const std::string before = model_fingerprint(*enc.model);
+      const auto rbz = compress_file("in.bin", in, enc.model.get(), o, &st);
+      EXPECT_EQ(model_fingerprint(*enc.model), before) << "the pretrained weights are restored";
+      if (reference.empty()) reference = rbz;
+      EXPECT_EQ(rbz, reference) << "encoded on " << cpu_path_name(enc_path) << " with " << enc_threads << " threads";
+    }
+  EXPECT_TRUE(st.adapted);
+  EXPECT_GT(st.adapt_bytes_trained, 0u);
+  ASSERT_TRUE(read_rbz_header("in.bin.rbz", reference).adapt.has_value());
+  EXPECT_EQ(*read_rbz_header("in.bin.rbz", reference).adapt, *o.adapt);
+  for (CpuPath dec_path : test::runnable_cpu_paths())
+    for (int dec_threads : {1, 2}) {
+      Loaded dec(model_path(), dec_threads, dec_path);
+      EXPECT_EQ(decompress_file("in.bin.rbz", reference, dec.model.get()), in)
+          << "decoded on " << cpu_path_name(dec_path) << " with " << dec_threads << " threads";
+    }
+  // Adaptation changed the predictions: without it the same lanes cost other bits.
+  Loaded plain(model_path(), 2);
+  CompressOptions no_adapt = o;
+  no_adapt.adapt.reset();
+  CompressStats st0;
+  const auto rbz0 = compress_file("in.bin", in, plain.model.get(), no_adapt, &st0);
+  EXPECT_NE(st0.model_bits, st.model_bits);
+  EXPECT_FALSE(read_rbz_header("in.bin.rbz", rbz0).adapt.has_value());
+}
+
+TEST_F(Codec, AStoredLaneStillFeedsTheAdaptation) {
+  // The decoder knows a zstd or raw lane's bytes before it decodes the model-coded ones, and
+  // trains on their prefixes exactly as the encoder did.
+  std::vector<uint8_t> in = repetitive_text(6144);
+  const std::vector<uint8_t> noise = random_bytes(2048, 4);
+  std::copy(noise.begin(), noise.end(), in.begin() + 2048);
+  CompressOptions o;
+  o.segment_bytes = 2048;
+  o.lockstep = 4;
+  o.whole_file_fallback = false;
+  o.adapt = AdaptSettings{1024, 2, 2, 128, 1e-4f};
+  Loaded m(model_path(), 2);
+  CompressStats st;
+  const auto rbz = compress_file("in.bin", in, m.model.get(), o, &st);
+  EXPECT_EQ(st.raw_blocks, 1u);
+  EXPECT_EQ(st.model_blocks, 2u);
+  ASSERT_TRUE(st.adapted);
+  EXPECT_EQ(decompress_file("in.bin.rbz", rbz, m.model.get()), in);
+}
+
 TEST_F(Codec, CodedSizeIsWithinHalfAPercentOfTheModelsCrossEntropy) {
   Loaded m(model_path(), 2);
   Model& model = *m.model;

@@ -328,15 +328,18 @@ int bench_kernels(Args& args) {
 // compress/decompress bytes/s of the .rbz codec beside zstd -19 on the same bytes (SPEC §6).
 int bench_codec(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [-t N] [FILE...]\n"
+    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--adapt ...] [-t N] [FILE...]\n"
                  "  times compress and decompress (every block model-coded) of each FILE, or of N bytes of\n"
-                 "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip\n";
+                 "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip.\n"
+                 "  --adapt: each input also with online adaptation (its cost in bytes/s and its bpb)\n"
+              << kAdaptHelp;
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
   const std::string config = args.value("--config", "", "small");
   const int64_t nbytes = args.int_value("--bytes", "", 262144);
   const int lockstep = args.int_value("--lockstep", "", 32);
+  const std::optional<AdaptSettings> adapt = adapt_options(args);
   const int threads = args.threads();
   const auto files = args.positionals();
   if (nbytes <= 0 || lockstep < 1 || lockstep > 1024) throw Error("--bytes must be positive and --lockstep 1..1024");
@@ -359,11 +362,16 @@ int bench_codec(Args& args) {
   nlohmann::ordered_json results = nlohmann::json::array();
   std::printf("%-40s %10s %14s %14s %14s %14s %9s %9s\n", "input", "bytes", "compress B/s", "decompress B/s", "zstd-19 c B/s",
               "zstd-19 d B/s", "rbz bpb", "zstd bpb");
-  for (const auto& [name, data] : inputs) {
+  std::vector<std::optional<AdaptSettings>> variants = {std::nullopt};
+  if (adapt) variants.push_back(adapt);
+  for (const auto& [input, data] : inputs)
+    for (const auto& variant : variants) {
+    const std::string name = input + (variant ? " (adapt)" : "");
     CompressOptions o;
     o.model_only = true;  // time the model coder, not the fallbacks
     o.force_raw = true;   // the bytes as given (media modes would time pixel/sample decoding too)
     o.lockstep = lockstep;
+    o.adapt = variant;
     double t0 = now_s();
     CompressStats st;
     const std::vector<uint8_t> rbz = compress_file(name, data, model.get(), o, &st);
@@ -383,7 +391,8 @@ int bench_codec(Args& args) {
     const double n = double(data.size());
     std::printf("%-40s %10zu %14.0f %14.0f %14.0f %14.0f %9.4f %9.4f\n", name.c_str(), data.size(), n / c_s, n / d_s, n / zc_s, n / zd_s,
                 8.0 * double(rbz.size()) / n, 8.0 * double(zn) / n);
-    results.push_back({{"input", name}, {"bytes", data.size()}, {"segments", st.blocks}, {"compress_bytes_per_s", n / c_s},
+    results.push_back({{"input", name}, {"bytes", data.size()}, {"segments", st.blocks}, {"adapted", st.adapted},
+                       {"adapt_bytes_trained", st.adapt_bytes_trained}, {"compress_bytes_per_s", n / c_s},
                        {"decompress_bytes_per_s", n / d_s}, {"zstd19_compress_bytes_per_s", n / zc_s},
                        {"zstd19_decompress_bytes_per_s", n / zd_s}, {"rbz_bpb", 8.0 * double(rbz.size()) / n},
                        {"zstd19_bpb", 8.0 * double(zn) / n}});

@@ -1,9 +1,14 @@
 // Shared pieces of the command-line front end: argument access and the subcommand entry points.
 #pragma once
 #include <atomic>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+namespace rb {
+struct AdaptSettings;
+}
 
 namespace rb::cli {
 
@@ -55,5 +60,9 @@ int cmd_generate(Args& args);
 int cmd_compress(Args& args);
 int cmd_decompress(Args& args);
 double peak_rss_mb();
+// --adapt and its tuning options (--adapt-steps N, --adapt-lr X, --adapt-round N, --adapt-windows N,
+// --adapt-window N); nullopt without --adapt. The tuning options alone are an error.
+std::optional<AdaptSettings> adapt_options(Args& args);
+extern const char* const kAdaptHelp;
 
 }  // namespace rb::cli

@@ -60,16 +60,47 @@ struct Progress {
 
 }  // namespace
 
+const char* const kAdaptHelp =
+    "  --adapt: online adaptation: encoder and decoder take the same training steps on the bytes coded so\n"
+    "     far every --adapt-round positions per lane (4096), --adapt-steps steps (2) of --adapt-windows windows (4)\n"
+    "     of --adapt-window bytes (1024) at --adapt-lr (1e-4); slower, smaller on files unlike the training data\n";
+
+std::optional<AdaptSettings> adapt_options(Args& args) {
+  const bool on = args.flag("--adapt");
+  AdaptSettings s;
+  const int steps = args.int_value("--adapt-steps", "", int(s.steps));
+  const int round = args.int_value("--adapt-round", "", int(s.round_positions));
+  const int windows = args.int_value("--adapt-windows", "", int(s.windows));
+  const int window = args.int_value("--adapt-window", "", int(s.window));
+  const std::string lr = args.value("--adapt-lr", "", "");
+  const bool tuned = steps != int(s.steps) || round != int(s.round_positions) || windows != int(s.windows) || window != int(s.window) || !lr.empty();
+  if (!on) {
+    if (tuned) throw Error("--adapt-steps, --adapt-lr, --adapt-round, --adapt-windows and --adapt-window need --adapt");
+    return std::nullopt;
+  }
+  if (steps < 1 || round < 1 || windows < 1 || window < 1) throw Error("--adapt-*: counts must be positive");
+  s.steps = uint32_t(steps), s.round_positions = uint32_t(round), s.windows = uint32_t(windows), s.window = uint32_t(window);
+  if (!lr.empty()) {
+    char* end = nullptr;
+    s.lr = std::strtof(lr.c_str(), &end);
+    if (*end || end == lr.c_str()) throw Error("--adapt-lr: '" + lr + "' is not a number");
+  }
+  check_adapt_settings(s, 1, "--adapt");  // P is checked again against the model
+  return s;
+}
+
 int cmd_compress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--segment BYTES] [-t N]\n"
+    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--segment BYTES] [-t N]\n"
                  "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
                  "  16-bit PCM WAV as samples (decompressing gives a PNG with identical pixels / the identical WAV);\n"
                  "  anything else as bytes. --raw: bytes always. --verify: decode what was written before success.\n"
-                 "  Decodes bit-exactly on any x86-64 CPU and thread count. -f overwrites existing outputs.\n";
+                 "  Decodes bit-exactly on any x86-64 CPU and thread count. -f overwrites existing outputs.\n"
+              << kAdaptHelp;
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
+  const std::optional<AdaptSettings> adapt = adapt_options(args);
   std::string out_path = args.value("--output", "-o", "");
   const bool to_stdout = args.flag("--stdout") || args.flag("-c");
   const bool force = args.flag("--force") || args.flag("-f");
@@ -105,6 +136,7 @@ int cmd_compress(Args& args) {
     options.force_raw = raw;
     options.segment_bytes = size_t(segment);
     options.model_only = model_only;
+    options.adapt = adapt;
     options.progress = std::ref(progress);
     CompressStats stats;
     const auto t0 = std::chrono::steady_clock::now();
@@ -116,10 +148,11 @@ int cmd_compress(Args& args) {
       if (stats.mode != RbzMode::Image && back != file) throw Error(in + ": verification failed: decoding does not give the file back");
     }
     write_output(out, rbz);
-    std::fprintf(stderr, "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s) in %.1f s, %.1f kB/s%s\n",
+    std::fprintf(stderr, "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s) in %.1f s, %.1f kB/s%s\n",
                  in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbz.size(),
                  file.empty() ? 0.0 : 8.0 * double(rbz.size()) / double(file.size()), rbz_mode_name(stats.mode), stats.blocks,
                  stats.model_blocks, stats.zstd_blocks, stats.raw_blocks, stats.whole_file_fallback ? "; zstd of the whole file was smaller" : "",
+                 stats.adapted ? "; adapted" : "",
                  secs, double(file.size()) / std::max(secs, 1e-9) / 1e3, verify ? "; verified" : "");
   }
   return 0;
