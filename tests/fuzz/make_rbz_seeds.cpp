@@ -26,6 +26,12 @@ int main(int argc, char** argv) {
   save("model.rbz", rb::compress_file("t.txt", t, fm.model.get(), model_only));
   save("stored.rbz", rb::compress_file("t.txt", t, fm.model.get(), rb::CompressOptions()));
   save("empty.rbz", rb::compress_file("e", {}, fm.model.get(), model_only));
+  std::vector<uint8_t> longer;  // one lane long enough for an adaptation round
+  while (longer.size() < 1200) longer.insert(longer.end(), t.begin(), t.end());
+  rb::CompressOptions adapted = model_only;
+  adapted.segment_bytes = 0;
+  adapted.adapt = rb::AdaptSettings{1024, 1, 1, 64, 1e-3f};
+  save("adapted.rbz", rb::compress_file("t.txt", longer, fm.model.get(), adapted));
   rb::Image img{5, 4, 3, std::vector<uint8_t>(60)};
   for (size_t i = 0; i < img.pixels.size(); i++) img.pixels[i] = uint8_t(i * 13);
   const std::string png = rb::encode_png(img, "s.png");
