@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "codecs/segment_coder.h"
@@ -44,7 +45,8 @@ class WeightsSnapshot {
 
 class OnlineAdapter {
  public:
-  OnlineAdapter(Model& model, const AdaptSettings& settings);
+  // Checks the settings against the model (patch size, activation memory); errors start with `what`.
+  OnlineAdapter(Model& model, const AdaptSettings& settings, const std::string& what);
   // One round: `steps` AdamW steps on windows drawn uniformly from the lanes' coded prefixes
   // (patch-aligned, each inside one prefix). Does nothing while no prefix holds a whole window.
   void round(const std::vector<ByteSpan>& coded);

@@ -262,10 +262,13 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     // or audio frame (a segment that began mid-sample would see every sample's bytes swapped).
     const size_t P = size_t(model->config().P), unit = std::lcm(P, c.unit);
     size_t seg = options.segment_bytes ? options.segment_bytes : choose_segment_bytes(c.size, options.lockstep);
+    const uint64_t lanes = uint64_t(std::max(1, options.lockstep));
     if (options.adapt && !options.segment_bytes)  // one lockstep group: rounds fall alike for every lane
-      seg = std::max(seg, size_t((c.size + uint64_t(options.lockstep) - 1) / uint64_t(options.lockstep)));
+      seg = std::max(seg, size_t((c.size + lanes - 1) / lanes));
     seg = (seg + unit - 1) / unit * unit;
-    if (seg > kMaxModelBlock) throw Error(path + ": too large for --adapt (at most " + std::to_string(options.lockstep) + " segments of 16 MiB)");
+    if (seg > kMaxModelBlock)
+      throw Error(path + (options.adapt ? ": too large for --adapt (at most " + std::to_string(lanes) + " segments of 16 MiB)"
+                                        : ": segments of " + std::to_string(seg) + " bytes exceed the 16 MiB limit"));
     std::vector<ByteSpan> segments;
     for (size_t at = 0; at < c.size; at += seg) segments.push_back({c.body + at, std::min(seg, c.size - at)});
     if (options.adapt && segments.size() > size_t(options.lockstep))
@@ -279,10 +282,16 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     std::optional<WeightsSnapshot> pretrained;
     std::optional<OnlineAdapter> adapter;
     if (options.adapt) {
-      check_adapt_settings(*options.adapt, int(P), path);
+      adapter.emplace(*model, *options.adapt, path);
       pretrained.emplace(*model);
-      adapter.emplace(*model, *options.adapt);
       so.round_positions = options.adapt->round_positions;
+      // Encoder windows must end on every round: the longest multiple of P up to 1024 dividing it.
+      so.window = int(P);
+      for (size_t w = 1024 / P * P; w >= P; w -= P)
+        if (options.adapt->round_positions % w == 0) {
+          so.window = int(w);
+          break;
+        }
       so.after_round = [&](size_t positions) { adapter->round(coded_prefixes(segments, c.context.size(), positions)); };
     }
     std::vector<std::vector<uint8_t>> coded = encode_segments(*model, c.context, segments, so);
@@ -392,6 +401,7 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   const uint64_t header_hash = r.get(8);
   if (XXH64(rbz.data(), header_end, 0) != header_hash) throw Error(path + ": damaged .rbz header (checksum mismatch)");
   if (content > kMaxContent) throw Error(path + ": damaged .rbz block table");
+  if (ps.info.adapt && !any_model) throw Error(path + ": damaged .rbz header (adaptation without model-coded blocks)");
   if (stored != rbz.size() - r.pos)
     throw Error(path + ": " + (stored > rbz.size() - r.pos ? "truncated .rbz file" : "damaged .rbz file (trailing bytes)") + " (" +
                 std::to_string(rbz.size()) + " bytes, the header describes " + std::to_string(r.pos + stored) + ")");
@@ -461,10 +471,9 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     std::optional<WeightsSnapshot> pretrained;
     std::optional<OnlineAdapter> adapter;
     if (info.adapt) {
-      check_adapt_settings(*info.adapt, model->config().P, path + ": damaged .rbz header");
-      if (segments.size() > 4096) throw Error(path + ": damaged .rbz header (too many adapted segments)");
+      if (payloads.size() > 1024) throw Error(path + ": damaged .rbz header (too many adapted segments)");
+      adapter.emplace(*model, *info.adapt, path + ": damaged .rbz header");
       pretrained.emplace(*model);
-      adapter.emplace(*model, *info.adapt);
       so.round_positions = info.adapt->round_positions;
       so.after_round = [&](size_t positions) { adapter->round(coded_prefixes(segments, ps.context.size(), positions)); };
     }

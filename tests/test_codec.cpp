@@ -240,6 +240,15 @@ TEST_F(Codec, AdaptedFilesDecodeBitExactlyOnEveryPathAndThreadCount) {
   EXPECT_FALSE(read_rbz_header("in.bin.rbz", rbz0).adapt.has_value());
 }
 
+TEST(Adaptation, SettingsThatAskForTooMuchWorkOrMemoryAreRefused) {
+  EXPECT_NO_THROW(check_adapt_settings(AdaptSettings{}, 8, "x.rbz"));
+  expect_error_containing([] { check_adapt_settings(AdaptSettings{16384, 64, 64, 8192, 1e-4f}, 8, "x.rbz"); }, "x.rbz: adaptation of 33554432 training bytes per round");
+  expect_error_containing([] { check_adapt_settings(AdaptSettings{1000, 1, 1, 64, 1e-4f}, 8, "x.rbz"); }, "a multiple of 1024");
+  expect_error_containing([] { check_adapt_settings(AdaptSettings{3072, 1, 1, 66, 1e-4f}, 8, "x.rbz"); }, "a multiple of P = 8");
+  expect_error_containing([] { check_adapt_settings(AdaptSettings{1024, 1, 1, 64, -1.0f}, 8, "x.rbz"); }, "learning rate");
+  expect_error_containing([] { check_adapt_settings(AdaptSettings{1024, 1, 1, 64, std::nanf("")}, 8, "x.rbz"); }, "learning rate");
+}
+
 TEST_F(Codec, AStoredLaneStillFeedsTheAdaptation) {
   // The decoder knows a zstd or raw lane's bytes before it decodes the model-coded ones, and
   // trains on their prefixes exactly as the encoder did.

@@ -5,6 +5,7 @@
 #include <mpi.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 
@@ -46,13 +47,15 @@ class MpiWorld final : public Communicator {
       int provided = 0;
       check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "init");
       owns_ = true;
+      // Only the main thread calls MPI (the kernel threads never do); FUNNELED is all that is needed.
+      if (provided < MPI_THREAD_FUNNELED) throw Error("MPI: this MPI library cannot be used from a multithreaded process");
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     MPI_Comm local;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
-    MPI_Comm_size(local, &local_size_);
+    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "split by machine");
+    check(MPI_Comm_size(local, &local_size_), "size of this machine's group");
     MPI_Comm_free(&local);
   }
   ~MpiWorld() override {

@@ -84,7 +84,7 @@ uint64_t hash_content(const ByteDataset& data) {
   XXH64_reset(st, 0);
   const int P = data.patch_size();
   const uint64_t total = data.train_bytes();
-  std::vector<uint8_t> window(size_t(1) << 20);
+  std::vector<uint8_t> window((size_t(1) << 20) / size_t(P) * size_t(P));  // windows start on patches
   for (uint64_t at = 0; at < total;) {
     const int len = int(std::min<uint64_t>(window.size(), total - at));
     data.read_window(at / uint64_t(P), len, window.data());

@@ -364,38 +364,39 @@ int bench_codec(Args& args) {
               "zstd-19 d B/s", "rbz bpb", "zstd bpb");
   std::vector<std::optional<AdaptSettings>> variants = {std::nullopt};
   if (adapt) variants.push_back(adapt);
-  for (const auto& [input, data] : inputs)
+  for (const auto& [input, data] : inputs) {
     for (const auto& variant : variants) {
-    const std::string name = input + (variant ? " (adapt)" : "");
-    CompressOptions o;
-    o.model_only = true;  // time the model coder, not the fallbacks
-    o.force_raw = true;   // the bytes as given (media modes would time pixel/sample decoding too)
-    o.lockstep = lockstep;
-    o.adapt = variant;
-    double t0 = now_s();
-    CompressStats st;
-    const std::vector<uint8_t> rbz = compress_file(name, data, model.get(), o, &st);
-    const double c_s = now_s() - t0;
-    t0 = now_s();
-    const std::vector<uint8_t> back = decompress_file(name, rbz, model.get(), nullptr, lockstep);
-    const double d_s = now_s() - t0;
-    if (back != data) throw Error(name + ": round trip failed");
-    std::vector<uint8_t> z(ZSTD_compressBound(data.size()));
-    t0 = now_s();
-    const size_t zn = ZSTD_compress(z.data(), z.size(), data.data(), data.size(), 19);
-    const double zc_s = now_s() - t0;
-    std::vector<uint8_t> zback(data.size());
-    t0 = now_s();
-    ZSTD_decompress(zback.data(), zback.size(), z.data(), zn);
-    const double zd_s = now_s() - t0;
-    const double n = double(data.size());
-    std::printf("%-40s %10zu %14.0f %14.0f %14.0f %14.0f %9.4f %9.4f\n", name.c_str(), data.size(), n / c_s, n / d_s, n / zc_s, n / zd_s,
-                8.0 * double(rbz.size()) / n, 8.0 * double(zn) / n);
-    results.push_back({{"input", name}, {"bytes", data.size()}, {"segments", st.blocks}, {"adapted", st.adapted},
-                       {"adapt_bytes_trained", st.adapt_bytes_trained}, {"compress_bytes_per_s", n / c_s},
-                       {"decompress_bytes_per_s", n / d_s}, {"zstd19_compress_bytes_per_s", n / zc_s},
-                       {"zstd19_decompress_bytes_per_s", n / zd_s}, {"rbz_bpb", 8.0 * double(rbz.size()) / n},
-                       {"zstd19_bpb", 8.0 * double(zn) / n}});
+      const std::string name = input + (variant ? " (adapt)" : "");
+      CompressOptions o;
+      o.model_only = true;  // time the model coder, not the fallbacks
+      o.force_raw = true;   // the bytes as given (media modes would time pixel/sample decoding too)
+      o.lockstep = lockstep;
+      o.adapt = variant;
+      double t0 = now_s();
+      CompressStats st;
+      const std::vector<uint8_t> rbz = compress_file(input, data, model.get(), o, &st);
+      const double c_s = now_s() - t0;
+      t0 = now_s();
+      const std::vector<uint8_t> back = decompress_file(input, rbz, model.get(), nullptr, lockstep);
+      const double d_s = now_s() - t0;
+      if (back != data) throw Error(input + ": round trip failed");
+      std::vector<uint8_t> z(ZSTD_compressBound(data.size()));
+      t0 = now_s();
+      const size_t zn = ZSTD_compress(z.data(), z.size(), data.data(), data.size(), 19);
+      const double zc_s = now_s() - t0;
+      std::vector<uint8_t> zback(data.size());
+      t0 = now_s();
+      ZSTD_decompress(zback.data(), zback.size(), z.data(), zn);
+      const double zd_s = now_s() - t0;
+      const double n = double(data.size());
+      std::printf("%-40s %10zu %14.0f %14.0f %14.0f %14.0f %9.4f %9.4f\n", name.c_str(), data.size(), n / c_s, n / d_s, n / zc_s, n / zd_s,
+                  8.0 * double(rbz.size()) / n, 8.0 * double(zn) / n);
+      results.push_back({{"input", name}, {"bytes", data.size()}, {"segments", st.blocks}, {"adapted", st.adapted},
+                         {"adapt_bytes_trained", st.adapt_bytes_trained}, {"compress_bytes_per_s", n / c_s},
+                         {"decompress_bytes_per_s", n / d_s}, {"zstd19_compress_bytes_per_s", n / zc_s},
+                         {"zstd19_decompress_bytes_per_s", n / zd_s}, {"rbz_bpb", 8.0 * double(rbz.size()) / n},
+                         {"zstd19_bpb", 8.0 * double(zn) / n}});
+    }
   }
   nlohmann::ordered_json j;
   j["bench"] = "codec";

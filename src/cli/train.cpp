@@ -77,7 +77,9 @@ void print_train_help() {
       "  Ctrl-C / SIGTERM saves a checkpoint and stops.\n"
       "  mpirun -np N retbyte train ...: data-parallel over N ranks, bitwise the weights of one process; each\n"
       "     rank computes accum_steps/N of every step's micro-batches (accum_steps >= N). -t is per rank\n"
-      "     (default: this machine's cores / its ranks). See the README, \"Training on many machines\".\n";
+      "     (default: this machine's cores / its ranks). mpirun kills ranks 1 s after Ctrl-C, often before the\n"
+      "     checkpoint: add --mca odls_base_sigkill_timeout 60, or signal rank 0 alone. See the README,\n"
+      "     \"Training on many machines\".\n";
 }
 
 int train_ranks(Args& args, Communicator& comm) {
