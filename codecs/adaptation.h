@@ -17,11 +17,13 @@
 namespace rb {
 
 struct AdaptSettings {
-  uint32_t round_positions = 4096;  // stream positions of every lane between rounds (a multiple of 1024)
-  uint32_t steps = 2;               // optimiser steps per round
+  // Defaults measured on held-out English with the 30-minute text recipe (README): 3.1% fewer bits than
+  // without adaptation, at about 0.3x the compression and 0.5x the decompression speed.
+  uint32_t round_positions = 1024;  // stream positions of every lane between rounds (a multiple of 1024)
+  uint32_t steps = 4;               // optimiser steps per round
   uint32_t windows = 4;             // windows per step
   uint32_t window = 1024;           // bytes per window (a multiple of P)
-  float lr = 1e-4f;                 // constant; AdamW without weight decay (the prior is not pulled to 0)
+  float lr = 3e-4f;                 // constant; AdamW without weight decay (the prior is not pulled to 0)
   bool operator==(const AdaptSettings&) const = default;
 };
 

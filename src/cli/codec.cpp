@@ -62,8 +62,8 @@ struct Progress {
 
 const char* const kAdaptHelp =
     "  --adapt: online adaptation: encoder and decoder take the same training steps on the bytes coded so\n"
-    "     far every --adapt-round positions per lane (4096), --adapt-steps steps (2) of --adapt-windows windows (4)\n"
-    "     of --adapt-window bytes (1024) at --adapt-lr (1e-4); slower, smaller on files unlike the training data\n";
+    "     far every --adapt-round positions per lane (1024), --adapt-steps steps (4) of --adapt-windows windows (4)\n"
+    "     of --adapt-window bytes (1024) at --adapt-lr (3e-4); ~0.3x compression and ~0.5x decompression speed\n";
 
 std::optional<AdaptSettings> adapt_options(Args& args) {
   const bool on = args.flag("--adapt");
