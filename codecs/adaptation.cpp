@@ -34,7 +34,7 @@ WeightsSnapshot::WeightsSnapshot(Model& model) : model_(model), saved_(model.num
 WeightsSnapshot::~WeightsSnapshot() { model_.backend().upload(model_.params(), saved_.data(), saved_.size()); }
 
 OnlineAdapter::OnlineAdapter(Model& model, const AdaptSettings& settings, const std::string& what)
-    : model_(model), s_(settings), opt_(model.table(), model.num_params()), rng_(kSeed) {
+    : model_(model), s_(settings), opt_(model.backend(), model.table(), model.num_params()), rng_(kSeed) {
   check_adapt_settings(s_, model.config().P, what);
   // Training activations for windows x window must fit: refused before any work, on both sides.
   check_activation_memory(model.config(), int(s_.windows), int(s_.window), what + " (adaptation)");

@@ -43,6 +43,8 @@ class Backend {
   // Which implementation runs its kernels ("avx512", "avx2", "portable" on the CPU).
   virtual std::string kernel_path() const { return name(); }
   virtual int threads() const = 0;
+  // Waits until every op issued so far has finished (a GPU runs them asynchronously); for timing.
+  virtual void synchronize() {}
 
   virtual float* alloc(size_t count) = 0;  // zero-initialised
   virtual void release(float* p) = 0;

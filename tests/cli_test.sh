@@ -69,6 +69,14 @@ tail -n 1 "$tmp/bpb.out" | grep -q '"bench":"bpb","cpu_path":' || fail "bench bp
 tail -n 1 "$tmp/bpb.out" | grep -q '"gzip -9":' || fail "bench bpb has no gzip -9 baseline"
 grep -q '^total (text) ' "$tmp/bpb.out" && grep -q '^total (image) ' "$tmp/bpb.out" || fail "bench bpb has no per-modality totals"
 expect_error "$tmp/nope.png: no such file" "$bin" eval -m "$model" "$tmp/nope.png"
+# Devices: a bad --device, --tf32 on the CPU, and (where no GPU is seen) --device cuda are one-line errors.
+expect_error "--device: 'tpu' is not cpu, cuda or cuda:N" "$bin" eval -m "$model" --device tpu "$data"
+expect_error "--tf32 applies to --device cuda only" "$bin" generate -m "$model" -n 5 --device cpu --tf32
+if "$bin" --version | grep -q '^gpu: .*none'; then
+  expect_error "--device cuda" "$bin" train --config tiny --data "$data" --out "$tmp/gpu-run" --steps 1 --device cuda
+  expect_error "--device cuda" "$bin" bench fwdbwd --config tiny --steps 1 --device cuda:1
+  [ ! -e "$tmp/gpu-run" ] || fail "--device cuda without a GPU left a run folder"
+fi
 "$bin" eval -m "$model" "$tmp/nope.png" 2> /dev/null | grep -q . && fail "eval printed its table before checking its inputs"
 # compress / decompress, zstd's rules for files
 cp "$data" "$tmp/c.txt"

@@ -213,7 +213,7 @@ TEST(Learning, TinyOverfitsTwoKilobytesOfText) {
   ModelConfig cfg = named_config("tiny");  // B = 2, T = 1024: the whole text in one batch
   Model model(cfg, *be);
   model.init_random(1);
-  AdamW opt(model.table(), model.num_params());
+  AdamW opt(*be, model.table(), model.num_params());
   AdamWConfig oc;
   oc.weight_decay = 0.0f;
   const auto* x = reinterpret_cast<const uint8_t*>(text.data());

@@ -7,11 +7,30 @@
 
 namespace rb {
 
-AdamW::AdamW(const std::vector<TensorEntry>& table, size_t num_params)
-    : m_(num_params, 0.0f), v_(num_params, 0.0f), decay_mask_(num_params, 0.0f) {
+AdamW::AdamW(Backend& be, const std::vector<TensorEntry>& table, size_t num_params)
+    : be_(be), m_(be, num_params), v_(be, num_params), decay_mask_(be, num_params) {
+  std::vector<float> mask(num_params, 0.0f);
   for (const TensorEntry& e : table)
     if (e.weight_decay)
-      for (size_t i = 0; i < e.count; i++) decay_mask_[e.offset + i] = 1.0f;
+      for (size_t i = 0; i < e.count; i++) mask[e.offset + i] = 1.0f;
+  be.upload(decay_mask_.data(), mask.data(), num_params);
+}
+
+std::vector<float> AdamW::download_m() const {
+  std::vector<float> h(m_.size());
+  be_.download(h.data(), m_.data(), h.size());
+  return h;
+}
+
+std::vector<float> AdamW::download_v() const {
+  std::vector<float> h(v_.size());
+  be_.download(h.data(), v_.data(), h.size());
+  return h;
+}
+
+void AdamW::upload_moments(const float* m, const float* v) {
+  be_.upload(m_.data(), m, m_.size());
+  be_.upload(v_.data(), v, v_.size());
 }
 
 void AdamW::step(Backend& be, float* p, const float* g, float lr, const AdamWConfig& c, float grad_scale) {

@@ -66,7 +66,7 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
       out_dir_(out_dir),
       data_(data, cfg.model.P, cfg.val_fraction),
       model_(std::make_unique<Model>(cfg.model, backend)),
-      opt_(model_->table(), model_->num_params()),
+      opt_(backend, model_->table(), model_->num_params()),
       rng_(cfg.seed) {
   model_->retention_chunk = cfg.chunk;
   horizon_ = cfg.steps;
@@ -107,8 +107,10 @@ void Trainer::share_state_from_rank_zero() {
   if (comm_.rank() == 0) model_->backend().download(params.data(), model_->params(), n);
   comm_.broadcast(params.data(), n * sizeof(float), 0);
   if (comm_.rank() != 0) model_->backend().upload(model_->params(), params.data(), n);
-  comm_.broadcast(opt_.m().data(), n * sizeof(float), 0);
-  comm_.broadcast(opt_.v().data(), n * sizeof(float), 0);
+  std::vector<float> m = opt_.download_m(), v = opt_.download_v();
+  comm_.broadcast(m.data(), n * sizeof(float), 0);
+  comm_.broadcast(v.data(), n * sizeof(float), 0);
+  opt_.upload_moments(m.data(), v.data());
   int64_t scalars[5] = {step_, horizon_, int64_t(bytes_seen_), nonfinite_streak_, last_saved_step_};
   comm_.broadcast(scalars, sizeof scalars, 0);
   step_ = scalars[0], horizon_ = scalars[1], bytes_seen_ = uint64_t(scalars[2]);
@@ -168,8 +170,10 @@ void Trainer::load_checkpoint() {
   std::vector<float> params(static_cast<size_t>(n));
   state.read_f32("params", {n}, params.data());
   model_->backend().upload(model_->params(), params.data(), params.size());
-  state.read_f32("adam.m", {n}, opt_.m().data());
-  state.read_f32("adam.v", {n}, opt_.v().data());
+  std::vector<float> m(params.size()), v(params.size());
+  state.read_f32("adam.m", {n}, m.data());
+  state.read_f32("adam.v", {n}, v.data());
+  opt_.upload_moments(m.data(), v.data());
   step_ = integer("step");
   opt_.set_steps_taken(step_);
   horizon_ = cfg_.steps > 0 ? cfg_.steps : integer("horizon");
@@ -206,9 +210,10 @@ void Trainer::save_checkpoint() {
   const int64_t n = int64_t(model_->num_params());
   std::vector<float> params(static_cast<size_t>(n));
   model_->backend().download(params.data(), model_->params(), params.size());
+  const std::vector<float> m = opt_.download_m(), v = opt_.download_v();
   std::vector<StTensorOut> t = {{"params", "F32", {n}, params.data()},
-                                {"adam.m", "F32", {n}, opt_.m().data()},
-                                {"adam.v", "F32", {n}, opt_.v().data()}};
+                                {"adam.m", "F32", {n}, m.data()},
+                                {"adam.v", "F32", {n}, v.data()}};
   write_safetensors(out_dir_ + "/state.safetensors", t,
                     {{"config", config_to_json(cfg_.model)},
                      {"train_config", train_config_to_json(cfg_)},
@@ -304,6 +309,7 @@ StepReport Trainer::train_step() {
   bytes_seen_ += bytes;
   r.step = step_;
   r.horizon = horizon_;
+  be_.synchronize();
   r.bytes_per_s = double(bytes) / (now_s() - t0);
   return r;
 }

@@ -50,16 +50,25 @@ double time_gflops(double flop_per_call, double budget_s, const std::function<vo
 
 double measure_sgemm_gflops(Backend& be, int M, int N, int K, bool openblas) {
   std::vector<float> A(size_t(M) * K, 0.01f), B(size_t(N) * K, 0.02f), C(size_t(M) * N);
+  if (openblas)
+    return time_gflops(2.0 * M * N * K, 1.0, [&] {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+    });
+  Buffer a(be, A.size()), b(be, B.size()), c(be, C.size());  // the backend's memory (a GPU's, on cuda)
+  be.upload(a.data(), A.data(), A.size());
+  be.upload(b.data(), B.data(), B.size());
   return time_gflops(2.0 * M * N * K, 1.0, [&] {
-    if (openblas) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
-    else be.gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+    be.gemm(false, true, M, N, K, 1.0f, a.data(), K, b.data(), K, 0.0f, c.data(), N);
+    be.synchronize();
   });
 }
 
 int bench_fwdbwd(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte bench fwdbwd [--config small] [--global retention|attention] [-t N] [--steps 5] [--chunk 64]\n"
-                 "  times forward+backward of one training step (B x T bytes) and prints a JSON line\n";
+                 "                            [--device cpu|cuda[:N]] [--tf32]\n"
+                 "  times forward+backward of one training step (B x T bytes) and prints a JSON line\n"
+              << kDeviceHelp;
     return 0;
   }
   ModelConfig cfg = load_model_config(args.value("--config", "", "small"));
@@ -71,10 +80,10 @@ int bench_fwdbwd(Args& args) {
   const int threads = args.threads();
   const int steps = args.int_value("--steps", "", 5);
   const int chunk = args.int_value("--chunk", "", 64);
+  auto be = device_backend(args, threads);
   args.no_positionals();
   if (steps <= 0) throw Error("--steps must be positive");
 
-  auto be = make_cpu_backend(threads);
   Model model(cfg, *be);
   model.retention_chunk = chunk;
   model.init_random(1);
@@ -89,8 +98,10 @@ int bench_fwdbwd(Args& args) {
   for (int s = 0; s < steps; s++) {
     const double t0 = now_s();
     loss = model.forward(x.data(), cfg.B, cfg.T, Model::Mode::Train);
+    be->synchronize();
     const double t1 = now_s();
     model.backward();
+    be->synchronize();
     const double t2 = now_s();
     fwd_s += t1 - t0;
     bwd_s += t2 - t1;
@@ -133,13 +144,15 @@ int bench_fwdbwd(Args& args) {
 // of random bytes; checkpoints and validation are off so only the steps are timed.
 int bench_train(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte bench train [--config small] [-t N] [--steps 6]\n"
-                 "  times optimiser steps of the training loop (AdamW included) and prints a JSON line\n";
+    std::cout << "usage: retbyte bench train [--config small] [-t N] [--steps 6] [--device cpu|cuda[:N]] [--tf32]\n"
+                 "  times optimiser steps of the training loop (AdamW included) and prints a JSON line\n"
+              << kDeviceHelp;
     return 0;
   }
   TrainConfig cfg = parse_train_config(args.value("--config", "", "small"));
   const int threads = args.threads();
   const int steps = args.int_value("--steps", "", 6);
+  auto be = device_backend(args, threads);
   args.no_positionals();
   if (steps < 2) throw Error("--steps must be at least 2 (the first step is a warm-up)");
   cfg.val_every = 0;
@@ -157,7 +170,6 @@ int bench_train(Args& args) {
     for (auto& b : bytes) b = char(rng.below(256));
     std::ofstream(dir + "/data.bin", std::ios::binary) << bytes;
   }
-  auto be = make_cpu_backend(threads);
   Trainer trainer(cfg, {dir + "/data.bin"}, dir + "/out", *be, false);
   double timed_s = 0, timed_bytes = 0;
   trainer.run(steps, 0, nullptr, [&](const StepReport& r) {
@@ -190,7 +202,9 @@ int bench_train(Args& args) {
 int bench_decode(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte bench decode [--config small] [--global retention|attention] [--context BYTES] [-n BYTES] [-t N]\n"
-                 "  bytes/s and peak RSS of batch-1 decoding after a context of BYTES (default 1024)\n";
+                 "                            [--device cpu|cuda[:N]]\n"
+                 "  bytes/s and peak RSS of batch-1 decoding after a context of BYTES (default 1024)\n"
+              << kDeviceHelp;
     return 0;
   }
   ModelConfig cfg = load_model_config(args.value("--config", "", "small"));
@@ -200,9 +214,9 @@ int bench_decode(Args& args) {
   const int64_t context = args.int_value("--context", "", 1024);
   const int n = args.int_value("--n-predict", "-n", 4096);
   const int threads = args.threads();
+  auto be = device_backend(args, threads);
   args.no_positionals();
   if (context < 0 || n <= 0) throw Error("--context must be >= 0 and -n > 0");
-  auto be = make_cpu_backend(threads);
   Model model(cfg, *be);
   model.init_random(1);
   Decoder dec(model);

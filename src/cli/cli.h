@@ -1,6 +1,7 @@
 // Shared pieces of the command-line front end: argument access and the subcommand entry points.
 #pragma once
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <cstdint>
 #include <string>
@@ -8,6 +9,7 @@
 
 namespace rb {
 struct AdaptSettings;
+class Backend;
 }
 
 namespace rb::cli {
@@ -60,6 +62,11 @@ int cmd_generate(Args& args);
 int cmd_compress(Args& args);
 int cmd_decompress(Args& args);
 double peak_rss_mb();
+// --device cpu|cuda[:N] and --tf32 (consumed): the backend to compute on; default cuda when a GPU
+// is present. An rb::Error names what is wrong (no GPU, not built with CUDA, a bad index).
+std::unique_ptr<Backend> device_backend(Args& args, int threads);
+extern const char* const kDeviceHelp;
+std::string gpu_summary();  // the GPUs this process sees, or why none
 // --adapt and its tuning options (--adapt-steps N, --adapt-lr X, --adapt-round N, --adapt-windows N,
 // --adapt-window N); nullopt without --adapt. The tuning options alone are an error.
 std::optional<AdaptSettings> adapt_options(Args& args);

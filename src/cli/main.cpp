@@ -13,6 +13,7 @@
 #include "kernels/numerics.h"
 #include "codecs/rbz.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cuda/cuda.h"
 #include "src/cli/cli.h"
 #include "src/errors.h"
 #include "src/model.h"
@@ -116,10 +117,46 @@ void install_stop_signals(const std::string& note) {
 const std::atomic<bool>& stop_requested() { return g_stop_requested; }
 int stop_signal() { return g_stop_signal; }
 
+std::string gpu_summary() {
+  std::string why;
+  const std::vector<GpuInfo> gpus = cuda_devices(&why);
+  if (gpus.empty()) return "none (" + why + ")";
+  std::string out;
+  for (const GpuInfo& g : gpus)
+    out += (out.empty() ? "" : "; ") + std::string("cuda:") + std::to_string(g.index) + " " + g.name + ", " +
+           std::to_string(g.memory_bytes >> 20) + " MiB, compute " + std::to_string(g.major) + "." + std::to_string(g.minor);
+  return out;
+}
+
 double peak_rss_mb() {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss / 1024.0;
+}
+
+const char* const kDeviceHelp =
+    "  --device cpu|cuda[:N]  where to compute (default: cuda when a GPU is present, else cpu)\n"
+    "  --tf32                 on cuda, let cuBLAS use TF32 tensor cores (faster; products to ~1e-3)\n";
+
+std::unique_ptr<Backend> device_backend(Args& args, int threads) {
+  std::string device = args.value("--device", "", "");
+  const bool tf32 = args.flag("--tf32");
+  if (device.empty()) device = cuda_devices().empty() ? "cpu" : "cuda";
+  if (device == "cpu") {
+    if (tf32) throw Error("--tf32 applies to --device cuda only");
+    return make_cpu_backend(threads);
+  }
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    int index = 0;
+    if (device.size() > 5) {
+      char* end = nullptr;
+      const long i = std::strtol(device.c_str() + 5, &end, 10);
+      if (*end || end == device.c_str() + 5 || i < 0) throw Error("--device: '" + device + "' is not cuda:N with N a GPU index");
+      index = int(i);
+    }
+    return make_cuda_backend(index, tf32);
+  }
+  throw Error("--device: '" + device + "' is not cpu, cuda or cuda:N");
 }
 
 int Args::threads() {
@@ -174,6 +211,7 @@ int cmd_info(Args& args) {
   std::cout << "fingerprint: " << model_fingerprint(*model) << "\n";
   std::cout << "cpu:    " << backend->kernel_path() << " kernels (best here: " << cpu_path_name(best_cpu_path())
             << "; numerics contract v" << kNumericsVersion << ")\n";
+  std::cout << "gpu:    " << gpu_summary() << "\n";
   for (const auto& [k, v] : meta)
     if (k != "config") std::cout << k << ": " << v << "\n";
   return 0;
@@ -204,7 +242,8 @@ int main(int argc, char** argv) {
     std::cout << "retbyte " << RETBYTE_VERSION << "\n"
               << "cpu paths: " << RETBYTE_CPU_PATHS << " built in; this CPU runs " << here << " (best: "
               << rb::cpu_path_name(rb::best_cpu_path()) << ")\n"
-              << "numerics contract v" << rb::kNumericsVersion << ", .rbz format v" << rb::kRbzVersion << "\n";
+              << "numerics contract v" << rb::kNumericsVersion << ", .rbz format v" << rb::kRbzVersion << "\n"
+              << "gpu: " << (rb::cuda_built() ? "CUDA backend built in; " : "") << rb::cli::gpu_summary() << "\n";
     return 0;
   }
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {

@@ -67,6 +67,7 @@ namespace {
 void print_train_help() {
   std::cout <<
       "usage: retbyte train --config C --data PATH... --out DIR [--steps N] [--minutes M] [--resume] [-t N]\n"
+      "                     [--device cpu|cuda[:N]] [--tf32]\n"
       "  C: tiny, small, base, or a JSON file with model keys (or \"config\": NAME) and training keys\n"
       "     (lr beta1 beta2 eps weight_decay min_lr_ratio warmup_steps steps grad_clip accum_steps seed\n"
       "      val_fraction val_every val_bytes checkpoint_every chunk)\n"
@@ -79,7 +80,8 @@ void print_train_help() {
       "     rank computes accum_steps/N of every step's micro-batches (accum_steps >= N). -t is per rank\n"
       "     (default: this machine's cores / its ranks). mpirun kills ranks 1 s after Ctrl-C, often before the\n"
       "     checkpoint: add --mca odls_base_sigkill_timeout 60, or signal rank 0 alone. See the README,\n"
-      "     \"Training on many machines\".\n";
+      "     \"Training on many machines\".\n"
+            << kDeviceHelp;
 }
 
 int train_ranks(Args& args, Communicator& comm) {
@@ -90,6 +92,7 @@ int train_ranks(Args& args, Communicator& comm) {
   const bool resume = args.flag("--resume");
   int threads = args.threads();
   if (threads == 0 && comm.local_size() > 1) threads = std::max(1, available_cpus() / comm.local_size());
+  auto be = device_backend(args, threads);
   std::vector<std::string> data;
   args.allow_repeats(true);  // --data a --data b
   for (std::string d; !(d = args.value("--data", "", "")).empty();) {
@@ -108,7 +111,6 @@ int train_ranks(Args& args, Communicator& comm) {
 
   const TrainConfig cfg = parse_train_config(config);
   check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, config);  // before the run folder is made
-  auto be = make_cpu_backend(threads);
   Trainer trainer(cfg, data, out, *be, resume, &comm);
   const bool leader = comm.rank() == 0;
   const ByteDataset& ds = trainer.data();
@@ -265,24 +267,25 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
 
 int cmd_eval(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte eval -m MODEL [--raw] [--adapt ...] [-t N] PATH...\n"
+    std::cout << "usage: retbyte eval -m MODEL [--raw] [--adapt ...] [-t N] [--device cpu|cuda[:N]] PATH...\n"
                  "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
                  "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
                  "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
                  "  not scored. --raw: the file's bytes, no header.\n"
                  "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
                  "  ideal code length in bits per content byte, and the .rbz sizes)\n"
-              << kAdaptHelp;
+              << kAdaptHelp << kDeviceHelp << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
   const bool raw = args.flag("--raw");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const int threads = args.threads();
+  auto be = device_backend(args, threads);
   const auto paths = args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
   if (paths.empty()) throw Error("give at least one PATH to evaluate");
-  auto be = make_cpu_backend(threads);
+  if (adapt && be->name() != "cpu") throw Error("eval --adapt runs the codec, which is CPU-only (bit-exact logits): add --device cpu");
   auto model = Model::load(model_path, *be);
   if (adapt) {
     std::cout << adapt_report(*model, paths, raw, *adapt).dump() << std::endl;

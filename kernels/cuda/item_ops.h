@@ -1,0 +1,526 @@
+// The GPU backend's kernels as per-item functions: each op is a struct whose operator()(i) does
+// item i's whole share of the work (an element, a row, a column, or one head's column of a
+// retention state), touching memory no other item writes. The CUDA backend runs item i on one
+// GPU thread; the host emulation (tests/gpu_emulation.h) runs the very same functions in a loop,
+// so every kernel's indexing and math runs in CI on machines without a GPU.
+//
+// Simple over fast: one thread per row or column, no shared memory. The matrix products, where
+// the time goes, are cuBLAS's.
+#pragma once
+#include <math.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/backend.h"
+
+#ifdef __CUDACC__
+#define RB_HD __host__ __device__
+#else
+#define RB_HD
+#endif
+
+namespace rb::items {
+
+RB_HD inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+RB_HD inline float gelu_grad(float x) {
+  const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+  const float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;
+  return cdf + x * pdf;
+}
+RB_HD inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+// g^e by repeated squaring in double (exact enough and the same on host and device).
+RB_HD inline float power(float g, int e) {
+  double r = 1.0, b = g;
+  for (; e > 0; e >>= 1, b *= b)
+    if (e & 1) r *= b;
+  return float(r);
+}
+
+struct Fill {
+  float* dst;
+  float value;
+  RB_HD void operator()(int64_t i) const { dst[i] = value; }
+};
+
+struct AddInplace {  // y += x
+  float* y;
+  const float* x;
+  RB_HD void operator()(int64_t i) const { y[i] += x[i]; }
+};
+
+struct AddBias {  // item: one element of y [rows, cols]
+  float* y;
+  const float* bias;
+  int cols;
+  RB_HD void operator()(int64_t i) const { y[i] += bias[i % cols]; }
+};
+
+struct BiasBackward {  // item: column c; dbias[c] += sum over rows, in row order
+  float* dbias;
+  const float* dy;
+  int rows, cols;
+  RB_HD void operator()(int64_t c) const {
+    float s = 0.0f;
+    for (int r = 0; r < rows; r++) s += dy[size_t(r) * cols + c];
+    dbias[c] += s;
+  }
+};
+
+struct LayerNormForward {  // item: row r
+  float *out, *mean, *rstd;
+  const float *x, *w, *b;
+  int C;
+  RB_HD void operator()(int64_t r) const {
+    const float* xr = x + size_t(r) * C;
+    float m = 0.0f, v = 0.0f;
+    for (int c = 0; c < C; c++) m += xr[c];
+    m /= C;
+    for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
+    const float rs = 1.0f / sqrtf(v / C + 1e-5f);
+    float* o = out + size_t(r) * C;
+    for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * rs * w[c] + b[c];
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+};
+
+struct LayerNormBackwardInput {  // item: row r; dx +=
+  float* dx;
+  const float *dout, *x, *w, *mean, *rstd;
+  int C;
+  RB_HD void operator()(int64_t r) const {
+    const float* xr = x + size_t(r) * C;
+    const float* d = dout + size_t(r) * C;
+    const float m = mean[r], rs = rstd[r];
+    float sum_dn = 0.0f, sum_dn_n = 0.0f;
+    for (int c = 0; c < C; c++) {
+      sum_dn += d[c] * w[c];
+      sum_dn_n += d[c] * w[c] * ((xr[c] - m) * rs);
+    }
+    sum_dn /= C;
+    sum_dn_n /= C;
+    float* dxr = dx + size_t(r) * C;
+    for (int c = 0; c < C; c++) dxr[c] += (d[c] * w[c] - sum_dn - (xr[c] - m) * rs * sum_dn_n) * rs;
+  }
+};
+
+struct LayerNormBackwardParams {  // item: column c; dw +=, db +=
+  float *dw, *db;
+  const float *dout, *x, *mean, *rstd;
+  int rows, C;
+  RB_HD void operator()(int64_t c) const {
+    float gw = 0.0f, gb = 0.0f;
+    for (int r = 0; r < rows; r++) {
+      const float d = dout[size_t(r) * C + c];
+      gw += d * (x[size_t(r) * C + c] - mean[r]) * rstd[r];
+      gb += d;
+    }
+    dw[c] += gw;
+    db[c] += gb;
+  }
+};
+
+struct Gelu {
+  float* out;
+  const float* x;
+  RB_HD void operator()(int64_t i) const { out[i] = gelu(x[i]); }
+};
+
+struct GeluBackward {
+  float* dx;
+  const float *x, *dout;
+  RB_HD void operator()(int64_t i) const { dx[i] = dout[i] * gelu_grad(x[i]); }
+};
+
+struct RmsNormForward {  // item: group r * groups + g
+  float *out, *rstd;
+  const float* x;
+  int ld_x, groups, width;
+  RB_HD void operator()(int64_t i) const {
+    const int64_t r = i / groups, g = i % groups;
+    const float* xr = x + size_t(r) * ld_x + size_t(g) * width;
+    float ss = 0.0f;
+    for (int c = 0; c < width; c++) ss += xr[c] * xr[c];
+    const float rs = 1.0f / sqrtf(ss / width + 1e-6f);
+    float* o = out + size_t(i) * width;
+    for (int c = 0; c < width; c++) o[c] = xr[c] * rs;
+    rstd[i] = rs;
+  }
+};
+
+struct RmsNormBackward {  // item: group r * groups + g; dx =
+  float* dx;
+  int ld_x;
+  const float *dout, *y, *rstd;
+  int groups, width;
+  RB_HD void operator()(int64_t i) const {
+    const int64_t r = i / groups, g = i % groups;
+    const float* d = dout + size_t(i) * width;
+    const float* yr = y + size_t(i) * width;
+    float dot = 0.0f;
+    for (int c = 0; c < width; c++) dot += d[c] * yr[c];
+    dot /= width;
+    float* dxr = dx + size_t(r) * ld_x + size_t(g) * width;
+    for (int c = 0; c < width; c++) dxr[c] = rstd[i] * (d[c] - yr[c] * dot);
+  }
+};
+
+struct SwishGate {  // item: element r * cols + c
+  float* out;
+  const float* g;
+  int ld_g;
+  const float* y;
+  int cols;
+  RB_HD void operator()(int64_t i) const {
+    const float gv = g[size_t(i / cols) * ld_g + i % cols];
+    out[i] = gv * sigmoid(gv) * y[i];
+  }
+};
+
+struct SwishGateBackward {  // item: element r * cols + c; dg =, dy =
+  float *dg, *dy;
+  int ld_g;
+  const float *g, *y, *dout;
+  int cols;
+  RB_HD void operator()(int64_t i) const {
+    const size_t gi = size_t(i / cols) * ld_g + i % cols;
+    const float s = sigmoid(g[gi]), silu = g[gi] * s;
+    dy[i] = dout[i] * silu;
+    dg[gi] = dout[i] * y[i] * (s + silu * (1.0f - s));
+  }
+};
+
+struct Rope {  // item: pair (r * heads + h) * (hd / 2) + i
+  float* x;
+  int ld, heads, hd, seq_len;
+  int64_t pos0;
+  float scale;
+  bool inverse;
+  RB_HD void operator()(int64_t item) const {
+    const int half = hd / 2;
+    const int64_t i = item % half, h = (item / half) % heads, r = item / (int64_t(half) * heads);
+    const double theta = exp(-(2.0 * double(i) / hd) * 9.2103403719761836);  // ln 10000
+    const double angle = double(pos0 + r % seq_len) * theta;
+    const float c = float(cos(angle)), s = float(inverse ? -sin(angle) : sin(angle));
+    float* p = x + size_t(r) * ld + size_t(h) * hd + 2 * i;
+    const float a = p[0], b = p[1];
+    p[0] = (a * c - b * s) * scale;
+    p[1] = (a * s + b * c) * scale;
+  }
+};
+
+struct EmbeddingForward {  // item: element i * dim + c
+  float* out;
+  const float* table;
+  const int32_t* idx;
+  int dim;
+  bool accumulate;
+  RB_HD void operator()(int64_t e) const {
+    const float t = table[size_t(idx[e / dim]) * dim + e % dim];
+    out[e] = accumulate ? out[e] + t : t;
+  }
+};
+
+struct EmbeddingBackward {  // item: column c, every index in order (no atomics: deterministic)
+  float* dtable;
+  const float* dout;
+  const int32_t* idx;
+  int count, dim;
+  RB_HD void operator()(int64_t c) const {
+    for (int i = 0; i < count; i++) dtable[size_t(idx[i]) * dim + c] += dout[size_t(i) * dim + c];
+  }
+};
+
+struct CrossEntropy {  // item: row r; fused turns logits into dlogits = (softmax - onehot) dscale
+  float* losses;
+  float* logits;
+  const int32_t* targets;
+  int V;
+  bool fused;
+  float dscale;
+  RB_HD void operator()(int64_t r) const {
+    float* l = logits + size_t(r) * V;
+    const int t = targets[r];
+    const float target_logit = l[t];
+    float mx = l[0];
+    for (int c = 1; c < V; c++) mx = l[c] > mx ? l[c] : mx;
+    float s = 0.0f;
+    for (int c = 0; c < V; c++) s += expf(l[c] - mx);
+    losses[r] = logf(s) + mx - target_logit;
+    if (!fused) return;
+    const float inv = dscale / s;
+    for (int c = 0; c < V; c++) l[c] = expf(l[c] - mx) * inv;
+    l[t] -= dscale;
+  }
+};
+
+// Causal softmax attention: packed qkv rows [nseq*S, 3D]; probs [nseq, H, S, S].
+struct AttentionForward {  // item: query (seq * H + h) * S + i
+  float *out, *probs;
+  const float* qkv;
+  int S, H, hd;
+  RB_HD void operator()(int64_t item) const {
+    const int D = H * hd, ld = 3 * D;
+    const int64_t i = item % S, h = (item / S) % H, seq = item / (int64_t(S) * H);
+    const float scale = 1.0f / sqrtf(float(hd));
+    const float* base = qkv + size_t(seq) * S * ld;
+    const float* q = base + size_t(i) * ld + h * hd;
+    float* p = probs + ((size_t(seq) * H + h) * S + i) * S;
+    float mx = -INFINITY, sum = 0.0f;
+    for (int j = 0; j <= i; j++) {
+      const float* k = base + size_t(j) * ld + D + h * hd;
+      float d = 0.0f;
+      for (int c = 0; c < hd; c++) d += q[c] * k[c];
+      p[j] = d * scale;
+      mx = p[j] > mx ? p[j] : mx;
+    }
+    for (int j = 0; j <= i; j++) sum += (p[j] = expf(p[j] - mx));
+    for (int j = 0; j < S; j++) p[j] = j <= i ? p[j] / sum : 0.0f;
+    float* o = out + (size_t(seq) * S + i) * D + h * hd;
+    for (int c = 0; c < hd; c++) {
+      float acc = 0.0f;
+      for (int j = 0; j <= i; j++) acc += p[j] * base[size_t(j) * ld + 2 * D + h * hd + c];
+      o[c] = acc;
+    }
+  }
+};
+
+// Backward in three passes: delta_i = sum_j p_ij dp_ij (dp_ij = dout_i . v_j), then dq per query
+// row, then dk and dv per key row (ds_ij = p_ij (dp_ij - delta_i)).
+struct AttentionDelta {  // item: query (seq * H + h) * S + i
+  float* delta;
+  const float *dout, *qkv, *probs;
+  int S, H, hd;
+  RB_HD void operator()(int64_t item) const {
+    const int D = H * hd, ld = 3 * D;
+    const int64_t i = item % S, h = (item / S) % H, seq = item / (int64_t(S) * H);
+    const float* d = dout + (size_t(seq) * S + i) * D + h * hd;
+    const float* p = probs + ((size_t(seq) * H + h) * S + i) * S;
+    float acc = 0.0f;
+    for (int j = 0; j <= i; j++) {
+      const float* v = qkv + (size_t(seq) * S + j) * ld + 2 * D + h * hd;
+      float dp = 0.0f;
+      for (int c = 0; c < hd; c++) dp += d[c] * v[c];
+      acc += p[j] * dp;
+    }
+    delta[item] = acc;
+  }
+};
+
+struct AttentionBackwardQuery {  // item: query (seq * H + h) * S + i; writes dq_i
+  float* dqkv;
+  const float *dout, *qkv, *probs, *delta;
+  int S, H, hd;
+  RB_HD void operator()(int64_t item) const {
+    const int D = H * hd, ld = 3 * D;
+    const int64_t i = item % S, h = (item / S) % H, seq = item / (int64_t(S) * H);
+    const float scale = 1.0f / sqrtf(float(hd));
+    const float* d = dout + (size_t(seq) * S + i) * D + h * hd;
+    const float* p = probs + ((size_t(seq) * H + h) * S + i) * S;
+    float* dq = dqkv + (size_t(seq) * S + i) * ld + h * hd;
+    for (int c = 0; c < hd; c++) dq[c] = 0.0f;
+    for (int j = 0; j <= i; j++) {
+      const float* row = qkv + (size_t(seq) * S + j) * ld;
+      float dp = 0.0f;
+      for (int c = 0; c < hd; c++) dp += d[c] * row[2 * D + h * hd + c];
+      const float ds = p[j] * (dp - delta[item]) * scale;
+      for (int c = 0; c < hd; c++) dq[c] += ds * row[D + h * hd + c];
+    }
+  }
+};
+
+struct AttentionBackwardKeyValue {  // item: key (seq * H + h) * S + j; writes dk_j and dv_j
+  float* dqkv;
+  const float *dout, *qkv, *probs, *delta;
+  int S, H, hd;
+  RB_HD void operator()(int64_t item) const {
+    const int D = H * hd, ld = 3 * D;
+    const int64_t j = item % S, h = (item / S) % H, seq = item / (int64_t(S) * H);
+    const float scale = 1.0f / sqrtf(float(hd));
+    const float* v = qkv + (size_t(seq) * S + j) * ld + 2 * D + h * hd;
+    float* dk = dqkv + (size_t(seq) * S + j) * ld + D + h * hd;
+    float* dv = dk + D;
+    for (int c = 0; c < hd; c++) dk[c] = dv[c] = 0.0f;
+    for (int i = int(j); i < S; i++) {
+      const int64_t qi = (seq * H + h) * S + i;
+      const float* d = dout + (size_t(seq) * S + i) * D + h * hd;
+      const float* q = qkv + (size_t(seq) * S + i) * ld + h * hd;
+      const float pij = probs[size_t(qi) * S + j];
+      float dp = 0.0f;
+      for (int c = 0; c < hd; c++) dp += d[c] * v[c];
+      const float ds = pij * (dp - delta[qi]) * scale;
+      for (int c = 0; c < hd; c++) {
+        dk[c] += ds * q[c];
+        dv[c] += pij * d[c];
+      }
+    }
+  }
+};
+
+struct AttentionDecode {  // item: head h; one query against n cached rows
+  float* out;
+  const float *q, *k, *v;
+  int n, ld, hd;
+  RB_HD void operator()(int64_t h) const {
+    const float scale = 1.0f / sqrtf(float(hd));
+    const float* qh = q + h * hd;
+    float* o = out + h * hd;
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+      float d = 0.0f;
+      for (int c = 0; c < hd; c++) d += qh[c] * k[size_t(j) * ld + h * hd + c];
+      mx = d * scale > mx ? d * scale : mx;
+    }
+    float sum = 0.0f;
+    for (int c = 0; c < hd; c++) o[c] = 0.0f;
+    for (int j = 0; j < n; j++) {
+      float d = 0.0f;
+      for (int c = 0; c < hd; c++) d += qh[c] * k[size_t(j) * ld + h * hd + c];
+      const float e = expf(d * scale - mx);
+      sum += e;
+      for (int c = 0; c < hd; c++) o[c] += e * v[size_t(j) * ld + h * hd + c];
+    }
+    for (int c = 0; c < hd; c++) o[c] /= sum;
+  }
+};
+
+// Retention through the recurrence S_t = gamma S_{t-1} + k_t^T v_t, o_t = q_t S_t. An item owns
+// column j of one head's state (in `state` [B, H, dk, dv], updated in place): it alone writes
+// o[., j], so the chunkwise forward and the decoding step are the same function. saved (may be
+// null) receives the state entering each chunk of `chunk` positions, [B, H, nchunks, dk, dv].
+struct RetentionColumnForward {  // item: (b * H + h) * dv + j
+  float* o;
+  const float *q, *k, *v, *gammas;
+  RetentionShape s;
+  float* state;
+  float* saved;
+  int chunk;
+  RB_HD void operator()(int64_t item) const {
+    const int dk = s.dk, dv = s.dv, ldo = s.H * dv;
+    const int64_t j = item % dv, task = item / dv, h = task % s.H, b = task / s.H;
+    const int nchunks = (s.n + chunk - 1) / chunk;
+    const float g = gammas[h];
+    float* S = state + size_t(task) * dk * dv + j;  // S[a * dv]: row a of this column
+    for (int t = 0; t < s.n; t++) {
+      const size_t row = size_t(b) * s.n + t;
+      if (saved && t % chunk == 0)
+        for (int a = 0; a < dk; a++) saved[(size_t(task) * nchunks + t / chunk) * dk * dv + size_t(a) * dv + j] = S[size_t(a) * dv];
+      const float vt = v[row * s.ld_v + h * dv + j];
+      const float* kt = k + row * s.ld_qk + h * dk;
+      const float* qt = q + row * s.ld_qk + h * dk;
+      float acc = 0.0f;
+      for (int a = 0; a < dk; a++) {
+        S[size_t(a) * dv] = g * S[size_t(a) * dv] + kt[a] * vt;
+        acc += qt[a] * S[size_t(a) * dv];
+      }
+      o[row * ldo + h * dv + j] = acc;
+    }
+  }
+};
+
+// Backward, by rows: an item owns row a of one head's state. Forward from the saved initial state
+// it rebuilds S_t[a, :] for dq_t[a] = do_t . S_t[a, :]; backward from dstate_out it runs
+// dS_t = q_t^T do_t + gamma dS_{t+1} for dk_t[a] = dS_t[a, :] . v_t. `work` [B, H, dk, dv].
+struct RetentionRowBackward {  // item: (b * H + h) * dk + a
+  float *dq, *dk_out;
+  const float *dout, *q, *k, *v, *gammas;
+  RetentionShape s;
+  const float *state_in, *dstate_out;  // state_in: the first saved state; dstate_out may be null
+  float* work;
+  RB_HD void operator()(int64_t item) const {
+    const int dk = s.dk, dv = s.dv, ldo = s.H * dv;
+    const int64_t a = item % dk, task = item / dk, h = task % s.H, b = task / s.H;
+    const float g = gammas[h];
+    const size_t off = size_t(task) * dk * dv + size_t(a) * dv;
+    float* R = work + off;
+    for (int c = 0; c < dv; c++) R[c] = state_in[off + c];
+    for (int t = 0; t < s.n; t++) {
+      const size_t row = size_t(b) * s.n + t;
+      const float ka = k[row * s.ld_qk + h * dk + a];
+      const float* vt = v + row * s.ld_v + h * dv;
+      const float* dot = dout + row * ldo + h * dv;
+      float acc = 0.0f;
+      for (int c = 0; c < dv; c++) {
+        R[c] = g * R[c] + ka * vt[c];
+        acc += dot[c] * R[c];
+      }
+      dq[row * s.ld_qk + h * dk + a] = acc;
+    }
+    for (int c = 0; c < dv; c++) R[c] = dstate_out ? dstate_out[off + c] : 0.0f;
+    for (int t = s.n - 1; t >= 0; t--) {
+      const size_t row = size_t(b) * s.n + t;
+      const float qa = q[row * s.ld_qk + h * dk + a];
+      const float* vt = v + row * s.ld_v + h * dv;
+      const float* dot = dout + row * ldo + h * dv;
+      float acc = 0.0f;
+      for (int c = 0; c < dv; c++) {
+        R[c] = (t == s.n - 1 ? R[c] : g * R[c]) + qa * dot[c];
+        acc += R[c] * vt[c];
+      }
+      dk_out[row * s.ld_qk + h * dk + a] = acc;
+    }
+  }
+};
+
+// Backward, by columns: an item owns column j of dS for dv_t[j] = k_t . dS_t[:, j] and
+// dstate_in = gamma dS_0 (may be null).
+struct RetentionColumnBackward {  // item: (b * H + h) * dv + j
+  float *dv_out, *dstate_in;
+  const float *dout, *q, *k, *gammas;
+  RetentionShape s;
+  const float* dstate_out;
+  float* work;
+  RB_HD void operator()(int64_t item) const {
+    const int dk = s.dk, dv = s.dv, ldo = s.H * dv;
+    const int64_t j = item % dv, task = item / dv, h = task % s.H, b = task / s.H;
+    const float g = gammas[h];
+    const size_t off = size_t(task) * dk * dv + j;
+    float* Cc = work + off;  // Cc[a * dv]
+    for (int a = 0; a < dk; a++) Cc[size_t(a) * dv] = dstate_out ? dstate_out[off + size_t(a) * dv] : 0.0f;
+    for (int t = s.n - 1; t >= 0; t--) {
+      const size_t row = size_t(b) * s.n + t;
+      const float* qt = q + row * s.ld_qk + h * dk;
+      const float* kt = k + row * s.ld_qk + h * dk;
+      const float dj = dout[row * ldo + h * dv + j];
+      float acc = 0.0f;
+      for (int a = 0; a < dk; a++) {
+        float& c = Cc[size_t(a) * dv];
+        c = (t == s.n - 1 ? c : g * c) + qt[a] * dj;
+        acc += kt[a] * c;
+      }
+      dv_out[row * s.ld_v + h * dv + j] = acc;
+    }
+    if (dstate_in)
+      for (int a = 0; a < dk; a++) dstate_in[off + size_t(a) * dv] = s.n > 0 ? g * Cc[size_t(a) * dv] : Cc[size_t(a) * dv];
+  }
+};
+
+struct AdamW {
+  float *p, *m, *v;
+  const float *g, *mask;
+  AdamWStep s;
+  RB_HD void operator()(int64_t i) const {
+    const float gi = g[i] * s.grad_scale;
+    m[i] = s.beta1 * m[i] + (1.0f - s.beta1) * gi;
+    v[i] = s.beta2 * v[i] + (1.0f - s.beta2) * gi * gi;
+    const float update = (m[i] / s.bc1) / (sqrtf(v[i] / s.bc2) + s.eps);
+    p[i] -= s.lr * (update + s.weight_decay * mask[i] * p[i]);
+  }
+};
+
+// The CPU's blocks of 4096 summed in double; the caller adds the blocks in order (same bits).
+constexpr int64_t kSumSquaresBlock = 4096;
+struct SumSquaresBlocks {  // item: block
+  double* partial;
+  const float* x;
+  int64_t n;
+  RB_HD void operator()(int64_t blk) const {
+    double s = 0.0;
+    const int64_t end = (blk + 1) * kSumSquaresBlock < n ? (blk + 1) * kSumSquaresBlock : n;
+    for (int64_t i = blk * kSumSquaresBlock; i < end; i++) s += double(x[i]) * x[i];
+    partial[blk] = s;
+  }
+};
+
+}  // namespace rb::items

@@ -1,0 +1,42 @@
+// The CUDA backend's code run on the host: ItemBackend (kernels/cuda/item_backend.h) over a
+// device that runs each op's items in a plain loop, with host memory and a reference GEMM. What
+// it tests is everything the GPU runs except cuBLAS and the launch itself: every kernel's
+// indexing, bounds and math, on every CI machine, GPU or not.
+#pragma once
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "kernels/cpu/reference.h"
+#include "kernels/cuda/item_backend.h"
+#include "src/errors.h"
+
+namespace rb::test {
+
+struct HostItemDevice {
+  std::string name() const { return "gpu-emulated"; }
+  std::string kernel_path() const { return "gpu kernels on the host"; }
+  void synchronize() {}
+  template <class Op>
+  void run(int64_t n, const Op& op) {
+    for (int64_t i = 0; i < n; i++) op(i);
+  }
+  void* alloc_bytes(size_t bytes) {
+    void* p = std::calloc(bytes ? bytes : 1, 1);
+    if (!p) throw Error("gpu-emulated: out of memory");
+    return p;
+  }
+  void free_bytes(void* p) { std::free(p); }
+  void to_device(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+  void to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+  void device_copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
+  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+            float beta, float* C, int ldc) {
+    ref::gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+};
+
+inline std::unique_ptr<Backend> make_gpu_emulation() { return std::make_unique<ItemBackend<HostItemDevice>>(); }
+
+}  // namespace rb::test
