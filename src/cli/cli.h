@@ -62,9 +62,10 @@ int cmd_generate(Args& args);
 int cmd_compress(Args& args);
 int cmd_decompress(Args& args);
 double peak_rss_mb();
-// --device cpu|cuda[:N] and --tf32 (consumed): the backend to compute on; default cuda when a GPU
-// is present. An rb::Error names what is wrong (no GPU, not built with CUDA, a bad index).
-std::unique_ptr<Backend> device_backend(Args& args, int threads);
+// --device cpu|cuda[:N] and --tf32 (consumed): the backend to compute on; without --device,
+// `fallback` if given, else cuda when a GPU is present. An rb::Error names what is wrong (no GPU,
+// not built with CUDA, a bad index).
+std::unique_ptr<Backend> device_backend(Args& args, int threads, const char* fallback = nullptr);
 extern const char* const kDeviceHelp;
 std::string gpu_summary();  // the GPUs this process sees, or why none
 // --adapt and its tuning options (--adapt-steps N, --adapt-lr X, --adapt-round N, --adapt-windows N,

@@ -138,10 +138,10 @@ const char* const kDeviceHelp =
     "  --device cpu|cuda[:N]  where to compute (default: cuda when a GPU is present, else cpu)\n"
     "  --tf32                 on cuda, let cuBLAS use TF32 tensor cores (faster; products to ~1e-3)\n";
 
-std::unique_ptr<Backend> device_backend(Args& args, int threads) {
+std::unique_ptr<Backend> device_backend(Args& args, int threads, const char* fallback) {
   std::string device = args.value("--device", "", "");
   const bool tf32 = args.flag("--tf32");
-  if (device.empty()) device = cuda_devices().empty() ? "cpu" : "cuda";
+  if (device.empty()) device = fallback ? fallback : cuda_devices().empty() ? "cpu" : "cuda";
   if (device == "cpu") {
     if (tf32) throw Error("--tf32 applies to --device cuda only");
     return make_cpu_backend(threads);

@@ -281,7 +281,7 @@ int cmd_eval(Args& args) {
   const bool raw = args.flag("--raw");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const int threads = args.threads();
-  auto be = device_backend(args, threads);
+  auto be = device_backend(args, threads, adapt ? "cpu" : nullptr);  // the codec is CPU-only
   const auto paths = args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
   if (paths.empty()) throw Error("give at least one PATH to evaluate");
