@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "codecs/media_residuals.h"
 #include "src/errors.h"
 #include "src/safetensors.h"
 
@@ -247,12 +248,22 @@ size_t media_header_size(int P) {
   return (kMediaHeaderBytes + size_t(P) - 1) / size_t(P) * size_t(P);
 }
 
-std::vector<uint8_t> image_stream(const Image& img, int P) {
+uint8_t media_letter(Modality m, MediaForm form) {
+  const uint8_t letter = uint8_t(m);
+  return form == MediaForm::Residual ? uint8_t(letter - 'A' + 'a') : letter;
+}
+
+std::vector<uint8_t> image_stream(const Image& img, int P, MediaForm form) {
   std::vector<uint8_t> s(media_header_size(P), 0);
-  s[0] = 'R', s[1] = 'B', s[2] = uint8_t(Modality::Image), s[3] = uint8_t(img.channels);
+  s[0] = 'R', s[1] = 'B', s[2] = media_letter(Modality::Image, form), s[3] = uint8_t(img.channels);
   put_u32_be(s.data() + 4, uint32_t(img.width));
   put_u32_be(s.data() + 8, uint32_t(img.height));
-  s.insert(s.end(), img.pixels.begin(), img.pixels.end());
+  if (form == MediaForm::Residual && !img.pixels.empty()) {
+    const std::vector<uint8_t> r = image_residuals(img);
+    s.insert(s.end(), r.begin(), r.end());
+  } else {
+    s.insert(s.end(), img.pixels.begin(), img.pixels.end());
+  }
   return s;
 }
 
@@ -263,31 +274,39 @@ std::vector<uint8_t> make_header(Modality m, int P) {
   return h;
 }
 
-std::vector<uint8_t> audio_stream(const Audio& a, int P) {
+std::vector<uint8_t> audio_stream(const Audio& a, int P, MediaForm form) {
   std::vector<uint8_t> s(media_header_size(P), 0);
-  s[0] = 'R', s[1] = 'B', s[2] = uint8_t(Modality::Audio), s[3] = uint8_t(a.channels);
+  s[0] = 'R', s[1] = 'B', s[2] = media_letter(Modality::Audio, form), s[3] = uint8_t(a.channels);
   put_u32_be(s.data() + 4, uint32_t(a.sample_rate));
   s.reserve(s.size() + a.samples.size() * 2);
-  for (int16_t v : a.samples) {
-    const uint16_t u = uint16_t(v);
+  auto put = [&](uint16_t u) {
     s.push_back(uint8_t(u >> 8));  // most significant byte first
     s.push_back(uint8_t(u));
+  };
+  if (form == MediaForm::Residual) {
+    for (uint16_t u : audio_residuals(a)) put(u);
+  } else {
+    for (int16_t v : a.samples) put(uint16_t(v));
   }
   return s;
 }
 
 namespace {
-// The header's size at P, after checking that the stream starts with "RB" and the letter of m.
-size_t checked_header(const uint8_t* s, size_t n, int P, Modality m, const std::string& what) {
+// The header's size at P, after checking that the stream starts with "RB" and a letter of m
+// (either form); *form: which.
+size_t checked_header(const uint8_t* s, size_t n, int P, Modality m, const std::string& what, MediaForm* form) {
   const size_t hs = media_header_size(P);
-  if (n < hs || s[0] != 'R' || s[1] != 'B' || s[2] != uint8_t(m))
+  if (n < hs || s[0] != 'R' || s[1] != 'B' ||
+      (s[2] != media_letter(m, MediaForm::Plain) && s[2] != media_letter(m, MediaForm::Residual)))
     throw Error(what + ": not an " + modality_name(m) + " stream");
+  *form = s[2] == media_letter(m, MediaForm::Residual) ? MediaForm::Residual : MediaForm::Plain;
   return hs;
 }
 }  // namespace
 
 Image image_from_stream(const uint8_t* s, size_t n, int P, const std::string& what) {
-  const size_t hs = checked_header(s, n, P, Modality::Image, what);
+  MediaForm form;
+  const size_t hs = checked_header(s, n, P, Modality::Image, what, &form);
   Image img;
   img.channels = s[3];
   img.width = int(get_u32_be(s + 4) & 0x7fffffff);
@@ -297,12 +316,14 @@ Image image_from_stream(const uint8_t* s, size_t n, int P, const std::string& wh
     throw Error(what + ": image stream header has impossible geometry");
   const size_t need = size_t(img.width) * img.height * img.channels;
   if (n - hs < need) throw Error(what + ": image stream holds " + std::to_string(n - hs) + " of " + std::to_string(need) + " pixel bytes");
-  img.pixels.assign(s + hs, s + hs + need);
+  if (form == MediaForm::Residual) pixels_from_residuals(s + hs, &img);
+  else img.pixels.assign(s + hs, s + hs + need);
   return img;
 }
 
 Audio audio_from_stream(const uint8_t* s, size_t n, int P, const std::string& what) {
-  const size_t hs = checked_header(s, n, P, Modality::Audio, what);
+  MediaForm form;
+  const size_t hs = checked_header(s, n, P, Modality::Audio, what, &form);
   Audio a;
   a.channels = s[3];
   a.sample_rate = int(get_u32_be(s + 4) & 0x7fffffff);
@@ -310,6 +331,10 @@ Audio audio_from_stream(const uint8_t* s, size_t n, int P, const std::string& wh
   const size_t frames = (n - hs) / (2 * size_t(a.channels));
   a.samples.resize(frames * size_t(a.channels));
   for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(uint16_t(s[hs + 2 * i]) << 8 | s[hs + 2 * i + 1]);
+  if (form == MediaForm::Residual) {
+    const std::vector<uint16_t> residuals(a.samples.begin(), a.samples.end());
+    samples_from_residuals(residuals.data(), residuals.size(), &a);
+  }
   return a;
 }
 

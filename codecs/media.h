@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "src/config.h"
+
 namespace rb {
 
 enum class Modality : uint8_t { Text = 'T', Image = 'I', Audio = 'A' };
@@ -55,11 +57,16 @@ std::vector<uint8_t> make_header(Modality m, int P);
 // The header: "RB", the modality letter, then (image) channels, width and height, (audio)
 // channels and sample rate, as big-endian integers, zero-padded to the fewest whole patches of P
 // bytes that hold its 12 bytes (2 patches at P = 8, 3 at P = 4). Text headers are one patch.
+// The residual form (codecs/media_residuals.h) writes the letter in lower case: `i`, `a`.
 constexpr size_t kMediaHeaderBytes = 12;
 size_t media_header_size(int P);
-std::vector<uint8_t> image_stream(const Image& image, int P);  // header, then the pixels
-std::vector<uint8_t> audio_stream(const Audio& audio, int P);  // header, then samples MSB first
-// The inverses; `what` names the stream in errors.
+// header, then the pixels (or their residuals)
+std::vector<uint8_t> image_stream(const Image& image, int P, MediaForm form = MediaForm::Plain);
+// header, then samples (or their folded residuals) MSB first
+std::vector<uint8_t> audio_stream(const Audio& audio, int P, MediaForm form = MediaForm::Plain);
+// The form a media stream's header letter says ('I'/'A' plain, 'i'/'a' residual).
+uint8_t media_letter(Modality m, MediaForm form);
+// The inverses, of either form (from the header letter); `what` names the stream in errors.
 Image image_from_stream(const uint8_t* s, size_t n, int P, const std::string& what);
 Audio audio_from_stream(const uint8_t* s, size_t n, int P, const std::string& what);
 

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "codecs/media.h"
+#include "codecs/media_residuals.h"
 #include "codecs/segment_coder.h"
 #include "kernels/numerics.h"
 #include "src/errors.h"
@@ -72,6 +73,7 @@ struct Content {
   std::vector<uint8_t> context, extra, owned;
   const uint8_t* body = nullptr;
   size_t size = 0;
+  bool residual = false;  // owned holds the residual form of the pixels or samples (codecs/media_residuals.h)
 };
 
 uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
@@ -103,6 +105,44 @@ bool find_wav16_samples(const std::vector<uint8_t>& f, size_t* off, size_t* len,
     pos += 8 + size_t(size) + (size & 1);
   }
   return false;
+}
+
+// Pixels (row-major, interleaved) or MSB-first samples as their residual form, and back.
+std::vector<uint8_t> image_residual_bytes(const uint8_t* pixels, int width, int height, int channels) {
+  Image img{width, height, channels, std::vector<uint8_t>(pixels, pixels + size_t(width) * size_t(height) * size_t(channels))};
+  return image_residuals(img);
+}
+std::vector<uint8_t> audio_residual_bytes(const uint8_t* msb_first, size_t n, int channels) {
+  Audio a{1, channels, std::vector<int16_t>(n / 2)};
+  for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(uint16_t(msb_first[2 * i] << 8 | msb_first[2 * i + 1]));
+  std::vector<uint8_t> out(n);
+  const std::vector<uint16_t> r = audio_residuals(a);
+  for (size_t i = 0; i < r.size(); i++) out[2 * i] = uint8_t(r[i] >> 8), out[2 * i + 1] = uint8_t(r[i]);
+  return out;
+}
+void restore_from_residuals(std::vector<uint8_t>* content, RbzMode mode, const std::vector<uint8_t>& extra, int channels,
+                            const std::string& path) {
+  if (mode == RbzMode::Image) {
+    if (extra.size() != 12) throw Error(path + ": damaged .rbz header (image geometry)");
+    Image img{int(le32(extra.data())), int(le32(extra.data() + 4)), int(le32(extra.data() + 8)), {}};
+    if (img.width <= 0 || img.height <= 0 || img.channels != channels ||
+        uint64_t(img.width) * uint64_t(img.height) * uint64_t(img.channels) != content->size())
+      throw Error(path + ": damaged .rbz header (image geometry)");
+    pixels_from_residuals(content->data(), &img);
+    *content = std::move(img.pixels);
+  } else if (mode == RbzMode::Audio) {
+    if (content->size() % (2 * size_t(channels))) throw Error(path + ": damaged .rbz header (audio layout)");
+    std::vector<uint16_t> r(content->size() / 2);
+    for (size_t i = 0; i < r.size(); i++) r[i] = uint16_t((*content)[2 * i] << 8 | (*content)[2 * i + 1]);
+    Audio a{1, channels, {}};
+    samples_from_residuals(r.data(), r.size(), &a);
+    for (size_t i = 0; i < a.samples.size(); i++) {
+      const uint16_t u = uint16_t(a.samples[i]);
+      (*content)[2 * i] = uint8_t(u >> 8), (*content)[2 * i + 1] = uint8_t(u);
+    }
+  } else {
+    throw Error(path + ": damaged .rbz header (residual form in raw mode)");
+  }
 }
 
 Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P, bool force_raw) {
@@ -195,16 +235,19 @@ uint64_t content_hash(const std::vector<uint8_t>& file, const Content& c) {
   return c.restores_content ? XXH64(c.body, c.size, 0) : XXH64(file.data(), file.size(), 0);
 }
 
-constexpr uint8_t kFlagAdapted = 1;  // an adaptation record follows the mode data
+constexpr uint8_t kFlagAdapted = 1;   // an adaptation record follows the mode data
+constexpr uint8_t kFlagResidual = 2;  // the content is coded in residual form; a residual record follows
+constexpr uint8_t kResidualTransformVersion = 1;  // codecs/media_residuals.h as it is now
 
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
                               const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
-                              const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt = std::nullopt) {
+                              const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt = std::nullopt,
+                              int residual_channels = 0) {
   Writer w;
   w.bytes(kMagic, 4);
   w.u16(kRbzVersion);
   w.u8(uint8_t(mode));
-  w.u8(adapt ? kFlagAdapted : 0);
+  w.u8(uint8_t((adapt ? kFlagAdapted : 0) | (residual_channels ? kFlagResidual : 0)));
   w.u32(uint32_t(kNumericsVersion));
   w.u64(original_size);
   w.u64(hash);
@@ -218,6 +261,10 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
     uint32_t lr_bits;
     std::memcpy(&lr_bits, &adapt->lr, 4);
     for (uint32_t v : {adapt->round_positions, adapt->steps, adapt->windows, adapt->window, lr_bits}) w.u32(v);
+  }
+  if (residual_channels) {
+    w.u8(kResidualTransformVersion);
+    w.u8(uint8_t(residual_channels));
   }
   for (const Block& b : blocks) {
     w.u8(uint8_t(b.kind));
@@ -253,8 +300,17 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
                                    const CompressOptions& options, CompressStats* stats) {
   if (options.segment_bytes > kMaxModelBlock) throw Error("segment size over the limit of 16 MiB");
   CompressStats st;
-  const Content c = analyse(path, file, model ? model->config().P : 0, options.force_raw);
-  const uint64_t hash = content_hash(file, c);
+  Content c = analyse(path, file, model ? model->config().P : 0, options.force_raw);
+  const uint64_t hash = content_hash(file, c);  // of the pixels or samples themselves, in either form
+  if (model && model->media_form == MediaForm::Residual && c.mode != RbzMode::Raw && c.size > 0) {
+    // The model reads residuals: code those, and tell the decoder to turn them back.
+    const int channels = c.mode == RbzMode::Image ? int(c.unit) : int(c.unit / 2);
+    c.owned = c.mode == RbzMode::Image ? image_residual_bytes(c.body, int(le32(c.extra.data())), int(le32(c.extra.data() + 4)), channels)
+                                       : audio_residual_bytes(c.body, c.size, channels);
+    c.body = c.owned.data();
+    c.residual = true;
+    c.context[2] = media_letter(c.mode == RbzMode::Image ? Modality::Image : Modality::Audio, MediaForm::Residual);
+  }
   std::vector<Block> blocks;
   std::string fingerprint;
   if (model && c.size > 0) {
@@ -311,8 +367,9 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   if (!blocks.empty()) {
     const uint64_t original = c.restores_content ? c.size : file.size();
     const bool adapted = options.adapt && !fingerprint.empty();  // adaptation only matters to model-coded blocks
+    const int residual_channels = !c.residual ? 0 : c.mode == RbzMode::Image ? int(c.unit) : int(c.unit / 2);
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
-                   adapted ? options.adapt : std::nullopt);
+                   adapted ? options.adapt : std::nullopt, residual_channels);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());
@@ -347,6 +404,7 @@ struct Parsed {
   std::vector<uint8_t> context, extra;
   std::vector<Block> blocks;   // kinds and lengths (payloads stay in the file)
   std::vector<size_t> offsets;  // where each payload starts, then the end of the last
+  int residual_channels = 0;    // the content is in residual form (image and audio modes)
 };
 
 Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
@@ -365,7 +423,7 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   ps.hash = r.get(8);
   const uint64_t fp = r.get(8);
   const uint32_t nctx = uint32_t(r.get(4)), nextra = uint32_t(r.get(4)), nblocks = uint32_t(r.get(4));
-  if (mode > 2 || (flags & ~kFlagAdapted) != 0) throw Error(path + ": damaged .rbz header (unknown mode or flags)");
+  if (mode > 2 || (flags & ~(kFlagAdapted | kFlagResidual)) != 0) throw Error(path + ": damaged .rbz header (unknown mode or flags)");
   ps.info.mode = RbzMode(mode);
   if (nctx > kMaxContext || nextra > rbz.size() || nblocks > rbz.size() / 17) throw Error(path + ": damaged .rbz header (sizes)");
   ps.context = r.bytes(nctx);
@@ -377,6 +435,14 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
     std::memcpy(&a.lr, &lr_bits, 4);
     check_adapt_settings(a, 1, path + ": damaged .rbz header");
     ps.info.adapt = a;
+  }
+  if (flags & kFlagResidual) {
+    const uint8_t version = uint8_t(r.get(1));
+    ps.residual_channels = int(r.get(1));
+    if (version != kResidualTransformVersion)
+      throw Error(path + ": residual transform version " + std::to_string(version) + " is not supported (this build has version " +
+                  std::to_string(kResidualTransformVersion) + ")");
+    if (ps.residual_channels < 1 || mode == uint8_t(RbzMode::Raw)) throw Error(path + ": damaged .rbz header (residual record)");
   }
   uint64_t content = 0, stored = 0;
   bool any_model = false;
@@ -483,6 +549,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
       throw Error(path + ": " + e.what());
     }
   }
+  if (ps.residual_channels) restore_from_residuals(&content, info.mode, ps.extra, ps.residual_channels, path);
   std::vector<uint8_t> out;
   if (info.mode == RbzMode::Raw) {
     out = std::move(content);

@@ -86,7 +86,7 @@ uint64_t fnv1a(const std::string& s) {
 }
 }  // namespace
 
-FileStream::FileStream(const std::string& path, int P, bool raw, std::string* notice) {
+FileStream::FileStream(const std::string& path, int P, bool raw, std::string* notice, MediaForm form) {
   // Text is read whole (not memory-mapped): a file truncated while a run uses it can then never
   // raise SIGBUS; the run keeps the bytes it read.
   std::vector<uint8_t> file = read_file_bytes(path, max_held_bytes());
@@ -98,14 +98,14 @@ FileStream::FileStream(const std::string& path, int P, bool raw, std::string* no
   }
   file.clear();
   file.shrink_to_fit();  // decoded below from the file itself
-  std::vector<uint8_t> stream = modality_ == Modality::Image ? image_stream(read_image(path, notice), P)
-                                                             : audio_stream(read_audio(path, notice), P);
+  std::vector<uint8_t> stream = modality_ == Modality::Image ? image_stream(read_image(path, notice), P, form)
+                                                             : audio_stream(read_audio(path, notice), P, form);
   const size_t hs = media_header_size(P);
   header_.assign(stream.begin(), stream.begin() + long(hs));
   decoded_.assign(stream.begin() + long(hs), stream.end());
 }
 
-ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction) : P_(P) {
+ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction, MediaForm form) : P_(P) {
   if (val_fraction < 0 || val_fraction >= 1) throw Error("val_fraction must be in [0, 1)");
   uint64_t in_memory = 0;
   const uint64_t limit = max_held_bytes();
@@ -113,7 +113,7 @@ ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double va
     std::string notice;
     std::unique_ptr<FileStream> fsm;
     try {
-      fsm = std::make_unique<FileStream>(f.path, P, false, &notice);
+      fsm = std::make_unique<FileStream>(f.path, P, false, &notice, form);
     } catch (const Error& e) {
       if (f.named) throw;  // a file the user named must work; one found in a folder is skipped
       warnings_.push_back(std::string(e.what()) + " (skipped)");

@@ -37,7 +37,8 @@ std::vector<FoundFile> collect_files(const std::vector<std::string>& paths);
 class FileStream {
  public:
   // Decode failures throw rb::Error naming the file; a conversion leaves a line in *notice.
-  FileStream(const std::string& path, int P, bool raw = false, std::string* notice = nullptr);
+  // form: images and audio as pixels and samples, or as their residuals.
+  FileStream(const std::string& path, int P, bool raw = false, std::string* notice = nullptr, MediaForm form = MediaForm::Plain);
   Modality modality() const { return modality_; }
   const std::vector<uint8_t>& header() const { return header_; }
   const uint8_t* body() const { return decoded_.data(); }
@@ -56,7 +57,7 @@ struct StreamSpan {
 
 class ByteDataset {
  public:
-  ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction);
+  ByteDataset(const std::vector<std::string>& paths, int P, double val_fraction, MediaForm form = MediaForm::Plain);
 
   int patch_size() const { return P_; }
   size_t num_files() const { return files_.size(); }

@@ -33,6 +33,14 @@ ModelConfig named_config(const std::string& name) {
   return c;
 }
 
+const char* media_form_name(MediaForm f) { return f == MediaForm::Residual ? "residual" : "plain"; }
+
+MediaForm parse_media_form(const std::string& name, const std::string& source) {
+  if (name == "plain") return MediaForm::Plain;
+  if (name == "residual") return MediaForm::Residual;
+  throw Error(source + ": \"media\" must be \"plain\" or \"residual\", not \"" + name + "\"");
+}
+
 const char* global_kind_name(GlobalKind g) {
   return g == GlobalKind::Retention ? "retention" : "attention";
 }

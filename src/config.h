@@ -1,6 +1,7 @@
 // Model configuration (SPEC §1): the named configs, JSON parsing with strict key checks, and
 // validation with messages that name the source.
 #pragma once
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -8,6 +9,14 @@
 namespace rb {
 
 enum class GlobalKind { Retention, Attention };
+
+// How images and audio are laid out in a model's streams (README "Data as bytes"): the pixels or
+// samples themselves (SPEC §2), or their prediction residuals (codecs/media_residuals.h). Not a
+// model key: a training config's "media" key, recorded in the model file's __metadata__.
+enum class MediaForm : uint8_t { Plain = 0, Residual = 1 };
+const char* media_form_name(MediaForm f);  // "plain", "residual"
+// "plain" or "residual"; throws rb::Error("<source>: ...") for anything else.
+MediaForm parse_media_form(const std::string& name, const std::string& source);
 
 struct ModelConfig {
   int P = 0, D_E = 0, L_G = 0, H_G = 0, D_L = 0, L_L = 0, H_L = 0, T = 0, B = 0;

@@ -146,6 +146,7 @@ void Model::save(const std::string& path, const std::map<std::string, std::strin
   for (const TensorEntry& e : table_) out.push_back({e.name, "F32", e.shape, host.data() + e.offset});
   std::map<std::string, std::string> meta = extra;
   meta["config"] = config_to_json(cfg_);
+  meta["media"] = media_form_name(media_form);
   write_safetensors(path, out, meta);
 }
 
@@ -173,6 +174,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
   check_activation_memory(cfg, 1, cfg.T, path);  // eval and the codec run windows of T
   auto model = std::make_unique<Model>(cfg, backend);
   model->load_tensors(file);
+  const auto media = file.metadata().find("media");  // absent in files from before the residual form
+  if (media != file.metadata().end()) model->media_form = parse_media_form(media->second, path);
   return model;
 }
 

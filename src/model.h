@@ -90,6 +90,9 @@ class Model {
   // every logit is bitwise what the decoder computes stepping byte by byte (batch invariance),
   // which the codec needs; the chunkwise form agrees only to rounding.
   bool retention_recurrent = false;
+  // The form of the image and audio streams it was trained on ("media" in __metadata__): eval,
+  // compress and generate lay media out the same way.
+  MediaForm media_form = MediaForm::Plain;
 
   enum class Mode { Eval, Train };
   // x: B sequences of T bytes (T a multiple of P). Returns the mean cross-entropy in nats.

@@ -300,8 +300,14 @@ TEST_F(Codec, CodedSizeIsWithinHalfAPercentOfTheModelsCrossEntropy) {
   EXPECT_EQ(decompress_file("in.txt.rbz", rbz, &model), in);
 }
 
+// Both media forms: the pixels or samples themselves, and their residuals (the model then codes
+// residuals, and the decoder turns them back before it checks the checksum).
 TEST_F(Codec, MediaModesRestorePixelsFlacSamplesAndWavBytes) {
   Loaded m(model_path(), 2);
+  Loaded portable(model_path(), 1, CpuPath::Portable);
+  for (MediaForm form : {MediaForm::Plain, MediaForm::Residual}) {
+  SCOPED_TRACE(media_form_name(form));
+  m.model->media_form = portable.model->media_form = form;
   CompressOptions o;
   o.model_only = true;
   // A PNG: decompresses to a PNG with the same pixels.
@@ -314,6 +320,7 @@ TEST_F(Codec, MediaModesRestorePixelsFlacSamplesAndWavBytes) {
   EXPECT_EQ(st.mode, RbzMode::Image);
   EXPECT_EQ(st.content_bytes, img.pixels.size());
   const auto restored = decompress_file(png + ".rbz", rbz, m.model.get());
+  EXPECT_EQ(decompress_file(png + ".rbz", rbz, portable.model.get()), restored) << "decoded on the portable path, 1 thread";
   std::ofstream(back, std::ios::binary).write(reinterpret_cast<const char*>(restored.data()), long(restored.size()));
   const Image again = read_image(back);
   EXPECT_EQ(again.width, img.width);
@@ -336,6 +343,7 @@ TEST_F(Codec, MediaModesRestorePixelsFlacSamplesAndWavBytes) {
   EXPECT_EQ(st.mode, RbzMode::Audio);
   EXPECT_EQ(st.content_bytes, a.samples.size() * 2);
   EXPECT_EQ(decompress_file(wav + ".rbz", wrbz, m.model.get()), file);
+  EXPECT_EQ(decompress_file(wav + ".rbz", wrbz, portable.model.get()), file) << "decoded on the portable path, 1 thread";
   // Segments start on whole frames (4 bytes here) and patches, whatever length is asked for.
   o.segment_bytes = 250;
   EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
@@ -368,6 +376,7 @@ TEST_F(Codec, MediaModesRestorePixelsFlacSamplesAndWavBytes) {
   std::remove(png.c_str());
   std::remove(back.c_str());
   std::remove(wav.c_str());
+  }
 }
 
 TEST_F(Codec, NothingGrowsByMoreThanASmallHeaderOverZstdOrTheFile) {

@@ -118,6 +118,13 @@ TEST(ModelFiles, SaveLoadRoundTripKeepsNamesShapesAndValues) {
   auto loaded = Model::load(path, *be);
   EXPECT_EQ(loaded->config(), model.config());
   EXPECT_TRUE(std::equal(model.params(), model.params() + model.num_params(), loaded->params()));
+  EXPECT_EQ(loaded->media_form, MediaForm::Plain);
+  // The media form it was trained on travels with it; a form this build does not know is refused.
+  model.media_form = MediaForm::Residual;
+  model.save(path);
+  EXPECT_EQ(Model::load(path, *be)->media_form, MediaForm::Residual);
+  model.save(path, {{"media", "wavelet"}});  // extra keys cannot override the model's own
+  EXPECT_EQ(Model::load(path, *be)->media_form, MediaForm::Residual);
   std::remove(path.c_str());
 }
 

@@ -100,6 +100,10 @@ TEST(TrainConfig, NamedOrJsonWithStrictKeys) {
   expect_error_containing([&] { parse_train_config(d.write("x.json", "{not json")); }, "x.json: not valid JSON");
   expect_error_containing([&] { parse_train_config(d.write("k.json", R"({"config": "tiny", "learning_rate": 1})")); }, "k.json: unknown key \"learning_rate\"");
   expect_error_containing([&] { parse_train_config(d.write("v.json", R"({"config": "tiny", "lr": -1})")); }, "\"lr\" = -1 is out of range");
+  EXPECT_EQ(c.media, MediaForm::Plain);
+  EXPECT_EQ(parse_train_config(d.write("m.json", R"({"config": "tiny", "media": "residual"})")).media, MediaForm::Residual);
+  expect_error_containing([&] { parse_train_config(d.write("mb.json", R"({"config": "tiny", "media": "deltas"})")); },
+                          "mb.json: \"media\" must be \"plain\" or \"residual\", not \"deltas\"");
   // The schedule: warm-up to lr, then cosine down to min_lr_ratio * lr.
   TrainConfig s;
   s.adamw.lr = 1.0f;

@@ -23,6 +23,7 @@ struct TrainConfig {
   int64_t val_bytes = 262144;  // bytes scored by periodic validations (the final one scores all)
   int64_t checkpoint_every = 500;
   int chunk = 64;              // retention chunk size
+  MediaForm media = MediaForm::Plain;  // images and audio as pixels and samples, or their residuals
 
   // Learning rate at optimiser step `step` (0-based): linear warm-up, then cosine to the floor.
   float lr_at(int64_t step, int64_t horizon) const;

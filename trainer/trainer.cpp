@@ -64,11 +64,12 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
       comm_(comm ? *comm : *own_comm_),
       be_(backend),
       out_dir_(out_dir),
-      data_(data, cfg.model.P, cfg.val_fraction),
+      data_(data, cfg.model.P, cfg.val_fraction, cfg.media),
       model_(std::make_unique<Model>(cfg.model, backend)),
       opt_(backend, model_->table(), model_->num_params()),
       rng_(cfg.seed) {
   model_->retention_chunk = cfg.chunk;
+  model_->media_form = cfg.media;
   horizon_ = cfg.steps;
   // A batch that cannot fit is refused before the run folder is touched.
   check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, "training config");
@@ -156,7 +157,9 @@ void Trainer::load_checkpoint() {
   const ModelConfig saved = parse_model_config(json("config"), path);
   if (!(saved == cfg_.model))
     throw Error(path + ": state is for model config " + get("config") + ", but --config gives " + config_to_json(cfg_.model));
-  const nlohmann::json was = json("train_config"), now = nlohmann::json::parse(train_config_to_json(cfg_));
+  nlohmann::json was = json("train_config");
+  if (was.is_object() && !was.contains("media")) was["media"] = "plain";  // states from before the residual form
+  const nlohmann::json now = nlohmann::json::parse(train_config_to_json(cfg_));
   std::string changed;
   for (auto it = now.begin(); it != now.end(); ++it)
     if (affects_trajectory(it.key()) && (!was.contains(it.key()) || was[it.key()] != *it)) changed += " " + it.key();

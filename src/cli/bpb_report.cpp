@@ -45,7 +45,7 @@ nlohmann::ordered_json bpb_report(Model& model, const std::vector<std::string>& 
   for (size_t fi = 0; fi < found.size(); fi++) {
     const std::string& f = found[fi].path;
     std::string notice;
-    const FileStream stream(f, P, options.raw, &notice);
+    const FileStream stream(f, P, options.raw, &notice, model.media_form);
     if (!notice.empty()) std::fprintf(stderr, "retbyte %s: %s\n", options.command.c_str(), notice.c_str());
     const std::vector<uint8_t> header = options.raw ? std::vector<uint8_t>() : stream.header();
     const uint64_t n = stream.body_size();

@@ -67,14 +67,17 @@ int generate_media(const std::string& model_path, const std::string& image_geom,
         uint64_t(img.width) * img.height * img.channels > (uint64_t(64) << 20))
       throw Error("--image: '" + image_geom + "' must be whole W x H x C with C <= 4 and at most 64 MiB of pixels");
     total = size_t(img.width) * img.height * img.channels;
-    stream = image_stream(img, P);  // the header alone (no pixels yet)
+    stream = image_stream(img, P, model->media_form);  // the header alone (no pixels yet)
     if (!prompt_file.empty()) {
       const Image pi = read_image(prompt_file);
       if (pi.width != img.width || pi.channels != img.channels)
         throw Error(prompt_file + ": prompt image is " + std::to_string(pi.width) + " wide with " + std::to_string(pi.channels) +
                     " channels; --image asks for " + std::to_string(img.width) + " and " + std::to_string(img.channels));
       const int rows = std::min(pi.height / 2, img.height - 1);
-      body.assign(pi.pixels.begin(), pi.pixels.begin() + long(size_t(rows) * img.width * img.channels));
+      // The first rows of the prompt's stream: residuals of the first rows depend on those rows only.
+      const std::vector<uint8_t> ps = image_stream(pi, P, model->media_form);
+      const auto first = ps.begin() + long(media_header_size(P));
+      body.assign(first, first + long(size_t(rows) * img.width * img.channels));
     }
   } else {
     const auto d = parse_dims(audio_geom, ':', 3, "--audio");
@@ -82,13 +85,13 @@ int generate_media(const std::string& model_path, const std::string& image_geom,
     if (d[0] != aud.sample_rate || d[1] != aud.channels || aud.channels > 64 || d[2] * d[0] * d[1] > double(32 << 20))
       throw Error("--audio: '" + audio_geom + "' must be RATE:CHANNELS:SECONDS with whole RATE and CHANNELS (<= 64), at most 32 Mi samples");
     total = size_t(d[2] * d[0]) * size_t(aud.channels) * 2;
-    stream = audio_stream(aud, P);
+    stream = audio_stream(aud, P, model->media_form);
     if (!prompt_file.empty()) {
       const Audio pa = read_audio(prompt_file);
       if (pa.sample_rate != aud.sample_rate || pa.channels != aud.channels)
         throw Error(prompt_file + ": prompt audio is " + std::to_string(pa.sample_rate) + " Hz x " + std::to_string(pa.channels) +
                     "; --audio asks for " + std::to_string(aud.sample_rate) + " x " + std::to_string(aud.channels));
-      const auto ps = audio_stream(pa, P);
+      const auto ps = audio_stream(pa, P, model->media_form);
       const size_t hs = media_header_size(P);
       const size_t half = std::min((ps.size() - hs) / 2 / (2 * size_t(aud.channels)) * 2 * size_t(aud.channels), total - 2 * aud.channels);
       body.assign(ps.begin() + long(hs), ps.begin() + long(hs + half));
@@ -108,7 +111,7 @@ int generate_media(const std::string& model_path, const std::string& image_geom,
     dec.accept(st, b);
     body.push_back(b);
   }
-  std::vector<uint8_t> full = !image_geom.empty() ? image_stream(img, P) : audio_stream(aud, P);
+  std::vector<uint8_t> full = !image_geom.empty() ? image_stream(img, P, model->media_form) : audio_stream(aud, P, model->media_form);
   full.insert(full.end(), body.begin(), body.end());
   if (!image_geom.empty()) write_png(out_path, image_from_stream(full.data(), full.size(), P, out_path));
   else write_wav(out_path, audio_from_stream(full.data(), full.size(), P, out_path));
