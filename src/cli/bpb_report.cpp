@@ -65,21 +65,36 @@ nlohmann::ordered_json bpb_report(Model& model, const std::vector<std::string>& 
     row.kind = modality_name(stream.modality());
     row.r = evaluate_stream(model, header, stream.body(), n, 0, progress);
     if (tty && last_shown > 0) std::fprintf(stderr, "\r\033[K");
-    row.baselines = {{"zstd -19", n ? zstd_compressed_size(stream.body(), n, 19) : 0},
-                     {"xz -9", n ? xz_compressed_size(stream.body(), n, 9) : 0},
-                     {"gzip -9", n ? gzip_compressed_size(stream.body(), n, 9) : 0}};
-    // The codecs people use on the same decoded pixels or samples (those installed).
+    // The codecs people use on the same decoded pixels or samples (those installed), and the
+    // general-purpose compressors on the pixels or samples themselves, whatever form the model reads.
+    std::vector<std::pair<std::string, size_t>> media_baselines;
+    std::vector<uint8_t> plain;
+    const uint8_t* bytes = stream.body();
     if (!options.raw && stream.modality() != Modality::Text) {
       std::vector<uint8_t> full(stream.header());
       full.insert(full.end(), stream.body(), stream.body() + n);
-      const auto more = stream.modality() == Modality::Image ? image_baselines(image_from_stream(full.data(), full.size(), P, f))
-                                                             : audio_baselines(audio_from_stream(full.data(), full.size(), P, f));
-      for (const auto& b : more) {
-        row.baselines.push_back(b);
-        bool known = false;
-        for (const auto& c : columns) known |= c == b.first;
-        if (!known) columns.push_back(b.first);
+      if (stream.modality() == Modality::Image) {
+        const Image img = image_from_stream(full.data(), full.size(), P, f);
+        media_baselines = image_baselines(img);
+        if (model.media_form != MediaForm::Plain) plain = img.pixels;
+      } else {
+        const Audio a = audio_from_stream(full.data(), full.size(), P, f);
+        media_baselines = audio_baselines(a);
+        if (model.media_form != MediaForm::Plain) {
+          plain = audio_stream(a, P);
+          plain.erase(plain.begin(), plain.begin() + long(media_header_size(P)));
+        }
       }
+      if (!plain.empty()) bytes = plain.data();
+    }
+    row.baselines = {{"zstd -19", n ? zstd_compressed_size(bytes, n, 19) : 0},
+                     {"xz -9", n ? xz_compressed_size(bytes, n, 9) : 0},
+                     {"gzip -9", n ? gzip_compressed_size(bytes, n, 9) : 0}};
+    for (const auto& b : media_baselines) {
+      row.baselines.push_back(b);
+      bool known = false;
+      for (const auto& c : columns) known |= c == b.first;
+      if (!known) columns.push_back(b.first);
     }
     rows.push_back(std::move(row));
   }

@@ -46,6 +46,13 @@ int main(int argc, char** argv) {
   std::ifstream in(wav_path, std::ios::binary);
   const std::vector<uint8_t> wav((std::istreambuf_iterator<char>(in)), {});
   save("audio.rbz", rb::compress_file(wav_path, wav, fm.model.get(), model_only));
+  // The residual form: the same files coded as prediction residuals (flag bit 1 and its record).
+  fm.model->media_form = rb::MediaForm::Residual;
+  save("audio-residual.rbz", rb::compress_file(wav_path, wav, fm.model.get(), model_only));
+  std::ofstream(png_path, std::ios::binary) << png;
+  save("image-residual.rbz", rb::compress_file(png_path, std::vector<uint8_t>(png.begin(), png.end()), fm.model.get(), model_only));
+  std::remove(png_path.c_str());
+  fm.model->media_form = rb::MediaForm::Plain;
   std::remove(wav_path.c_str());
   return 0;
 }
