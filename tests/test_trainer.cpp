@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codecs/media.h"
+#include "codecs/media_residuals.h"
 #include "datasets/dataset.h"
 #include "kernels/backend.h"
 #include "src/errors.h"
@@ -374,6 +375,33 @@ TEST(Trainer, MixedFolderValidatesEachModality) {
   ASSERT_EQ(by.size(), 2u);
   EXPECT_TRUE(by.count("image") && by.count("text"));
   for (const auto& [kind, bpb] : by) EXPECT_TRUE(std::isfinite(bpb) && bpb > 0) << kind;
+}
+
+// "media": "residual": the run trains on the residual form of its images, the model file says so
+// (eval, compress and generate follow it), and a resume with the other form is refused.
+TEST(Trainer, ResidualMediaFormReachesTheDataTheModelFileAndResume) {
+  TempDir d("residual");
+  Image img{64, 32, 3, std::vector<uint8_t>(64 * 32 * 3)};
+  for (size_t i = 0; i < img.pixels.size(); i++) img.pixels[i] = uint8_t((i * 7) ^ (i >> 5));
+  fs::create_directories(d.path + "/data");
+  write_png(d.path + "/data/picture.png", img);
+  TrainConfig cfg = small_run_config();
+  cfg.media = MediaForm::Residual;
+  cfg.steps = 2;
+  auto be = make_cpu_backend(2);
+  {
+    Trainer t(cfg, {d.path + "/data"}, d.path + "/run", *be, false);
+    const StreamSpan& s = t.data().val_streams().at(0);
+    EXPECT_EQ(t.data().header(s)[2], 'i');
+    const std::vector<uint8_t> residuals = image_residuals(img);
+    EXPECT_TRUE(std::equal(t.data().span_data(s), t.data().span_data(s) + (s.end - s.begin), residuals.begin() + long(s.begin)));
+    t.run(2, 0, nullptr, nullptr);
+    t.save_checkpoint();
+  }
+  EXPECT_EQ(Model::load(d.path + "/run/model.safetensors", *be)->media_form, MediaForm::Residual);
+  TrainConfig plain = cfg;
+  plain.media = MediaForm::Plain;
+  expect_error_containing([&] { Trainer(plain, {d.path + "/data"}, d.path + "/run", *be, true); }, "other training settings (media)");
 }
 
 }  // namespace
