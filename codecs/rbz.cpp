@@ -73,7 +73,7 @@ struct Content {
   std::vector<uint8_t> context, extra, owned;
   const uint8_t* body = nullptr;
   size_t size = 0;
-  bool residual = false;  // owned holds the residual form of the pixels or samples (codecs/media_residuals.h)
+  int residual_channels = 0;  // > 0: owned holds the residual form of the pixels or samples (codecs/media_residuals.h)
 };
 
 uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
@@ -308,7 +308,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     c.owned = c.mode == RbzMode::Image ? image_residual_bytes(c.body, int(le32(c.extra.data())), int(le32(c.extra.data() + 4)), channels)
                                        : audio_residual_bytes(c.body, c.size, channels);
     c.body = c.owned.data();
-    c.residual = true;
+    c.residual_channels = channels;
     c.context[2] = media_letter(c.mode == RbzMode::Image ? Modality::Image : Modality::Audio, MediaForm::Residual);
   }
   std::vector<Block> blocks;
@@ -367,9 +367,8 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   if (!blocks.empty()) {
     const uint64_t original = c.restores_content ? c.size : file.size();
     const bool adapted = options.adapt && !fingerprint.empty();  // adaptation only matters to model-coded blocks
-    const int residual_channels = !c.residual ? 0 : c.mode == RbzMode::Image ? int(c.unit) : int(c.unit / 2);
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
-                   adapted ? options.adapt : std::nullopt, residual_channels);
+                   adapted ? options.adapt : std::nullopt, c.residual_channels);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());
