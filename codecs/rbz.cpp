@@ -238,16 +238,33 @@ uint64_t content_hash(const std::vector<uint8_t>& file, const Content& c) {
 constexpr uint8_t kFlagAdapted = 1;   // an adaptation record follows the mode data
 constexpr uint8_t kFlagResidual = 2;  // the content is coded in residual form; a residual record follows
 constexpr uint8_t kResidualTransformVersion = 1;  // codecs/media_residuals.h as it is now
+constexpr uint8_t kFlagMixed = 4;     // model-coded blocks use context mixing; a mixer record (its version) follows
+
+// What a lane of the content holds, for the context mixer's side models. `extra` is the mode's
+// record (image: width, height, channels); `residual_channels` > 0 in residual form.
+LaneShape lane_shape(RbzMode mode, const std::vector<uint8_t>& extra, int residual_channels, size_t start) {
+  LaneShape s;
+  s.start = start;
+  if (mode == RbzMode::Image && extra.size() == 12) {
+    s.kind = residual_channels ? LaneShape::Kind::ImageResiduals : LaneShape::Kind::ImagePixels;
+    s.channels = int(le32(extra.data() + 8));
+    s.row_bytes = size_t(le32(extra.data())) * size_t(s.channels);
+  } else if (mode == RbzMode::Audio) {
+    s.kind = residual_channels ? LaneShape::Kind::AudioResiduals : LaneShape::Kind::AudioSamples;
+    s.channels = std::max(1, residual_channels);
+  }
+  return s;
+}
 
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
                               const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
                               const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt = std::nullopt,
-                              int residual_channels = 0) {
+                              int residual_channels = 0, bool mixed = false) {
   Writer w;
   w.bytes(kMagic, 4);
   w.u16(kRbzVersion);
   w.u8(uint8_t(mode));
-  w.u8(uint8_t((adapt ? kFlagAdapted : 0) | (residual_channels ? kFlagResidual : 0)));
+  w.u8(uint8_t((adapt ? kFlagAdapted : 0) | (residual_channels ? kFlagResidual : 0) | (mixed ? kFlagMixed : 0)));
   w.u32(uint32_t(kNumericsVersion));
   w.u64(original_size);
   w.u64(hash);
@@ -266,6 +283,7 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
     w.u8(kResidualTransformVersion);
     w.u8(uint8_t(residual_channels));
   }
+  if (mixed) w.u8(kMixerVersion);
   for (const Block& b : blocks) {
     w.u8(uint8_t(b.kind));
     w.u64(b.length);
@@ -335,6 +353,8 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     so.progress = options.progress;
     std::vector<double> bits;
     so.segment_bits = &bits;
+    if (options.mix)
+      for (const ByteSpan& s : segments) so.mix_shapes.push_back(lane_shape(c.mode, c.extra, c.residual_channels, size_t(s.data - c.body)));
     std::optional<WeightsSnapshot> pretrained;
     std::optional<OnlineAdapter> adapter;
     if (options.adapt) {
@@ -368,7 +388,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     const uint64_t original = c.restores_content ? c.size : file.size();
     const bool adapted = options.adapt && !fingerprint.empty();  // adaptation only matters to model-coded blocks
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
-                   adapted ? options.adapt : std::nullopt, c.residual_channels);
+                   adapted ? options.adapt : std::nullopt, c.residual_channels, options.mix && !fingerprint.empty());
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());
@@ -384,6 +404,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   } else {
     st.mode = c.mode;
     st.adapted = options.adapt && !fingerprint.empty();
+    st.mixed = options.mix && !fingerprint.empty();
     st.blocks = blocks.size();
     for (const Block& b : blocks) {
       (b.kind == BlockKind::Model ? st.model_blocks : b.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks)++;
@@ -422,7 +443,7 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   ps.hash = r.get(8);
   const uint64_t fp = r.get(8);
   const uint32_t nctx = uint32_t(r.get(4)), nextra = uint32_t(r.get(4)), nblocks = uint32_t(r.get(4));
-  if (mode > 2 || (flags & ~(kFlagAdapted | kFlagResidual)) != 0) throw Error(path + ": damaged .rbz header (unknown mode or flags)");
+  if (mode > 2 || (flags & ~(kFlagAdapted | kFlagResidual | kFlagMixed)) != 0) throw Error(path + ": damaged .rbz header (unknown mode or flags)");
   ps.info.mode = RbzMode(mode);
   if (nctx > kMaxContext || nextra > rbz.size() || nblocks > rbz.size() / 17) throw Error(path + ": damaged .rbz header (sizes)");
   ps.context = r.bytes(nctx);
@@ -442,6 +463,13 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
       throw Error(path + ": residual transform version " + std::to_string(version) + " is not supported (this build has version " +
                   std::to_string(kResidualTransformVersion) + ")");
     if (ps.residual_channels < 1 || mode == uint8_t(RbzMode::Raw)) throw Error(path + ": damaged .rbz header (residual record)");
+  }
+  if (flags & kFlagMixed) {
+    const uint8_t version = uint8_t(r.get(1));
+    if (version != kMixerVersion)
+      throw Error(path + ": context mixer version " + std::to_string(version) + " is not supported (this build has version " +
+                  std::to_string(kMixerVersion) + ")");
+    ps.info.mixed = true;
   }
   uint64_t content = 0, stored = 0;
   bool any_model = false;
@@ -467,6 +495,7 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   if (XXH64(rbz.data(), header_end, 0) != header_hash) throw Error(path + ": damaged .rbz header (checksum mismatch)");
   if (content > kMaxContent) throw Error(path + ": damaged .rbz block table");
   if (ps.info.adapt && !any_model) throw Error(path + ": damaged .rbz header (adaptation without model-coded blocks)");
+  if (ps.info.mixed && !any_model) throw Error(path + ": damaged .rbz header (context mixing without model-coded blocks)");
   if (stored != rbz.size() - r.pos)
     throw Error(path + ": " + (stored > rbz.size() - r.pos ? "truncated .rbz file" : "damaged .rbz file (trailing bytes)") + " (" +
                 std::to_string(rbz.size()) + " bytes, the header describes " + std::to_string(r.pos + stored) + ")");
@@ -510,6 +539,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
   }
   std::vector<ByteSpan> payloads, segments;  // segments: every block's bytes, for adaptation's windows
   std::vector<MutableByteSpan> outputs;
+  std::vector<LaneShape> mix_shapes;
   size_t at = 0;
   for (size_t i = 0; i < ps.blocks.size(); i++) {
     const Block& b = ps.blocks[i];
@@ -525,6 +555,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     } else {
       payloads.push_back({payload, size});
       outputs.push_back({content.data() + at, size_t(b.length)});
+      if (info.mixed) mix_shapes.push_back(lane_shape(info.mode, ps.extra, ps.residual_channels, at));
     }
     segments.push_back({content.data() + at, size_t(b.length)});
     at += size_t(b.length);
@@ -533,6 +564,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     SegmentCoderOptions so;
     so.lockstep = lockstep;
     so.progress = progress;
+    so.mix_shapes = std::move(mix_shapes);
     std::optional<WeightsSnapshot> pretrained;
     std::optional<OnlineAdapter> adapter;
     if (info.adapt) {

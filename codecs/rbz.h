@@ -30,6 +30,7 @@ struct CompressOptions {
   bool model_only = false;         // tests and benchmarks: model-code every block, no fallbacks
   bool whole_file_fallback = true;  // tests: keep the per-block choice even when zstd of the file is smaller
   std::optional<AdaptSettings> adapt;  // --adapt: learn the file while coding it (codecs/adaptation.h)
+  bool mix = true;                     // context mixing on top of the model (codecs/context_mixer.h); --no-mix turns it off
   std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, bytes total)
 };
 
@@ -41,6 +42,7 @@ struct CompressStats {
   uint64_t model_payload_bytes = 0;  // coded bytes of the model-coded blocks
   double model_bits = 0;             // ideal code length of all the content under the model (bits)
   bool adapted = false;              // the file was coded with online adaptation
+  bool mixed = false;                // ... and with context mixing
   uint64_t adapt_bytes_trained = 0;  // bytes of the adaptation's training windows
 };
 
@@ -59,6 +61,7 @@ struct RbzHeaderInfo {
   std::string model_fingerprint;  // "" when no block is model-coded
   uint32_t numerics_version = 0;
   std::optional<AdaptSettings> adapt;  // set when coded with online adaptation
+  bool mixed = false;                  // model-coded blocks use context mixing
 };
 // Parses and checks the header (throws rb::Error naming `path`).
 RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t>& rbz);

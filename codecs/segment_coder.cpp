@@ -33,6 +33,8 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
                                                   const std::vector<ByteSpan>& segments,
                                                   const SegmentCoderOptions& options) {
   check_model(model, context);
+  if (!options.mix_shapes.empty() && options.mix_shapes.size() != segments.size())
+    throw Error("encode_segments: one mixing shape per segment");
   const int P = model.config().P;
   const int W = std::max(P, options.window / P * P);
   const size_t C = context.size();
@@ -48,12 +50,16 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
   std::vector<uint8_t> x;
   // (start, freq) of every byte of the group's segments, for the reverse pass of rANS.
   std::vector<std::vector<uint32_t>> ranges;
-  uint32_t cum[257];
+  uint32_t model_cum[257], mixed_cum[257];
+  std::vector<LaneMixer> mixers;
   for (size_t g0 = 0; g0 < segments.size(); g0 += size_t(options.lockstep)) {
     const int B = int(std::min(segments.size() - g0, size_t(options.lockstep)));
     size_t longest = 0;
     for (int b = 0; b < B; b++) longest = std::max(longest, segments[g0 + b].size);
     if (longest == 0) continue;  // empty segments code to nothing
+    mixers.clear();
+    if (!options.mix_shapes.empty())
+      for (int b = 0; b < B; b++) mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
     auto stream = model.new_stream(B);
     ranges.assign(size_t(B), {});
     for (int b = 0; b < B; b++) ranges[size_t(b)].reserve(2 * segments[g0 + b].size);
@@ -78,8 +84,14 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
         for (int i = 0; i < W; i++) {
           const size_t at = w0 + size_t(i);
           if (at < C || at - C >= seg.size) continue;
-          logits_to_cumulative(logits.data() + (size_t(b) * W + size_t(i)) * 256, cum);
+          logits_to_cumulative(logits.data() + (size_t(b) * W + size_t(i)) * 256, model_cum);
           const uint8_t byte = seg.data[at - C];
+          const uint32_t* cum = model_cum;
+          if (!mixers.empty()) {
+            mixers[size_t(b)].mix(model_cum, mixed_cum);
+            mixers[size_t(b)].update(byte);
+            cum = mixed_cum;
+          }
           ranges[size_t(b)].push_back(cum[byte]);
           ranges[size_t(b)].push_back(cum[byte + 1] - cum[byte]);
           if (options.segment_bits) (*options.segment_bits)[g0 + size_t(b)] += double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte]));
@@ -103,6 +115,8 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
                      const std::vector<MutableByteSpan>& outputs, const SegmentCoderOptions& options) {
   check_model(model, context);
   if (payloads.size() != outputs.size()) throw Error("decode_segments: payload and output counts differ");
+  if (!options.mix_shapes.empty() && options.mix_shapes.size() != payloads.size())
+    throw Error("decode_segments: one mixing shape per payload");
   const ModelConfig& c = model.config();
   const int P = c.P, DG = c.D_G(), DL = c.D_L;
   const size_t C = context.size();
@@ -122,9 +136,13 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
   std::vector<float> logits(size_t(width) * 256);
   std::vector<int32_t> prev(static_cast<size_t>(width));
   std::vector<uint8_t> patches;  // [rows, P]: each row's last complete patch
-  uint32_t cum[257];
+  uint32_t model_cum[257], mixed_cum[257];
+  std::vector<LaneMixer> mixers;
   for (size_t g0 = 0; g0 < payloads.size(); g0 += size_t(width)) {
     const int B = int(std::min(payloads.size() - g0, size_t(width)));
+    mixers.clear();
+    if (!options.mix_shapes.empty())
+      for (int b = 0; b < B; b++) mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
     size_t longest = 0;
     std::vector<std::optional<RansDecoder>> dec(static_cast<size_t>(B));
     for (int b = 0; b < B; b++) {
@@ -153,11 +171,17 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
           const MutableByteSpan& out = outputs[g0 + b];
           uint8_t byte = 0;  // rows past their end decode nothing (the encoder padded them with 0)
           if (at < out.size) {
-            logits_to_cumulative(logits.data() + size_t(b) * 256, cum);
+            logits_to_cumulative(logits.data() + size_t(b) * 256, model_cum);
+            const uint32_t* cum = model_cum;
+            if (!mixers.empty()) {
+              mixers[size_t(b)].mix(model_cum, mixed_cum);
+              cum = mixed_cum;
+            }
             RansDecoder& d = *dec[size_t(b)];
             const int s = symbol_at(cum, d.slot());
             if (!d.advance(cum[s], cum[s + 1] - cum[s])) throw Error("damaged model-coded block (its data ends early)");
             byte = uint8_t(s);
+            if (!mixers.empty()) mixers[size_t(b)].update(byte);
             out.data[at] = byte;
             done++;
           }

@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "codecs/context_mixer.h"
 #include "src/model.h"
 
 namespace rb {
@@ -35,6 +36,9 @@ struct SegmentCoderOptions {
   std::function<void(size_t)> after_round;
   // Encoder: if set, gets each segment's ideal code length in bits under the frequency tables.
   std::vector<double>* segment_bits = nullptr;
+  // Context mixing (codecs/context_mixer.h): empty, or one shape per segment (payload); each
+  // lane then codes with its LaneMixer's tables instead of the model's.
+  std::vector<LaneShape> mix_shapes;
 };
 
 // One rANS payload per segment. context.size() must be a multiple of the model's P. The model

@@ -342,11 +342,11 @@ int bench_kernels(Args& args) {
 // compress/decompress bytes/s of the .rbz codec beside zstd -19 on the same bytes (SPEC §6).
 int bench_codec(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--adapt ...] [-t N] [FILE...]\n"
+    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--adapt ...] [--no-mix] [-t N] [FILE...]\n"
                  "  times compress and decompress (every block model-coded) of each FILE, or of N bytes of\n"
                  "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip.\n"
                  "  --adapt: each input also with online adaptation (its cost in bytes/s and its bpb)\n"
-              << kAdaptHelp;
+              << kAdaptHelp << kMixHelp;
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
@@ -354,6 +354,7 @@ int bench_codec(Args& args) {
   const int64_t nbytes = args.int_value("--bytes", "", 262144);
   const int lockstep = args.int_value("--lockstep", "", 32);
   const std::optional<AdaptSettings> adapt = adapt_options(args);
+  const bool mix = !args.flag("--no-mix");
   const int threads = args.threads();
   const auto files = args.positionals();
   if (nbytes <= 0 || lockstep < 1 || lockstep > 1024) throw Error("--bytes must be positive and --lockstep 1..1024");
@@ -386,6 +387,7 @@ int bench_codec(Args& args) {
       o.force_raw = true;   // the bytes as given (media modes would time pixel/sample decoding too)
       o.lockstep = lockstep;
       o.adapt = variant;
+      o.mix = mix;
       double t0 = now_s();
       CompressStats st;
       const std::vector<uint8_t> rbz = compress_file(input, data, model.get(), o, &st);
@@ -418,6 +420,7 @@ int bench_codec(Args& args) {
   j["threads"] = be->threads();
   j["model"] = model_path.empty() ? config + " (random weights)" : model_path;
   j["lockstep"] = lockstep;
+  j["mixed"] = mix;
   j["results"] = results;
   j["peak_rss_mb"] = peak_rss_mb();
   std::cout << j.dump() << std::endl;

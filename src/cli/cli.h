@@ -72,5 +72,6 @@ std::string gpu_summary();  // the GPUs this process sees, or why none
 // --adapt-window N); nullopt without --adapt. The tuning options alone are an error.
 std::optional<AdaptSettings> adapt_options(Args& args);
 extern const char* const kAdaptHelp;
+extern const char* const kMixHelp;
 
 }  // namespace rb::cli

@@ -65,6 +65,10 @@ const char* const kAdaptHelp =
     "     far every --adapt-round positions per lane (1024), --adapt-steps steps (4) of --adapt-windows windows (4)\n"
     "     of --adapt-window bytes (1024) at --adapt-lr (3e-4); ~0.3x compression and ~0.5x decompression speed\n";
 
+const char* const kMixHelp =
+    "  --no-mix: code with the model's probabilities alone, without context mixing (a match model and, for\n"
+    "     images and audio, an activity context model mixed with the model's; codecs/context_mixer.h)\n";
+
 std::optional<AdaptSettings> adapt_options(Args& args) {
   const bool on = args.flag("--adapt");
   AdaptSettings s;
@@ -91,16 +95,17 @@ std::optional<AdaptSettings> adapt_options(Args& args) {
 
 int cmd_compress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--segment BYTES] [-t N]\n"
+    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--segment BYTES] [-t N]\n"
                  "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
                  "  16-bit PCM WAV as samples (decompressing gives a PNG with identical pixels / the identical WAV);\n"
                  "  anything else as bytes. --raw: bytes always. --verify: decode what was written before success.\n"
                  "  Decodes bit-exactly on any x86-64 CPU and thread count. -f overwrites existing outputs.\n"
-              << kAdaptHelp;
+              << kAdaptHelp << kMixHelp;
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
+  const bool mix = !args.flag("--no-mix");
   std::string out_path = args.value("--output", "-o", "");
   const bool to_stdout = args.flag("--stdout") || args.flag("-c");
   const bool force = args.flag("--force") || args.flag("-f");
@@ -137,6 +142,7 @@ int cmd_compress(Args& args) {
     options.segment_bytes = size_t(segment);
     options.model_only = model_only;
     options.adapt = adapt;
+    options.mix = mix;
     options.progress = std::ref(progress);
     CompressStats stats;
     const auto t0 = std::chrono::steady_clock::now();
@@ -148,11 +154,11 @@ int cmd_compress(Args& args) {
       if (stats.mode != RbzMode::Image && back != file) throw Error(in + ": verification failed: decoding does not give the file back");
     }
     write_output(out, rbz);
-    std::fprintf(stderr, "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s) in %.1f s, %.1f kB/s%s\n",
+    std::fprintf(stderr, "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f s, %.1f kB/s%s\n",
                  in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbz.size(),
                  file.empty() ? 0.0 : 8.0 * double(rbz.size()) / double(file.size()), rbz_mode_name(stats.mode), stats.blocks,
                  stats.model_blocks, stats.zstd_blocks, stats.raw_blocks, stats.whole_file_fallback ? "; zstd of the whole file was smaller" : "",
-                 stats.adapted ? "; adapted" : "",
+                 stats.adapted ? "; adapted" : "", stats.mixed ? "; mixed" : "",
                  secs, double(file.size()) / std::max(secs, 1e-9) / 1e3, verify ? "; verified" : "");
   }
   return 0;

@@ -231,7 +231,7 @@ int cmd_plot(Args& args) {
 namespace {
 // eval --adapt: each file through the codec's lanes without and with online adaptation (every
 // block model-coded), in bits per content byte of the ideal code length, and the .rbz sizes.
-nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>& paths, bool raw, const AdaptSettings& adapt) {
+nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>& paths, bool raw, const AdaptSettings& adapt, bool mix) {
   nlohmann::ordered_json files = nlohmann::json::array();
   double bits[2] = {0, 0};
   uint64_t content = 0;
@@ -244,6 +244,7 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
       CompressOptions o;
       o.force_raw = raw;
       o.model_only = true;
+      o.mix = mix;
       if (a) o.adapt = adapt;
       size[a] = compress_file(path, file, &model, o, &st[a]).size();
     }
@@ -259,6 +260,7 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
   nlohmann::ordered_json j;
   j["codec_bpb"] = content ? bits[0] / double(content) : 0.0;
   j["adapted_bpb"] = content ? bits[1] / double(content) : 0.0;
+  j["mixed"] = mix;
   j["adapt"] = {{"round", adapt.round_positions}, {"steps", adapt.steps}, {"windows", adapt.windows}, {"window", adapt.window}, {"lr", adapt.lr}};
   j["files"] = files;
   return j;
@@ -267,19 +269,21 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
 
 int cmd_eval(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte eval -m MODEL [--raw] [--adapt ...] [-t N] [--device cpu|cuda[:N]] PATH...\n"
+    std::cout << "usage: retbyte eval -m MODEL [--raw] [--adapt ... [--no-mix]] [-t N] [--device cpu|cuda[:N]] PATH...\n"
                  "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
                  "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
                  "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
                  "  not scored. --raw: the file's bytes, no header.\n"
                  "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
                  "  ideal code length in bits per content byte, and the .rbz sizes)\n"
-              << kAdaptHelp << kDeviceHelp << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
+              << kAdaptHelp << kMixHelp << kDeviceHelp << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
   const bool raw = args.flag("--raw");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
+  const bool mix = !args.flag("--no-mix");
+  if (!mix && !adapt) throw Error("--no-mix needs --adapt (plain eval scores the model alone)");
   const int threads = args.threads();
   auto be = device_backend(args, threads, adapt ? "cpu" : nullptr);  // the codec is CPU-only
   const auto paths = args.positionals();
@@ -288,7 +292,7 @@ int cmd_eval(Args& args) {
   if (adapt && be->name() != "cpu") throw Error("eval --adapt runs the codec, which is CPU-only (bit-exact logits): add --device cpu");
   auto model = Model::load(model_path, *be);
   if (adapt) {
-    std::cout << adapt_report(*model, paths, raw, *adapt).dump() << std::endl;
+    std::cout << adapt_report(*model, paths, raw, *adapt, mix).dump() << std::endl;
     return 0;
   }
   std::cout << bpb_report(*model, paths, {raw, "eval"}).dump() << std::endl;

@@ -1,4 +1,4 @@
-// Writes valid .rbz files (model-coded, zstd, raw, image and WAV modes) made with the fuzz model,
+// Writes valid .rbz files (model-coded with and without context mixing, zstd, raw, image and WAV modes) made with the fuzz model,
 // as the seed corpus of fuzz_rbz: usage make_rbz_seeds DIR.
 #include <cmath>
 #include <cstdio>
@@ -23,7 +23,10 @@ int main(int argc, char** argv) {
   model_only.model_only = true;
   model_only.segment_bytes = 120;
   model_only.lockstep = 3;
-  save("model.rbz", rb::compress_file("t.txt", t, fm.model.get(), model_only));
+  save("model.rbz", rb::compress_file("t.txt", t, fm.model.get(), model_only));  // context mixing on (flag bit 2)
+  rb::CompressOptions unmixed = model_only;
+  unmixed.mix = false;
+  save("model-unmixed.rbz", rb::compress_file("t.txt", t, fm.model.get(), unmixed));
   save("stored.rbz", rb::compress_file("t.txt", t, fm.model.get(), rb::CompressOptions()));
   save("empty.rbz", rb::compress_file("e", {}, fm.model.get(), model_only));
   std::vector<uint8_t> longer;  // one lane long enough for an adaptation round
