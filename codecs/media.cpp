@@ -280,8 +280,8 @@ std::vector<uint8_t> audio_stream(const Audio& a, int P, MediaForm form) {
   put_u32_be(s.data() + 4, uint32_t(a.sample_rate));
   s.reserve(s.size() + a.samples.size() * 2);
   auto put = [&](uint16_t u) {
-    s.push_back(uint8_t(u >> 8));  // most significant byte first
-    s.push_back(uint8_t(u));
+    s.resize(s.size() + 2);
+    store_msb16(s.data() + s.size() - 2, u);
   };
   if (form == MediaForm::Residual) {
     for (uint16_t u : audio_residuals(a)) put(u);
@@ -330,7 +330,7 @@ Audio audio_from_stream(const uint8_t* s, size_t n, int P, const std::string& wh
   if (a.channels < 1 || a.channels > 64 || a.sample_rate <= 0) throw Error(what + ": audio stream header is impossible");
   const size_t frames = (n - hs) / (2 * size_t(a.channels));
   a.samples.resize(frames * size_t(a.channels));
-  for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(uint16_t(s[hs + 2 * i]) << 8 | s[hs + 2 * i + 1]);
+  for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(load_msb16(s + hs + 2 * i));
   if (form == MediaForm::Residual) {
     const std::vector<uint16_t> residuals(a.samples.begin(), a.samples.end());
     samples_from_residuals(residuals.data(), residuals.size(), &a);

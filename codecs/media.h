@@ -64,6 +64,10 @@ size_t media_header_size(int P);
 std::vector<uint8_t> image_stream(const Image& image, int P, MediaForm form = MediaForm::Plain);
 // header, then samples (or their folded residuals) MSB first
 std::vector<uint8_t> audio_stream(const Audio& audio, int P, MediaForm form = MediaForm::Plain);
+
+// A 16-bit value as streams store samples: most significant byte first.
+inline uint16_t load_msb16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+inline void store_msb16(uint8_t* p, uint16_t v) { p[0] = uint8_t(v >> 8), p[1] = uint8_t(v); }
 // The form a media stream's header letter says ('I'/'A' plain, 'i'/'a' residual).
 uint8_t media_letter(Modality m, MediaForm form);
 // The inverses, of either form (from the header letter); `what` names the stream in errors.

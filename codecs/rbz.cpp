@@ -114,10 +114,10 @@ std::vector<uint8_t> image_residual_bytes(const uint8_t* pixels, int width, int 
 }
 std::vector<uint8_t> audio_residual_bytes(const uint8_t* msb_first, size_t n, int channels) {
   Audio a{1, channels, std::vector<int16_t>(n / 2)};
-  for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(uint16_t(msb_first[2 * i] << 8 | msb_first[2 * i + 1]));
+  for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(load_msb16(msb_first + 2 * i));
   std::vector<uint8_t> out(n);
   const std::vector<uint16_t> r = audio_residuals(a);
-  for (size_t i = 0; i < r.size(); i++) out[2 * i] = uint8_t(r[i] >> 8), out[2 * i + 1] = uint8_t(r[i]);
+  for (size_t i = 0; i < r.size(); i++) store_msb16(out.data() + 2 * i, r[i]);
   return out;
 }
 void restore_from_residuals(std::vector<uint8_t>* content, RbzMode mode, const std::vector<uint8_t>& extra, int channels,
@@ -133,13 +133,10 @@ void restore_from_residuals(std::vector<uint8_t>* content, RbzMode mode, const s
   } else if (mode == RbzMode::Audio) {
     if (content->size() % (2 * size_t(channels))) throw Error(path + ": damaged .rbz header (audio layout)");
     std::vector<uint16_t> r(content->size() / 2);
-    for (size_t i = 0; i < r.size(); i++) r[i] = uint16_t((*content)[2 * i] << 8 | (*content)[2 * i + 1]);
+    for (size_t i = 0; i < r.size(); i++) r[i] = load_msb16(content->data() + 2 * i);
     Audio a{1, channels, {}};
     samples_from_residuals(r.data(), r.size(), &a);
-    for (size_t i = 0; i < a.samples.size(); i++) {
-      const uint16_t u = uint16_t(a.samples[i]);
-      (*content)[2 * i] = uint8_t(u >> 8), (*content)[2 * i + 1] = uint8_t(u);
-    }
+    for (size_t i = 0; i < a.samples.size(); i++) store_msb16(content->data() + 2 * i, uint16_t(a.samples[i]));
   } else {
     throw Error(path + ": damaged .rbz header (residual form in raw mode)");
   }
@@ -187,10 +184,7 @@ Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P
     c.mode = RbzMode::Audio;
     c.context = audio_stream(Audio{a.sample_rate, a.channels, {}}, P);
     c.owned.resize(a.samples.size() * 2);
-    for (size_t i = 0; i < a.samples.size(); i++) {
-      const uint16_t u = uint16_t(a.samples[i]);
-      c.owned[2 * i] = uint8_t(u >> 8), c.owned[2 * i + 1] = uint8_t(u);
-    }
+    for (size_t i = 0; i < a.samples.size(); i++) store_msb16(c.owned.data() + 2 * i, uint16_t(a.samples[i]));
     Writer x;
     x.u8(kFlacContainer);
     x.u32(uint32_t(a.sample_rate));
@@ -605,7 +599,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     if (content.size() != info.original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
     if (XXH64(content.data(), content.size(), 0) != ps.hash) throw Error(path + ": checksum mismatch: the restored samples are not the original ones");
     a.samples.resize(content.size() / 2);
-    for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(uint16_t(content[2 * i] << 8 | content[2 * i + 1]));
+    for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(load_msb16(content.data() + 2 * i));
     return encode_flac(a, path);
   } else {
     if (ps.extra.size() < 9 || ps.extra[0] != kWavContainer) throw Error(path + ": damaged .rbz header (audio layout)");
