@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <climits>
 
 #include "codecs/rans.h"
 
@@ -19,12 +18,11 @@ constexpr int kSources = 2 + kSides;  // model, match, context models
 constexpr int kOrder2Bits = 12;       // hashed order-2 contexts of the byte model
 constexpr int kMatchSets = 5;         // no match, length < 8, < 16, < 32, longer
 constexpr int kActivityBuckets = 16;
-constexpr int kConfidenceBuckets = 8;  // -log2 of the model's most likely byte's probability: 0, 1, ... 7+
 constexpr int32_t kWeightOne = 1 << 16;
 constexpr int32_t kWeightLimit = 8 << 16;
 constexpr int64_t kLearningRate = 256;  // weight step per bit of gradient, in units of 2^-16 (~0.004)
 constexpr uint32_t kCountStep = 32, kCountLimit = 60000;
-constexpr int32_t kMatchWeight = kWeightOne / 2, kSideWeight = kWeightOne / 4;  // starting weights
+constexpr int32_t kMatchWeight = kWeightOne / 2, kSideWeight = kWeightOne / 8;  // starting weights
 
 // Tables built from IEEE double +, -, *, / only (exact and identical on every x86-64 CPU).
 struct Tables {
@@ -76,6 +74,9 @@ int magnitude_bucket(uint32_t v) {  // 0, then one bucket per power of two
   int b = 0;
   while (v && b < kActivityBuckets - 1) v >>= 1, b++;
   return b;
+}
+int signed_bucket(int e) {  // 9 levels, finer near zero
+  return e <= -16 ? 0 : e <= -6 ? 1 : e <= -2 ? 2 : e == -1 ? 3 : e == 0 ? 4 : e == 1 ? 5 : e <= 5 ? 6 : e <= 15 ? 7 : 8;
 }
 int match_set(uint32_t len) { return len == 0 ? 0 : len < 8 ? 1 : len < 16 ? 2 : len < 32 ? 3 : 4; }
 int match_bucket(uint32_t len) { return len < 16 ? int(len) : std::min(31, 16 + int((len - 16) / 16)); }
@@ -142,7 +143,7 @@ struct LaneMixer::State {
       case LaneShape::Kind::ImagePixels:
       case LaneShape::Kind::ImageResiduals:
         side[0].init(kActivityBuckets * 4);
-        side[1].init(2 * 8 * 8 * 4);
+        side[1].init(9 * 9 * 4 + 8 * 8 * 4);
         break;
       case LaneShape::Kind::AudioResiduals:
         side[0].init(kActivityBuckets * 2 + 4 * kActivityBuckets * 2);
@@ -154,7 +155,7 @@ struct LaneMixer::State {
         side[1].init(1 << kOrder2Bits);  // order 2, hashed
         break;
     }
-    weights.assign(size_t(kMatchSets * kActivityBuckets * kConfidenceBuckets * kSources), 0);
+    weights.assign(size_t(kMatchSets * kActivityBuckets * kSources), 0);
     for (size_t i = 0; i < weights.size(); i += kSources) {
       weights[i] = kWeightOne;
       weights[i + 1] = kMatchWeight;
@@ -174,16 +175,18 @@ struct LaneMixer::State {
       const size_t xb = a % rb, c = xb % C;
       const bool w = xb >= C && t >= C, n = t >= rb, nw = n && xb >= C && t >= rb + C, ne = t >= rb && xb + C < rb;
       uint32_t act = 0, en = 0, ew = 0, ec = 0;
+      int sn = 0, sw = 0;  // signed errors (pixels: differences) above and to the left
       if (shape.kind == LaneShape::Kind::ImageResiduals) {
         auto e = [&](size_t back) { return uint32_t(std::abs(unfold8(h[t - back]))); };
-        en = n ? e(rb) : 0, ew = w ? e(C) : 0;
+        sn = n ? unfold8(h[t - rb]) : 0, sw = w ? unfold8(h[t - C]) : 0;
+        en = uint32_t(std::abs(sn)), ew = uint32_t(std::abs(sw));
         act = ew + en + (nw ? e(rb + C) : 0) + (ne ? e(rb - C) : 0);
         if (!n && w) act *= 2;  // first row of the lane: only the left neighbour
         if (c > 0) ec = e(1);   // the same pixel's previous channel
       } else {
         auto d = [&](size_t b1, size_t b2) { return uint32_t(std::abs(int(h[t - b1]) - int(h[t - b2]))); };
-        if (w && nw) act += ew = d(C, rb + C);
-        if (n && nw) act += en = d(rb, rb + C);
+        if (w && nw) act += ew = d(C, rb + C), sw = int(h[t - C]) - int(h[t - rb - C]);
+        if (n && nw) act += en = d(rb, rb + C), sn = int(h[t - rb]) - int(h[t - rb - C]);
         if (n && ne) act += d(rb, rb - C);
         if (w && !n && t >= 2 * C && xb >= 2 * C) act = ew = 2 * d(C, 2 * C);
         if (c > 0 && t >= C + 1 && w) ec = d(1, C + 1);
@@ -191,9 +194,10 @@ struct LaneMixer::State {
       activity = magnitude_bucket(act);
       const int cc = int(std::min<size_t>(c, 3));
       side[0].ctx = activity * 4 + cc;
-      const int b8n = std::min(7, magnitude_bucket(en)), b8w = std::min(7, magnitude_bucket(ew));
-      side[1].ctx = c > 0 ? 256 + (std::min(7, magnitude_bucket(ec)) * 8 + std::min(7, magnitude_bucket(en + ew))) * 4 + cc
-                          : (b8n * 8 + b8w) * 4 + cc;
+      // The first channel: the signed errors above and to the left (a bias the predictor keeps
+      // making along an edge); later channels: the same pixel's previous channel's error size.
+      side[1].ctx = c > 0 ? 9 * 9 * 4 + (std::min(7, magnitude_bucket(ec)) * 8 + std::min(7, magnitude_bucket(en + ew))) * 4 + cc
+                          : (signed_bucket(sn) * 9 + signed_bucket(sw)) * 4 + cc;
     } else if (shape.kind == LaneShape::Kind::AudioResiduals) {
       const size_t C = size_t(std::max(1, shape.channels)), frame = 2 * C;
       const size_t ch = (a / 2) % C;
@@ -221,12 +225,7 @@ struct LaneMixer::State {
   }
 
   void mix(const uint32_t model_cum[257], uint32_t cum[257]) {
-    int32_t top = INT32_MIN;
-    for (int y = 0; y < 256; y++) {
-      model_log[size_t(y)] = tab.log2(model_cum[y + 1] - model_cum[y]) - (kFreqBits << 16);
-      top = std::max(top, model_log[size_t(y)]);
-    }
-    const int confidence = std::min(kConfidenceBuckets - 1, int(-top >> 16));
+    for (int y = 0; y < 256; y++) model_log[size_t(y)] = tab.log2(model_cum[y + 1] - model_cum[y]) - (kFreqBits << 16);
     predicted = -1;
     if (match_len >= kMinMatch) {
       predicted = history[match_ptr];
@@ -237,7 +236,7 @@ struct LaneMixer::State {
     }
     side_contexts();
     for (CountModel& m : side) m.prepare(tab);
-    set = ((match_set(predicted >= 0 ? match_len : 0) * kActivityBuckets + activity) * kConfidenceBuckets + confidence) * kSources;
+    set = (match_set(predicted >= 0 ? match_len : 0) * kActivityBuckets + activity) * kSources;
     const int32_t* w = weights.data() + set;
     std::array<int64_t, 256> z;
     int64_t zmax = INT64_MIN;

@@ -9,7 +9,7 @@
 //   same frame; for other bytes, the previous one and two bytes (order 1 and hashed order 2).
 //
 // The mixture is geometric: p(y) ∝ Π_i p_i(y)^{w_i}, with a weight vector chosen by a small
-// context (match length, activity, the model's confidence) and learned online by gradient steps
+// context (match length and activity) and learned online by gradient steps
 // on the code length (PAQ's mixer, on whole bytes). It starts as the model alone. Everything is
 // integer arithmetic in a fixed order (logarithms and powers of two from tables built with exact
 // IEEE operations), so encoder and decoder compute the same tables on every CPU: the model's own
