@@ -81,12 +81,6 @@ int signed_bucket(int e) {  // 9 levels, finer near zero
 int match_set(uint32_t len) { return len == 0 ? 0 : len < 8 ? 1 : len < 16 ? 2 : len < 32 ? 3 : 4; }
 int match_bucket(uint32_t len) { return len < 16 ? int(len) : std::min(31, 16 + int((len - 16) / 16)); }
 
-}  // namespace
-
-int32_t log2_q16(uint32_t v) { return tables().log2(v); }
-
-uint32_t exp2_q30(int64_t d) { return tables().exp2(d > 0 ? 0 : d); }
-
 // Adaptive byte counts per context; the log-probabilities of the current context's table.
 struct CountModel {
   int contexts = 0;
@@ -119,6 +113,12 @@ struct CountModel {
     }
   }
 };
+
+}  // namespace
+
+int32_t log2_q16(uint32_t v) { return tables().log2(v); }
+
+uint32_t exp2_q30(int64_t d) { return tables().exp2(d > 0 ? 0 : d); }
 
 struct LaneMixer::State {
   const Tables& tab = tables();
