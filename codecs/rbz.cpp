@@ -305,7 +305,7 @@ const char* rbz_mode_name(RbzMode m) {
 
 size_t choose_segment_bytes(uint64_t n, int lockstep) {
   const uint64_t per = (n + uint64_t(std::max(1, lockstep)) - 1) / uint64_t(std::max(1, lockstep));
-  return size_t(std::clamp<uint64_t>(per, uint64_t(16) << 10, uint64_t(1) << 20));
+  return size_t(std::clamp<uint64_t>(per, uint64_t(64) << 10, uint64_t(1) << 20));
 }
 
 std::vector<uint8_t> compress_file(const std::string& path, const std::vector<uint8_t>& file, Model* model,

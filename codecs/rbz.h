@@ -47,7 +47,8 @@ struct CompressStats {
 };
 
 // Segment length for a body of n bytes: enough segments to fill the lockstep batch, none shorter
-// than 16 KiB (each starts from a fresh state) nor longer than 1 MiB.
+// than 64 KiB (each starts from a fresh state and fresh context-mixing statistics) nor longer than
+// 1 MiB.
 size_t choose_segment_bytes(uint64_t n, int lockstep);
 
 // Compresses the file at `path` (its bytes in `file`). `model` may be null: then every block is
