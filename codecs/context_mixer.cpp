@@ -12,10 +12,10 @@ namespace {
 constexpr int kLogTableBits = 12;
 constexpr int kMinMatch = 5;          // bytes that must repeat before the match model predicts
 constexpr int kMaxMatchCheck = 64;    // how far back a candidate's match length is verified
-constexpr int kHashBits = 16;         // match table entries per lane
+constexpr int kMaxHashBits = 16;      // match table entries per lane, at most (fewer for short lanes)
 constexpr int kSides = 2;             // context models beside the match model
 constexpr int kSources = 2 + kSides;  // model, match, context models
-constexpr int kOrder2Bits = 12;       // hashed order-2 contexts of the byte model
+constexpr int kMaxOrder2Bits = 12;    // hashed order-2 contexts of the byte model, at most
 constexpr int kMatchSets = 5;         // no match, length < 8, < 16, < 32, longer
 constexpr int kActivityBuckets = 16;
 constexpr int32_t kWeightOne = 1 << 16;
@@ -78,6 +78,13 @@ int magnitude_bucket(uint32_t v) {  // 0, then one bucket per power of two
 int signed_bucket(int e) {  // 9 levels, finer near zero
   return e <= -16 ? 0 : e <= -6 ? 1 : e <= -2 ? 2 : e == -1 ? 3 : e == 0 ? 4 : e == 1 ? 5 : e <= 5 ? 6 : e <= 15 ? 7 : 8;
 }
+// Table sizes follow the lane's length, so memory grows with the content, not with the number
+// of lanes a (possibly damaged) header declares: bits of log2(length), clamped.
+int length_bits(size_t length, int lo, int hi) {
+  int b = 0;
+  while (b < hi && (size_t(1) << b) < length) b++;
+  return std::max(lo, b);
+}
 int match_set(uint32_t len) { return len == 0 ? 0 : len < 8 ? 1 : len < 16 ? 2 : len < 32 ? 3 : 4; }
 int match_bucket(uint32_t len) { return len < 16 ? int(len) : std::min(31, 16 + int((len - 16) / 16)); }
 
@@ -138,7 +145,11 @@ struct LaneMixer::State {
   std::array<int32_t, 256> model_log{};
   std::array<uint32_t, 256> freq{};
 
-  explicit State(const LaneShape& s) : shape(s), last_seen(size_t(1) << kHashBits, 0) {
+  int hash_bits, order2_bits;
+
+  explicit State(const LaneShape& s)
+      : shape(s), hash_bits(length_bits(s.length, 8, kMaxHashBits)), order2_bits(length_bits(s.length / 16, 6, kMaxOrder2Bits)) {
+    last_seen.assign(size_t(1) << hash_bits, 0);
     switch (shape.kind) {
       case LaneShape::Kind::ImagePixels:
       case LaneShape::Kind::ImageResiduals:
@@ -152,7 +163,7 @@ struct LaneMixer::State {
       case LaneShape::Kind::AudioSamples: break;
       case LaneShape::Kind::Bytes:
         side[0].init(256);  // order 1
-        side[1].init(1 << kOrder2Bits);  // order 2, hashed
+        side[1].init(1 << order2_bits);  // order 2, hashed
         break;
     }
     weights.assign(size_t(kMatchSets * kActivityBuckets * kSources), 0);
@@ -220,7 +231,7 @@ struct LaneMixer::State {
     } else if (shape.kind == LaneShape::Kind::Bytes && side[0].contexts) {
       const uint32_t p1 = t >= 1 ? h[t - 1] : 0, p2 = t >= 2 ? h[t - 2] : 0;
       side[0].ctx = int(p1);
-      side[1].ctx = int(((p2 << 8 | p1) * 0x9E3779B1u) >> (32 - kOrder2Bits));
+      side[1].ctx = int(((p2 << 8 | p1) * 0x9E3779B1u) >> (32 - order2_bits));
     }
   }
 
@@ -301,7 +312,7 @@ struct LaneMixer::State {
     if (t < size_t(kMinMatch)) return;
     uint32_t hash = 0;
     for (size_t i = t - kMinMatch; i < t; i++) hash = (hash + history[i] + 1) * 0x9E3779B1u;
-    hash >>= 32 - kHashBits;
+    hash >>= 32 - hash_bits;
     if (match_len == 0 && last_seen[hash] > 0) {
       const size_t cand = last_seen[hash];
       uint32_t len = 0;

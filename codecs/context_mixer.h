@@ -29,6 +29,7 @@ struct LaneShape {
   int channels = 1;      // image: bytes per pixel; audio: channels (16-bit samples, MSB first)
   size_t row_bytes = 0;  // image: width * channels
   size_t start = 0;      // offset of the lane's first byte in the content (a whole pixel or frame)
+  size_t length = 0;     // bytes in the lane (its tables are sized to it)
 };
 
 // The version of the mixer's arithmetic, recorded in .rbz files that use it; any change to what

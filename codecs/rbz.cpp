@@ -236,9 +236,10 @@ constexpr uint8_t kFlagMixed = 4;     // model-coded blocks use context mixing; 
 
 // What a lane of the content holds, for the context mixer's side models. `extra` is the mode's
 // record (image: width, height, channels); `residual_channels` > 0 in residual form.
-LaneShape lane_shape(RbzMode mode, const std::vector<uint8_t>& extra, int residual_channels, size_t start) {
+LaneShape lane_shape(RbzMode mode, const std::vector<uint8_t>& extra, int residual_channels, size_t start, size_t length) {
   LaneShape s;
   s.start = start;
+  s.length = length;
   if (mode == RbzMode::Image && extra.size() == 12) {
     s.kind = residual_channels ? LaneShape::Kind::ImageResiduals : LaneShape::Kind::ImagePixels;
     s.channels = int(le32(extra.data() + 8));
@@ -348,7 +349,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     std::vector<double> bits;
     so.segment_bits = &bits;
     if (options.mix)
-      for (const ByteSpan& s : segments) so.mix_shapes.push_back(lane_shape(c.mode, c.extra, c.residual_channels, size_t(s.data - c.body)));
+      for (const ByteSpan& s : segments) so.mix_shapes.push_back(lane_shape(c.mode, c.extra, c.residual_channels, size_t(s.data - c.body), s.size));
     std::optional<WeightsSnapshot> pretrained;
     std::optional<OnlineAdapter> adapter;
     if (options.adapt) {
@@ -549,7 +550,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     } else {
       payloads.push_back({payload, size});
       outputs.push_back({content.data() + at, size_t(b.length)});
-      if (info.mixed) mix_shapes.push_back(lane_shape(info.mode, ps.extra, ps.residual_channels, at));
+      if (info.mixed) mix_shapes.push_back(lane_shape(info.mode, ps.extra, ps.residual_channels, at, size_t(b.length)));
     }
     segments.push_back({content.data() + at, size_t(b.length)});
     at += size_t(b.length);

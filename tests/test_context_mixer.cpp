@@ -15,7 +15,8 @@ namespace {
 double code_bits(const uint32_t cum[257], uint8_t byte) { return double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte])); }
 
 // Codes `bytes` with a mixer over a fixed model table; returns the code length of bytes [from, n).
-double mixed_bits(const LaneShape& shape, const std::vector<uint8_t>& bytes, const uint32_t model_cum[257], size_t from = 0) {
+double mixed_bits(LaneShape shape, const std::vector<uint8_t>& bytes, const uint32_t model_cum[257], size_t from = 0) {
+  shape.length = bytes.size();
   LaneMixer mixer(shape);
   uint32_t cum[257];
   double bits = 0;
