@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 
+#include "codecs/media.h"
+#include "codecs/media_residuals.h"
 #include "codecs/rans.h"
 
 namespace rb {
@@ -69,7 +71,6 @@ const Tables& tables() {
 
 int64_t floor_shift(int64_t v, int s) { return v >= 0 ? v >> s : -((-v + (int64_t(1) << s) - 1) >> s); }
 
-int unfold8(uint8_t r) { return (r & 1) ? -(int(r) + 1) / 2 : int(r) / 2; }
 int magnitude_bucket(uint32_t v) {  // 0, then one bucket per power of two
   int b = 0;
   while (v && b < kActivityBuckets - 1) v >>= 1, b++;
@@ -214,7 +215,7 @@ struct LaneMixer::State {
       const size_t ch = (a / 2) % C;
       const bool lo = a % 2 == 1;
       const size_t s0 = t - (lo ? 1 : 0);  // this sample's first byte in the lane
-      auto folded = [&](size_t back) { return s0 >= back ? (uint32_t(h[s0 - back]) << 8 | h[s0 - back + 1]) : 0u; };
+      auto folded = [&](size_t back) { return s0 >= back ? uint32_t(load_msb16(h + s0 - back)) : 0u; };
       const uint32_t m = folded(frame) + folded(2 * frame);
       activity = magnitude_bucket(m >> 1);
       const int c1 = int(std::min<size_t>(ch, 1));

@@ -15,7 +15,6 @@ uint8_t fold8(int error) {  // error mod 256 as a signed byte, then 0, -1, 1, -2
   const int s = int(int8_t(uint8_t(error)));
   return uint8_t(s >= 0 ? 2 * s : -2 * s - 1);
 }
-int unfold8(uint8_t r) { return (r & 1) ? -(int(r) + 1) / 2 : int(r) / 2; }
 uint16_t fold16(int error) {
   const int s = int(int16_t(uint16_t(error)));
   return uint16_t(s >= 0 ? 2 * s : -2 * s - 1);

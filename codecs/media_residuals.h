@@ -26,6 +26,8 @@ struct Audio;
 // Residual bytes of image.pixels (same size and layout) and the inverse. `residuals` must hold
 // width * height * channels bytes; the inverse writes pixels of the same geometry.
 std::vector<uint8_t> image_residuals(const Image& image);
+// The signed error an image residual byte stands for (the inverse of the fold above).
+inline int unfold8(uint8_t r) { return (r & 1) ? -(int(r) + 1) / 2 : int(r) / 2; }
 void pixels_from_residuals(const uint8_t* residuals, Image* image);  // image: geometry set, pixels filled
 
 // Folded 16-bit residuals of audio.samples (same count, channels interleaved) and the inverse.

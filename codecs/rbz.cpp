@@ -378,12 +378,13 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
       blocks.push_back(std::move(b));
     }
   }
+  // Adaptation and mixing only matter to model-coded blocks.
+  const bool adapted = options.adapt && !fingerprint.empty(), mixed = options.mix && !fingerprint.empty();
   std::vector<uint8_t> out;
   if (!blocks.empty()) {
     const uint64_t original = c.restores_content ? c.size : file.size();
-    const bool adapted = options.adapt && !fingerprint.empty();  // adaptation only matters to model-coded blocks
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
-                   adapted ? options.adapt : std::nullopt, c.residual_channels, options.mix && !fingerprint.empty());
+                   adapted ? options.adapt : std::nullopt, c.residual_channels, mixed);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());
@@ -398,8 +399,8 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     (whole.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks) = 1;
   } else {
     st.mode = c.mode;
-    st.adapted = options.adapt && !fingerprint.empty();
-    st.mixed = options.mix && !fingerprint.empty();
+    st.adapted = adapted;
+    st.mixed = mixed;
     st.blocks = blocks.size();
     for (const Block& b : blocks) {
       (b.kind == BlockKind::Model ? st.model_blocks : b.kind == BlockKind::Zstd ? st.zstd_blocks : st.raw_blocks)++;
