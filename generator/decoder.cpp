@@ -12,6 +12,8 @@ namespace rb {
 namespace {
 constexpr const char* kStateFormat = "retbyte-decode-state";
 constexpr int kStateVersion = 1;
+// Keys of the recorded decoding steps (Backend::begin_recorded): the same key, the same ops.
+constexpr uint64_t kRetentionStepKey = 1ull << 32, kAttentionStepKey = 2ull << 32, kLocalStepKey = 3ull << 32;
 }  // namespace
 
 // ---------------------------------------------------------------- state
@@ -185,15 +187,22 @@ void Decoder::global_attention_step(DecodeState& st, const uint8_t* patch) {
   layer_ptrs_.clear();  // per-layer k caches, then v caches (the buffers move when the cache grows)
   for (int l = 0; l < c_.L_G; l++) layer_ptrs_.push_back(st.k_cache_[l].data());
   for (int l = 0; l < c_.L_G; l++) layer_ptrs_.push_back(st.v_cache_[l].data());
-  model_.global_attention_step(patch, pos, layer_ptrs_.data(), layer_ptrs_.data() + c_.L_G, *scratch_, st.g_cur_.data());
+  run_recorded(be_, kAttentionStepKey, [&] {
+    model_.global_attention_step(patch, pos, layer_ptrs_.data(), layer_ptrs_.data() + c_.L_G, *scratch_, st.g_cur_.data());
+  });
   st.cache_len_ = pos + 1;
 }
 
 void Decoder::ensure_global(DecodeState& st) {
   if (st.g_ready_) return;
   const uint8_t* input = st.patches_done_ > 0 ? st.last_patch_.data() : nullptr;
-  if (st.stream_) be_.copy(st.g_cur_.data(), model_.global_step(input, 1, st.stream_.get()), c_.D_G());
-  else global_attention_step(st, input);
+  if (st.stream_) {
+    model_.reserve(1, c_.P, false);  // any growth of the activations happens here, not while recording
+    run_recorded(be_, kRetentionStepKey,
+                 [&] { be_.copy(st.g_cur_.data(), model_.global_step(input, 1, st.stream_.get()), c_.D_G()); });
+  } else {
+    global_attention_step(st, input);
+  }
   st.g_ready_ = true;
 }
 
@@ -203,7 +212,10 @@ const float* Decoder::next_logits(DecodeState& st) {
   layer_ptrs_.clear();  // reused: no allocation per byte
   for (Buffer& b : st.l_qkv_) layer_ptrs_.push_back(b.data());
   const int32_t prev = p == 0 ? 256 : st.patch_[p - 1];
-  model_.local_step(st.g_cur_.data() + size_t(p) * c_.D_E, c_.D_E, &prev, p, 1, layer_ptrs_.data(), *scratch_);
+  // One recorded unit per byte (a CUDA graph per position p): dozens of launches become one.
+  run_recorded(be_, kLocalStepKey + uint64_t(p), [&] {
+    model_.local_step(st.g_cur_.data() + size_t(p) * c_.D_E, c_.D_E, &prev, p, 1, layer_ptrs_.data(), *scratch_);
+  });
   be_.download(host_logits_.data(), scratch_->logits.data(), 256);
   return host_logits_.data();
 }

@@ -46,6 +46,16 @@ class Backend {
   // Waits until every op issued so far has finished (a GPU runs them asynchronously); for timing.
   virtual void synchronize() {}
 
+  // Decoding repeats one short sequence of ops per byte (and per patch) with a few arguments
+  // changed. Ops issued between begin_recorded(key) and end_recorded() may be collected and run
+  // as one unit when end_recorded() is called: the CUDA backend keeps one CUDA graph per key,
+  // updates its arguments and launches it once instead of dozens of kernels. Inside, no op may
+  // allocate, free or read device memory back to the host (such a call throws). cancel_recorded()
+  // drops what was collected (after an exception). The CPU runs ops at once and ignores these.
+  virtual void begin_recorded(uint64_t key) {}
+  virtual void end_recorded() {}
+  virtual void cancel_recorded() {}
+
   virtual float* alloc(size_t count) = 0;  // zero-initialised
   virtual void release(float* p) = 0;
   virtual void upload(float* dst, const float* host, size_t count) = 0;
@@ -158,6 +168,19 @@ class Backend {
                                            const float* v, const float* gammas,
                                            const RetentionShape& s, float* state) = 0;
 };
+
+// Runs fn() between be.begin_recorded(key) and be.end_recorded(); cancels on an exception.
+template <class Fn>
+void run_recorded(Backend& be, uint64_t key, Fn&& fn) {
+  be.begin_recorded(key);
+  try {
+    fn();
+  } catch (...) {
+    be.cancel_recorded();
+    throw;
+  }
+  be.end_recorded();
+}
 
 // A backend buffer that frees itself.
 class Buffer {

@@ -5,11 +5,13 @@
 // through alloc/upload/download only, so the same test drives device memory.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "generator/decoder.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda.h"
 #include "src/model.h"
@@ -418,6 +420,36 @@ TEST_P(BackendOps, ModelTrainingStepsAndStreamsMatchTheCpu) {
   expect_close("model", run, 1e-8);
 }
 
+// Decoding on this backend (prompt ingestion, then teacher-forced bytes through the recorded
+// global and local steps) gives the CPU's logits, for both global kinds and a cloned state.
+TEST_P(BackendOps, DecodingStepsMatchTheCpu) {
+  std::vector<uint8_t> text(300);
+  for (size_t i = 0; i < text.size(); i++) text[i] = uint8_t("retention keeps a constant-size state. "[i % 39] ^ (i / 150));
+  for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
+    auto decode = [&](Backend& b) -> Outputs {
+      auto model = Model::load(std::string(RETBYTE_TEST_DIR) + "/golden/" + file, b);
+      Decoder dec(*model);
+      DecodeState st(*model);
+      dec.ingest(st, text.data(), 37);  // whole patches through the global model, then a part patch
+      Floats logits;
+      std::unique_ptr<DecodeState> fork;
+      for (size_t t = 37; t < 120; t++) {
+        const float* l = dec.next_logits(st);
+        logits.insert(logits.end(), l, l + 256);
+        dec.accept(st, text[t]);
+        if (t == 80) fork = st.clone();
+      }
+      for (size_t t = 81; t < 100; t++) {  // the clone continues as the original did
+        const float* l = dec.next_logits(*fork);
+        logits.insert(logits.end(), l, l + 256);
+        dec.accept(*fork, text[t]);
+      }
+      return {logits};
+    };
+    expect_close(file, decode, 1e-9);
+  }
+}
+
 std::vector<std::string> registered_backends() {
   return {"cpu-portable", "cpu-avx2", "cpu-avx512", "gpu-emulated", "cuda"};
 }
@@ -429,6 +461,71 @@ INSTANTIATE_TEST_SUITE_P(EveryBackend, BackendOps, ::testing::ValuesIn(registere
                              if (c == '-') c = '_';
                            return n;
                          });
+
+// The CUDA backend records each decoding step as one unit and replays it as a CUDA graph; the
+// emulated device counts what it is handed. Nothing may run outside the units once decoding is
+// under way, and what a graph cannot hold (a download, an allocation) is refused while recording.
+TEST(GpuEmulation, EachDecodingStepIsOneRecordedUnit) {
+  test::GpuEmulation be;
+  test::HostItemDevice& dev = be.device();
+  for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
+    auto model = Model::load(std::string(RETBYTE_TEST_DIR) + "/golden/" + file, be);
+    const int P = model->config().P;
+    Decoder dec(*model);
+    DecodeState st(*model);
+    const uint8_t prompt[8] = {'R', 'B', 'T', 0, 'a', 'b', 'c', 'd'};
+    dec.ingest(st, prompt, 8);
+    const int64_t units0 = dev.recorded_units, eager0 = dev.eager_ops;
+    dev.recorded_keys.clear();
+    const int bytes = 5 * P;
+    for (int i = 0; i < bytes; i++) dec.accept(st, uint8_t(dec.next_logits(st)[0] > 0 ? 'x' : 'y'));
+    dec.next_logits(st);  // the global step of the last patch, then its first byte
+    EXPECT_EQ(dev.eager_ops - eager0, 0) << file << ": ops issued outside the recorded steps";
+    // One unit per byte, one per patch's global step; a key per local position and one global.
+    EXPECT_EQ(dev.recorded_units - units0, bytes + 1 + bytes / P) << file;
+    EXPECT_EQ(dev.recorded_keys.size(), size_t(P + 1)) << file;
+    EXPECT_GE(double(dev.recorded_ops) / double(dev.recorded_units), 10.0) << file << ": units hold the step's ops";
+  }
+  // Refused while recording, and nothing of a cancelled unit runs.
+  float* buf = be.alloc(4);
+  float host[4] = {1, 2, 3, 4};
+  be.begin_recorded(7);
+  EXPECT_THROW(be.download(host, buf, 4), Error);
+  EXPECT_THROW(be.upload(buf, host, 4), Error);
+  EXPECT_THROW(be.alloc(4), Error);
+  EXPECT_THROW(be.begin_recorded(8), Error);
+  be.fill(buf, 5.0f, 4);
+  be.release(buf);  // deferred: the recorded fill still writes it
+  be.cancel_recorded();
+  EXPECT_THROW(be.end_recorded(), Error);
+  // A recorded unit runs its ops in order when it ends: fill, then an index upload of 3 values.
+  float* out = be.alloc(3);
+  int32_t* idx = be.alloc_index(3);
+  const int32_t want[3] = {2, 0, 1};
+  const float table[3] = {10, 20, 30};
+  float* t = be.alloc(3);
+  be.upload(t, table, 3);
+  run_recorded(be, 9, [&] {
+    be.fill(out, -1.0f, 3);
+    be.upload_index(idx, want, 3);  // travels inside the kernel's arguments
+    be.embedding_forward(out, t, idx, 3, 1, true);
+  });
+  float got[3];
+  be.download(got, out, 3);
+  EXPECT_EQ(got[0], 29.0f);
+  EXPECT_EQ(got[1], 9.0f);
+  EXPECT_EQ(got[2], 19.0f);
+  // An index upload longer than one kernel's arguments is split while recording.
+  std::vector<int32_t> many(150), back(150);
+  for (size_t i = 0; i < many.size(); i++) many[i] = int32_t(i * 3);
+  int32_t* big = be.alloc_index(many.size());
+  run_recorded(be, 10, [&] { be.upload_index(big, many.data(), many.size()); });
+  std::memcpy(back.data(), big, back.size() * sizeof(int32_t));  // emulated device memory is host memory
+  EXPECT_EQ(back, many);
+  for (float* p : {out, t}) be.release(p);
+  be.release_index(idx);
+  be.release_index(big);
+}
 
 TEST(Cuda, WithoutAGpuTheBackendIsAOneLineError) {
   std::string why;

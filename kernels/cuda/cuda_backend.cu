@@ -1,12 +1,18 @@
 // The CUDA backend: ItemBackend (item_backend.h) over device memory, every item op one GPU
-// thread per item on the default stream, matrix products through cuBLAS. Built when CMake finds
-// a CUDA toolkit; the binary still runs where no GPU or driver is present.
+// thread per item on one stream of its own, matrix products through cuBLAS on the same stream.
+// Recorded units (a decoding step) become CUDA graphs: captured from the stream, kept per key,
+// updated in place with the next step's arguments (cudaGraphExecUpdate) and launched as one.
+// Built when CMake finds a CUDA toolkit; the binary still runs where no GPU or driver is present.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "kernels/cuda/cuda.h"
 #include "kernels/cuda/item_backend.h"
@@ -45,29 +51,43 @@ class CudaDevice {
     if (gpus.empty()) throw Error("--device cuda: " + why);
     if (device < 0 || device >= int(gpus.size()))
       throw Error("--device cuda:" + std::to_string(device) + ": this machine has " + std::to_string(gpus.size()) + " GPU(s)");
+    name_ = gpus[size_t(device)].name;
     check(cudaSetDevice(device), "cudaSetDevice");
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     if (cublasCreate(&handle_) != CUBLAS_STATUS_SUCCESS) throw Error("cuda: cannot create a cuBLAS handle");
+    cublasSetStream(handle_, stream_);
+    // A workspace of our own, so cuBLAS never allocates inside a graph capture (32 MiB: Hopper's
+    // recommendation).
+    workspace_bytes_ = size_t(32) << 20;
+    workspace_ = alloc_bytes(workspace_bytes_);
+    cublasSetWorkspace(handle_, workspace_, workspace_bytes_);
     // TF32 only when asked: the default keeps products in full FP32, close to the CPU's.
     cublasSetMathMode(handle_, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
-    name_ = gpus[size_t(device)].name;
     tf32_ = tf32;
+    const char* env = std::getenv("RETBYTE_CUDA_GRAPHS");
+    graphs_ = !(env && std::string(env) == "0");
   }
   ~CudaDevice() {
+    for (auto& [key, exec] : graphs_by_key_) cudaGraphExecDestroy(exec);
     if (handle_) cublasDestroy(handle_);
+    if (workspace_) cudaFree(workspace_);
+    if (stream_) cudaStreamDestroy(stream_);
   }
   CudaDevice(const CudaDevice&) = delete;
   CudaDevice& operator=(const CudaDevice&) = delete;
 
   std::string name() const { return "cuda"; }
-  std::string kernel_path() const { return "cuda:" + std::to_string(device_) + " (" + name_ + (tf32_ ? ", TF32" : "") + ")"; }
+  std::string kernel_path() const {
+    return "cuda:" + std::to_string(device_) + " (" + name_ + (tf32_ ? ", TF32" : "") + (graphs_ ? ", graphs" : "") + ")";
+  }
 
-  void synchronize() { check(cudaDeviceSynchronize(), "synchronize"); }
+  void synchronize() { check(cudaStreamSynchronize(stream_), "synchronize"); }
   template <class Op>
   void run(int64_t n, const Op& op) {
     if (n <= 0) return;
     constexpr int kThreads = 128;
     const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20);
-    run_items<<<unsigned(blocks), kThreads>>>(op, n);
+    run_items<<<unsigned(blocks), kThreads, 0, stream_>>>(op, n);
     check(cudaGetLastError(), "kernel launch");
   }
   void* alloc_bytes(size_t bytes) {
@@ -80,14 +100,21 @@ class CudaDevice {
       throw Error("cuda: out of GPU memory: asked for " + mib(bytes) + " with " + mib(free_b) + " free of " + mib(total_b) +
                   " on " + name_ + " (use a smaller B or T, or --device cpu)");
     }
-    check(cudaMemset(p, 0, bytes), "cudaMemset");
+    // Zeroed in stream order: every later op on the stream sees the zeros.
+    check(cudaMemsetAsync(p, 0, bytes, stream_), "cudaMemset");
     return p;
   }
-  void free_bytes(void* p) { cudaFree(p); }
-  void to_device(void* dst, const void* src, size_t bytes) { check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "upload"); }
-  void to_host(void* dst, const void* src, size_t bytes) { check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "download"); }
+  void free_bytes(void* p) { cudaFree(p); }  // waits for the device, so no op still reads p
+  // From pageable host memory the copy has read `src` when the call returns.
+  void to_device(void* dst, const void* src, size_t bytes) {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
+  }
+  void to_host(void* dst, const void* src, size_t bytes) {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "download");
+    check(cudaStreamSynchronize(stream_), "download");
+  }
   void device_copy(void* dst, const void* src, size_t bytes) {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "device copy");
+    if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "device copy");
   }
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
@@ -98,11 +125,73 @@ class CudaDevice {
     if (s != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cuda: cublasSgemm: ") + cublas_error(s));
   }
 
+  // A recorded unit as one graph launch. The first time a key is seen its capture is instantiated;
+  // later captures of the same key (same kernels, new arguments: the position, the byte, another
+  // state's buffers) update that executable graph in place, which costs far less than
+  // instantiating it. If the graph cannot be made, graphs go off for this backend (with one line
+  // on stderr) and the ops run one by one, as they do with RETBYTE_CUDA_GRAPHS=0.
+  void run_recorded(uint64_t key, const std::vector<std::function<void()>>& ops) {
+    if (graphs_ && launch_as_graph(key, ops)) return;
+    for (const auto& op : ops) op();
+  }
+
  private:
+  bool launch_as_graph(uint64_t key, const std::vector<std::function<void()>>& ops) {
+    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
+      return graphs_off("cudaStreamBeginCapture: " + last_error());
+    std::string failed;
+    try {
+      for (const auto& op : ops) op();
+    } catch (const Error& e) {
+      failed = e.what();
+    }
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (!failed.empty() || end != cudaSuccess || !graph) {
+      if (failed.empty()) failed = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      return graphs_off(failed);
+    }
+    auto it = graphs_by_key_.find(key);
+    if (it != graphs_by_key_.end()) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(it->second, graph, &info) != cudaSuccess) {  // another topology: make it anew
+        cudaGetLastError();
+        cudaGraphExecDestroy(it->second);
+        graphs_by_key_.erase(it);
+        it = graphs_by_key_.end();
+      }
+    }
+    if (it == graphs_by_key_.end()) {
+      cudaGraphExec_t exec = nullptr;
+      if (cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+        const std::string why = "cudaGraphInstantiate: " + last_error();
+        cudaGraphDestroy(graph);
+        return graphs_off(why);
+      }
+      it = graphs_by_key_.emplace(key, exec).first;
+    }
+    cudaGraphDestroy(graph);
+    check(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch");
+    return true;
+  }
+  static std::string last_error() { return cudaGetErrorString(cudaGetLastError()); }
+  bool graphs_off(const std::string& why) {
+    std::fprintf(stderr, "retbyte: cuda: CUDA graphs off (%s); kernels are launched one by one\n", why.c_str());
+    graphs_ = false;
+    return false;
+  }
+
   int device_;
+  cudaStream_t stream_ = nullptr;
   cublasHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
   std::string name_;
   bool tf32_ = false;
+  bool graphs_ = true;
+  std::unordered_map<uint64_t, cudaGraphExec_t> graphs_by_key_;
 };
 
 }  // namespace

@@ -8,12 +8,22 @@
 //   void* alloc_bytes(size_t) / void free_bytes(void*);          // zeroed; throws rb::Error
 //   void to_device(void*, const void*, size_t) / to_host(...) / device_copy(...)
 //   void gemm(...) with the Backend::gemm signature; std::string name(), kernel_path(); synchronize()
+//   void run_recorded(uint64_t key, const std::vector<std::function<void()>>& ops);
+//       runs ops in order, as one unit if it can (CUDA: a graph per key, updated and launched)
+//
+// Between begin_recorded() and end_recorded() the ops are collected as closures instead of being
+// issued, and handed to the device as one unit; anything that would allocate, free or copy to or
+// from the host meanwhile is refused with an rb::Error (a graph cannot hold it), and so are
+// uploads, except the small index uploads, which become a kernel carrying the values.
 #pragma once
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "src/errors.h"
 
 #include "kernels/backend.h"
 #include "kernels/cuda/item_ops.h"
@@ -26,96 +36,153 @@ class ItemBackend final : public Backend {
   template <class... A>
   explicit ItemBackend(A&&... device_args) : dev_(std::forward<A>(device_args)...) {}
   ~ItemBackend() override {
+    free_pending();
     if (scratch_) dev_.free_bytes(scratch_);
   }
   Device& device() { return dev_; }
   std::string name() const override { return dev_.name(); }
   std::string kernel_path() const override { return dev_.kernel_path(); }
   int threads() const override { return 1; }
-  void synchronize() override { dev_.synchronize(); }
+  void synchronize() override {
+    refuse_while_recording("a synchronisation");
+    dev_.synchronize();
+  }
 
-  float* alloc(size_t count) override { return static_cast<float*>(dev_.alloc_bytes(count * sizeof(float))); }
-  void release(float* p) override { dev_.free_bytes(p); }
-  void upload(float* dst, const float* host, size_t count) override { dev_.to_device(dst, host, count * sizeof(float)); }
-  void download(float* host, const float* src, size_t count) override { dev_.to_host(host, src, count * sizeof(float)); }
-  void fill(float* dst, float value, size_t count) override { dev_.run(int64_t(count), items::Fill{dst, value}); }
-  void copy(float* dst, const float* src, size_t count) override { dev_.device_copy(dst, src, count * sizeof(float)); }
-  int32_t* alloc_index(size_t count) override { return static_cast<int32_t*>(dev_.alloc_bytes(count * sizeof(int32_t))); }
-  void release_index(int32_t* p) override { dev_.free_bytes(p); }
+  void begin_recorded(uint64_t key) override {
+    if (recording_) throw Error(dev_.name() + ": begin_recorded while already recording");
+    recording_ = true;
+    record_key_ = key;
+    recorded_.clear();
+  }
+  void end_recorded() override {
+    if (!recording_) throw Error(dev_.name() + ": end_recorded without begin_recorded");
+    recording_ = false;
+    std::vector<std::function<void()>> ops;
+    ops.swap(recorded_);
+    try {
+      dev_.run_recorded(record_key_, ops);
+    } catch (...) {
+      free_pending();
+      throw;
+    }
+    free_pending();
+  }
+  void cancel_recorded() override {
+    recording_ = false;
+    recorded_.clear();
+    free_pending();
+  }
+
+  float* alloc(size_t count) override {
+    refuse_while_recording("an allocation");
+    return static_cast<float*>(dev_.alloc_bytes(count * sizeof(float)));
+  }
+  void release(float* p) override { free_after_recording(p); }
+  void upload(float* dst, const float* host, size_t count) override {
+    refuse_while_recording("an upload");
+    dev_.to_device(dst, host, count * sizeof(float));
+  }
+  void download(float* host, const float* src, size_t count) override {
+    refuse_while_recording("a download");
+    dev_.to_host(host, src, count * sizeof(float));
+  }
+  void fill(float* dst, float value, size_t count) override { run(int64_t(count), items::Fill{dst, value}); }
+  void copy(float* dst, const float* src, size_t count) override {
+    if (recording_) recorded_.push_back([this, dst, src, count] { dev_.device_copy(dst, src, count * sizeof(float)); });
+    else dev_.device_copy(dst, src, count * sizeof(float));
+  }
+  int32_t* alloc_index(size_t count) override {
+    refuse_while_recording("an allocation");
+    return static_cast<int32_t*>(dev_.alloc_bytes(count * sizeof(int32_t)));
+  }
+  void release_index(int32_t* p) override { free_after_recording(p); }
+  // A few indices (a decoding step's byte and position, a patch) travel inside a kernel's
+  // arguments: no copy from pageable host memory, so the step can be recorded.
   void upload_index(int32_t* dst, const int32_t* host, size_t count) override {
-    dev_.to_device(dst, host, count * sizeof(int32_t));
+    if (count > size_t(items::kInlineIndices) && !recording_) {
+      dev_.to_device(dst, host, count * sizeof(int32_t));
+      return;
+    }
+    for (size_t i0 = 0; i0 < count; i0 += items::kInlineIndices) {
+      items::SetIndices op{dst + i0, {}};
+      const size_t n = std::min(count - i0, size_t(items::kInlineIndices));
+      std::copy(host + i0, host + i0 + n, op.values);
+      run(int64_t(n), op);
+    }
   }
 
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
             float beta, float* C, int ldc) override {
-    dev_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (recording_)
+      recorded_.push_back([this, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc] { dev_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); });
+    else dev_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
   void add_bias(float* y, const float* bias, int rows, int cols) override {
-    dev_.run(int64_t(rows) * cols, items::AddBias{y, bias, cols});
+    run(int64_t(rows) * cols, items::AddBias{y, bias, cols});
   }
   void bias_backward(float* dbias, const float* dy, int rows, int cols) override {
-    dev_.run(cols, items::BiasBackward{dbias, dy, rows, cols});
+    run(cols, items::BiasBackward{dbias, dy, rows, cols});
   }
-  void add_inplace(float* y, const float* x, size_t count) override { dev_.run(int64_t(count), items::AddInplace{y, x}); }
+  void add_inplace(float* y, const float* x, size_t count) override { run(int64_t(count), items::AddInplace{y, x}); }
   void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b,
                          int rows, int C) override {
-    dev_.run(rows, items::LayerNormForward{out, mean, rstd, x, w, b, C});
+    run(rows, items::LayerNormForward{out, mean, rstd, x, w, b, C});
   }
   void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
                           const float* mean, const float* rstd, int rows, int C) override {
-    dev_.run(rows, items::LayerNormBackwardInput{dx, dout, x, w, mean, rstd, C});
-    dev_.run(C, items::LayerNormBackwardParams{dw, db, dout, x, mean, rstd, rows, C});
+    run(rows, items::LayerNormBackwardInput{dx, dout, x, w, mean, rstd, C});
+    run(C, items::LayerNormBackwardParams{dw, db, dout, x, mean, rstd, rows, C});
   }
-  void gelu_forward(float* out, const float* x, size_t count) override { dev_.run(int64_t(count), items::Gelu{out, x}); }
+  void gelu_forward(float* out, const float* x, size_t count) override { run(int64_t(count), items::Gelu{out, x}); }
   void gelu_backward(float* dx, const float* x, const float* dout, size_t count) override {
-    dev_.run(int64_t(count), items::GeluBackward{dx, x, dout});
+    run(int64_t(count), items::GeluBackward{dx, x, dout});
   }
   void rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows, int groups, int width) override {
-    dev_.run(int64_t(rows) * groups, items::RmsNormForward{out, rstd, x, ld_x, groups, width});
+    run(int64_t(rows) * groups, items::RmsNormForward{out, rstd, x, ld_x, groups, width});
   }
   void rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y, const float* rstd, int rows,
                         int groups, int width) override {
-    dev_.run(int64_t(rows) * groups, items::RmsNormBackward{dx, ld_x, dout, y, rstd, groups, width});
+    run(int64_t(rows) * groups, items::RmsNormBackward{dx, ld_x, dout, y, rstd, groups, width});
   }
   void swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows, int cols) override {
-    dev_.run(int64_t(rows) * cols, items::SwishGate{out, g, ld_g, y, cols});
+    run(int64_t(rows) * cols, items::SwishGate{out, g, ld_g, y, cols});
   }
   void swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y, const float* dout,
                            int rows, int cols) override {
-    dev_.run(int64_t(rows) * cols, items::SwishGateBackward{dg, dy, ld_g, g, y, dout, cols});
+    run(int64_t(rows) * cols, items::SwishGateBackward{dg, dy, ld_g, g, y, dout, cols});
   }
   void rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0, float scale,
             bool inverse) override {
-    dev_.run(int64_t(rows) * heads * (hd / 2), items::Rope{x, ld, heads, hd, seq_len, pos0, scale, inverse});
+    run(int64_t(rows) * heads * (hd / 2), items::Rope{x, ld, heads, hd, seq_len, pos0, scale, inverse});
   }
   void embedding_forward(float* out, const float* table, const int32_t* idx, int count, int dim,
                          bool accumulate) override {
-    dev_.run(int64_t(count) * dim, items::EmbeddingForward{out, table, idx, dim, accumulate});
+    run(int64_t(count) * dim, items::EmbeddingForward{out, table, idx, dim, accumulate});
   }
   void embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count, int dim) override {
-    dev_.run(dim, items::EmbeddingBackward{dtable, dout, idx, count, dim});
+    run(dim, items::EmbeddingBackward{dtable, dout, idx, count, dim});
   }
   void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int rows, int V) override {
-    dev_.run(rows, items::CrossEntropy{losses, const_cast<float*>(logits), targets, V, false, 0.0f});
+    run(rows, items::CrossEntropy{losses, const_cast<float*>(logits), targets, V, false, 0.0f});
   }
   void crossentropy_fused_backward(float* losses, float* logits, const int32_t* targets, int rows, int V,
                                    float dscale) override {
-    dev_.run(rows, items::CrossEntropy{losses, logits, targets, V, true, dscale});
+    run(rows, items::CrossEntropy{losses, logits, targets, V, true, dscale});
   }
   void attention_forward(float* out, float* probs, const float* qkv, const AttentionShape& s) override {
-    dev_.run(int64_t(s.nseq) * s.H * s.S, items::AttentionForward{out, probs, qkv, s.S, s.H, s.hd});
+    run(int64_t(s.nseq) * s.H * s.S, items::AttentionForward{out, probs, qkv, s.S, s.H, s.hd});
   }
   void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                           const AttentionShape& s) override {
     const int64_t rows = int64_t(s.nseq) * s.H * s.S;
     float* delta = scratch(size_t(rows));
-    dev_.run(rows, items::AttentionDelta{delta, dout, qkv, probs, s.S, s.H, s.hd});
-    dev_.run(rows, items::AttentionBackwardQuery{dqkv, dout, qkv, probs, delta, s.S, s.H, s.hd});
-    dev_.run(rows, items::AttentionBackwardKeyValue{dqkv, dout, qkv, probs, delta, s.S, s.H, s.hd});
+    run(rows, items::AttentionDelta{delta, dout, qkv, probs, s.S, s.H, s.hd});
+    run(rows, items::AttentionBackwardQuery{dqkv, dout, qkv, probs, delta, s.S, s.H, s.hd});
+    run(rows, items::AttentionBackwardKeyValue{dqkv, dout, qkv, probs, delta, s.S, s.H, s.hd});
   }
   void attention_decode(float* out, const float* q, const float* k, const float* v, int n, int ld, int H,
                         int hd) override {
-    dev_.run(H, items::AttentionDecode{out, q, k, v, n, ld, hd});
+    run(H, items::AttentionDecode{out, q, k, v, n, ld, hd});
   }
   void retention_chunkwise_forward(float* o, const float* q, const float* k, const float* v, const float* gammas,
                                    const RetentionShape& s, int chunk, const float* state_in, float* state_out,
@@ -125,7 +192,7 @@ class ItemBackend final : public Backend {
     if (state_in) copy(state, state_in, n);
     else fill(state, 0.0f, n);
     const int C = std::max(1, std::min(chunk, s.n));
-    dev_.run(int64_t(s.B) * s.H * s.dv, items::RetentionColumnForward{o, q, k, v, gammas, s, state, saved_states, C});
+    run(int64_t(s.B) * s.H * s.dv, items::RetentionColumnForward{o, q, k, v, gammas, s, state, saved_states, C});
     if (state_out) copy(state_out, state, n);
   }
   void retention_chunkwise_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
@@ -139,21 +206,22 @@ class ItemBackend final : public Backend {
     float* work = scratch(2 * heads * ssz);
     float* state_in = work + heads * ssz;
     for (size_t task = 0; task < heads; task++) copy(state_in + task * ssz, saved_states + task * nchunks * ssz, ssz);
-    dev_.run(int64_t(heads) * s.dk, items::RetentionRowBackward{dq, dk, dout, q, k, v, gammas, s, state_in, dstate_out, work});
-    dev_.run(int64_t(heads) * s.dv, items::RetentionColumnBackward{dv, dstate_in, dout, q, k, gammas, s, dstate_out, work});
+    run(int64_t(heads) * s.dk, items::RetentionRowBackward{dq, dk, dout, q, k, v, gammas, s, state_in, dstate_out, work});
+    run(int64_t(heads) * s.dv, items::RetentionColumnBackward{dv, dstate_in, dout, q, k, gammas, s, dstate_out, work});
   }
   void retention_recurrent_forward(float* o, const float* q, const float* k, const float* v, const float* gammas,
                                    const RetentionShape& s, float* state) override {
-    dev_.run(int64_t(s.B) * s.H * s.dv, items::RetentionColumnForward{o, q, k, v, gammas, s, state, nullptr, 1});
+    run(int64_t(s.B) * s.H * s.dv, items::RetentionColumnForward{o, q, k, v, gammas, s, state, nullptr, 1});
   }
   void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask, size_t n,
                   const AdamWStep& s) override {
-    dev_.run(int64_t(n), items::AdamW{p, m, v, g, decay_mask, s});
+    run(int64_t(n), items::AdamW{p, m, v, g, decay_mask, s});
   }
   double sum_squares(const float* x, size_t n) override {
     const int64_t blocks = (int64_t(n) + items::kSumSquaresBlock - 1) / items::kSumSquaresBlock;
+    refuse_while_recording("a reduction read by the host");
     double* partial = reinterpret_cast<double*>(scratch(size_t(blocks) * 2));
-    dev_.run(blocks, items::SumSquaresBlocks{partial, x, int64_t(n)});
+    run(blocks, items::SumSquaresBlocks{partial, x, int64_t(n)});
     std::vector<double> host(static_cast<size_t>(blocks));
     dev_.to_host(host.data(), partial, host.size() * sizeof(double));
     double total = 0.0;
@@ -162,9 +230,29 @@ class ItemBackend final : public Backend {
   }
 
  private:
+  // Issues op(i) for i < n now, or adds it to the unit being recorded.
+  template <class Op>
+  void run(int64_t n, const Op& op) {
+    if (recording_) recorded_.push_back([this, n, op] { dev_.run(n, op); });
+    else dev_.run(n, op);
+  }
+  // A buffer released while recording may still be read by the recorded ops: free it after them.
+  // (Never throws: releases run in destructors.)
+  void free_after_recording(void* p) {
+    if (recording_) pending_free_.push_back(p);
+    else dev_.free_bytes(p);
+  }
+  void free_pending() {
+    for (void* p : pending_free_) dev_.free_bytes(p);
+    pending_free_.clear();
+  }
+  void refuse_while_recording(const char* what) const {
+    if (recording_) throw Error(dev_.name() + ": " + what + " inside a recorded decoding step (not allowed in a graph)");
+  }
   // Grow-only workspace for one op at a time (ops run in order on one stream).
   float* scratch(size_t count) {
     if (count > scratch_count_) {
+      refuse_while_recording("a workspace allocation");
       if (scratch_) dev_.free_bytes(scratch_);
       scratch_ = nullptr;
       scratch_count_ = 0;
@@ -176,6 +264,10 @@ class ItemBackend final : public Backend {
   Device dev_;
   float* scratch_ = nullptr;
   size_t scratch_count_ = 0;
+  bool recording_ = false;
+  uint64_t record_key_ = 0;
+  std::vector<std::function<void()>> recorded_;
+  std::vector<void*> pending_free_;
 };
 
 }  // namespace rb

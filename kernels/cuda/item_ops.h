@@ -43,6 +43,14 @@ struct Fill {
   RB_HD void operator()(int64_t i) const { dst[i] = value; }
 };
 
+// Up to kInlineIndices index values carried in the kernel's arguments (item i writes dst[i]).
+constexpr int kInlineIndices = 64;
+struct SetIndices {
+  int32_t* dst;
+  int32_t values[kInlineIndices];
+  RB_HD void operator()(int64_t i) const { dst[i] = values[i]; }
+};
+
 struct AddInplace {  // y += x
   float* y;
   const float* x;
