@@ -147,6 +147,29 @@ TEST_P(BackendOps, ElementwiseBiasAndColumnSums) {
   });
 }
 
+// Sums over many rows (the GPU adds them in blocks of rows, then the blocks in order) and an
+// embedding table larger than the GPU's index lanes, with repeated and sparse rows.
+TEST_P(BackendOps, ColumnSumsOverManyRowsAndLargeTables) {
+  const int rows = 700, C = 40, V = 300;
+  const Floats x = random_vec(size_t(rows) * C, rng), dout = random_vec(x.size(), rng), w = random_vec(C, rng),
+               bb = random_vec(C, rng), acc = random_vec(C, rng), table = random_vec(size_t(V) * C, rng);
+  std::vector<int32_t> idx(rows);
+  for (auto& i : idx) i = int32_t(rng.next() % 7 == 0 ? V - 1 : rng.next() % V);
+  expect_close("bias, layernorm and embedding gradients over 700 rows", [&](Backend& b) -> Outputs {
+    On d(b);
+    const float *px = d.put(x), *pd = d.put(dout);
+    float* pb = d.put(acc);
+    b.bias_backward(pb, pd, rows, C);
+    float *ln = d.zeros(x.size()), *mean = d.zeros(rows), *rstd = d.zeros(rows);
+    b.layernorm_forward(ln, mean, rstd, px, d.put(w), d.put(bb), rows, C);
+    float *dx = d.zeros(x.size()), *dw = d.put(w), *db = d.put(bb);
+    b.layernorm_backward(dx, dw, db, pd, px, d.put(w), mean, rstd, rows, C);
+    float* dt = d.put(table);
+    b.embedding_backward(dt, pd, d.put(idx), rows, C);
+    return {d.get(pb, C), d.get(dx, x.size()), d.get(dw, C), d.get(db, C), d.get(dt, table.size())};
+  });
+}
+
 TEST_P(BackendOps, NormsGateRopeAndEmbeddings) {
   const int rows = 29, C = 48, groups = 3, width = 16, ld = 53;
   const Floats x = random_vec(size_t(rows) * ld, rng), w = random_vec(C, rng), bb = random_vec(C, rng),

@@ -121,7 +121,10 @@ class ItemBackend final : public Backend {
     run(int64_t(rows) * cols, items::AddBias{y, bias, cols});
   }
   void bias_backward(float* dbias, const float* dy, int rows, int cols) override {
-    run(cols, items::BiasBackward{dbias, dy, rows, cols});
+    const int blocks = items::row_blocks(rows);
+    float* partial = scratch(size_t(blocks) * cols);
+    run(int64_t(blocks) * cols, items::ColumnBlockSums{partial, dy, rows, cols});
+    run(cols, items::AddBlockSums{dbias, partial, blocks, cols});
   }
   void add_inplace(float* y, const float* x, size_t count) override { run(int64_t(count), items::AddInplace{y, x}); }
   void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b,
@@ -131,7 +134,11 @@ class ItemBackend final : public Backend {
   void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
                           const float* mean, const float* rstd, int rows, int C) override {
     run(rows, items::LayerNormBackwardInput{dx, dout, x, w, mean, rstd, C});
-    run(C, items::LayerNormBackwardParams{dw, db, dout, x, mean, rstd, rows, C});
+    const int blocks = items::row_blocks(rows);
+    float* partial = scratch(size_t(2) * blocks * C);
+    run(int64_t(blocks) * C, items::LayerNormParamBlockSums{partial, dout, x, mean, rstd, rows, C, blocks});
+    run(C, items::AddBlockSums{dw, partial, blocks, C});
+    run(C, items::AddBlockSums{db, partial + size_t(blocks) * C, blocks, C});
   }
   void gelu_forward(float* out, const float* x, size_t count) override { run(int64_t(count), items::Gelu{out, x}); }
   void gelu_backward(float* dx, const float* x, const float* dout, size_t count) override {
@@ -160,7 +167,7 @@ class ItemBackend final : public Backend {
     run(int64_t(count) * dim, items::EmbeddingForward{out, table, idx, dim, accumulate});
   }
   void embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count, int dim) override {
-    run(dim, items::EmbeddingBackward{dtable, dout, idx, count, dim});
+    run(int64_t(items::kEmbeddingLanes) * dim, items::EmbeddingBackward{dtable, dout, idx, count, dim});
   }
   void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int rows, int V) override {
     run(rows, items::CrossEntropy{losses, const_cast<float*>(logits), targets, V, false, 0.0f});

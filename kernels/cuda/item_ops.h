@@ -64,14 +64,32 @@ struct AddBias {  // item: one element of y [rows, cols]
   RB_HD void operator()(int64_t i) const { y[i] += bias[i % cols]; }
 };
 
-struct BiasBackward {  // item: column c; dbias[c] += sum over rows, in row order
-  float* dbias;
+// Column sums in two passes, for parallelism without atomics (so still deterministic): partial
+// sums over fixed blocks of kRowBlock rows, then the blocks added in order.
+constexpr int kRowBlock = 256;
+inline int row_blocks(int rows) { return (rows + kRowBlock - 1) / kRowBlock; }
+
+struct ColumnBlockSums {  // item: block * cols + c; partial[item] = sum of its block's rows
+  float* partial;
   const float* dy;
   int rows, cols;
+  RB_HD void operator()(int64_t i) const {
+    const int64_t c = i % cols, r0 = (i / cols) * kRowBlock;
+    const int64_t r1 = r0 + kRowBlock < rows ? r0 + kRowBlock : rows;
+    float s = 0.0f;
+    for (int64_t r = r0; r < r1; r++) s += dy[size_t(r) * cols + c];
+    partial[i] = s;
+  }
+};
+
+struct AddBlockSums {  // item: column c; out[c] += the blocks' partial sums, in block order
+  float* out;
+  const float* partial;
+  int blocks, cols;
   RB_HD void operator()(int64_t c) const {
     float s = 0.0f;
-    for (int r = 0; r < rows; r++) s += dy[size_t(r) * cols + c];
-    dbias[c] += s;
+    for (int b = 0; b < blocks; b++) s += partial[size_t(b) * cols + c];
+    out[c] += s;
   }
 };
 
@@ -113,19 +131,23 @@ struct LayerNormBackwardInput {  // item: row r; dx +=
   }
 };
 
-struct LayerNormBackwardParams {  // item: column c; dw +=, db +=
-  float *dw, *db;
+// dw and db of a LayerNorm as per-block partial sums: partial [2, blocks, C] (dw's, then db's),
+// added in block order by AddBlockSums.
+struct LayerNormParamBlockSums {  // item: block * C + c
+  float* partial;
   const float *dout, *x, *mean, *rstd;
-  int rows, C;
-  RB_HD void operator()(int64_t c) const {
+  int rows, C, blocks;
+  RB_HD void operator()(int64_t i) const {
+    const int64_t c = i % C, r0 = (i / C) * kRowBlock;
+    const int64_t r1 = r0 + kRowBlock < rows ? r0 + kRowBlock : rows;
     float gw = 0.0f, gb = 0.0f;
-    for (int r = 0; r < rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
       const float d = dout[size_t(r) * C + c];
       gw += d * (x[size_t(r) * C + c] - mean[r]) * rstd[r];
       gb += d;
     }
-    dw[c] += gw;
-    db[c] += gb;
+    partial[i] = gw;
+    partial[size_t(blocks) * C + i] = gb;
   }
 };
 
@@ -230,13 +252,21 @@ struct EmbeddingForward {  // item: element i * dim + c
   }
 };
 
-struct EmbeddingBackward {  // item: column c, every index in order (no atomics: deterministic)
+// Embedding backward without atomics: item (lane, c) owns column c of the table rows whose index
+// is lane mod kEmbeddingLanes, and walks every index in order (deterministic, and 32 times the
+// parallelism of one item per column).
+constexpr int kEmbeddingLanes = 32;
+struct EmbeddingBackward {  // item: lane * dim + c
   float* dtable;
   const float* dout;
   const int32_t* idx;
   int count, dim;
-  RB_HD void operator()(int64_t c) const {
-    for (int i = 0; i < count; i++) dtable[size_t(idx[i]) * dim + c] += dout[size_t(i) * dim + c];
+  RB_HD void operator()(int64_t item) const {
+    const int64_t c = item % dim, lane = item / dim;
+    for (int i = 0; i < count; i++) {
+      const int32_t row = idx[i];
+      if (row % kEmbeddingLanes == lane) dtable[size_t(row) * dim + c] += dout[size_t(i) * dim + c];
+    }
   }
 };
 
