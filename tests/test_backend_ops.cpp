@@ -270,6 +270,26 @@ TEST_P(BackendOps, RetentionFormsWithStatesAndSavedChunks) {
   }, 1e-8);
 }
 
+// Training's shapes: chunks of 64 over 150 positions (the last one short), wider heads, an initial
+// state and a gradient reaching the final state; forward, state and every gradient.
+TEST_P(BackendOps, ChunkwiseRetentionAtTrainingShapes) {
+  test::RetentionProblem p(2, 150, 2, 16, 32, rng);
+  const int chunk = 64;
+  const Floats dout = random_vec(p.out_size(), rng), dstate = random_vec(p.s.state_size(), rng);
+  expect_close("retention, chunks of 64", [&](Backend& b) -> Outputs {
+    On d(b);
+    const float *q = d.put(p.q), *k = d.put(p.k), *v = d.put(p.v), *g = d.put(p.gammas);
+    float *o = d.zeros(p.out_size()), *st = d.put(p.state0), *saved = d.zeros(p.saved_size(chunk));
+    b.retention_chunkwise_forward(o, q, k, v, g, p.s, chunk, st, st, saved);  // state in and out alias
+    float *o2 = d.zeros(p.out_size());
+    b.retention_chunkwise_forward(o2, q, k, v, g, p.s, chunk, nullptr, nullptr, nullptr);  // zero state, nothing saved
+    float *dq = d.zeros(p.q.size()), *dk = d.zeros(p.k.size()), *dv = d.zeros(p.v.size()), *ds = d.zeros(p.s.state_size());
+    b.retention_chunkwise_backward(dq, dk, dv, d.put(dout), q, k, v, g, p.s, chunk, saved, d.put(dstate), ds);
+    return {d.get(o, p.out_size()), d.get(st, p.s.state_size()), d.get(saved, p.saved_size(chunk)), d.get(o2, p.out_size()),
+            d.get(dq, p.q.size()), d.get(dk, p.k.size()), d.get(dv, p.v.size()), d.get(ds, p.s.state_size())};
+  }, 1e-8);
+}
+
 TEST_P(BackendOps, AdamWAndSumOfSquares) {
   const size_t n = 3 * 4096 + 77;
   const Floats p = random_vec(n, rng), g = random_vec(n, rng), m = random_vec(n, rng, 0.1);

@@ -27,6 +27,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cuda/item_ops.h"
+#include "kernels/cuda/retention_items.h"
 
 namespace rb {
 
@@ -191,34 +192,54 @@ class ItemBackend final : public Backend {
                         int hd) override {
     run(H, items::AttentionDecode{out, q, k, v, n, ld, hd});
   }
+  // Chunkwise retention in parallel over positions, chunks and state elements
+  // (kernels/cuda/retention_items.h); scratch holds U (or W and G), the states when none are
+  // saved, and the intra-chunk scores.
   void retention_chunkwise_forward(float* o, const float* q, const float* k, const float* v, const float* gammas,
                                    const RetentionShape& s, int chunk, const float* state_in, float* state_out,
                                    float* saved_states) override {
-    const size_t n = size_t(s.state_size());
-    float* state = scratch(n);
-    if (state_in) copy(state, state_in, n);
-    else fill(state, 0.0f, n);
-    const int C = std::max(1, std::min(chunk, s.n));
-    run(int64_t(s.B) * s.H * s.dv, items::RetentionColumnForward{o, q, k, v, gammas, s, state, saved_states, C});
-    if (state_out) copy(state_out, state, n);
+    const int64_t state_items = s.state_size();
+    if (s.n <= 0) {
+      if (state_out && state_in != state_out) state_in ? copy(state_out, state_in, size_t(state_items)) : fill(state_out, 0.0f, size_t(state_items));
+      return;
+    }
+    const items::ChunkGeometry g{s, std::max(1, std::min(chunk, s.n))};
+    const int64_t tasks = int64_t(s.B) * s.H, chunk_items = state_items * g.nchunks(), score_items = tasks * s.n * g.C;
+    float* work = scratch(size_t(chunk_items) * (saved_states ? 1 : 2) + size_t(score_items));
+    float* U = work;
+    float* scores = work + chunk_items;
+    float* states = saved_states ? saved_states : scores + score_items;
+    run(chunk_items, items::ChunkKeyValueSums{U, k, v, gammas, g});
+    run(state_items, items::ChunkStateScan{states, U, gammas, state_in, state_out, g});
+    run(score_items, items::IntraChunkScores{scores, q, k, gammas, g, false});
+    run(tasks * s.n * s.dv, items::ChunkOutputs{o, q, v, gammas, scores, states, g});
   }
   void retention_chunkwise_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                                     const float* k, const float* v, const float* gammas, const RetentionShape& s,
                                     int chunk, const float* saved_states, const float* dstate_out,
                                     float* dstate_in) override {
-    // The state entering chunk 0 of each head is the initial state: gather it from saved_states.
-    const int C = std::max(1, std::min(chunk, s.n));
-    const int nchunks = (s.n + C - 1) / C;
-    const size_t ssz = size_t(s.dk) * s.dv, heads = size_t(s.B) * s.H;
-    float* work = scratch(2 * heads * ssz);
-    float* state_in = work + heads * ssz;
-    for (size_t task = 0; task < heads; task++) copy(state_in + task * ssz, saved_states + task * nchunks * ssz, ssz);
-    run(int64_t(heads) * s.dk, items::RetentionRowBackward{dq, dk, dout, q, k, v, gammas, s, state_in, dstate_out, work});
-    run(int64_t(heads) * s.dv, items::RetentionColumnBackward{dv, dstate_in, dout, q, k, gammas, s, dstate_out, work});
+    const int64_t state_items = s.state_size();
+    if (s.n <= 0) {
+      if (dstate_in) dstate_out ? copy(dstate_in, dstate_out, size_t(state_items)) : fill(dstate_in, 0.0f, size_t(state_items));
+      return;
+    }
+    const items::ChunkGeometry g{s, std::max(1, std::min(chunk, s.n))};
+    const int64_t tasks = int64_t(s.B) * s.H, chunk_items = state_items * g.nchunks(), score_items = tasks * s.n * g.C;
+    float* work = scratch(size_t(chunk_items) + 2 * size_t(score_items));
+    float* WG = work;
+    float* scores = work + chunk_items;
+    float* dscores = scores + score_items;
+    run(score_items, items::IntraChunkScores{scores, q, k, gammas, g, false});
+    run(score_items, items::IntraChunkScores{dscores, dout, v, gammas, g, true});
+    run(tasks * s.n * s.dk, items::ChunkQueryGradients{dq, dout, k, gammas, dscores, saved_states, g});
+    run(chunk_items, items::ChunkQueryStateSums{WG, q, dout, gammas, g});
+    run(state_items, items::ChunkGradientScan{WG, gammas, dstate_out, dstate_in, g});
+    run(tasks * s.n * s.dk, items::ChunkKeyGradients{dk, q, v, gammas, dscores, WG, g});
+    run(tasks * s.n * s.dv, items::ChunkValueGradients{dv, k, dout, gammas, scores, WG, g});
   }
   void retention_recurrent_forward(float* o, const float* q, const float* k, const float* v, const float* gammas,
                                    const RetentionShape& s, float* state) override {
-    run(int64_t(s.B) * s.H * s.dv, items::RetentionColumnForward{o, q, k, v, gammas, s, state, nullptr, 1});
+    run(int64_t(s.B) * s.H * s.dv, items::RetentionRecurrentStep{o, q, k, v, gammas, s, state});
   }
   void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask, size_t n,
                   const AdamWStep& s) override {

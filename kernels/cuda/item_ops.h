@@ -423,27 +423,21 @@ struct AttentionDecode {  // item: head h; one query against n cached rows
   }
 };
 
-// Retention through the recurrence S_t = gamma S_{t-1} + k_t^T v_t, o_t = q_t S_t. An item owns
-// column j of one head's state (in `state` [B, H, dk, dv], updated in place): it alone writes
-// o[., j], so the chunkwise forward and the decoding step are the same function. saved (may be
-// null) receives the state entering each chunk of `chunk` positions, [B, H, nchunks, dk, dv].
-struct RetentionColumnForward {  // item: (b * H + h) * dv + j
+// Recurrent retention (decoding): S_t = gamma S_{t-1} + k_t^T v_t, o_t = q_t S_t. An item owns
+// column j of one head's state (`state` [B, H, dk, dv], updated in place) and alone writes o[., j].
+// The chunkwise form for training and evaluation is in retention_items.h.
+struct RetentionRecurrentStep {  // item: (b * H + h) * dv + j
   float* o;
   const float *q, *k, *v, *gammas;
   RetentionShape s;
   float* state;
-  float* saved;
-  int chunk;
   RB_HD void operator()(int64_t item) const {
     const int dk = s.dk, dv = s.dv, ldo = s.H * dv;
     const int64_t j = item % dv, task = item / dv, h = task % s.H, b = task / s.H;
-    const int nchunks = (s.n + chunk - 1) / chunk;
     const float g = gammas[h];
     float* S = state + size_t(task) * dk * dv + j;  // S[a * dv]: row a of this column
     for (int t = 0; t < s.n; t++) {
       const size_t row = size_t(b) * s.n + t;
-      if (saved && t % chunk == 0)
-        for (int a = 0; a < dk; a++) saved[(size_t(task) * nchunks + t / chunk) * dk * dv + size_t(a) * dv + j] = S[size_t(a) * dv];
       const float vt = v[row * s.ld_v + h * dv + j];
       const float* kt = k + row * s.ld_qk + h * dk;
       const float* qt = q + row * s.ld_qk + h * dk;
@@ -454,83 +448,6 @@ struct RetentionColumnForward {  // item: (b * H + h) * dv + j
       }
       o[row * ldo + h * dv + j] = acc;
     }
-  }
-};
-
-// Backward, by rows: an item owns row a of one head's state. Forward from the saved initial state
-// it rebuilds S_t[a, :] for dq_t[a] = do_t . S_t[a, :]; backward from dstate_out it runs
-// dS_t = q_t^T do_t + gamma dS_{t+1} for dk_t[a] = dS_t[a, :] . v_t. `work` [B, H, dk, dv].
-struct RetentionRowBackward {  // item: (b * H + h) * dk + a
-  float *dq, *dk_out;
-  const float *dout, *q, *k, *v, *gammas;
-  RetentionShape s;
-  const float *state_in, *dstate_out;  // state_in: the first saved state; dstate_out may be null
-  float* work;
-  RB_HD void operator()(int64_t item) const {
-    const int dk = s.dk, dv = s.dv, ldo = s.H * dv;
-    const int64_t a = item % dk, task = item / dk, h = task % s.H, b = task / s.H;
-    const float g = gammas[h];
-    const size_t off = size_t(task) * dk * dv + size_t(a) * dv;
-    float* R = work + off;
-    for (int c = 0; c < dv; c++) R[c] = state_in[off + c];
-    for (int t = 0; t < s.n; t++) {
-      const size_t row = size_t(b) * s.n + t;
-      const float ka = k[row * s.ld_qk + h * dk + a];
-      const float* vt = v + row * s.ld_v + h * dv;
-      const float* dot = dout + row * ldo + h * dv;
-      float acc = 0.0f;
-      for (int c = 0; c < dv; c++) {
-        R[c] = g * R[c] + ka * vt[c];
-        acc += dot[c] * R[c];
-      }
-      dq[row * s.ld_qk + h * dk + a] = acc;
-    }
-    for (int c = 0; c < dv; c++) R[c] = dstate_out ? dstate_out[off + c] : 0.0f;
-    for (int t = s.n - 1; t >= 0; t--) {
-      const size_t row = size_t(b) * s.n + t;
-      const float qa = q[row * s.ld_qk + h * dk + a];
-      const float* vt = v + row * s.ld_v + h * dv;
-      const float* dot = dout + row * ldo + h * dv;
-      float acc = 0.0f;
-      for (int c = 0; c < dv; c++) {
-        R[c] = (t == s.n - 1 ? R[c] : g * R[c]) + qa * dot[c];
-        acc += R[c] * vt[c];
-      }
-      dk_out[row * s.ld_qk + h * dk + a] = acc;
-    }
-  }
-};
-
-// Backward, by columns: an item owns column j of dS for dv_t[j] = k_t . dS_t[:, j] and
-// dstate_in = gamma dS_0 (may be null).
-struct RetentionColumnBackward {  // item: (b * H + h) * dv + j
-  float *dv_out, *dstate_in;
-  const float *dout, *q, *k, *gammas;
-  RetentionShape s;
-  const float* dstate_out;
-  float* work;
-  RB_HD void operator()(int64_t item) const {
-    const int dk = s.dk, dv = s.dv, ldo = s.H * dv;
-    const int64_t j = item % dv, task = item / dv, h = task % s.H, b = task / s.H;
-    const float g = gammas[h];
-    const size_t off = size_t(task) * dk * dv + j;
-    float* Cc = work + off;  // Cc[a * dv]
-    for (int a = 0; a < dk; a++) Cc[size_t(a) * dv] = dstate_out ? dstate_out[off + size_t(a) * dv] : 0.0f;
-    for (int t = s.n - 1; t >= 0; t--) {
-      const size_t row = size_t(b) * s.n + t;
-      const float* qt = q + row * s.ld_qk + h * dk;
-      const float* kt = k + row * s.ld_qk + h * dk;
-      const float dj = dout[row * ldo + h * dv + j];
-      float acc = 0.0f;
-      for (int a = 0; a < dk; a++) {
-        float& c = Cc[size_t(a) * dv];
-        c = (t == s.n - 1 ? c : g * c) + qt[a] * dj;
-        acc += kt[a] * c;
-      }
-      dv_out[row * s.ld_v + h * dv + j] = acc;
-    }
-    if (dstate_in)
-      for (int a = 0; a < dk; a++) dstate_in[off + size_t(a) * dv] = s.n > 0 ? g * Cc[size_t(a) * dv] : Cc[size_t(a) * dv];
   }
 };
 
