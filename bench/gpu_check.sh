@@ -26,10 +26,18 @@ for cfg in small base; do
 done
 echo "== bench fwdbwd small with TF32 (opt-in)"
 "$bin" bench fwdbwd --config small --device cuda --tf32 --steps 5
-echo "== bench decode at 1 KiB and 1 MiB of context, cuda beside cpu"
+echo "== bench decode at 1 KiB and 1 MiB of context: cuda with graphs, cuda launching kernels one by one, cpu"
 for ctx in 1024 1048576; do
-  for dev in cuda cpu; do "$bin" bench decode --config small --context $ctx -n 1024 --device $dev; done
+  "$bin" bench decode --config small --context $ctx -n 1024 --device cuda
+  RETBYTE_CUDA_GRAPHS=0 "$bin" bench decode --config small --context $ctx -n 1024 --device cuda
+  "$bin" bench decode --config small --context $ctx -n 1024 --device cpu
 done
+echo "== train tiny for 60 steps on the GPU, then generate from it there (a graph failure prints 'CUDA graphs off')"
+run=$(mktemp -d)
+"$bin" train --config tiny --data tests/fixtures --out "$run/tiny" --steps 60 --device cuda 2>&1 | tail -n 3
+"$bin" eval -m "$run/tiny/model.safetensors" --device cuda tests/fixtures/text2k.txt 2>&1 | tail -n 1
+"$bin" generate -m "$run/tiny/model.safetensors" -p "The " -n 256 -s 1 --device cuda 2>&1 | tail -c 400; echo
+rm -rf "$run"
 echo "== bad input: an impossible allocation is a one-line error, not a crash"
 cat > /tmp/huge.json <<'JSON'
 {"config": "base", "B": 64, "T": 131072}

@@ -4,7 +4,9 @@
 // GPU thread; the host emulation (tests/gpu_emulation.h) runs the very same functions in a loop,
 // so every kernel's indexing and math runs in CI on machines without a GPU.
 //
-// Simple over fast: one thread per row or column, no shared memory. The matrix products, where
+// Simple over clever: no shared memory or warp cooperation, but enough items to fill a GPU where
+// it matters (column sums in blocks of rows, embedding gradients over index lanes, chunkwise
+// retention over positions and state elements in retention_items.h). The matrix products, where
 // the time goes, are cuBLAS's.
 #pragma once
 #include <math.h>
