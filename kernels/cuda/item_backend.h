@@ -23,11 +23,10 @@
 #include <utility>
 #include <vector>
 
-#include "src/errors.h"
-
 #include "kernels/backend.h"
 #include "kernels/cuda/item_ops.h"
 #include "kernels/cuda/retention_items.h"
+#include "src/errors.h"
 
 namespace rb {
 
