@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "kernels/cuda/cuda.h"
@@ -41,6 +42,10 @@ const char* cublas_error(cublasStatus_t s) {
   }
 }
 
+void cublas_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cuda: ") + what + ": " + cublas_error(s));
+}
+
 std::string mib(size_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
 
 class CudaDevice {
@@ -55,14 +60,14 @@ class CudaDevice {
     check(cudaSetDevice(device), "cudaSetDevice");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     if (cublasCreate(&handle_) != CUBLAS_STATUS_SUCCESS) throw Error("cuda: cannot create a cuBLAS handle");
-    cublasSetStream(handle_, stream_);
+    cublas_check(cublasSetStream(handle_, stream_), "cublasSetStream");
     // A workspace of our own, so cuBLAS never allocates inside a graph capture (32 MiB: Hopper's
     // recommendation).
     workspace_bytes_ = size_t(32) << 20;
     workspace_ = alloc_bytes(workspace_bytes_);
-    cublasSetWorkspace(handle_, workspace_, workspace_bytes_);
+    cublas_check(cublasSetWorkspace(handle_, workspace_, workspace_bytes_), "cublasSetWorkspace");  // after SetStream
     // TF32 only when asked: the default keeps products in full FP32, close to the CPU's.
-    cublasSetMathMode(handle_, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+    cublas_check(cublasSetMathMode(handle_, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     tf32_ = tf32;
     const char* env = std::getenv("RETBYTE_CUDA_GRAPHS");
     graphs_ = !(env && std::string(env) == "0");
@@ -104,7 +109,10 @@ class CudaDevice {
     check(cudaMemsetAsync(p, 0, bytes, stream_), "cudaMemset");
     return p;
   }
-  void free_bytes(void* p) { cudaFree(p); }  // waits for the device, so no op still reads p
+  void free_bytes(void* p) {  // waits for the device, so no op still reads p
+    cudaFree(p);
+    cudaGetLastError();  // a failure here must not be blamed on the next launch
+  }
   // From pageable host memory the copy has read `src` when the call returns.
   void to_device(void* dst, const void* src, size_t bytes) {
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
@@ -130,8 +138,10 @@ class CudaDevice {
   // state's buffers) update that executable graph in place, which costs far less than
   // instantiating it. If the graph cannot be made, graphs go off for this backend (with one line
   // on stderr) and the ops run one by one, as they do with RETBYTE_CUDA_GRAPHS=0.
+  // A key's first unit runs eagerly (its kernels load then, not during a capture); later ones are
+  // captured.
   void run_recorded(uint64_t key, const std::vector<std::function<void()>>& ops) {
-    if (graphs_ && launch_as_graph(key, ops)) return;
+    if (graphs_ && !seen_keys_.insert(key).second && launch_as_graph(key, ops)) return;
     for (const auto& op : ops) op();
   }
 
@@ -144,6 +154,12 @@ class CudaDevice {
       for (const auto& op : ops) op();
     } catch (const Error& e) {
       failed = e.what();
+    } catch (...) {  // end the capture before anything else reaches the stream
+      cudaGraph_t partial = nullptr;
+      cudaStreamEndCapture(stream_, &partial);
+      if (partial) cudaGraphDestroy(partial);
+      cudaGetLastError();
+      throw;
     }
     cudaGraph_t graph = nullptr;
     const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
@@ -173,6 +189,7 @@ class CudaDevice {
       it = graphs_by_key_.emplace(key, exec).first;
     }
     cudaGraphDestroy(graph);
+    cudaGetLastError();  // nothing unchecked above may be blamed on a later launch
     check(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch");
     return true;
   }
@@ -192,6 +209,7 @@ class CudaDevice {
   bool tf32_ = false;
   bool graphs_ = true;
   std::unordered_map<uint64_t, cudaGraphExec_t> graphs_by_key_;
+  std::unordered_set<uint64_t> seen_keys_;
 };
 
 }  // namespace
