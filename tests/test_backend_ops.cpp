@@ -290,6 +290,23 @@ TEST_P(BackendOps, ChunkwiseRetentionAtTrainingShapes) {
   }, 1e-8);
 }
 
+// Decoding attention over long caches (the GPU splits the keys into blocks and merges them),
+// with one key far above the rest so the merge's rescaling matters.
+TEST_P(BackendOps, AttentionDecodeOverLongCaches) {
+  const int H = 3, hd = 8, ld = 2 * H * hd + 5;
+  for (int n : {300, 5000, 70001}) {
+    Floats kv = random_vec(size_t(n) * ld, rng), q = random_vec(size_t(H) * hd, rng);
+    for (int c = 0; c < hd; c++) kv[size_t(n / 3) * ld + c] = 4.0f * q[c];  // head 0's keys: one stands out
+    expect_close(("attention_decode n=" + std::to_string(n)).c_str(), [&](Backend& b) -> Outputs {
+      On d(b);
+      const float* pkv = d.put(kv);
+      float* out = d.zeros(size_t(H) * hd);
+      b.attention_decode(out, d.put(q), pkv, pkv + H * hd, n, ld, H, hd);
+      return {d.get(out, size_t(H) * hd)};
+    }, n < 10000 ? 1e-10 : 1e-7);  // 70,001 keys: outputs near zero, a float sum's rounding in either order
+  }
+}
+
 TEST_P(BackendOps, AdamWAndSumOfSquares) {
   const size_t n = 3 * 4096 + 77;
   const Floats p = random_vec(n, rng), g = random_vec(n, rng), m = random_vec(n, rng, 0.1);

@@ -34,10 +34,13 @@ template <class Device>
 class ItemBackend final : public Backend {
  public:
   template <class... A>
-  explicit ItemBackend(A&&... device_args) : dev_(std::forward<A>(device_args)...) {}
+  explicit ItemBackend(A&&... device_args)
+      : dev_(std::forward<A>(device_args)...),
+        decode_partial_(static_cast<float*>(dev_.alloc_bytes(kDecodePartialFloats * sizeof(float)))) {}
   ~ItemBackend() override {
     free_pending();
     if (scratch_) dev_.free_bytes(scratch_);
+    dev_.free_bytes(decode_partial_);
   }
   Device& device() { return dev_; }
   std::string name() const override { return dev_.name(); }
@@ -189,7 +192,17 @@ class ItemBackend final : public Backend {
   }
   void attention_decode(float* out, const float* q, const float* k, const float* v, int n, int ld, int H,
                         int hd) override {
-    run(H, items::AttentionDecode{out, q, k, v, n, ld, hd});
+    // Caches of a few blocks: one item per head. Longer: blocks of keys in parallel, then a merge,
+    // through a buffer made up front (a recorded step may not allocate).
+    const int blocks = std::min(items::kDecodeMaxBlocks, (n + items::kDecodeMinBlock - 1) / items::kDecodeMinBlock);
+    const size_t partial = size_t(H) * blocks * (hd + 2);
+    if (blocks <= 1 || partial > kDecodePartialFloats) {
+      run(H, items::AttentionDecode{out, q, k, v, n, ld, hd});
+      return;
+    }
+    const int block = (n + blocks - 1) / blocks;
+    run(int64_t(H) * blocks, items::AttentionDecodeBlocks{decode_partial_, q, k, v, n, ld, hd, blocks, block});
+    run(int64_t(H) * hd, items::AttentionDecodeMerge{out, decode_partial_, hd, blocks});
   }
   // Chunkwise retention in parallel over positions, chunks and state elements
   // (kernels/cuda/retention_items.h); scratch holds U (or W and G), the states when none are
@@ -289,6 +302,9 @@ class ItemBackend final : public Backend {
     return scratch_;
   }
   Device dev_;
+  // Long-cache attention decoding's per-block partials (1 MiB: heads x (hd + 2) up to 1,024).
+  static constexpr size_t kDecodePartialFloats = size_t(1) << 18;
+  float* decode_partial_ = nullptr;
   float* scratch_ = nullptr;
   size_t scratch_count_ = 0;
   bool recording_ = false;

@@ -398,30 +398,75 @@ struct AttentionBackwardKeyValue {  // item: key (seq * H + h) * S + j; writes d
   }
 };
 
-struct AttentionDecode {  // item: head h; one query against n cached rows
+// One query of head h against cached keys j0 .. j1-1 (rows of stride ld): the scores' maximum m,
+// l = sum exp(score - m) and acc[c] = sum exp(score - m) v[c] (softmax scale 1/sqrt(hd)).
+RB_HD inline void attention_decode_range(float* m_out, float* l_out, float* acc, const float* q, const float* k,
+                                         const float* v, int64_t h, int j0, int j1, int ld, int hd) {
+  const float scale = 1.0f / sqrtf(float(hd));
+  const float* qh = q + h * hd;
+  float mx = -INFINITY;
+  for (int j = j0; j < j1; j++) {
+    float d = 0.0f;
+    for (int c = 0; c < hd; c++) d += qh[c] * k[size_t(j) * ld + h * hd + c];
+    mx = d * scale > mx ? d * scale : mx;
+  }
+  float sum = 0.0f;
+  for (int c = 0; c < hd; c++) acc[c] = 0.0f;
+  for (int j = j0; j < j1; j++) {
+    float d = 0.0f;
+    for (int c = 0; c < hd; c++) d += qh[c] * k[size_t(j) * ld + h * hd + c];
+    const float e = expf(d * scale - mx);
+    sum += e;
+    for (int c = 0; c < hd; c++) acc[c] += e * v[size_t(j) * ld + h * hd + c];
+  }
+  *m_out = mx;
+  *l_out = sum;
+}
+
+struct AttentionDecode {  // item: head h; one query against n cached rows (short caches)
   float* out;
   const float *q, *k, *v;
   int n, ld, hd;
   RB_HD void operator()(int64_t h) const {
-    const float scale = 1.0f / sqrtf(float(hd));
-    const float* qh = q + h * hd;
     float* o = out + h * hd;
+    float m, l;
+    attention_decode_range(&m, &l, o, q, k, v, h, 0, n, ld, hd);
+    for (int c = 0; c < hd; c++) o[c] /= l;
+  }
+};
+
+// Long caches in two passes (split over the keys, as flash-decoding does, merged in block order so
+// the result is deterministic): partial [H, blocks, hd + 2] holds each block's m, l and acc.
+constexpr int kDecodeMinBlock = 256, kDecodeMaxBlocks = 256;
+struct AttentionDecodeBlocks {  // item: h * blocks + b
+  float* partial;
+  const float *q, *k, *v;
+  int n, ld, hd, blocks, block;
+  RB_HD void operator()(int64_t item) const {
+    const int64_t h = item / blocks, b = item % blocks;
+    const int j0 = int(b * block), j1 = j0 + block < n ? j0 + block : n;
+    float* p = partial + size_t(item) * (hd + 2);
+    attention_decode_range(p, p + 1, p + 2, q, k, v, h, j0, j1, ld, hd);
+  }
+};
+
+struct AttentionDecodeMerge {  // item: h * hd + c
+  float* out;
+  const float* partial;
+  int hd, blocks;
+  RB_HD void operator()(int64_t item) const {
+    const int64_t h = item / hd, c = item % hd;
+    const float* p = partial + size_t(h) * blocks * (hd + 2);
     float mx = -INFINITY;
-    for (int j = 0; j < n; j++) {
-      float d = 0.0f;
-      for (int c = 0; c < hd; c++) d += qh[c] * k[size_t(j) * ld + h * hd + c];
-      mx = d * scale > mx ? d * scale : mx;
+    for (int b = 0; b < blocks; b++) mx = p[size_t(b) * (hd + 2)] > mx ? p[size_t(b) * (hd + 2)] : mx;
+    float l = 0.0f, acc = 0.0f;
+    for (int b = 0; b < blocks; b++) {
+      const float* pb = p + size_t(b) * (hd + 2);
+      const float w = expf(pb[0] - mx);
+      l += pb[1] * w;
+      acc += pb[2 + c] * w;
     }
-    float sum = 0.0f;
-    for (int c = 0; c < hd; c++) o[c] = 0.0f;
-    for (int j = 0; j < n; j++) {
-      float d = 0.0f;
-      for (int c = 0; c < hd; c++) d += qh[c] * k[size_t(j) * ld + h * hd + c];
-      const float e = expf(d * scale - mx);
-      sum += e;
-      for (int c = 0; c < hd; c++) o[c] += e * v[size_t(j) * ld + h * hd + c];
-    }
-    for (int c = 0; c < hd; c++) o[c] /= sum;
+    out[item] = acc / l;
   }
 };
 
