@@ -31,6 +31,7 @@ for ctx in 1024 1048576; do
   "$bin" bench decode --config small --context $ctx -n 1024 --device cuda
   RETBYTE_CUDA_GRAPHS=0 "$bin" bench decode --config small --context $ctx -n 1024 --device cuda
   "$bin" bench decode --config small --context $ctx -n 1024 --device cpu
+  "$bin" bench decode --config small --global attention --context $ctx -n 1024 --device cuda  # the baseline
 done
 echo "== train tiny for 60 steps on the GPU, then generate from it there (a graph failure prints 'CUDA graphs off')"
 run=$(mktemp -d)
