@@ -50,7 +50,8 @@ class Backend {
   // changed. Ops issued between begin_recorded(key) and end_recorded() may be collected and run
   // as one unit when end_recorded() is called: the CUDA backend keeps one CUDA graph per key,
   // updates its arguments and launches it once instead of dozens of kernels. Inside, no op may
-  // allocate, free or read device memory back to the host (such a call throws). cancel_recorded()
+  // allocate or copy between host and device memory (such a call throws; releases are deferred
+  // until the unit has run), except small index uploads. cancel_recorded()
   // drops what was collected (after an exception). The CPU runs ops at once and ignores these.
   virtual void begin_recorded(uint64_t key) {}
   virtual void end_recorded() {}

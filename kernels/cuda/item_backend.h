@@ -12,9 +12,9 @@
 //       runs ops in order, as one unit if it can (CUDA: a graph per key, updated and launched)
 //
 // Between begin_recorded() and end_recorded() the ops are collected as closures instead of being
-// issued, and handed to the device as one unit; anything that would allocate, free or copy to or
-// from the host meanwhile is refused with an rb::Error (a graph cannot hold it), and so are
-// uploads, except the small index uploads, which become a kernel carrying the values.
+// issued, and handed to the device as one unit; an allocation, a download or an upload meanwhile
+// is refused with an rb::Error (a graph cannot hold it), except the small index uploads, which
+// become a kernel carrying the values; releases wait until the unit has run.
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -91,8 +91,7 @@ class ItemBackend final : public Backend {
   }
   void fill(float* dst, float value, size_t count) override { run(int64_t(count), items::Fill{dst, value}); }
   void copy(float* dst, const float* src, size_t count) override {
-    if (recording_) recorded_.push_back([this, dst, src, count] { dev_.device_copy(dst, src, count * sizeof(float)); });
-    else dev_.device_copy(dst, src, count * sizeof(float));
+    issue([this, dst, src, count] { dev_.device_copy(dst, src, count * sizeof(float)); });
   }
   int32_t* alloc_index(size_t count) override {
     refuse_while_recording("an allocation");
@@ -116,9 +115,9 @@ class ItemBackend final : public Backend {
 
   void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
             float beta, float* C, int ldc) override {
-    if (recording_)
-      recorded_.push_back([this, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc] { dev_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); });
-    else dev_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    issue([this, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc] {
+      dev_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    });
   }
   void add_bias(float* y, const float* bias, int rows, int cols) override {
     run(int64_t(rows) * cols, items::AddBias{y, bias, cols});
@@ -270,11 +269,16 @@ class ItemBackend final : public Backend {
   }
 
  private:
-  // Issues op(i) for i < n now, or adds it to the unit being recorded.
+  // Runs a device call now, or adds it to the unit being recorded.
+  template <class F>
+  void issue(F&& call) {
+    if (recording_) recorded_.emplace_back(std::forward<F>(call));
+    else call();
+  }
+  // op(i) for every i < n.
   template <class Op>
   void run(int64_t n, const Op& op) {
-    if (recording_) recorded_.push_back([this, n, op] { dev_.run(n, op); });
-    else dev_.run(n, op);
+    issue([this, n, op] { dev_.run(n, op); });
   }
   // A buffer released while recording may still be read by the recorded ops: free it after them.
   // (Never throws: releases run in destructors.)
