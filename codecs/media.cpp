@@ -72,6 +72,34 @@ void check_wav_data_chunk(const std::string& path) {
   }
 }
 
+uint32_t get_u32_le(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+
+// The most decoded bytes an image file of this size and format can really hold, so that a header
+// declaring a huge image in a small file is refused before anything is allocated (and before a
+// decoder spends minutes on it). Deflate expands at most 1032:1, GIF's LZW about 2731:1 (a 12-bit
+// code for 4096 pixels), a JPEG 8x8 block needs at least a bit; BMP and binary PNM store their
+// pixels as they are.
+uint64_t most_pixel_bytes_held(const std::vector<uint8_t>& f) {
+  const uint64_t n = f.size();
+  if (n >= 8 && !std::memcmp(f.data(), "\x89PNG", 4)) {
+    uint64_t idat = 0;
+    for (uint64_t at = 8; at + 12 <= n;) {
+      const uint64_t len = get_u32_be(f.data() + at);
+      if (!std::memcmp(f.data() + at + 4, "IDAT", 4)) idat += std::min(len, n - at - 8);
+      at += 12 + len;
+    }
+    return idat * 1032 + 4096;
+  }
+  if (n >= 6 && !std::memcmp(f.data(), "GIF8", 4)) return n * 2731 + 4096;
+  if (n >= 3 && f[0] == 0xff && f[1] == 0xd8) return n * 2048 + 4096;  // progressive: 1 bit per block and scan, 4:2:0
+  if (n >= 2 && f[0] == 'B' && f[1] == 'M') {
+    if (n >= 34 && get_u32_le(f.data() + 30) != 0 && get_u32_le(f.data() + 30) != 3) return n * 256 * 4 + 4096;  // RLE
+    return n * 8 * 4 + 4096;  // 1-bit rows can hold 8 pixels per byte, of up to 4 channels
+  }
+  if (n >= 2 && f[0] == 'P') return n * 8 * 4 + 4096;
+  return n * 1032 + 4096;
+}
+
 }  // namespace
 
 const char* modality_name(Modality m) {
@@ -113,9 +141,14 @@ Image read_image(const std::string& path, std::string* notice) {
     throw Error(path + ": not a decodable image (" + std::string(stbi_failure_reason() ? stbi_failure_reason() : "unknown format") + ")");
   if (w <= 0 || h <= 0) throw Error(path + ": image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
   if (c < 1 || c > 4) throw Error(path + ": unsupported channel count " + std::to_string(c));
-  if (uint64_t(w) * uint64_t(h) * uint64_t(c) > kMaxImageBytes)
+  const uint64_t pixel_bytes = uint64_t(w) * uint64_t(h) * uint64_t(c);
+  if (pixel_bytes > kMaxImageBytes)
     throw Error(path + ": " + std::to_string(w) + "x" + std::to_string(h) + "x" + std::to_string(c) +
                 " image exceeds the limit of " + std::to_string(kMaxImageBytes >> 20) + " MiB of pixels");
+  // 8-bit samples: a 16-bit image's 2 bytes per sample hold at least as much in the file.
+  if (pixel_bytes > most_pixel_bytes_held(file))
+    throw Error(path + ": header declares a " + std::to_string(w) + "x" + std::to_string(h) + " image, more than its " +
+                std::to_string(file.size()) + " bytes can hold (damaged or hostile file)");
   if (notice && stbi_is_16_bit_from_memory(file.data(), len))
     *notice = path + ": 16-bit image reduced to 8 bits per channel";
   int w2 = 0, h2 = 0, c2 = 0;
@@ -141,7 +174,7 @@ std::string encode_png(const Image& img, const std::string& path) {
   return out;
 }
 
-void write_png(const std::string& path, const Image& img) { write_file_atomic(path, encode_png(img, path)); }
+void write_png(const std::string& path, const Image& img, Overwrite overwrite) { write_file_atomic(path, encode_png(img, path), overwrite); }
 
 Audio read_audio(const std::string& path, std::string* notice) {
   check_wav_data_chunk(path);
@@ -165,15 +198,25 @@ Audio read_audio(const std::string& path, std::string* notice) {
   Audio a;
   a.sample_rate = info.samplerate;
   a.channels = info.channels;
-  a.samples.resize(size_t(info.frames) * size_t(info.channels));
-  const sf_count_t got = info.frames ? sf_readf_short(f, a.samples.data(), info.frames) : 0;
+  // Read in pieces, so memory follows the samples the file really holds, not what its header
+  // declares (a small FLAC can promise billions of frames).
+  const sf_count_t piece = 1 << 16;
+  sf_count_t got = 0;
+  while (got < info.frames) {
+    const sf_count_t want = std::min(piece, info.frames - got);
+    a.samples.resize(size_t(got + want) * size_t(info.channels));
+    const sf_count_t r = sf_readf_short(f, a.samples.data() + size_t(got) * size_t(info.channels), want);
+    got += std::max<sf_count_t>(r, 0);
+    if (r < want) break;
+  }
+  a.samples.resize(size_t(got) * size_t(info.channels));
   if (got != info.frames)
     throw Error(path + ": header promises " + std::to_string(info.frames) + " frames but the file holds " + std::to_string(got) +
                 " (truncated?)");
   return a;
 }
 
-void write_wav(const std::string& path, const Audio& a) {
+void write_wav(const std::string& path, const Audio& a, Overwrite overwrite) {
   if (a.channels < 1 || a.channels > 64 || a.sample_rate <= 0 || a.samples.size() % size_t(a.channels) != 0)
     throw Error(path + ": cannot write audio with " + std::to_string(a.channels) + " channels at " + std::to_string(a.sample_rate) + " Hz");
   const uint64_t data_bytes = uint64_t(a.samples.size()) * 2;
@@ -191,7 +234,7 @@ void write_wav(const std::string& path, const Audio& a) {
   out += "data";
   put_u32_le(out, uint32_t(data_bytes));
   for (int16_t s : a.samples) put_u16_le(out, uint16_t(s));
-  write_file_atomic(path, out);
+  write_file_atomic(path, out, overwrite);
 }
 
 namespace {

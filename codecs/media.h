@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "src/config.h"
+#include "src/output_file.h"
 
 namespace rb {
 
@@ -44,10 +45,10 @@ Image read_image(const std::string& path, std::string* notice = nullptr);
 // than the file holds is an error (a lossless tool must not silently drop samples).
 Audio read_audio(const std::string& path, std::string* notice = nullptr);
 // Writes atomically (temporary file, then rename); errors name the file.
-void write_png(const std::string& path, const Image& image);
+void write_png(const std::string& path, const Image& image, Overwrite overwrite = Overwrite::Replace);
 // The PNG file's bytes (stb_image_write); `path` names it in errors.
 std::string encode_png(const Image& image, const std::string& path);
-void write_wav(const std::string& path, const Audio& audio);
+void write_wav(const std::string& path, const Audio& audio, Overwrite overwrite = Overwrite::Replace);
 // A 16-bit FLAC file's bytes (libsndfile's encoder); `path` names it in errors.
 std::vector<uint8_t> encode_flac(const Audio& audio, const std::string& path);
 

@@ -4,6 +4,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -79,8 +80,9 @@ struct Content {
 uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
 uint16_t le16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
 
-// A 16-bit PCM WAV: where its sample bytes are. Anything unusual (another sample format, a data
-// chunk that claims more than the file holds, an odd length) is left to raw mode.
+// A 16-bit PCM WAV: where its sample bytes are, in whole frames (a trailing partial frame stays
+// with the verbatim bytes after the samples). Anything unusual (another sample format, a data
+// chunk that claims more than the file holds) is left to raw mode.
 bool find_wav16_samples(const std::vector<uint8_t>& f, size_t* off, size_t* len, int* channels, int* rate) {
   if (f.size() < 12 || std::memcmp(f.data(), "RIFF", 4) || std::memcmp(f.data() + 8, "WAVE", 4)) return false;
   bool fmt_ok = false;
@@ -97,9 +99,9 @@ bool find_wav16_samples(const std::vector<uint8_t>& f, size_t* off, size_t* len,
       *rate = int(le32(body + 4));
       fmt_ok = *rate > 0;
     } else if (!std::memcmp(f.data() + pos, "data", 4)) {
-      if (!fmt_ok || size % 2) return false;
+      if (!fmt_ok) return false;
       *off = pos + 8;
-      *len = size;
+      *len = size - size % (2 * uint32_t(*channels));
       return true;
     }
     pos += 8 + size_t(size) + (size & 1);
@@ -142,6 +144,38 @@ void restore_from_residuals(std::vector<uint8_t>* content, RbzMode mode, const s
   }
 }
 
+// PNM's header fields after the magic: width, height and (P2, P3, P5, P6) maxval, skipping
+// whitespace and comments; 0 where malformed.
+int pnm_maxval(const std::vector<uint8_t>& f) {
+  if (f.size() < 3 || f[0] != 'P' || f[1] < '1' || f[1] > '6') return 0;
+  if (f[1] == '1' || f[1] == '4') return 1;  // bitmaps
+  size_t i = 2;
+  long fields[3] = {0, 0, 0};
+  for (long& v : fields) {
+    for (;;) {
+      while (i < f.size() && std::isspace(f[i])) i++;
+      if (i < f.size() && f[i] == '#') {
+        while (i < f.size() && f[i] != '\n' && f[i] != '\r') i++;
+        continue;
+      }
+      break;
+    }
+    if (i >= f.size() || !std::isdigit(f[i])) return 0;
+    while (i < f.size() && std::isdigit(f[i]) && v < 1000000) v = v * 10 + (f[i++] - '0');
+  }
+  return int(std::min<long>(fields[2], 1 << 20));
+}
+
+// Image mode keeps pixels as 8-bit samples: only files whose every sample is exactly one such
+// (PNG of at most 8 bits per sample, PNM with maxval 255, BMP) are coded as pixels. 16-bit PNGs and
+// PNMs, and PNMs whose maxval gives the values another meaning, are coded as the file's bytes.
+bool pixels_are_the_whole_image(const std::vector<uint8_t>& f) {
+  static const uint8_t png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (f.size() >= 8 && !std::memcmp(f.data(), png, 8)) return f.size() >= 33 && !std::memcmp(f.data() + 12, "IHDR", 4) && f[24] <= 8;
+  if (f.size() >= 2 && f[0] == 'P') return (f[1] == '5' || f[1] == '6') && pnm_maxval(f) == 255;
+  return f.size() >= 2 && f[0] == 'B' && f[1] == 'M';
+}
+
 Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P, bool force_raw) {
   Content c;
   c.body = file.data();
@@ -151,7 +185,7 @@ Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P
   const Modality m = detect_modality(file.data(), file.size());
   auto starts = [&](const char* s) { return file.size() >= std::strlen(s) && !std::memcmp(file.data(), s, std::strlen(s)); };
   // Lossless image formats only: a JPEG's pixels are not what the file stores.
-  const bool lossless_image = starts("\x89PNG") || starts("BM") || (file.size() > 2 && file[0] == 'P' && file[1] >= '1' && file[1] <= '6');
+  const bool lossless_image = pixels_are_the_whole_image(file);
   if (m == Modality::Image && lossless_image) {
     Image img;
     try {
@@ -298,6 +332,54 @@ std::vector<ByteSpan> coded_prefixes(const std::vector<ByteSpan>& segments, size
   return out;
 }
 
+// The file that the content (the blocks' bytes, in the form they were coded) restores: pixels as a
+// PNG, samples inside their WAV bytes or as a FLAC, or the bytes themselves; every size and the
+// checksum checked. compress_file runs it too, before anything is coded.
+std::vector<uint8_t> restore_file(const std::string& path, RbzMode mode, const std::vector<uint8_t>& extra, int residual_channels,
+                                  uint64_t hash, uint64_t original_size, std::vector<uint8_t> content) {
+  if (residual_channels) restore_from_residuals(&content, mode, extra, residual_channels, path);
+  std::vector<uint8_t> out;
+  if (mode == RbzMode::Raw) {
+    out = std::move(content);
+  } else if (mode == RbzMode::Image) {
+    if (extra.size() != 12) throw Error(path + ": damaged .rbz header (image geometry)");
+    Image img;
+    img.width = int(le32(extra.data())), img.height = int(le32(extra.data() + 4)), img.channels = int(le32(extra.data() + 8));
+    if (img.width <= 0 || img.height <= 0 || img.channels < 1 || img.channels > 4 ||
+        uint64_t(img.width) * uint64_t(img.height) * uint64_t(img.channels) != content.size())
+      throw Error(path + ": damaged .rbz header (image geometry)");
+    if (XXH64(content.data(), content.size(), 0) != hash) throw Error(path + ": checksum mismatch: the restored pixels are not the original ones");
+    img.pixels = std::move(content);
+    const std::string png = encode_png(img, path);
+    return std::vector<uint8_t>(png.begin(), png.end());
+  } else if (!extra.empty() && extra[0] == kFlacContainer) {
+    if (extra.size() != 9 || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
+    Audio a;
+    a.sample_rate = int(le32(extra.data() + 1));
+    a.channels = int(le32(extra.data() + 5));
+    if (a.sample_rate <= 0 || a.channels < 1 || a.channels > 8 || content.size() % size_t(2 * a.channels))
+      throw Error(path + ": damaged .rbz header (audio layout)");
+    if (content.size() != original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
+    if (XXH64(content.data(), content.size(), 0) != hash) throw Error(path + ": checksum mismatch: the restored samples are not the original ones");
+    a.samples.resize(content.size() / 2);
+    for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(load_msb16(content.data() + 2 * i));
+    return encode_flac(a, path);
+  } else {
+    if (extra.size() < 9 || extra[0] != kWavContainer) throw Error(path + ": damaged .rbz header (audio layout)");
+    const uint8_t* x = extra.data() + 1;
+    const size_t verbatim = extra.size() - 9;
+    const uint64_t off = le32(x) | uint64_t(le32(x + 4)) << 32;
+    if (off > verbatim || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
+    out.reserve(verbatim + content.size());
+    out.insert(out.end(), x + 8, x + 8 + off);
+    for (size_t i = 0; i < content.size(); i += 2) out.push_back(content[i + 1]), out.push_back(content[i]);  // back to little-endian
+    out.insert(out.end(), x + 8 + off, x + 8 + verbatim);
+  }
+  if (out.size() != original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
+  if (XXH64(out.data(), out.size(), 0) != hash) throw Error(path + ": checksum mismatch: the restored file is not the original");
+  return out;
+}
+
 }  // namespace
 
 const char* rbz_mode_name(RbzMode m) {
@@ -314,7 +396,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   if (options.segment_bytes > kMaxModelBlock) throw Error("segment size over the limit of 16 MiB");
   CompressStats st;
   Content c = analyse(path, file, model ? model->config().P : 0, options.force_raw);
-  const uint64_t hash = content_hash(file, c);  // of the pixels or samples themselves, in either form
+  uint64_t hash = content_hash(file, c);  // of the pixels or samples themselves, in either form
   if (model && model->media_form == MediaForm::Residual && c.mode != RbzMode::Raw && c.size > 0) {
     // The model reads residuals: code those, and tell the decoder to turn them back.
     const int channels = c.mode == RbzMode::Image ? int(c.unit) : int(c.unit / 2);
@@ -323,6 +405,22 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     c.body = c.owned.data();
     c.residual_channels = channels;
     c.context[2] = media_letter(c.mode == RbzMode::Image ? Modality::Image : Modality::Audio, MediaForm::Residual);
+  }
+  if (c.mode != RbzMode::Raw) {
+    // What decompress will do with this content, done now: a file whose pixels or samples would
+    // not come back exactly (any layout the mode does not foresee) is coded as its bytes instead.
+    // An archive that compress writes always decompresses.
+    bool restores = false;
+    try {
+      const std::vector<uint8_t> back = restore_file(path, c.mode, c.extra, c.residual_channels, hash,
+                                                     c.restores_content ? c.size : file.size(), std::vector<uint8_t>(c.body, c.body + c.size));
+      restores = c.restores_content || back == file;
+    } catch (const Error&) {
+    }
+    if (!restores) {
+      c = analyse(path, file, model ? model->config().P : 0, true);
+      hash = content_hash(file, c);
+    }
   }
   std::vector<Block> blocks;
   std::string fingerprint;
@@ -576,47 +674,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
       throw Error(path + ": " + e.what());
     }
   }
-  if (ps.residual_channels) restore_from_residuals(&content, info.mode, ps.extra, ps.residual_channels, path);
-  std::vector<uint8_t> out;
-  if (info.mode == RbzMode::Raw) {
-    out = std::move(content);
-  } else if (info.mode == RbzMode::Image) {
-    if (ps.extra.size() != 12) throw Error(path + ": damaged .rbz header (image geometry)");
-    Image img;
-    img.width = int(le32(ps.extra.data())), img.height = int(le32(ps.extra.data() + 4)), img.channels = int(le32(ps.extra.data() + 8));
-    if (img.width <= 0 || img.height <= 0 || img.channels < 1 || img.channels > 4 ||
-        uint64_t(img.width) * uint64_t(img.height) * uint64_t(img.channels) != content.size())
-      throw Error(path + ": damaged .rbz header (image geometry)");
-    if (XXH64(content.data(), content.size(), 0) != ps.hash) throw Error(path + ": checksum mismatch: the restored pixels are not the original ones");
-    img.pixels = std::move(content);
-    const std::string png = encode_png(img, path);
-    return std::vector<uint8_t>(png.begin(), png.end());
-  } else if (!ps.extra.empty() && ps.extra[0] == kFlacContainer) {
-    if (ps.extra.size() != 9 || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
-    Audio a;
-    a.sample_rate = int(le32(ps.extra.data() + 1));
-    a.channels = int(le32(ps.extra.data() + 5));
-    if (a.sample_rate <= 0 || a.channels < 1 || a.channels > 8 || content.size() % size_t(2 * a.channels))
-      throw Error(path + ": damaged .rbz header (audio layout)");
-    if (content.size() != info.original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
-    if (XXH64(content.data(), content.size(), 0) != ps.hash) throw Error(path + ": checksum mismatch: the restored samples are not the original ones");
-    a.samples.resize(content.size() / 2);
-    for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(load_msb16(content.data() + 2 * i));
-    return encode_flac(a, path);
-  } else {
-    if (ps.extra.size() < 9 || ps.extra[0] != kWavContainer) throw Error(path + ": damaged .rbz header (audio layout)");
-    const uint8_t* x = ps.extra.data() + 1;
-    const size_t verbatim = ps.extra.size() - 9;
-    const uint64_t off = le32(x) | uint64_t(le32(x + 4)) << 32;
-    if (off > verbatim || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
-    out.reserve(verbatim + content.size());
-    out.insert(out.end(), x + 8, x + 8 + off);
-    for (size_t i = 0; i < content.size(); i += 2) out.push_back(content[i + 1]), out.push_back(content[i]);  // back to little-endian
-    out.insert(out.end(), x + 8 + off, x + 8 + verbatim);
-  }
-  if (out.size() != info.original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
-  if (XXH64(out.data(), out.size(), 0) != ps.hash) throw Error(path + ": checksum mismatch: the restored file is not the original");
-  return out;
+  return restore_file(path, info.mode, ps.extra, ps.residual_channels, ps.hash, info.original_size, std::move(content));
 }
 
 }  // namespace rb

@@ -11,7 +11,7 @@ namespace rb {
 
 namespace {
 constexpr const char* kStateFormat = "retbyte-decode-state";
-constexpr int kStateVersion = 1;
+constexpr int kStateVersion = 2;  // 2: the file carries a checksum (SafetensorsReader checks it); 1 is still read
 // Keys of the recorded decoding steps (Backend::begin_recorded): the same key, the same ops.
 constexpr uint64_t kRetentionStepKey = 1ull << 32, kAttentionStepKey = 2ull << 32, kLocalStepKey = 3ull << 32;
 }  // namespace
@@ -56,7 +56,7 @@ std::unique_ptr<DecodeState> DecodeState::clone() const {
   return std::unique_ptr<DecodeState>(new DecodeState(*this));
 }
 
-void DecodeState::save(const std::string& path) const {
+void DecodeState::save(const std::string& path, Overwrite overwrite) const {
   const ModelConfig& c = model_.config();
   Backend& be = model_.backend();
   auto host = [&](const Buffer& b, size_t n) {
@@ -101,7 +101,8 @@ void DecodeState::save(const std::string& path) const {
                      {"config", config_to_json(c)},
                      {"patches_done", std::to_string(patches_done_)},
                      {"global_ready", g_ready_ ? "1" : "0"},
-                     {"rng", rng.str()}});
+                     {"rng", rng.str()}},
+                    overwrite);
 }
 
 std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& model) {
@@ -113,8 +114,9 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
     return it->second;
   };
   if (meta("format") != kStateFormat) throw Error(path + ": not a retbyte decode state (format \"" + meta("format") + "\")");
-  if (meta("version") != std::to_string(kStateVersion))
-    throw Error(path + ": decode state version " + meta("version") + " is not supported (this build reads version " + std::to_string(kStateVersion) + ")");
+  if (meta("version") != std::to_string(kStateVersion) && meta("version") != "1")
+    throw Error(path + ": decode state version " + meta("version") + " is not supported (this build reads versions 1 and " + std::to_string(kStateVersion) + ")");
+  if (meta("version") != "1" && !f.has_checksum()) throw Error(path + ": decode state without its checksum (damaged file?)");
   const std::string fp = model_fingerprint(model);
   if (meta("model_fingerprint") != fp)
     throw Error(path + ": state was made with another model (fingerprint " + meta("model_fingerprint") + ", this model is " + fp + ")");

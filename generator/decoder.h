@@ -20,6 +20,7 @@
 
 #include "kernels/backend.h"
 #include "src/model.h"
+#include "src/output_file.h"
 #include "src/rng.h"
 
 namespace rb {
@@ -29,7 +30,7 @@ class DecodeState {
   explicit DecodeState(Model& model);
   std::unique_ptr<DecodeState> clone() const;
   // Atomic write; load checks magic, version, sizes and that `model` is the one it was made with.
-  void save(const std::string& path) const;
+  void save(const std::string& path, Overwrite overwrite = Overwrite::Replace) const;
   static std::unique_ptr<DecodeState> load(const std::string& path, Model& model);
 
   int64_t bytes_consumed() const { return patches_done_ * P_ + pos_; }

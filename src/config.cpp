@@ -1,6 +1,7 @@
 #include "src/config.h"
 
 #include <fstream>
+#include <set>
 #include <sys/stat.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -87,9 +88,12 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
     int* f = int_field(c, key);
     if (!f) throw Error(source + ": unknown config key \"" + key + "\" (known: P D_E L_G H_G D_L L_L H_L T B global config)");
     if (!it->is_number_integer()) throw Error(source + ": \"" + key + "\" must be an integer");
-    const int64_t v = it->get<int64_t>();
-    if (v <= 0 || v > (int64_t(1) << 30)) throw Error(source + ": \"" + key + "\" = " + std::to_string(v) + " is out of range");
-    *f = int(v);
+    // Read unsigned JSON numbers as unsigned: 18446744073709551615 is not -1.
+    const bool in_range = it->is_number_unsigned() ? it->get<uint64_t>() <= (uint64_t(1) << 30)
+                                                   : it->get<int64_t>() > 0 && it->get<int64_t>() <= (int64_t(1) << 30);
+    if (!in_range || it->get<int64_t>() <= 0)
+      throw Error(source + ": \"" + key + "\" = " + it->dump() + " is out of range (1 to " + std::to_string(1 << 30) + ")");
+    *f = int(it->get<int64_t>());
   }
   if (!have_base)
     for (const char* key : kIntKeys)
@@ -111,8 +115,21 @@ nlohmann::json read_config_file(const std::string& path) {
   in.read(text.data(), long(text.size()));
   text.resize(size_t(in.gcount()));
   if (text.size() > uint64_t(st.st_size)) throw Error(path + ": config changed while being read");
+  // A key given twice in one object is an error (JSON parsers silently keep one of them).
+  std::vector<std::set<std::string>> keys;  // per open object
+  std::string duplicate;
+  auto track = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (event == nlohmann::json::parse_event_t::object_start) keys.emplace_back();
+    else if (event == nlohmann::json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    else if (event == nlohmann::json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
+             duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
   try {
-    return nlohmann::json::parse(text);
+    nlohmann::json j = nlohmann::json::parse(text, track);
+    if (!duplicate.empty()) throw Error(path + ": key \"" + duplicate + "\" appears twice");
+    return j;
   } catch (const nlohmann::json::exception& e) {  // parse errors, and numbers like 1e400 (out of range)
     throw Error(path + ": not valid JSON (" + std::string(e.what()) + ")");
   }

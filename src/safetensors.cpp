@@ -6,10 +6,12 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <xxhash.h>
 
 #include "src/errors.h"
 
@@ -24,6 +26,24 @@ size_t dtype_size(const std::string& d) {
   return 0;
 }
 constexpr uint64_t kMaxHeader = 100ull << 20;
+
+// "xxh64:" and 16 hex digits over everything the file says: the metadata but the checksum (sorted
+// key, value pairs), the tensor table (sorted names, dtypes, shapes, offsets) and the data area.
+std::string checksum_string(const std::map<std::string, std::string>& metadata, const std::map<std::string, StTensorInfo>& table,
+                            const void* data, size_t n) {
+  XXH64_state_t* st = XXH64_createState();
+  XXH64_reset(st, 0);
+  auto add = [&](const std::string& s) { XXH64_update(st, s.c_str(), s.size() + 1); };  // with its NUL: "ab","c" != "a","bc"
+  for (const auto& [k, v] : metadata)
+    if (k != kChecksumKey) add(k), add(v);
+  for (const auto& [name, t] : table) add(name + " " + t.dtype + " " + shape_string(t.shape) + " " + std::to_string(t.begin) + " " + std::to_string(t.end));
+  XXH64_update(st, data, n);
+  const unsigned long long h = XXH64_digest(st);
+  XXH64_freeState(st);
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "xxh64:%016llx", h);
+  return buf;
+}
 }  // namespace
 
 std::string shape_string(const std::vector<int64_t>& shape) {
@@ -110,6 +130,10 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   data_.resize(data_size);
   in.read(reinterpret_cast<char*>(data_.data()), std::streamsize(data_size));
   if (!in) throw Error(path + ": read failed (truncated file?)");
+  // Files written since checksums were added carry one (older files and other tools' do not).
+  const auto sum = metadata_.find(kChecksumKey);
+  if (sum != metadata_.end() && sum->second != checksum_string(metadata_, tensors_, data_.data(), data_.size()))
+    throw Error(path + ": checksum mismatch (damaged file)");
 }
 
 const StTensorInfo& SafetensorsReader::info(const std::string& name) const {
@@ -141,84 +165,38 @@ std::vector<uint8_t> SafetensorsReader::read_u8(const std::string& name) const {
   return std::vector<uint8_t>(data_.begin() + long(t.begin), data_.begin() + long(t.end));
 }
 
-// Temporary files "<path>.tmp.<pid>" of processes that died mid-write (kill -9, power loss) are
-// removed by the next write of the same path; a live process's are left alone.
-void remove_stale_temporaries(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
-  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return;
-  while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string digits = name.substr(prefix.size());
-    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    const pid_t pid = pid_t(std::stol(digits));
-    if (pid > 0 && pid != getpid() && ::kill(pid, 0) != 0 && errno == ESRCH)
-      ::unlink((slash == std::string::npos ? name : dir + name).c_str());
-  }
-  ::closedir(d);
-}
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  remove_stale_temporaries(path);
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw Error(path + ": cannot create " + tmp + " (" + std::strerror(errno) + ")");
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error(path + ": write failed (" + why + "); the previous file is untouched");
-    }
-    done += size_t(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw Error(path + ": write failed (" + why + "); the previous file is untouched");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw Error(path + ": cannot rename temporary file into place (" + why + ")");
-  }
-}
-
 void write_safetensors(const std::string& path, const std::vector<StTensorOut>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  nlohmann::ordered_json h;
-  if (!metadata.empty()) {
-    nlohmann::ordered_json m = nlohmann::ordered_json::object();
-    for (const auto& [k, v] : metadata) m[k] = v;
-    h["__metadata__"] = m;
-  }
-  size_t offset = 0;
+                       const std::map<std::string, std::string>& metadata, Overwrite overwrite) {
+  std::map<std::string, StTensorInfo> table;
+  std::string data;
   for (const auto& t : tensors) {
-    size_t numel = 1;
-    for (int64_t d : t.shape) numel *= size_t(d);
-    const size_t nbytes = numel * dtype_size(t.dtype);
-    h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + nbytes}}};
-    offset += nbytes;
+    StTensorInfo info;
+    info.dtype = t.dtype;
+    info.shape = t.shape;
+    info.begin = data.size();
+    data.append(static_cast<const char*>(t.data), info.numel() * dtype_size(t.dtype));
+    info.end = data.size();
+    table[t.name] = info;
+  }
+  std::map<std::string, std::string> meta = metadata;
+  meta[kChecksumKey] = checksum_string(meta, table, data.data(), data.size());
+  nlohmann::ordered_json h;
+  nlohmann::ordered_json m = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : meta) m[k] = v;
+  h["__metadata__"] = m;
+  for (const auto& t : tensors) {
+    const StTensorInfo& info = table[t.name];
+    h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {info.begin, info.end}}};
   }
   std::string header = h.dump();
   while (header.size() % 8) header += ' ';
   std::string out;
-  out.reserve(8 + header.size() + offset);
+  out.reserve(8 + header.size() + data.size());
   uint64_t len = header.size();
   for (int i = 0; i < 8; i++) out += char((len >> (8 * i)) & 0xff);
   out += header;
-  for (const auto& t : tensors) {
-    size_t numel = 1;
-    for (int64_t d : t.shape) numel *= size_t(d);
-    out.append(static_cast<const char*>(t.data), numel * dtype_size(t.dtype));
-  }
-  write_file_atomic(path, out);
+  out += data;
+  write_file_atomic(path, out, overwrite);
 }
 
 }  // namespace rb

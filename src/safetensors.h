@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "src/output_file.h"  // write_file_atomic
+
 namespace rb {
 
 struct StTensorInfo {
@@ -16,6 +18,9 @@ struct StTensorInfo {
   size_t numel() const;
 };
 
+// __metadata__ key of the checksum every file written here carries; a reader checks it when present.
+constexpr const char* kChecksumKey = "checksum";
+
 class SafetensorsReader {
  public:
   explicit SafetensorsReader(const std::string& path);  // throws rb::Error
@@ -24,6 +29,7 @@ class SafetensorsReader {
   const StTensorInfo& info(const std::string& name) const;
   const std::map<std::string, StTensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool has_checksum() const { return metadata_.count(kChecksumKey) != 0; }
   // Copies an F32 tensor; throws unless its shape equals `shape` exactly.
   void read_f32(const std::string& name, const std::vector<int64_t>& shape, float* out) const;
   std::vector<float> read_f32(const std::string& name) const;
@@ -44,12 +50,7 @@ struct StTensorOut {
 };
 
 void write_safetensors(const std::string& path, const std::vector<StTensorOut>& tensors,
-                       const std::map<std::string, std::string>& metadata);
-
-// Writes `bytes` to `path` atomically (temp file in the same folder + fsync + rename), first
-// removing temporaries of `path` left by processes that died mid-write.
-void write_file_atomic(const std::string& path, const std::string& bytes);
-void remove_stale_temporaries(const std::string& path);
+                       const std::map<std::string, std::string>& metadata, Overwrite overwrite = Overwrite::Replace);
 
 std::string shape_string(const std::vector<int64_t>& shape);
 

@@ -192,5 +192,43 @@ for cmd in train eval generate info "bench fwdbwd" "bench train" "bench decode" 
   $bin $cmd --help > /dev/null || fail "$cmd --help"
 done
 
+# Devices and FIFOs are written into, never replaced by a regular file (with or without -f).
+"$bin" compress -m "$model" "$tmp/c.orig" -o /dev/null -f 2> /dev/null || fail "compress -o /dev/null -f"
+"$bin" compress -m "$model" "$tmp/c.orig" -o /dev/null 2> /dev/null || fail "compress -o /dev/null"
+"$bin" decompress -m "$model" "$tmp/m.rbz" -o /dev/null -f 2> /dev/null || fail "decompress -o /dev/null -f"
+"$bin" generate -m "$model" -n 20 -s 1 -o /dev/null -f --state-out "$tmp/dev-state" 2> /dev/null || fail "generate -o /dev/null -f"
+[ -c /dev/null ] || fail "/dev/null is no longer a character device"
+mkfifo "$tmp/out.fifo"
+cat "$tmp/out.fifo" > "$tmp/from-fifo" &
+catpid=$!
+"$bin" decompress -m "$model" "$tmp/m.rbz" -o "$tmp/out.fifo" 2> /dev/null || fail "decompress into a FIFO"
+wait $catpid
+cmp -s "$tmp/from-fifo" "$tmp/c.orig" && [ -p "$tmp/out.fifo" ] || fail "decompress replaced the FIFO or wrote other bytes"
+# Two commands writing one output at once: without -f one of them fails with "exists", the other's
+# file is whole.
+head -c 150000 /dev/urandom | base64 > "$tmp/race.txt"
+for round in 1 2; do
+  rm -f "$tmp/race.rbz"
+  "$bin" compress -m "$model" --model-only "$tmp/race.txt" -o "$tmp/race.rbz" -t 1 2> "$tmp/race1.err" & p1=$!
+  "$bin" compress -m "$model" --model-only "$tmp/race.txt" -o "$tmp/race.rbz" -t 1 2> "$tmp/race2.err" & p2=$!
+  wait $p1; r1=$?
+  wait $p2; r2=$?
+  [ $((r1 == 0)) -ne $((r2 == 0)) ] || fail "racing compresses: exits $r1 and $r2 (one must fail)"
+  cat "$tmp/race1.err" "$tmp/race2.err" | grep -q "race.rbz: exists" || fail "the losing compress did not say exists"
+  "$bin" decompress -m "$model" "$tmp/race.rbz" -c | cmp -s - "$tmp/race.txt" || fail "the winning compress's file does not decompress"
+done
+ls "$tmp" | grep -q '\.tmp\.' && fail "racing commands left a temporary file"
+# Numbers out of range name the range.
+expect_error "-n: 4294967296 is out of range (0 to 1073741824)" "$bin" generate -m "$model" -n 4294967296
+expect_error "--segment: 99999999999 is out of range (0 to 16777216)" "$bin" compress -m "$model" "$tmp/c.orig" --segment 99999999999 -o "$tmp/never.rbz"
+# 16-bit and maxval-100 PNM, and a stereo WAV with a partial last frame: every archive decompresses
+# to the original bytes (coded as bytes where pixels would lose information).
+printf 'P5\n3 2\n65535\n' > "$tmp/deep.pgm"; printf '\001\002\003\004\005\006\007\010\011\012\013\014' >> "$tmp/deep.pgm"
+printf 'P5\n3 2\n100\n\001\002\003\004\005\144' > "$tmp/low.pgm"
+for f in deep.pgm low.pgm; do
+  "$bin" compress -m "$model" --model-only --verify "$tmp/$f" -o "$tmp/$f.rbz" 2> /dev/null || fail "compress $f"
+  "$bin" decompress -m "$model" "$tmp/$f.rbz" -c | cmp -s - "$tmp/$f" || fail "$f does not come back byte for byte"
+done
+
 [ $failures -eq 0 ] && echo "cli_test: all checks passed"
 exit $failures

@@ -50,7 +50,10 @@ TrainConfig parse_train_config(const std::string& name_or_path) {
     else if (k == "lr") c.adamw.lr = float(num(k, v, 0, 1));
     else if (k == "beta1") c.adamw.beta1 = float(num(k, v, 0, 0.999999));
     else if (k == "beta2") c.adamw.beta2 = float(num(k, v, 0, 0.999999));
-    else if (k == "eps") c.adamw.eps = float(num(k, v, 0, 1));
+    else if (k == "eps") {  // AdamW divides by sqrt(v) + eps: 0 divides by zero on the first step
+      c.adamw.eps = float(num(k, v, 0, 1));
+      if (!(c.adamw.eps > 0)) throw Error(src + ": \"eps\" = " + v.dump() + " must be greater than 0");
+    }
     else if (k == "weight_decay") c.adamw.weight_decay = float(num(k, v, 0, 10));
     else if (k == "min_lr_ratio") c.min_lr_ratio = float(num(k, v, 0, 1));
     else if (k == "warmup_steps") c.warmup_steps = integer(k, v, 0, int64_t(1) << 40);

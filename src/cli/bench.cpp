@@ -78,8 +78,8 @@ int bench_fwdbwd(Args& args) {
     cfg.global = global == "retention" ? GlobalKind::Retention : GlobalKind::Attention;
   }
   const int threads = args.threads();
-  const int steps = args.int_value("--steps", "", 5);
-  const int chunk = args.int_value("--chunk", "", 64);
+  const int steps = int(args.int_value("--steps", "", 5, 1, 1 << 20));
+  const int chunk = int(args.int_value("--chunk", "", 64, 1, 1 << 20));
   auto be = device_backend(args, threads);
   args.no_positionals();
   if (steps <= 0) throw Error("--steps must be positive");
@@ -151,7 +151,7 @@ int bench_train(Args& args) {
   }
   TrainConfig cfg = parse_train_config(args.value("--config", "", "small"));
   const int threads = args.threads();
-  const int steps = args.int_value("--steps", "", 6);
+  const int steps = int(args.int_value("--steps", "", 6, 2, 1 << 20));
   auto be = device_backend(args, threads);
   args.no_positionals();
   if (steps < 2) throw Error("--steps must be at least 2 (the first step is a warm-up)");
@@ -211,8 +211,8 @@ int bench_decode(Args& args) {
   const std::string global = args.value("--global", "", "retention");
   if (global != "retention" && global != "attention") throw Error("--global must be retention or attention");
   cfg.global = global == "retention" ? GlobalKind::Retention : GlobalKind::Attention;
-  const int64_t context = args.int_value("--context", "", 1024);
-  const int n = args.int_value("--n-predict", "-n", 4096);
+  const int64_t context = args.int_value("--context", "", 1024, 0, int64_t(1) << 40);
+  const int n = int(args.int_value("--n-predict", "-n", 4096, 1, 1 << 30));
   const int threads = args.threads();
   auto be = device_backend(args, threads);
   args.no_positionals();
@@ -351,8 +351,8 @@ int bench_codec(Args& args) {
   }
   const std::string model_path = args.value("--model", "-m", "");
   const std::string config = args.value("--config", "", "small");
-  const int64_t nbytes = args.int_value("--bytes", "", 262144);
-  const int lockstep = args.int_value("--lockstep", "", 32);
+  const int64_t nbytes = args.int_value("--bytes", "", 262144, 1, int64_t(1) << 40);
+  const int lockstep = int(args.int_value("--lockstep", "", 32, 1, 1024));
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
   const int threads = args.threads();

@@ -20,7 +20,9 @@ class Args {
   Args(std::vector<std::string> argv) : argv_(std::move(argv)) {}
   bool flag(const std::string& name);                    // consumes a boolean flag
   std::string value(const std::string& name, const std::string& alt = "", const std::string& def = "");
-  int int_value(const std::string& name, const std::string& alt, int def);
+  // An integer option: def when absent; anything that is not an integer, or outside lo..hi, is an
+  // error that names the option and (for a number) the allowed range.
+  int64_t int_value(const std::string& name, const std::string& alt, int64_t def, int64_t lo, int64_t hi);
   // Every value of an option that may repeat; value() refuses a repeated option.
   std::vector<std::string> values(const std::string& name, const std::string& alt = "");
   void allow_repeats(bool on) { repeatable_ = on; }  // around a loop of value() calls

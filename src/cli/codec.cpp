@@ -29,13 +29,14 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-void write_output(const std::string& path, const std::vector<uint8_t>& bytes) {
+// stdout, or a file that replaces an existing one only with -f (a device or FIFO is written into).
+void write_output(const std::string& path, const std::vector<uint8_t>& bytes, bool force) {
   if (path == "-") {
     if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size()) throw Error("stdout: write failed");
     if (std::fflush(stdout) != 0) throw Error(std::string("stdout: write failed (") + std::strerror(errno) + ")");
     return;
   }
-  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()), force ? Overwrite::Replace : Overwrite::Refuse);
 }
 
 // A progress line on stderr for long files: refreshed in place on a terminal, every 30 s otherwise.
@@ -72,10 +73,10 @@ const char* const kMixHelp =
 std::optional<AdaptSettings> adapt_options(Args& args) {
   const bool on = args.flag("--adapt");
   AdaptSettings s;
-  const int steps = args.int_value("--adapt-steps", "", int(s.steps));
-  const int round = args.int_value("--adapt-round", "", int(s.round_positions));
-  const int windows = args.int_value("--adapt-windows", "", int(s.windows));
-  const int window = args.int_value("--adapt-window", "", int(s.window));
+  const int steps = int(args.int_value("--adapt-steps", "", s.steps, 1, 1 << 20));
+  const int round = int(args.int_value("--adapt-round", "", s.round_positions, 1, 1 << 30));
+  const int windows = int(args.int_value("--adapt-windows", "", s.windows, 1, 1 << 20));
+  const int window = int(args.int_value("--adapt-window", "", s.window, 1, 1 << 30));
   const std::string lr = args.value("--adapt-lr", "", "");
   const bool tuned = steps != int(s.steps) || round != int(s.round_positions) || windows != int(s.windows) || window != int(s.window) || !lr.empty();
   if (!on) {
@@ -112,14 +113,13 @@ int cmd_compress(Args& args) {
   const bool raw = args.flag("--raw");
   const bool verify = args.flag("--verify");
   const bool model_only = args.flag("--model-only");  // benchmarks and tests: no stored fallbacks
-  const int segment = args.int_value("--segment", "", 0);
+  const int segment = int(args.int_value("--segment", "", 0, 0, 16 << 20));  // 0: automatic
   const int threads = args.threads();
   const auto inputs = args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
   if (inputs.empty()) throw Error("give at least one file to compress");
   if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
   if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
-  if (segment < 0 || segment > (16 << 20)) throw Error("--segment: bytes from 1 to 16 MiB (0: automatic)");
   if (to_stdout && isatty(STDOUT_FILENO)) throw Error("stdout is a terminal: refusing to write compressed data there (use -o)");
   std::vector<std::pair<std::string, std::string>> plan;
   std::vector<std::string> outs, ins = inputs;
@@ -153,7 +153,7 @@ int cmd_compress(Args& args) {
       const std::vector<uint8_t> back = decompress_file(in + " (verifying)", rbz, model.get());
       if (stats.mode != RbzMode::Image && back != file) throw Error(in + ": verification failed: decoding does not give the file back");
     }
-    write_output(out, rbz);
+    write_output(out, rbz, force);
     std::fprintf(stderr, "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f s, %.1f kB/s%s\n",
                  in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbz.size(),
                  file.empty() ? 0.0 : 8.0 * double(rbz.size()) / double(file.size()), rbz_mode_name(stats.mode), stats.blocks,
@@ -213,7 +213,7 @@ int cmd_decompress(Args& args) {
     const std::vector<uint8_t> restored = decompress_file(in, files[i], model.get(), std::ref(progress));
     const double secs = seconds_since(t0);
     progress.clear();
-    write_output(out, restored);
+    write_output(out, restored, force);
     if (out != "-")
       std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s, %.1f kB/s\n", in.c_str(), (unsigned long long)restored.size(),
                    out.c_str(), rbz_mode_name(infos[i].mode), secs, double(restored.size()) / std::max(secs, 1e-9) / 1e3);

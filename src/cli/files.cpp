@@ -29,7 +29,9 @@ void check_outputs(const std::vector<std::string>& outputs, const std::vector<st
     struct stat st;
     if (::stat(out.c_str(), &st) == 0) {
       if (S_ISDIR(st.st_mode)) throw Error(out + ": is a folder; name a file to write");
-      if (!force) throw Error(out + ": exists (use " + force_flag + " to overwrite)");
+      // A character device or FIFO (/dev/null, a pipe) is written into, never replaced: no -f needed.
+      const bool stream = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+      if (!force && !stream) throw Error(out + ": exists (use " + force_flag + " to overwrite)");
     }
   }
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <random>
 
 #include "codecs/media.h"
@@ -50,7 +51,7 @@ std::vector<double> parse_dims(const std::string& s, char sep, size_t count, con
 // the model; the pixels or samples it generates become a PNG or WAV (written atomically).
 int generate_media(const std::string& model_path, const std::string& image_geom, const std::string& audio_geom,
                    const std::string& prompt_file, const std::string& out_path, const SamplingParams& sp,
-                   uint64_t seed, bool seed_given, Backend& backend) {
+                   uint64_t seed, bool seed_given, Backend& backend, Overwrite overwrite) {
   if (!image_geom.empty() && !audio_geom.empty()) throw Error("--image and --audio exclude each other");
   if (out_path.empty()) throw Error(std::string(image_geom.empty() ? "--audio" : "--image") + " needs -o OUT");
   Backend* be = &backend;
@@ -113,8 +114,8 @@ int generate_media(const std::string& model_path, const std::string& image_geom,
   }
   std::vector<uint8_t> full = !image_geom.empty() ? image_stream(img, P, model->media_form) : audio_stream(aud, P, model->media_form);
   full.insert(full.end(), body.begin(), body.end());
-  if (!image_geom.empty()) write_png(out_path, image_from_stream(full.data(), full.size(), P, out_path));
-  else write_wav(out_path, audio_from_stream(full.data(), full.size(), P, out_path));
+  if (!image_geom.empty()) write_png(out_path, image_from_stream(full.data(), full.size(), P, out_path), overwrite);
+  else write_wav(out_path, audio_from_stream(full.data(), full.size(), P, out_path), overwrite);
   std::fprintf(stderr, "retbyte generate: wrote %s (%zu bytes from the prompt, %zu generated)\n", out_path.c_str(), prompted,
                body.size() - prompted);
   return 0;
@@ -141,10 +142,10 @@ int cmd_generate(Args& args) {
   const std::string model_path = args.value("--model", "-m", "");
   const std::string prompt_text = args.value("--prompt", "-p", "");
   const std::string prompt_file = args.value("--prompt-file", "", "");
-  const int n = args.int_value("--n-predict", "-n", 256);
+  const int n = int(args.int_value("--n-predict", "-n", 256, 0, 1 << 30));
   SamplingParams sp;
   sp.temperature = float_value(args, "--temp", "", 0.8f);
-  sp.top_k = args.int_value("--top-k", "", 0);
+  sp.top_k = int(args.int_value("--top-k", "", 0, 0, 1 << 30));
   sp.top_p = float_value(args, "--top-p", "", 1.0f);
   const std::string seed_s = args.value("--seed", "-s", "");
   const std::string out_path = args.value("--output", "-o", "");
@@ -170,7 +171,8 @@ int cmd_generate(Args& args) {
   }
   const bool media = !image_geom.empty() || !audio_geom.empty();
   check_outputs({out_path, state_out}, {model_path, prompt_file, state_in}, force, "-f");
-  if (media) return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed, !seed_s.empty(), *be);
+  if (media) return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed, !seed_s.empty(), *be,
+                                   force ? Overwrite::Replace : Overwrite::Refuse);
   std::vector<uint8_t> prompt(prompt_text.begin(), prompt_text.end());
   if (!prompt_file.empty()) {
     const std::vector<uint8_t> f = read_file_bytes(prompt_file, max_held_bytes());
@@ -194,34 +196,28 @@ int cmd_generate(Args& args) {
   Decoder dec(*model);
   dec.ingest(*st, prompt.data(), prompt.size());
 
-  if (!out_path.empty()) remove_stale_temporaries(out_path);
-  const std::string tmp = out_path.empty() ? "" : out_path + ".tmp." + std::to_string(getpid());
-  FILE* out = out_path.empty() ? stdout : std::fopen(tmp.c_str(), "wb");
-  if (!out) throw Error(out_path + ": cannot create output file");
+  const Overwrite overwrite = force ? Overwrite::Replace : Overwrite::Refuse;
+  std::optional<OutputFile> file;  // -o: a temporary file until the last byte (or a device, written into)
+  if (!out_path.empty()) file.emplace(out_path, overwrite);
   install_stop_signals();  // Ctrl-C: stop cleanly, never leave a half-written -o file
-  try {
-    const int P = model->config().P;
-    for (int i = 0; i < n; i++) {
-      if (stop_requested().load()) throw Error("interrupted; " + (out_path.empty() ? std::string("output so far was streamed") : out_path + " not written"));
-      const uint8_t b = sample_byte(dec.next_logits(*st), sp, st->rng());
-      dec.accept(*st, b);
-      if (std::fputc(b, out) == EOF) throw Error((out_path.empty() ? "stdout" : out_path) + ": write failed");
-      if (st->bytes_consumed() % P == 0 && std::fflush(out) != 0)  // stream as patches complete
-        throw Error((out_path.empty() ? "stdout" : out_path) + ": write failed (" + std::strerror(errno) + ")");
-    }
-    if (std::fflush(out) != 0) throw Error((out_path.empty() ? "stdout" : out_path) + ": write failed");
-    if (!out_path.empty()) {
-      if (::fsync(fileno(out)) != 0) throw Error(out_path + ": write failed (" + std::string(std::strerror(errno)) + ")");
-      if (std::fclose(out) != 0) throw Error(out_path + ": write failed");
-      out = nullptr;
-      if (std::rename(tmp.c_str(), out_path.c_str()) != 0) throw Error(out_path + ": cannot rename temporary file into place");
-    }
-  } catch (...) {
-    if (out && out != stdout) std::fclose(out);
-    if (!tmp.empty()) std::remove(tmp.c_str());
-    throw;
+  const int P = model->config().P;
+  std::string pending;  // bytes of the patch in progress: streamed as patches complete
+  auto flush = [&] {
+    if (file) file->write(pending.data(), pending.size());
+    else if ((!pending.empty() && std::fwrite(pending.data(), 1, pending.size(), stdout) != pending.size()) || std::fflush(stdout) != 0)
+      throw Error("stdout: write failed (" + std::string(std::strerror(errno)) + ")");
+    pending.clear();
+  };
+  for (int i = 0; i < n; i++) {
+    if (stop_requested().load()) throw Error("interrupted; " + (out_path.empty() ? std::string("output so far was streamed") : out_path + " not written"));
+    const uint8_t b = sample_byte(dec.next_logits(*st), sp, st->rng());
+    dec.accept(*st, b);
+    pending += char(b);
+    if (st->bytes_consumed() % P == 0) flush();
   }
-  if (!state_out.empty()) st->save(state_out);
+  flush();
+  if (file) file->commit();
+  if (!state_out.empty()) st->save(state_out, overwrite);
   return 0;
 }
 

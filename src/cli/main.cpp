@@ -1,5 +1,6 @@
 // retbyte: the command-line front end. Library code throws rb::Error; this is the one place that
 // turns an error into a one-line message and a non-zero exit.
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -55,14 +56,16 @@ std::vector<std::string> Args::values(const std::string& name, const std::string
   return out;
 }
 
-int Args::int_value(const std::string& name, const std::string& alt, int def) {
+int64_t Args::int_value(const std::string& name, const std::string& alt, int64_t def, int64_t lo, int64_t hi) {
   const std::string v = value(name, alt, "");
   if (v.empty()) return def;
   char* end = nullptr;
-  const long x = std::strtol(v.c_str(), &end, 10);
-  if (*end != '\0' || end == v.c_str() || x < -(1L << 30) || x > (1L << 30))
-    throw Error(last_flag_ + ": '" + v + "' is not an integer");
-  return int(x);
+  errno = 0;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (*end != '\0' || end == v.c_str()) throw Error(last_flag_ + ": '" + v + "' is not an integer");
+  if (errno == ERANGE || x < lo || x > hi)  // name the range, not "not an integer" (a number too large is still a number)
+    throw Error(last_flag_ + ": " + v + " is out of range (" + std::to_string(lo) + " to " + std::to_string(hi) + ")");
+  return int64_t(x);
 }
 
 std::vector<std::string> Args::positionals() {

@@ -87,7 +87,7 @@ void print_train_help() {
 int train_ranks(Args& args, Communicator& comm) {
   const std::string config = args.value("--config", "-c", "");
   const std::string out = args.value("--out", "-o", "");
-  const int64_t steps = args.int_value("--steps", "", 0);
+  const int64_t steps = args.int_value("--steps", "", 0, 0, int64_t(1) << 40);
   const std::string minutes_s = args.value("--minutes", "", "0");
   const bool resume = args.flag("--resume");
   int threads = args.threads();
@@ -223,7 +223,7 @@ int cmd_plot(Args& args) {
     out = (slash == std::string::npos ? std::string() : metrics.substr(0, slash + 1)) + "curves.svg";
   }
   check_outputs({out}, {metrics}, force, "-f");
-  write_file_atomic(out, training_curves_svg(metrics, "retbyte: " + metrics));
+  write_file_atomic(out, training_curves_svg(metrics, "retbyte: " + metrics), force ? Overwrite::Replace : Overwrite::Refuse);
   std::cerr << "retbyte plot: wrote " << out << "\n";
   return 0;
 }
