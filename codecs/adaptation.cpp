@@ -3,7 +3,7 @@
 #include <cmath>
 #include <string>
 
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "codecs/segment_coder.h"
-#include "src/model.h"
-#include "src/rng.h"
+#include "src/model/model.h"
+#include "src/common/rng.h"
 #include "trainer/adamw.h"
 
 namespace rb {

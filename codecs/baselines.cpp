@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <array>
 
-#include "codecs/media.h"
-#include "codecs/media_residuals.h"
+#include "datasets/media.h"
+#include "datasets/media_residuals.h"
 #include "codecs/rans.h"
 
 namespace rb {

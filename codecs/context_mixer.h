@@ -13,7 +13,7 @@
 // on the code length (PAQ's mixer, on whole bytes). It starts as the model alone. Everything is
 // integer arithmetic in a fixed order (logarithms and powers of two from tables built with exact
 // IEEE operations), so encoder and decoder compute the same tables on every CPU: the model's own
-// table is already bitwise equal on both sides (SPEC §7).
+// table is already bitwise equal on both sides (doc/SPEC.md §7).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "codecs/media.h"
+#include "datasets/media.h"
 
 namespace rb {
 

@@ -1,6 +1,6 @@
 #include "codecs/rans.h"
 
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

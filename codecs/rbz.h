@@ -1,4 +1,4 @@
-// The .rbz container (SPEC §4): a checked header, then blocks, each model-coded (rANS over the
+// The .rbz container (doc/SPEC.md §4): a checked header, then blocks, each model-coded (rANS over the
 // model's probabilities), stored with zstd -19, or stored raw, whichever is smallest; and the
 // whole file falls back to one zstd or raw block when that is smaller, so a .rbz is never more
 // than its header larger than `zstd -19` would make the file.
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "codecs/adaptation.h"
-#include "src/model.h"
+#include "src/model/model.h"
 
 namespace rb {
 

@@ -6,7 +6,8 @@
 
 #include "codecs/byte_frequencies.h"
 #include "codecs/rans.h"
-#include "src/errors.h"
+#include "src/common/errors.h"
+#include "src/model/stepper.h"
 
 namespace rb {
 
@@ -18,14 +19,6 @@ void check_model(const Model& model, const std::vector<uint8_t>& context) {
     throw Error("model-coded compression needs a retention-global model (the attention baseline has no recurrent form)");
   if (context.size() % size_t(c.P) != 0) throw Error("codec context is not a whole number of patches");
 }
-
-// Restores a flag on scope exit.
-struct RecurrentScope {
-  Model& m;
-  bool old;
-  explicit RecurrentScope(Model& model) : m(model), old(model.retention_recurrent) { m.retention_recurrent = true; }
-  ~RecurrentScope() { m.retention_recurrent = old; }
-};
 
 }  // namespace
 
@@ -44,9 +37,8 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
   if (options.segment_bits) options.segment_bits->assign(segments.size(), 0.0);
   uint64_t total = 0, done = 0;
   for (const ByteSpan& s : segments) total += s.size;
-  RecurrentScope recurrent(model);
+  Stepper stepper(model, std::min(options.lockstep, std::max(1, int(segments.size()))));
   std::vector<std::vector<uint8_t>> out(segments.size());
-  std::vector<float> logits;
   std::vector<uint8_t> x;
   // (start, freq) of every byte of the group's segments, for the reverse pass of rANS.
   std::vector<std::vector<uint32_t>> ranges;
@@ -60,11 +52,10 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
     mixers.clear();
     if (!options.mix_shapes.empty())
       for (int b = 0; b < B; b++) mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
-    auto stream = model.new_stream(B);
+    StreamState state(model, B);
     ranges.assign(size_t(B), {});
     for (int b = 0; b < B; b++) ranges[size_t(b)].reserve(2 * segments[g0 + b].size);
     x.assign(size_t(B) * W, 0);
-    logits.resize(size_t(B) * W * 256);
     const size_t length = C + longest;  // positions of the longest stream
     for (size_t w0 = 0; w0 < length; w0 += size_t(W)) {
       // Row b: positions [w0, w0 + W) of context + segment b, zeros past its end (causal: padding
@@ -77,14 +68,13 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
           row[i] = at < C ? context[at] : at - C < seg.size ? seg.data[at - C] : 0;
         }
       }
-      model.forward(x.data(), B, W, Model::Mode::Eval, stream.get());
-      model.backend().download(logits.data(), model.logits(), logits.size());
+      const float* logits = stepper.score(state, x.data(), W);  // teacher forcing, bitwise what the decoder's steps give
       for (int b = 0; b < B; b++) {
         const ByteSpan& seg = segments[g0 + b];
         for (int i = 0; i < W; i++) {
           const size_t at = w0 + size_t(i);
           if (at < C || at - C >= seg.size) continue;
-          logits_to_cumulative(logits.data() + (size_t(b) * W + size_t(i)) * 256, model_cum);
+          logits_to_cumulative(logits + (size_t(b) * W + size_t(i)) * 256, model_cum);
           const uint8_t byte = seg.data[at - C];
           const uint32_t* cum = model_cum;
           if (!mixers.empty()) {
@@ -117,25 +107,15 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
   if (payloads.size() != outputs.size()) throw Error("decode_segments: payload and output counts differ");
   if (!options.mix_shapes.empty() && options.mix_shapes.size() != payloads.size())
     throw Error("decode_segments: one mixing shape per payload");
-  const ModelConfig& c = model.config();
-  const int P = c.P, DG = c.D_G(), DL = c.D_L;
+  const int P = model.config().P;
   const size_t C = context.size();
-  Backend& be = model.backend();
-  model.prepare_decoding();
   uint64_t total = 0, done = 0;
   for (const MutableByteSpan& o : outputs) total += o.size;
   const size_t round = options.round_positions;
   // With adaptation every lane steps in one group, so rounds fall at the same positions for all.
   const int width = std::max(1, round ? int(payloads.size()) : std::min(options.lockstep, int(payloads.size())));
-  auto scratch = model.new_step_scratch(width);
-  std::vector<Buffer> qkv;  // per local layer: [rows, P, 3 D_L]
-  for (int l = 0; l < c.L_L; l++) qkv.emplace_back(be, size_t(width) * P * 3 * DL);
-  std::vector<float*> qkv_ptrs;
-  for (Buffer& b : qkv) qkv_ptrs.push_back(b.data());
-  Buffer g_cur(be, size_t(width) * DG);
-  std::vector<float> logits(size_t(width) * 256);
-  std::vector<int32_t> prev(static_cast<size_t>(width));
-  std::vector<uint8_t> patches;  // [rows, P]: each row's last complete patch
+  Stepper stepper(model, width);
+  std::vector<uint8_t> contexts, bytes(static_cast<size_t>(width));
   uint32_t model_cum[257], mixed_cum[257];
   std::vector<LaneMixer> mixers;
   for (size_t g0 = 0; g0 < payloads.size(); g0 += size_t(width)) {
@@ -152,47 +132,42 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
       if (n) dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
     }
     if (longest == 0) continue;
-    auto stream = model.new_stream(B);
-    patches.assign(size_t(B) * P, 0);
-    const size_t npatches = (C + longest + size_t(P) - 1) / size_t(P);
-    for (size_t k = 0; k < npatches; k++) {
-      be.copy(g_cur.data(), model.global_step(k ? patches.data() : nullptr, 1, stream.get()), size_t(B) * DG);
-      const size_t base = k * size_t(P);
-      const size_t end = base + size_t(P);
-      if (end <= C) {  // a context patch: its bytes are known, its local model unneeded
-        for (int b = 0; b < B; b++) std::copy(context.begin() + long(base), context.begin() + long(base + P), patches.begin() + long(b) * P);
-      }
-      for (int p = 0; p < P && end > C; p++) {
-        for (int b = 0; b < B; b++) prev[size_t(b)] = p == 0 ? 256 : patches[size_t(b) * P + size_t(p - 1)];
-        model.local_step(g_cur.data() + size_t(p) * c.D_E, size_t(DG), prev.data(), p, B, qkv_ptrs.data(), *scratch);
-        be.download(logits.data(), scratch->logits.data(), size_t(B) * 256);
-        const size_t at = base + size_t(p) - C;  // body position
-        for (int b = 0; b < B; b++) {
-          const MutableByteSpan& out = outputs[g0 + b];
-          uint8_t byte = 0;  // rows past their end decode nothing (the encoder padded them with 0)
-          if (at < out.size) {
-            logits_to_cumulative(logits.data() + size_t(b) * 256, model_cum);
-            const uint32_t* cum = model_cum;
-            if (!mixers.empty()) {
-              mixers[size_t(b)].mix(model_cum, mixed_cum);
-              cum = mixed_cum;
-            }
-            RansDecoder& d = *dec[size_t(b)];
-            const int s = symbol_at(cum, d.slot());
-            if (!d.advance(cum[s], cum[s + 1] - cum[s])) throw Error("damaged model-coded block (its data ends early)");
-            byte = uint8_t(s);
-            if (!mixers.empty()) mixers[size_t(b)].update(byte);
-            out.data[at] = byte;
-            done++;
+    StreamState state(model, B);
+    contexts.clear();  // every lane reads the same context first
+    for (int b = 0; b < B; b++) contexts.insert(contexts.end(), context.begin(), context.end());
+    stepper.ingest(state, contexts.data(), C);
+    // Lanes past their end decode nothing: the encoder padded them with zeros.
+    for (size_t at = 0; at < longest; at++) {
+      const float* logits = stepper.next_logits(state);
+      for (int b = 0; b < B; b++) {
+        const MutableByteSpan& out = outputs[g0 + b];
+        uint8_t byte = 0;
+        if (at < out.size) {
+          logits_to_cumulative(logits + size_t(b) * 256, model_cum);
+          const uint32_t* cum = model_cum;
+          if (!mixers.empty()) {
+            mixers[size_t(b)].mix(model_cum, mixed_cum);
+            cum = mixed_cum;
           }
-          patches[size_t(b) * P + size_t(p)] = byte;
+          RansDecoder& d = *dec[size_t(b)];
+          const int s = symbol_at(cum, d.slot());
+          if (!d.advance(cum[s], cum[s + 1] - cum[s])) throw Error("damaged model-coded block (its data ends early)");
+          byte = uint8_t(s);
+          if (!mixers.empty()) mixers[size_t(b)].update(byte);
+          out.data[at] = byte;
+          done++;
         }
+        bytes[size_t(b)] = byte;
       }
-      if (round && end % round == 0 && end < C + longest) {
-        options.after_round(end);
-        model.prepare_decoding();  // the weights changed: fresh transposed copies
+      stepper.accept(state, bytes.data());
+      const size_t end = C + at + 1;  // stream positions done
+      if (end % size_t(P) == 0) {
+        if (round && end % round == 0 && at + 1 < longest) {
+          options.after_round(end);
+          stepper.weights_changed();  // fresh transposed copies of the changed weights
+        }
+        if (options.progress && (end / size_t(P)) % 64 == 0) options.progress(done, total);
       }
-      if (options.progress && k % 64 == 0) options.progress(done, total);
     }
     for (int b = 0; b < B; b++)
       if (outputs[g0 + b].size && !dec[size_t(b)]->finished_cleanly())

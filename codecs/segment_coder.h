@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "codecs/context_mixer.h"
-#include "src/model.h"
+#include "src/model/model.h"
 
 namespace rb {
 

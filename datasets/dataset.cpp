@@ -11,8 +11,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "src/errors.h"
-#include "src/model.h"
+#include "src/common/errors.h"
+#include "src/model/model.h"
 
 namespace rb {
 

@@ -1,4 +1,4 @@
-// Files and folders as byte streams (SPEC §2): every stream starts with a header patch, then the
+// Files and folders as byte streams (doc/SPEC.md §2): every stream starts with a header patch, then the
 // file's bytes. Files are read into memory once (a file changed later does not affect a run);
 // training windows of T bytes are drawn from the packed
 // training streams (each stream zero-padded to whole patches, so headers sit on patch starts),
@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "codecs/media.h"
-#include "src/rng.h"
+#include "datasets/media.h"
+#include "src/common/rng.h"
 
 namespace rb {
 
@@ -31,8 +31,8 @@ struct FoundFile {
 };
 std::vector<FoundFile> collect_files(const std::vector<std::string>& paths);
 
-// One file as the model sees it (SPEC §2): its modality from the content, its header (one patch
-// for text, codecs/media.h for images and audio) and its body: the file's bytes
+// One file as the model sees it (doc/SPEC.md §2): its modality from the content, its header (one patch
+// for text, datasets/media.h for images and audio) and its body: the file's bytes
 // or its decoded pixels / big-endian samples. raw: every file is text.
 class FileStream {
  public:

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/dmath.h"
+#include "src/common/dmath.h"
 
 namespace rb {
 

@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "src/rng.h"
+#include "src/common/rng.h"
 
 namespace rb {
 

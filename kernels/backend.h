@@ -36,13 +36,10 @@ struct AdamWStep {
   float lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale;
 };
 
-class Backend {
+// A device's memory and execution: buffers, host transfers, synchronisation and recorded units.
+class DeviceMemory {
  public:
-  virtual ~Backend() = default;
-  virtual std::string name() const = 0;
-  // Which implementation runs its kernels ("avx512", "avx2", "portable" on the CPU).
-  virtual std::string kernel_path() const { return name(); }
-  virtual int threads() const = 0;
+  virtual ~DeviceMemory() = default;
   // Waits until every op issued so far has finished (a GPU runs them asynchronously); for timing.
   virtual void synchronize() {}
 
@@ -67,7 +64,13 @@ class Backend {
   virtual int32_t* alloc_index(size_t count) = 0;
   virtual void release_index(int32_t* p) = 0;
   virtual void upload_index(int32_t* dst, const int32_t* host, size_t count) = 0;
+};
 
+// The op table the model, trainer and decoder are written against: every computation, on device
+// memory. Each op's contract (shapes, accumulation, reduction order) is stated once, here.
+class DeviceOps {
+ public:
+  virtual ~DeviceOps() = default;
   // C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, row-major with leading dimensions.
   virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                     int lda, const float* B, int ldb, float beta, float* C, int ldc) = 0;
@@ -168,6 +171,16 @@ class Backend {
   virtual void retention_recurrent_forward(float* o, const float* q, const float* k,
                                            const float* v, const float* gammas,
                                            const RetentionShape& s, float* state) = 0;
+};
+
+// A backend: one device's memory and its op table (the CPU paths, CUDA, the tests' emulated GPU).
+class Backend : public DeviceMemory, public DeviceOps {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // Which implementation runs its kernels ("avx512", "avx2", "portable" on the CPU).
+  virtual std::string kernel_path() const { return name(); }
+  virtual int threads() const = 0;
 };
 
 // Runs fn() between be.begin_recorded(key) and be.end_recorded(); cancels on an exception.

@@ -11,9 +11,9 @@
 #include <memory>
 #include <string>
 
-#include "kernels/cpu/reference.h"
+#include "tests/reference/reference.h"
 #include "kernels/cuda/item_backend.h"
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb::test {
 

@@ -14,7 +14,7 @@
 #include "generator/decoder.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda.h"
-#include "src/model.h"
+#include "src/model/model.h"
 #include "tests/gpu_emulation.h"
 #include "tests/test_util.h"
 #include "trainer/adamw.h"

@@ -9,10 +9,10 @@
 #include <fstream>
 
 #include "codecs/byte_frequencies.h"
-#include "codecs/media.h"
+#include "datasets/media.h"
 #include "codecs/rans.h"
 #include "codecs/rbz.h"
-#include "src/errors.h"
+#include "src/common/errors.h"
 #include "tests/test_util.h"
 #include "trainer/trainer.h"
 
@@ -447,6 +447,42 @@ TEST_F(Codec, DamagedOrForeignInputIsAnErrorNamingTheFile) {
   const std::string want = model_fingerprint(*m.model), got = model_fingerprint(other);
   expect_error_containing([&] { decompress_file("w.rbz", rbz, &other); }, "w.rbz: compressed with model " + want + ", but the given model is " + got);
   expect_error_containing([&] { decompress_file("w.rbz", rbz, nullptr); }, "needs the model it was compressed with");
+}
+
+}  // namespace
+}  // namespace rb
+
+namespace rb {
+namespace {
+
+// Archives written by an earlier build (tests/fixtures/rbz, made 2026-12-03 with the build before
+// the layers and the Stepper, from tests/golden/tiny_retention.safetensors): every kind still
+// decodes, on every CPU path, to what was compressed.
+TEST(CodecFixtures, ArchivesWrittenByAnEarlierBuildStillDecode) {
+  const std::string dir = std::string(RETBYTE_TEST_DIR) + "/fixtures/rbz/";
+  auto read = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), {});
+  };
+  const auto text = read(dir + "text.txt"), wav = read(dir + "tone.wav");
+  ASSERT_FALSE(text.empty());
+  const Image png = read_image(dir + "gradient.png");
+  for (CpuPath path : test::runnable_cpu_paths()) {
+    SCOPED_TRACE(cpu_path_name(path));
+    auto be = make_cpu_backend(path == CpuPath::Portable ? 1 : 2, path);
+    auto model = Model::load(std::string(RETBYTE_TEST_DIR) + "/golden/tiny_retention.safetensors", *be);
+    for (const char* name : {"text-mixed.rbz", "text-unmixed.rbz", "text-stored.rbz", "text-adapted.rbz"})
+      EXPECT_EQ(decompress_file(name, read(dir + name), model.get()), text) << name;
+    EXPECT_EQ(decompress_file("tone.wav.rbz", read(dir + "tone.wav.rbz"), model.get()), wav);
+    const auto restored = decompress_file("gradient.png.rbz", read(dir + "gradient.png.rbz"), model.get());
+    const std::string back = testing::TempDir() + "retbyte_fixture_" + std::to_string(getpid()) + ".png";
+    std::ofstream(back, std::ios::binary).write(reinterpret_cast<const char*>(restored.data()), long(restored.size()));
+    const Image again = read_image(back);
+    std::remove(back.c_str());
+    EXPECT_EQ(again.width, png.width);
+    EXPECT_EQ(again.height, png.height);
+    EXPECT_EQ(again.pixels, png.pixels);
+  }
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 
 #include "codecs/byte_frequencies.h"
 #include "codecs/context_mixer.h"
-#include "src/rng.h"
+#include "src/common/rng.h"
 
 namespace rb {
 namespace {

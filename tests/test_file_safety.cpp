@@ -13,15 +13,15 @@
 #include <fstream>
 #include <thread>
 
-#include "codecs/media.h"
+#include "datasets/media.h"
 #include "codecs/rbz.h"
 #include "generator/decoder.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "src/config.h"
-#include "src/errors.h"
-#include "src/model.h"
-#include "src/output_file.h"
-#include "src/safetensors.h"
+#include "src/model/config.h"
+#include "src/common/errors.h"
+#include "src/model/model.h"
+#include "src/common/output_file.h"
+#include "src/model/safetensors.h"
 #include "tests/test_util.h"
 #include "trainer/train_config.h"
 

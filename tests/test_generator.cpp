@@ -13,8 +13,8 @@
 #include "generator/decoder.h"
 #include "generator/sampler.h"
 #include "kernels/backend.h"
-#include "src/errors.h"
-#include "src/safetensors.h"
+#include "src/common/errors.h"
+#include "src/model/safetensors.h"
 #include "tests/test_util.h"
 
 namespace rb {

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/backend.h"
-#include "kernels/cpu/reference.h"
+#include "tests/reference/reference.h"
 #include "tests/test_util.h"
 
 namespace rb {

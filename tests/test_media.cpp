@@ -1,4 +1,4 @@
-// Images and audio as byte streams (SPEC §2): file -> pixels/samples -> stream -> file round trips
+// Images and audio as byte streams (doc/SPEC.md §2): file -> pixels/samples -> stream -> file round trips
 // are exact, modality comes from content, and bad files are one-line errors naming the file.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -9,11 +9,11 @@
 #include <fstream>
 #include <zlib.h>
 
-#include "codecs/media.h"
-#include "codecs/media_residuals.h"
+#include "datasets/media.h"
+#include "datasets/media_residuals.h"
 #include "datasets/dataset.h"
-#include "src/errors.h"
-#include "src/rng.h"
+#include "src/common/errors.h"
+#include "src/common/rng.h"
 #include "tests/test_util.h"
 
 namespace rb {

@@ -15,12 +15,12 @@
 #include <string>
 #include <vector>
 
-#include "codecs/media.h"
+#include "datasets/media.h"
 #include "codecs/rbz.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "src/errors.h"
-#include "src/model.h"
-#include "src/rng.h"
+#include "src/common/errors.h"
+#include "src/model/model.h"
+#include "src/common/rng.h"
 #include "tests/test_util.h"
 
 namespace rb {

@@ -10,9 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/backend.h"
-#include "src/errors.h"
-#include "src/model.h"
-#include "src/safetensors.h"
+#include "src/common/errors.h"
+#include "src/model/model.h"
+#include "src/model/safetensors.h"
 #include "tests/test_util.h"
 #include "trainer/adamw.h"
 

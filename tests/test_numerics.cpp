@@ -1,4 +1,4 @@
-// The numerics contract (SPEC §7): every Backend op gives bitwise the same outputs on every CPU path
+// The numerics contract (doc/SPEC.md §7): every Backend op gives bitwise the same outputs on every CPU path
 // (portable, AVX2, AVX-512) and thread count (1, 2), and a row's result does not depend on the rows
 // computed beside it (batch invariance). Shapes are odd on purpose: K > kGemmKC and not a multiple of
 // anything, rows that are not multiples of a tile, padded strides.
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "kernels/dmath.h"
+#include "src/common/dmath.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/kernel_table.h"
 #include "kernels/numerics.h"
@@ -401,7 +401,7 @@ TEST(NumericsSum, KernelTableSumFollowsTheDocumentedOrder) {
 namespace rb {
 namespace {
 
-// The host-side math every CPU must agree on (kernels/dmath.h) is also accurate: within a few
+// The host-side math every CPU must agree on (src/common/dmath.h) is also accurate: within a few
 // ulp of libm over the ranges the model uses (RoPE angles up to ~1e5 rad, exp/log for sampling,
 // initialisation and schedules).
 TEST(NumericsHostMath, DmathIsWithinAFewUlpOfLibm) {

@@ -12,13 +12,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "codecs/media.h"
-#include "codecs/media_residuals.h"
+#include "datasets/media.h"
+#include "datasets/media_residuals.h"
 #include "datasets/dataset.h"
 #include "kernels/backend.h"
-#include "src/errors.h"
-#include "src/evaluate.h"
-#include "src/safetensors.h"
+#include "src/common/errors.h"
+#include "src/model/evaluate.h"
+#include "src/model/safetensors.h"
 #include "tests/test_util.h"
 #include "trainer/trainer.h"
 

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "src/errors.h"
-#include "src/rng.h"
+#include "src/common/errors.h"
+#include "src/common/rng.h"
 
 namespace rb::test {
 

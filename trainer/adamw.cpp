@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/dmath.h"
+#include "src/common/dmath.h"
 
 namespace rb {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "src/params.h"
+#include "src/model/params.h"
 
 namespace rb {
 

@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "kernels/dmath.h"
-#include "src/errors.h"
+#include "src/common/dmath.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "src/config.h"
+#include "src/model/config.h"
 #include "trainer/adamw.h"
 
 namespace rb {

@@ -16,9 +16,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "src/errors.h"
-#include "src/evaluate.h"
-#include "src/safetensors.h"
+#include "src/common/errors.h"
+#include "src/model/evaluate.h"
+#include "src/model/safetensors.h"
 
 namespace rb {
 

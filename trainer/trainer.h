@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "datasets/dataset.h"
-#include "src/model.h"
+#include "src/model/model.h"
 #include "trainer/adamw.h"
 #include "trainer/communicator.h"
 #include "trainer/data_parallel.h"

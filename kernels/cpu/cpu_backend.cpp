@@ -9,9 +9,9 @@
 #include <new>
 #include <vector>
 
-#include "kernels/dmath.h"
+#include "src/common/dmath.h"
 #include "kernels/numerics.h"
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

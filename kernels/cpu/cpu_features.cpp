@@ -2,7 +2,7 @@
 
 #include <cstdlib>
 
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

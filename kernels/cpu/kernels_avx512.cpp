@@ -6,7 +6,7 @@
 #include <cstdlib>
 
 #include "kernels/cpu/kernel_table.h"
-#include "kernels/dmath.h"
+#include "src/common/dmath.h"
 #include "kernels/numerics.h"
 
 namespace rb {

@@ -17,7 +17,7 @@
 
 #include "kernels/cuda/cuda.h"
 #include "kernels/cuda/item_backend.h"
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 namespace {

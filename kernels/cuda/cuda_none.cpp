@@ -1,6 +1,6 @@
 // Builds without a CUDA toolkit: no GPU backend, with errors that say how to get one.
 #include "kernels/cuda/cuda.h"
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

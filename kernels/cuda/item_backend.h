@@ -26,7 +26,7 @@
 #include "kernels/backend.h"
 #include "kernels/cuda/item_ops.h"
 #include "kernels/cuda/retention_items.h"
-#include "src/errors.h"
+#include "src/common/errors.h"
 
 namespace rb {
 

@@ -1,4 +1,4 @@
-// Chunkwise retention (SPEC §1) as per-item kernels with parallelism over every position, chunk
+// Chunkwise retention (doc/SPEC.md §1) as per-item kernels with parallelism over every position, chunk
 // and state element, instead of one thread walking the whole sequence. Per (b, h), with chunk c
 // covering positions c0 .. c0 + L_c - 1 (L_c = C but for a shorter last chunk), S_c the state
 // entering chunk c and j = t - c0:

@@ -9,8 +9,8 @@
 #include <string>
 
 #include "generator/decoder.h"
-#include "src/config.h"
-#include "src/errors.h"
+#include "src/model/config.h"
+#include "src/common/errors.h"
 #include "tests/fuzz/fuzz_model.h"
 #include "trainer/train_config.h"
 #include "trainer/trainer.h"

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "src/model.h"
+#include "src/model/model.h"
 #include "trainer/train_config.h"
 
 namespace rb::fuzz {

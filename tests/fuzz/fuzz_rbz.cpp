@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "codecs/rbz.h"
-#include "src/errors.h"
+#include "src/common/errors.h"
 #include "tests/fuzz/fuzz_model.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

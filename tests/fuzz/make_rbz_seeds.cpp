@@ -5,7 +5,7 @@
 #include <fstream>
 #include <string>
 
-#include "codecs/media.h"
+#include "datasets/media.h"
 #include "codecs/rbz.h"
 #include "tests/fuzz/fuzz_model.h"
 

@@ -1,0 +1,224 @@
+// retbyte compress / decompress: zstd's command-line rules (IN -> IN.rbz and back, -o, -c, -f),
+// every output written to a temporary file and renamed only when complete and checked.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+
+#include "codecs/rbz.h"
+#include "datasets/dataset.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "cli/cli.h"
+#include "src/common/errors.h"
+#include "src/model/model.h"
+#include "src/model/safetensors.h"
+
+namespace rb::cli {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// stdout, or a file that replaces an existing one only with -f (a device or FIFO is written into).
+void write_output(const std::string& path, const std::vector<uint8_t>& bytes, bool force) {
+  if (path == "-") {
+    if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size()) throw Error("stdout: write failed");
+    if (std::fflush(stdout) != 0) throw Error(std::string("stdout: write failed (") + std::strerror(errno) + ")");
+    return;
+  }
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()), force ? Overwrite::Replace : Overwrite::Refuse);
+}
+
+// A progress line on stderr for long files: refreshed in place on a terminal, every 30 s otherwise.
+struct Progress {
+  std::string what;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  double last = 0;
+  bool tty = isatty(STDERR_FILENO);
+  bool shown = false;
+  void operator()(uint64_t done, uint64_t total) {
+    const double s = seconds_since(t0);
+    if (s - last < (tty ? 0.5 : 30.0) || total == 0) return;
+    last = s;
+    shown = true;
+    std::fprintf(stderr, "%s%s: %.0f%% of %.2f MB, %.1f kB/s%s", tty ? "\r\033[K" : "", what.c_str(), 100.0 * double(done) / double(total),
+                 double(total) / 1e6, double(done) / s / 1e3, tty ? "" : "\n");
+  }
+  void clear() {
+    if (tty && shown) std::fprintf(stderr, "\r\033[K");
+  }
+};
+
+}  // namespace
+
+const char* const kAdaptHelp =
+    "  --adapt: online adaptation: encoder and decoder take the same training steps on the bytes coded so\n"
+    "     far every --adapt-round positions per lane (1024), --adapt-steps steps (4) of --adapt-windows windows (4)\n"
+    "     of --adapt-window bytes (1024) at --adapt-lr (3e-4); ~0.3x compression and ~0.5x decompression speed\n";
+
+const char* const kMixHelp =
+    "  --no-mix: code with the model's probabilities alone, without context mixing (a match model and, for\n"
+    "     images and audio, an activity context model mixed with the model's; codecs/context_mixer.h)\n";
+
+std::optional<AdaptSettings> adapt_options(Args& args) {
+  const bool on = args.flag("--adapt");
+  AdaptSettings s;
+  const int steps = int(args.int_value("--adapt-steps", "", s.steps, 1, 1 << 20));
+  const int round = int(args.int_value("--adapt-round", "", s.round_positions, 1, 1 << 30));
+  const int windows = int(args.int_value("--adapt-windows", "", s.windows, 1, 1 << 20));
+  const int window = int(args.int_value("--adapt-window", "", s.window, 1, 1 << 30));
+  const std::string lr = args.value("--adapt-lr", "", "");
+  const bool tuned = steps != int(s.steps) || round != int(s.round_positions) || windows != int(s.windows) || window != int(s.window) || !lr.empty();
+  if (!on) {
+    if (tuned) throw Error("--adapt-steps, --adapt-lr, --adapt-round, --adapt-windows and --adapt-window need --adapt");
+    return std::nullopt;
+  }
+  if (steps < 1 || round < 1 || windows < 1 || window < 1) throw Error("--adapt-*: counts must be positive");
+  s.steps = uint32_t(steps), s.round_positions = uint32_t(round), s.windows = uint32_t(windows), s.window = uint32_t(window);
+  if (!lr.empty()) {
+    char* end = nullptr;
+    s.lr = std::strtof(lr.c_str(), &end);
+    if (*end || end == lr.c_str()) throw Error("--adapt-lr: '" + lr + "' is not a number");
+  }
+  check_adapt_settings(s, 1, "--adapt");  // P is checked again against the model
+  return s;
+}
+
+int cmd_compress(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--segment BYTES] [-t N]\n"
+                 "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
+                 "  16-bit PCM WAV as samples (decompressing gives a PNG with identical pixels / the identical WAV);\n"
+                 "  anything else as bytes. --raw: bytes always. --verify: decode what was written before success.\n"
+                 "  Decodes bit-exactly on any x86-64 CPU and thread count. -f overwrites existing outputs.\n"
+              << kAdaptHelp << kMixHelp;
+    return 0;
+  }
+  const std::string model_path = args.value("--model", "-m", "");
+  const std::optional<AdaptSettings> adapt = adapt_options(args);
+  const bool mix = !args.flag("--no-mix");
+  std::string out_path = args.value("--output", "-o", "");
+  const bool to_stdout = args.flag("--stdout") || args.flag("-c");
+  const bool force = args.flag("--force") || args.flag("-f");
+  const bool raw = args.flag("--raw");
+  const bool verify = args.flag("--verify");
+  const bool model_only = args.flag("--model-only");  // benchmarks and tests: no stored fallbacks
+  const int segment = int(args.int_value("--segment", "", 0, 0, 16 << 20));  // 0: automatic
+  const int threads = args.threads();
+  const auto inputs = args.positionals();
+  if (model_path.empty()) throw Error("-m MODEL is required");
+  if (inputs.empty()) throw Error("give at least one file to compress");
+  if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
+  if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
+  if (to_stdout && isatty(STDOUT_FILENO)) throw Error("stdout is a terminal: refusing to write compressed data there (use -o)");
+  std::vector<std::pair<std::string, std::string>> plan;
+  std::vector<std::string> outs, ins = inputs;
+  for (const std::string& in : inputs) plan.push_back({in, to_stdout ? "-" : !out_path.empty() ? out_path : in + ".rbz"});
+  for (const auto& io : plan) outs.push_back(io.second);
+  ins.push_back(model_path);
+  check_outputs(outs, ins, force, "-f");
+  for (const auto& [in, _] : plan) {
+    struct stat st;
+    if (::stat(in.c_str(), &st) != 0) throw Error(in + ": " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) throw Error(in + ": not a regular file");
+  }
+  auto be = make_cpu_backend(threads);
+  auto model = Model::load(model_path, *be);
+  for (const auto& [in, out] : plan) {
+    const std::vector<uint8_t> file = read_file_bytes(in, max_held_bytes());
+    Progress progress{"retbyte compress: " + in};
+    CompressOptions options;
+    options.force_raw = raw;
+    options.segment_bytes = size_t(segment);
+    options.model_only = model_only;
+    options.adapt = adapt;
+    options.mix = mix;
+    options.progress = std::ref(progress);
+    CompressStats stats;
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<uint8_t> rbz = compress_file(in, file, model.get(), options, &stats);
+    const double secs = seconds_since(t0);
+    progress.clear();
+    if (verify) {
+      const std::vector<uint8_t> back = decompress_file(in + " (verifying)", rbz, model.get());
+      if (stats.mode != RbzMode::Image && back != file) throw Error(in + ": verification failed: decoding does not give the file back");
+    }
+    write_output(out, rbz, force);
+    std::fprintf(stderr, "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f s, %.1f kB/s%s\n",
+                 in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbz.size(),
+                 file.empty() ? 0.0 : 8.0 * double(rbz.size()) / double(file.size()), rbz_mode_name(stats.mode), stats.blocks,
+                 stats.model_blocks, stats.zstd_blocks, stats.raw_blocks, stats.whole_file_fallback ? "; zstd of the whole file was smaller" : "",
+                 stats.adapted ? "; adapted" : "", stats.mixed ? "; mixed" : "",
+                 secs, double(file.size()) / std::max(secs, 1e-9) / 1e3, verify ? "; verified" : "");
+  }
+  return 0;
+}
+
+int cmd_decompress(Args& args) {
+  if (args.flag("--help") || args.flag("-h")) {
+    std::cout << "usage: retbyte decompress [-m MODEL] IN.rbz... [-o OUT] [-c] [-f] [-t N]\n"
+                 "  restores IN (the name without .rbz; image mode writes a PNG). -m is needed when a block is\n"
+                 "  model-coded (the error names the model's fingerprint). -f overwrites existing outputs.\n";
+    return 0;
+  }
+  const std::string model_path = args.value("--model", "-m", "");
+  const std::string out_path = args.value("--output", "-o", "");
+  const bool to_stdout = args.flag("--stdout") || args.flag("-c");
+  const bool force = args.flag("--force") || args.flag("-f");
+  const int threads = args.threads();
+  const auto inputs = args.positionals();
+  if (inputs.empty()) throw Error("give at least one .rbz file to decompress");
+  if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
+  if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
+  // Output names need each header (image mode restores a PNG): read and check them all first.
+  std::vector<std::pair<std::string, std::string>> plan;
+  std::vector<std::vector<uint8_t>> files;
+  std::vector<RbzHeaderInfo> infos;
+  for (const std::string& in : inputs) {
+    files.push_back(read_file_bytes(in, max_held_bytes()));
+    infos.push_back(read_rbz_header(in, files.back()));
+    std::string out = to_stdout ? "-" : out_path;
+    if (out.empty()) {
+      if (!ends_with(in, ".rbz")) throw Error(in + ": does not end in .rbz; name the output with -o");
+      out = in.substr(0, in.size() - 4);
+      if (infos.back().mode == RbzMode::Image && !ends_with(out, ".png")) out += ".png";
+    }
+    plan.push_back({in, out});
+  }
+  std::vector<std::string> outs, ins = inputs;
+  for (const auto& io : plan) outs.push_back(io.second);
+  ins.push_back(model_path);
+  check_outputs(outs, ins, force, "-f");
+  std::unique_ptr<Backend> be;
+  std::unique_ptr<Model> model;
+  for (size_t i = 0; i < plan.size(); i++) {
+    const auto& [in, out] = plan[i];
+    if (!infos[i].model_fingerprint.empty() && !model) {
+      if (model_path.empty()) throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint + "); give it with -m");
+      be = make_cpu_backend(threads);
+      model = Model::load(model_path, *be);
+    }
+    Progress progress{"retbyte decompress: " + in};
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<uint8_t> restored = decompress_file(in, files[i], model.get(), std::ref(progress));
+    const double secs = seconds_since(t0);
+    progress.clear();
+    write_output(out, restored, force);
+    if (out != "-")
+      std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s, %.1f kB/s\n", in.c_str(), (unsigned long long)restored.size(),
+                   out.c_str(), rbz_mode_name(infos[i].mode), secs, double(restored.size()) / std::max(secs, 1e-9) / 1e3);
+  }
+  return 0;
+}
+
+}  // namespace rb::cli

@@ -1,0 +1,39 @@
+// Reading inputs and checking outputs the same way in every command (zstd's rules for files).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "cli/cli.h"
+#include "src/common/errors.h"
+
+namespace rb::cli {
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+
+void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
+                   const std::string& force_flag) {
+  for (size_t i = 0; i < outputs.size(); i++) {
+    const std::string& out = outputs[i];
+    if (out.empty() || out == "-") continue;
+    for (const std::string& in : inputs)
+      if (!in.empty() && (out == in || same_file(out, in))) throw Error(out + ": is an input of this command; refusing to overwrite it");
+    for (size_t j = 0; j < i; j++)
+      if (outputs[j] == out || same_file(outputs[j], out)) throw Error(out + ": two outputs of this command would be the same file");
+    struct stat st;
+    if (::stat(out.c_str(), &st) == 0) {
+      if (S_ISDIR(st.st_mode)) throw Error(out + ": is a folder; name a file to write");
+      // A character device or FIFO (/dev/null, a pipe) is written into, never replaced: no -f needed.
+      const bool stream = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+      if (!force && !stream) throw Error(out + ": exists (use " + force_flag + " to overwrite)");
+    }
+  }
+}
+
+}  // namespace rb::cli
