@@ -61,8 +61,9 @@ Stepper::Stepper(Model& model, int max_rows)
   model_.prepare_decoding();
   host_logits_.resize(size_t(max_rows_) * 256);
   prev_.resize(size_t(max_rows_));
-  // Activations for ingesting, sized once: every later global step reuses them.
-  if (c_.global == GlobalKind::Retention) model_.reserve(max_rows_, std::max(c_.P, c_.T / max_rows_ / c_.P * c_.P), false);
+  // One stream (generate): activations for ingesting prompts sized once, so memory stays flat
+  // whatever the context. Lanes in lockstep (the codec) grow them only as far as they are used.
+  if (c_.global == GlobalKind::Retention && max_rows_ == 1) model_.reserve(1, c_.T, false);
 }
 
 Stepper::~Stepper() = default;
