@@ -29,9 +29,7 @@
 namespace rb::cli {
 
 namespace {
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // sgemm GFLOP/s on the largest product shape of a training step (local MLP: M x 4D_L x D_L),
 // through the backend (our AVX-512 kernel where the CPU has it) or straight through OpenBLAS.
@@ -112,9 +110,8 @@ int bench_fwdbwd(Args& args) {
   const double sgemm = measure_sgemm_gflops(*be, cfg.B * cfg.T, 4 * cfg.D_L, cfg.D_L, false);
   const double openblas = measure_sgemm_gflops(*be, cfg.B * cfg.T, 4 * cfg.D_L, cfg.D_L, true);
 
-  std::printf("config        %s  (%zu params, B=%d T=%d, %d threads, chunk %d, %s kernels)\n",
-              config_to_json(cfg).c_str(), model.num_params(), cfg.B, cfg.T, be->threads(), chunk,
-              be->kernel_path().c_str());
+  std::printf("config        %s  (%zu params, B=%d T=%d, %d threads, chunk %d, %s kernels)\n", config_to_json(cfg).c_str(),
+              model.num_params(), cfg.B, cfg.T, be->threads(), chunk, be->kernel_path().c_str());
   std::printf("forward       %8.1f ms/step\n", 1e3 * fwd_s / steps);
   std::printf("backward      %8.1f ms/step\n", 1e3 * bwd_s / steps);
   std::printf("fwd+bwd       %8.0f bytes/s\n", bytes / total);
@@ -180,7 +177,8 @@ int bench_train(Args& args) {
   const double bps = timed_bytes / timed_s;
   std::printf("config        %s  (%zu params, %d threads, %s kernels)\n", config_to_json(cfg.model).c_str(),
               trainer.model().num_params(), be->threads(), be->kernel_path().c_str());
-  std::printf("train step    %8.1f ms  (forward + backward + clip + AdamW, %d timed steps)\n", 1e3 * timed_s / (steps - 1), steps - 1);
+  std::printf("train step    %8.1f ms  (forward + backward + clip + AdamW, %d timed steps)\n", 1e3 * timed_s / (steps - 1),
+              steps - 1);
   std::printf("train         %8.0f bytes/s\n", bps);
   std::printf("peak RSS      %8.1f MB\n", peak_rss_mb());
   nlohmann::ordered_json j;
@@ -201,10 +199,11 @@ int bench_train(Args& args) {
 // filled with random keys/values of the right size (its quadratic ingestion would take hours).
 int bench_decode(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte bench decode [--config small] [--global retention|attention] [--context BYTES] [-n BYTES] [-t N]\n"
-                 "                            [--device cpu|cuda[:N]]\n"
-                 "  bytes/s and peak RSS of batch-1 decoding after a context of BYTES (default 1024)\n"
-              << kDeviceHelp;
+    std::cout
+        << "usage: retbyte bench decode [--config small] [--global retention|attention] [--context BYTES] [-n BYTES] [-t N]\n"
+           "                            [--device cpu|cuda[:N]]\n"
+           "  bytes/s and peak RSS of batch-1 decoding after a context of BYTES (default 1024)\n"
+        << kDeviceHelp;
     return 0;
   }
   ModelConfig cfg = load_model_config(args.value("--config", "", "small"));
@@ -281,7 +280,11 @@ int bench_kernels(Args& args) {
   args.no_positionals();
   nlohmann::ordered_json results = nlohmann::json::array();
   const double mhz = cpu_mhz();
-  struct Shape { const char* what; int M, N, K; bool tb; };
+  struct Shape {
+    const char* what;
+    int M, N, K;
+    bool tb;
+  };
   const Shape shapes[] = {{"train: local MLP x W1^T", 16384, 512, 128, true},
                           {"train: dW = dy^T x", 512, 128, 16384, false},
                           {"decode: 1 row x W^T (global q|k|v|g)", 1, 1536, 256, false},
@@ -297,8 +300,8 @@ int bench_kernels(Args& args) {
     const CpuKernels kern = cpu_kernels(path);
     const int64_t iters = path == CpuPath::Portable ? 2000000 : 20000000;
     volatile float sink = 0.0f;
-    const double peak = be->threads() * time_gflops(double(iters) * 12 * kern.lanes * 2, 0.3,
-                                                    [&] { sink = sink + kern.fma_probe(iters); });
+    const double peak =
+        be->threads() * time_gflops(double(iters) * 12 * kern.lanes * 2, 0.3, [&] { sink = sink + kern.fma_probe(iters); });
     for (const Shape& sh : shapes) {
       const int M = path == CpuPath::Portable && sh.M > 1 ? std::max(1, sh.M / 16) : sh.M;
       const int K = path == CpuPath::Portable && sh.K > 1024 ? sh.K / 16 : sh.K;
@@ -342,7 +345,8 @@ int bench_kernels(Args& args) {
 // compress/decompress bytes/s of the .rbz codec beside zstd -19 on the same bytes (doc/SPEC.md §6).
 int bench_codec(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--adapt ...] [--no-mix] [-t N] [FILE...]\n"
+    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--adapt ...] [--no-mix] "
+                 "[-t N] [FILE...]\n"
                  "  times compress and decompress (every block model-coded) of each FILE, or of N bytes of\n"
                  "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip.\n"
                  "  --adapt: each input also with online adaptation (its cost in bytes/s and its bpb)\n"
@@ -405,12 +409,18 @@ int bench_codec(Args& args) {
       ZSTD_decompress(zback.data(), zback.size(), z.data(), zn);
       const double zd_s = now_s() - t0;
       const double n = double(data.size());
-      std::printf("%-40s %10zu %14.0f %14.0f %14.0f %14.0f %9.4f %9.4f\n", name.c_str(), data.size(), n / c_s, n / d_s, n / zc_s, n / zd_s,
-                  8.0 * double(rbz.size()) / n, 8.0 * double(zn) / n);
-      results.push_back({{"input", name}, {"bytes", data.size()}, {"segments", st.blocks}, {"adapted", st.adapted},
-                         {"adapt_bytes_trained", st.adapt_bytes_trained}, {"compress_bytes_per_s", n / c_s},
-                         {"decompress_bytes_per_s", n / d_s}, {"zstd19_compress_bytes_per_s", n / zc_s},
-                         {"zstd19_decompress_bytes_per_s", n / zd_s}, {"rbz_bpb", 8.0 * double(rbz.size()) / n},
+      std::printf("%-40s %10zu %14.0f %14.0f %14.0f %14.0f %9.4f %9.4f\n", name.c_str(), data.size(), n / c_s, n / d_s, n / zc_s,
+                  n / zd_s, 8.0 * double(rbz.size()) / n, 8.0 * double(zn) / n);
+      results.push_back({{"input", name},
+                         {"bytes", data.size()},
+                         {"segments", st.blocks},
+                         {"adapted", st.adapted},
+                         {"adapt_bytes_trained", st.adapt_bytes_trained},
+                         {"compress_bytes_per_s", n / c_s},
+                         {"decompress_bytes_per_s", n / d_s},
+                         {"zstd19_compress_bytes_per_s", n / zc_s},
+                         {"zstd19_decompress_bytes_per_s", n / zd_s},
+                         {"rbz_bpb", 8.0 * double(rbz.size()) / n},
                          {"zstd19_bpb", 8.0 * double(zn) / n}});
     }
   }

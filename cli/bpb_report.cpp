@@ -148,8 +148,12 @@ nlohmann::ordered_json bpb_report(Model& model, const std::vector<std::string>& 
       base[name] = bpbs[name];
     }
     print_line(row.path, row.kind, row.r, bpbs);
-    files.push_back({{"path", row.path}, {"modality", row.kind}, {"bytes", row.r.bytes}, {"bpb", row.r.bpb()},
-                     {"zstd19_bpb", bpbs["zstd -19"]}, {"baselines_bpb", base}});
+    files.push_back({{"path", row.path},
+                     {"modality", row.kind},
+                     {"bytes", row.r.bytes},
+                     {"bpb", row.r.bpb()},
+                     {"zstd19_bpb", bpbs["zstd -19"]},
+                     {"baselines_bpb", base}});
   }
   auto totals_json = [&](const Totals& t) {
     std::map<std::string, double> bpbs;
@@ -159,7 +163,8 @@ nlohmann::ordered_json bpb_report(Model& model, const std::vector<std::string>& 
       bpbs[name] = bits_per_byte(s.compressed, s.bytes);
       base[name] = bpbs[name];
     }
-    nlohmann::ordered_json j = {{"bytes", t.r.bytes}, {"bpb", t.r.bpb()}, {"zstd19_bpb", bpbs["zstd -19"]}, {"baselines_bpb", base}};
+    nlohmann::ordered_json j = {
+        {"bytes", t.r.bytes}, {"bpb", t.r.bpb()}, {"zstd19_bpb", bpbs["zstd -19"]}, {"baselines_bpb", base}};
     return std::make_pair(j, bpbs);
   };
   nlohmann::ordered_json mods = nlohmann::json::object();

@@ -10,8 +10,8 @@
 namespace rb::cli {
 
 struct BpbReportOptions {
-  bool raw = false;        // every file as plain bytes, no header (--raw)
-  std::string command;     // "eval", "bench bpb": names the progress and notice lines
+  bool raw = false;     // every file as plain bytes, no header (--raw)
+  std::string command;  // "eval", "bench bpb": names the progress and notice lines
 };
 
 // Scores every file under `paths` (inputs are all found before anything is printed), then prints

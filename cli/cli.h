@@ -10,7 +10,7 @@
 namespace rb {
 struct AdaptSettings;
 class Backend;
-}
+}  // namespace rb
 
 namespace rb::cli {
 
@@ -18,7 +18,7 @@ namespace rb::cli {
 class Args {
  public:
   Args(std::vector<std::string> argv) : argv_(std::move(argv)) {}
-  bool flag(const std::string& name);                    // consumes a boolean flag
+  bool flag(const std::string& name);  // consumes a boolean flag
   std::string value(const std::string& name, const std::string& alt = "", const std::string& def = "");
   // An integer option: def when absent; anything that is not an integer, or outside lo..hi, is an
   // error that names the option and (for a number) the allowed range.
@@ -30,14 +30,14 @@ class Args {
   int threads();
   std::vector<std::string> positionals();
   void no_positionals();  // errors on anything left over (a stray word or an unknown option)
-  std::string shift();  // removes and returns the first argument ("" if none)
+  std::string shift();    // removes and returns the first argument ("" if none)
   // Removes and returns the arguments that follow a just-consumed flag up to the next flag
   // (for "--data a b c"); call right after value().
   std::vector<std::string> leading_positionals();  // whatever is left (errors on unknown flags)
  private:
   std::vector<std::string> argv_;
-  size_t last_pos_ = 0;     // where value() last removed a flag
-  std::string last_flag_;  // the spelling the user typed, for error messages
+  size_t last_pos_ = 0;      // where value() last removed a flag
+  std::string last_flag_;    // the spelling the user typed, for error messages
   bool repeatable_ = false;  // inside values()
 };
 

@@ -51,8 +51,8 @@ struct Progress {
     if (s - last < (tty ? 0.5 : 30.0) || total == 0) return;
     last = s;
     shown = true;
-    std::fprintf(stderr, "%s%s: %.0f%% of %.2f MB, %.1f kB/s%s", tty ? "\r\033[K" : "", what.c_str(), 100.0 * double(done) / double(total),
-                 double(total) / 1e6, double(done) / s / 1e3, tty ? "" : "\n");
+    std::fprintf(stderr, "%s%s: %.0f%% of %.2f MB, %.1f kB/s%s", tty ? "\r\033[K" : "", what.c_str(),
+                 100.0 * double(done) / double(total), double(total) / 1e6, double(done) / s / 1e3, tty ? "" : "\n");
   }
   void clear() {
     if (tty && shown) std::fprintf(stderr, "\r\033[K");
@@ -78,7 +78,8 @@ std::optional<AdaptSettings> adapt_options(Args& args) {
   const int windows = int(args.int_value("--adapt-windows", "", s.windows, 1, 1 << 20));
   const int window = int(args.int_value("--adapt-window", "", s.window, 1, 1 << 30));
   const std::string lr = args.value("--adapt-lr", "", "");
-  const bool tuned = steps != int(s.steps) || round != int(s.round_positions) || windows != int(s.windows) || window != int(s.window) || !lr.empty();
+  const bool tuned = steps != int(s.steps) || round != int(s.round_positions) || windows != int(s.windows) ||
+                     window != int(s.window) || !lr.empty();
   if (!on) {
     if (tuned) throw Error("--adapt-steps, --adapt-lr, --adapt-round, --adapt-windows and --adapt-window need --adapt");
     return std::nullopt;
@@ -96,7 +97,8 @@ std::optional<AdaptSettings> adapt_options(Args& args) {
 
 int cmd_compress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--segment BYTES] [-t N]\n"
+    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--segment "
+                 "BYTES] [-t N]\n"
                  "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
                  "  16-bit PCM WAV as samples (decompressing gives a PNG with identical pixels / the identical WAV);\n"
                  "  anything else as bytes. --raw: bytes always. --verify: decode what was written before success.\n"
@@ -112,7 +114,7 @@ int cmd_compress(Args& args) {
   const bool force = args.flag("--force") || args.flag("-f");
   const bool raw = args.flag("--raw");
   const bool verify = args.flag("--verify");
-  const bool model_only = args.flag("--model-only");  // benchmarks and tests: no stored fallbacks
+  const bool model_only = args.flag("--model-only");                         // benchmarks and tests: no stored fallbacks
   const int segment = int(args.int_value("--segment", "", 0, 0, 16 << 20));  // 0: automatic
   const int threads = args.threads();
   const auto inputs = args.positionals();
@@ -151,15 +153,19 @@ int cmd_compress(Args& args) {
     progress.clear();
     if (verify) {
       const std::vector<uint8_t> back = decompress_file(in + " (verifying)", rbz, model.get());
-      if (stats.mode != RbzMode::Image && back != file) throw Error(in + ": verification failed: decoding does not give the file back");
+      if (stats.mode != RbzMode::Image && back != file)
+        throw Error(in + ": verification failed: decoding does not give the file back");
     }
     write_output(out, rbz, force);
-    std::fprintf(stderr, "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f s, %.1f kB/s%s\n",
+    std::fprintf(stderr,
+                 "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f "
+                 "s, %.1f kB/s%s\n",
                  in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbz.size(),
                  file.empty() ? 0.0 : 8.0 * double(rbz.size()) / double(file.size()), rbz_mode_name(stats.mode), stats.blocks,
-                 stats.model_blocks, stats.zstd_blocks, stats.raw_blocks, stats.whole_file_fallback ? "; zstd of the whole file was smaller" : "",
-                 stats.adapted ? "; adapted" : "", stats.mixed ? "; mixed" : "",
-                 secs, double(file.size()) / std::max(secs, 1e-9) / 1e3, verify ? "; verified" : "");
+                 stats.model_blocks, stats.zstd_blocks, stats.raw_blocks,
+                 stats.whole_file_fallback ? "; zstd of the whole file was smaller" : "", stats.adapted ? "; adapted" : "",
+                 stats.mixed ? "; mixed" : "", secs, double(file.size()) / std::max(secs, 1e-9) / 1e3,
+                 verify ? "; verified" : "");
   }
   return 0;
 }
@@ -204,7 +210,9 @@ int cmd_decompress(Args& args) {
   for (size_t i = 0; i < plan.size(); i++) {
     const auto& [in, out] = plan[i];
     if (!infos[i].model_fingerprint.empty() && !model) {
-      if (model_path.empty()) throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint + "); give it with -m");
+      if (model_path.empty())
+        throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint +
+                    "); give it with -m");
       be = make_cpu_backend(threads);
       model = Model::load(model_path, *be);
     }
@@ -215,8 +223,9 @@ int cmd_decompress(Args& args) {
     progress.clear();
     write_output(out, restored, force);
     if (out != "-")
-      std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s, %.1f kB/s\n", in.c_str(), (unsigned long long)restored.size(),
-                   out.c_str(), rbz_mode_name(infos[i].mode), secs, double(restored.size()) / std::max(secs, 1e-9) / 1e3);
+      std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s, %.1f kB/s\n", in.c_str(),
+                   (unsigned long long)restored.size(), out.c_str(), rbz_mode_name(infos[i].mode), secs,
+                   double(restored.size()) / std::max(secs, 1e-9) / 1e3);
   }
   return 0;
 }

@@ -16,16 +16,17 @@ bool same_file(const std::string& a, const std::string& b) {
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-
 void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
                    const std::string& force_flag) {
   for (size_t i = 0; i < outputs.size(); i++) {
     const std::string& out = outputs[i];
     if (out.empty() || out == "-") continue;
     for (const std::string& in : inputs)
-      if (!in.empty() && (out == in || same_file(out, in))) throw Error(out + ": is an input of this command; refusing to overwrite it");
+      if (!in.empty() && (out == in || same_file(out, in)))
+        throw Error(out + ": is an input of this command; refusing to overwrite it");
     for (size_t j = 0; j < i; j++)
-      if (outputs[j] == out || same_file(outputs[j], out)) throw Error(out + ": two outputs of this command would be the same file");
+      if (outputs[j] == out || same_file(outputs[j], out))
+        throw Error(out + ": two outputs of this command would be the same file");
     struct stat st;
     if (::stat(out.c_str(), &st) == 0) {
       if (S_ISDIR(st.st_mode)) throw Error(out + ": is a folder; name a file to write");

@@ -169,8 +169,8 @@ int Args::threads() {
   const long t = std::strtol(v.c_str(), &end, 10);
   const int most = 4 * available_cpus();
   if (*end != '\0' || end == v.c_str() || t < 1 || t > most)
-    throw Error(last_flag_ + ": '" + v + "' threads is not a count from 1 to " + std::to_string(most) +
-                " (4 x the " + std::to_string(available_cpus()) + " CPUs here)");
+    throw Error(last_flag_ + ": '" + v + "' threads is not a count from 1 to " + std::to_string(most) + " (4 x the " +
+                std::to_string(available_cpus()) + " CPUs here)");
   return int(t);
 }
 
@@ -189,7 +189,10 @@ int cmd_info(Args& args) {
   path = pos[0];
   SafetensorsReader file(path);
   const auto& meta = file.metadata();
-  auto get = [&](const char* k) { auto it = meta.find(k); return it == meta.end() ? std::string() : it->second; };
+  auto get = [&](const char* k) {
+    auto it = meta.find(k);
+    return it == meta.end() ? std::string() : it->second;
+  };
   std::cout << "file:   " << path << "\n";
   if (get("format") == "retbyte-decode-state") {
     std::cout << "kind:   decode state (version " << get("version") << ", from generate --state-out)\n"
@@ -243,8 +246,8 @@ int main(int argc, char** argv) {
     for (rb::CpuPath p : {rb::CpuPath::Portable, rb::CpuPath::Avx2, rb::CpuPath::Avx512})
       if (rb::cpu_path_supported(p)) here += std::string(here.empty() ? "" : " ") + rb::cpu_path_name(p);
     std::cout << "retbyte " << RETBYTE_VERSION << "\n"
-              << "cpu paths: " << RETBYTE_CPU_PATHS << " built in; this CPU runs " << here << " (best: "
-              << rb::cpu_path_name(rb::best_cpu_path()) << ")\n"
+              << "cpu paths: " << RETBYTE_CPU_PATHS << " built in; this CPU runs " << here
+              << " (best: " << rb::cpu_path_name(rb::best_cpu_path()) << ")\n"
               << "numerics contract v" << rb::kNumericsVersion << ", .rbz format v" << rb::kRbzVersion << "\n"
               << "gpu: " << (rb::cuda_built() ? "CUDA backend built in; " : "") << rb::cli::gpu_summary() << "\n";
     return 0;

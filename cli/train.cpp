@@ -30,8 +30,10 @@ std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   char buf[32];
   const long t = long(s);
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
   return buf;
 }
 }  // namespace
@@ -39,7 +41,7 @@ std::string format_duration(double s) {
 namespace {
 int train_ranks(Args& args, Communicator& comm);
 void print_train_help();
-}
+}  // namespace
 
 // Under mpirun every rank runs this; rank 0 alone prints progress and results. An error on one
 // rank takes the whole job down (the others would wait for it forever); a refusal that every
@@ -55,8 +57,10 @@ int cmd_train(Args& args) {
   } catch (const std::exception& e) {
     if (comm->size() == 1) throw;
     const bool agreed = dynamic_cast<const RanksDisagree*>(&e) != nullptr;
-    if (comm->rank() == 0) std::fprintf(stderr, "retbyte train: %s\n", e.what());
-    else if (!agreed) std::fprintf(stderr, "retbyte train: rank %d: %s\n", comm->rank(), e.what());
+    if (comm->rank() == 0)
+      std::fprintf(stderr, "retbyte train: %s\n", e.what());
+    else if (!agreed)
+      std::fprintf(stderr, "retbyte train: rank %d: %s\n", comm->rank(), e.what());
     std::fflush(stderr);
     if (!agreed) comm->abort(1);
     return 1;
@@ -65,22 +69,21 @@ int cmd_train(Args& args) {
 
 namespace {
 void print_train_help() {
-  std::cout <<
-      "usage: retbyte train --config C --data PATH... --out DIR [--steps N] [--minutes M] [--resume] [-t N]\n"
-      "                     [--device cpu|cuda[:N]] [--tf32]\n"
-      "  C: tiny, small, base, or a JSON file with model keys (or \"config\": NAME) and training keys\n"
-      "     (lr beta1 beta2 eps weight_decay min_lr_ratio warmup_steps steps grad_clip accum_steps seed\n"
-      "      val_fraction val_every val_bytes checkpoint_every chunk)\n"
-      "  PATH: files or folders (recursive). Writes DIR/model.safetensors, DIR/state.safetensors, DIR/metrics.jsonl\n"
-      "  --steps N    total optimiser steps (also the schedule's horizon)\n"
-      "  --minutes M  stop after M minutes (the horizon is estimated from the first steps if --steps is not given)\n"
-      "  --resume     continue the run in DIR exactly where its last checkpoint left it\n"
-      "  Ctrl-C / SIGTERM saves a checkpoint and stops.\n"
-      "  mpirun -np N retbyte train ...: data-parallel over N ranks, bitwise the weights of one process; each\n"
-      "     rank computes accum_steps/N of every step's micro-batches (accum_steps >= N). -t is per rank\n"
-      "     (default: this machine's cores / its ranks). mpirun kills ranks 1 s after Ctrl-C, often before the\n"
-      "     checkpoint: add --mca odls_base_sigkill_timeout 60, or signal rank 0 alone. See the README,\n"
-      "     \"Training on many machines\".\n"
+  std::cout << "usage: retbyte train --config C --data PATH... --out DIR [--steps N] [--minutes M] [--resume] [-t N]\n"
+               "                     [--device cpu|cuda[:N]] [--tf32]\n"
+               "  C: tiny, small, base, or a JSON file with model keys (or \"config\": NAME) and training keys\n"
+               "     (lr beta1 beta2 eps weight_decay min_lr_ratio warmup_steps steps grad_clip accum_steps seed\n"
+               "      val_fraction val_every val_bytes checkpoint_every chunk)\n"
+               "  PATH: files or folders (recursive). Writes DIR/model.safetensors, DIR/state.safetensors, DIR/metrics.jsonl\n"
+               "  --steps N    total optimiser steps (also the schedule's horizon)\n"
+               "  --minutes M  stop after M minutes (the horizon is estimated from the first steps if --steps is not given)\n"
+               "  --resume     continue the run in DIR exactly where its last checkpoint left it\n"
+               "  Ctrl-C / SIGTERM saves a checkpoint and stops.\n"
+               "  mpirun -np N retbyte train ...: data-parallel over N ranks, bitwise the weights of one process; each\n"
+               "     rank computes accum_steps/N of every step's micro-batches (accum_steps >= N). -t is per rank\n"
+               "     (default: this machine's cores / its ranks). mpirun kills ranks 1 s after Ctrl-C, often before the\n"
+               "     checkpoint: add --mca odls_base_sigkill_timeout 60, or signal rank 0 alone. See the README,\n"
+               "     \"Training on many machines\".\n"
             << kDeviceHelp;
 }
 
@@ -106,7 +109,8 @@ int train_ranks(Args& args, Communicator& comm) {
   if (data.empty()) throw Error("--data PATH... is required");
   char* end = nullptr;
   const double minutes = std::strtod(minutes_s.c_str(), &end);
-  if (*end || end == minutes_s.c_str() || !std::isfinite(minutes) || minutes < 0) throw Error("--minutes: '" + minutes_s + "' is not a non-negative number");
+  if (*end || end == minutes_s.c_str() || !std::isfinite(minutes) || minutes < 0)
+    throw Error("--minutes: '" + minutes_s + "' is not a non-negative number");
   if (steps < 0) throw Error("--steps must be positive");
 
   const TrainConfig cfg = parse_train_config(config);
@@ -116,10 +120,10 @@ int train_ranks(Args& args, Communicator& comm) {
   const ByteDataset& ds = trainer.data();
   if (leader) {
     for (const std::string& w : ds.warnings()) std::fprintf(stderr, "retbyte train: %s\n", w.c_str());
-    std::fprintf(stderr, "retbyte train: %zu files, %.2f MB packed for training, %.2f MB validation (%s); %zu params; %d threads%s\n",
-                 ds.num_files(), ds.train_bytes() / 1e6, ds.val_file_bytes() / 1e6, ds.split_kind().c_str(),
-                 trainer.model().num_params(), be->threads(),
-                 comm.size() > 1 ? (" per rank x " + std::to_string(comm.size()) + " ranks (MPI)").c_str() : "");
+    std::fprintf(
+        stderr, "retbyte train: %zu files, %.2f MB packed for training, %.2f MB validation (%s); %zu params; %d threads%s\n",
+        ds.num_files(), ds.train_bytes() / 1e6, ds.val_file_bytes() / 1e6, ds.split_kind().c_str(), trainer.model().num_params(),
+        be->threads(), comm.size() > 1 ? (" per rank x " + std::to_string(comm.size()) + " ranks (MPI)").c_str() : "");
     if (resume) std::fprintf(stderr, "retbyte train: resuming %s at step %lld\n", out.c_str(), (long long)trainer.step());
   }
 
@@ -144,14 +148,15 @@ int train_ranks(Args& args, Communicator& comm) {
     if (r.val_bpb >= 0) {
       int at = std::snprintf(val, sizeof val, " | val %.4f", r.val_bpb);
       for (const auto& [kind, bpb] : r.val_bpb_by_modality)
-        if (at > 0 && size_t(at) < sizeof val) at += std::snprintf(val + at, sizeof val - size_t(at), " %s %.4f", kind.c_str(), bpb);
+        if (at > 0 && size_t(at) < sizeof val)
+          at += std::snprintf(val + at, sizeof val - size_t(at), " %s %.4f", kind.c_str(), bpb);
     }
     char of[32] = "?";  // the horizon is unknown until a --minutes run has measured its speed
     if (r.horizon >= r.step) std::snprintf(of, sizeof of, "%lld", (long long)r.horizon);
-    std::fprintf(stderr, "%sstep %lld/%s | loss %.4f | bpb %.4f%s | lr %.2e | %.1fk B/s | ETA %s%s%s",
-                 tty ? "\r\033[K" : "", (long long)r.step, of, r.loss, r.bpb, val, r.lr,
-                 smoothed / 1e3, format_duration(per_step * double(left)).c_str(),
-                 r.skipped ? " | non-finite: step skipped" : "", tty && r.val_bpb < 0 ? "" : "\n");
+    std::fprintf(stderr, "%sstep %lld/%s | loss %.4f | bpb %.4f%s | lr %.2e | %.1fk B/s | ETA %s%s%s", tty ? "\r\033[K" : "",
+                 (long long)r.step, of, r.loss, r.bpb, val, r.lr, smoothed / 1e3,
+                 format_duration(per_step * double(left)).c_str(), r.skipped ? " | non-finite: step skipped" : "",
+                 tty && r.val_bpb < 0 ? "" : "\n");
   };
   const uint64_t sent_before = comm.bytes_sent();
   const int64_t first_step = trainer.step();
@@ -173,7 +178,8 @@ int train_ranks(Args& args, Communicator& comm) {
     for (uint64_t b : all) total += b;
     const int64_t steps_run = std::max<int64_t>(1, trainer.step() - first_step);
     if (tty) std::fprintf(stderr, "\n");
-    std::fprintf(stderr, "retbyte train: %d ranks sent %.2f MB per step in all (%.2f MB per rank; %zu params); "
+    std::fprintf(stderr,
+                 "retbyte train: %d ranks sent %.2f MB per step in all (%.2f MB per rank; %zu params); "
                  "rank 0 spent %.1f ms per step in the reduction, waits for slower ranks included\n",
                  comm.size(), double(total) / double(steps_run) / 1e6, double(total) / double(steps_run) / 1e6 / comm.size(),
                  trainer.model().num_params(), 1e3 * reduce_s / double(steps_run));
@@ -189,7 +195,9 @@ int train_ranks(Args& args, Communicator& comm) {
   char val_text[32] = "n/a";  // no validation yet: "n/a" on screen, null in JSON, never -1
   if (val >= 0) std::snprintf(val_text, sizeof val_text, "%.4f", val);
   std::fprintf(stderr, "retbyte train: %s at step %lld; val bpb %s; checkpoint in %s\n",
-               why == Trainer::Stop::Interrupted ? "interrupted" : why == Trainer::Stop::TimeUp ? "time is up" : "done",
+               why == Trainer::Stop::Interrupted ? "interrupted"
+               : why == Trainer::Stop::TimeUp    ? "time is up"
+                                                 : "done",
                (long long)trainer.step(), val_text, out.c_str());
   nlohmann::ordered_json j;
   j["step"] = trainer.step();
@@ -231,11 +239,13 @@ int cmd_plot(Args& args) {
 namespace {
 // eval --adapt: each file through the codec's lanes without and with online adaptation (every
 // block model-coded), in bits per content byte of the ideal code length, and the .rbz sizes.
-nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>& paths, bool raw, const AdaptSettings& adapt, bool mix) {
+nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>& paths, bool raw, const AdaptSettings& adapt,
+                                    bool mix) {
   nlohmann::ordered_json files = nlohmann::json::array();
   double bits[2] = {0, 0};
   uint64_t content = 0;
-  std::printf("%-40s %12s %12s %12s %9s %14s %14s\n", "file", "content", "codec bpb", "adapted bpb", "change", "rbz bytes", "adapted rbz");
+  std::printf("%-40s %12s %12s %12s %9s %14s %14s\n", "file", "content", "codec bpb", "adapted bpb", "change", "rbz bytes",
+              "adapted rbz");
   for (const std::string& path : paths) {
     const std::vector<uint8_t> file = read_file_bytes(path, max_held_bytes());
     CompressStats st[2];
@@ -250,10 +260,15 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
     }
     const double n = double(std::max<uint64_t>(1, st[0].content_bytes));
     const double bpb[2] = {st[0].model_bits / n, st[1].model_bits / n};
-    std::printf("%-40s %12llu %12.4f %12.4f %8.2f%% %14zu %14zu\n", path.c_str(), (unsigned long long)st[0].content_bytes, bpb[0], bpb[1],
-                100.0 * (bpb[1] / std::max(bpb[0], 1e-12) - 1), size[0], size[1]);
-    files.push_back({{"file", path}, {"mode", rbz_mode_name(st[0].mode)}, {"content_bytes", st[0].content_bytes}, {"codec_bpb", bpb[0]},
-                     {"adapted_bpb", bpb[1]}, {"rbz_bytes", size[0]}, {"adapted_rbz_bytes", size[1]}});
+    std::printf("%-40s %12llu %12.4f %12.4f %8.2f%% %14zu %14zu\n", path.c_str(), (unsigned long long)st[0].content_bytes, bpb[0],
+                bpb[1], 100.0 * (bpb[1] / std::max(bpb[0], 1e-12) - 1), size[0], size[1]);
+    files.push_back({{"file", path},
+                     {"mode", rbz_mode_name(st[0].mode)},
+                     {"content_bytes", st[0].content_bytes},
+                     {"codec_bpb", bpb[0]},
+                     {"adapted_bpb", bpb[1]},
+                     {"rbz_bytes", size[0]},
+                     {"adapted_rbz_bytes", size[1]}});
     bits[0] += st[0].model_bits, bits[1] += st[1].model_bits;
     content += st[0].content_bytes;
   }
@@ -261,7 +276,11 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
   j["codec_bpb"] = content ? bits[0] / double(content) : 0.0;
   j["adapted_bpb"] = content ? bits[1] / double(content) : 0.0;
   j["mixed"] = mix;
-  j["adapt"] = {{"round", adapt.round_positions}, {"steps", adapt.steps}, {"windows", adapt.windows}, {"window", adapt.window}, {"lr", adapt.lr}};
+  j["adapt"] = {{"round", adapt.round_positions},
+                {"steps", adapt.steps},
+                {"windows", adapt.windows},
+                {"window", adapt.window},
+                {"lr", adapt.lr}};
   j["files"] = files;
   return j;
 }
@@ -276,7 +295,8 @@ int cmd_eval(Args& args) {
                  "  not scored. --raw: the file's bytes, no header.\n"
                  "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
                  "  ideal code length in bits per content byte, and the .rbz sizes)\n"
-              << kAdaptHelp << kMixHelp << kDeviceHelp << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
+              << kAdaptHelp << kMixHelp << kDeviceHelp
+              << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
@@ -289,7 +309,8 @@ int cmd_eval(Args& args) {
   const auto paths = args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
   if (paths.empty()) throw Error("give at least one PATH to evaluate");
-  if (adapt && be->name() != "cpu") throw Error("eval --adapt runs the codec, which is CPU-only (bit-exact logits): add --device cpu");
+  if (adapt && be->name() != "cpu")
+    throw Error("eval --adapt runs the codec, which is CPU-only (bit-exact logits): add --device cpu");
   auto model = Model::load(model_path, *be);
   if (adapt) {
     std::cout << adapt_report(*model, paths, raw, *adapt, mix).dump() << std::endl;

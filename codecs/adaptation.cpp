@@ -13,18 +13,23 @@ constexpr uint64_t kSeed = 0x61646170746976ull;  // "adaptiv": both sides draw t
 
 void check_adapt_settings(const AdaptSettings& s, int P, const std::string& what) {
   if (s.round_positions == 0 || s.round_positions % 1024 != 0 || s.round_positions > (1u << 24))
-    throw Error(what + ": adaptation round of " + std::to_string(s.round_positions) + " positions (a multiple of 1024 up to 16 Mi)");
+    throw Error(what + ": adaptation round of " + std::to_string(s.round_positions) +
+                " positions (a multiple of 1024 up to 16 Mi)");
   if (P > 0 && s.round_positions % uint32_t(P) != 0)
-    throw Error(what + ": adaptation round of " + std::to_string(s.round_positions) + " positions is not a whole number of patches (P = " + std::to_string(P) + ")");
+    throw Error(what + ": adaptation round of " + std::to_string(s.round_positions) +
+                " positions is not a whole number of patches (P = " + std::to_string(P) + ")");
   if (s.steps < 1 || s.steps > 64 || s.windows < 1 || s.windows > 64)
-    throw Error(what + ": adaptation of " + std::to_string(s.steps) + " steps x " + std::to_string(s.windows) + " windows (1 to 64 each)");
+    throw Error(what + ": adaptation of " + std::to_string(s.steps) + " steps x " + std::to_string(s.windows) +
+                " windows (1 to 64 each)");
   if (s.window < uint32_t(P) || s.window % uint32_t(P) != 0 || s.window > 8192)
-    throw Error(what + ": adaptation window of " + std::to_string(s.window) + " bytes (a multiple of P = " + std::to_string(P) + " up to 8192)");
+    throw Error(what + ": adaptation window of " + std::to_string(s.window) + " bytes (a multiple of P = " + std::to_string(P) +
+                " up to 8192)");
   // At most 16 training bytes per coded position of a lane: a header cannot ask for days of work.
   if (uint64_t(s.steps) * s.windows * s.window > uint64_t(16) * s.round_positions)
-    throw Error(what + ": adaptation of " + std::to_string(uint64_t(s.steps) * s.windows * s.window) + " training bytes per round of " +
-                std::to_string(s.round_positions) + " positions (at most 16 per position)");
-  if (!std::isfinite(s.lr) || s.lr <= 0 || s.lr > 0.1f) throw Error(what + ": adaptation learning rate " + std::to_string(s.lr) + " (0 to 0.1)");
+    throw Error(what + ": adaptation of " + std::to_string(uint64_t(s.steps) * s.windows * s.window) +
+                " training bytes per round of " + std::to_string(s.round_positions) + " positions (at most 16 per position)");
+  if (!std::isfinite(s.lr) || s.lr <= 0 || s.lr > 0.1f)
+    throw Error(what + ": adaptation learning rate " + std::to_string(s.lr) + " (0 to 0.1)");
 }
 
 WeightsSnapshot::WeightsSnapshot(Model& model) : model_(model), saved_(model.num_params()) {
@@ -63,7 +68,7 @@ void OnlineAdapter::round(const std::vector<ByteSpan>& coded) {
     model_.backward();
     const double norm = global_norm(model_.backend(), model_.grads(), model_.num_params());
     if (!std::isfinite(loss) || !std::isfinite(norm)) continue;  // both sides skip it alike
-    const float scale = norm > 1.0 ? float(1.0 / norm) : 1.0f;  // global-norm clipping at 1
+    const float scale = norm > 1.0 ? float(1.0 / norm) : 1.0f;   // global-norm clipping at 1
     opt_.step(model_.backend(), model_.params(), model_.grads(), s_.lr, cfg, scale);
     bytes_trained_ += uint64_t(s_.windows) * T;
   }

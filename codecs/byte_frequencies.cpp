@@ -12,7 +12,7 @@ namespace {
 inline float exp_nonpositive(float x) {
   float t = x * 1.44269504f;
   if (!(t >= -126.0f)) t = -126.0f;  // below (or NaN): contributes nothing after quantisation
-  int n = int(t);                 // toward zero; t <= 0 so floor is n or n - 1
+  int n = int(t);                    // toward zero; t <= 0 so floor is n or n - 1
   if (float(n) > t) n -= 1;
   const float f = t - float(n);
   float p = 1.5316e-4f;

@@ -18,8 +18,10 @@ inline int symbol_at(const uint32_t cum[257], uint32_t slot) {
   int lo = 0, hi = 256;  // cum[lo] <= slot < cum[hi]
   while (hi - lo > 1) {
     const int mid = (lo + hi) / 2;
-    if (cum[mid] <= slot) lo = mid;
-    else hi = mid;
+    if (cum[mid] <= slot)
+      lo = mid;
+    else
+      hi = mid;
   }
   return lo;
 }

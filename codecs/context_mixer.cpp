@@ -28,9 +28,9 @@ constexpr int32_t kMatchWeight = kWeightOne / 2, kSideWeight = kWeightOne / 8;  
 
 // Tables built from IEEE double +, -, *, / only (exact and identical on every x86-64 CPU).
 struct Tables {
-  std::array<int32_t, 1 << kLogTableBits> log2_mantissa;  // log2(1 + k / 4096) in Q16
+  std::array<int32_t, 1 << kLogTableBits> log2_mantissa;   // log2(1 + k / 4096) in Q16
   std::array<uint32_t, 1 << kLogTableBits> exp2_fraction;  // 2^(-k / 4096) in Q30
-  std::vector<int32_t> log2_small;                          // log2_q16(v) for v < 65536 (count tables)
+  std::vector<int32_t> log2_small;                         // log2_q16(v) for v < 65536 (count tables)
   int32_t log2(uint32_t v) const {
     const int n = 31 - __builtin_clz(v | 1);
     const uint32_t k = n >= kLogTableBits ? (v >> (n - kLogTableBits)) : (v << (kLogTableBits - n));
@@ -161,9 +161,10 @@ struct LaneMixer::State {
         side[0].init(kActivityBuckets * 2 + 4 * kActivityBuckets * 2);
         side[1].init(2 * 8 * kActivityBuckets + 16 * 8);
         break;
-      case LaneShape::Kind::AudioSamples: break;
+      case LaneShape::Kind::AudioSamples:
+        break;
       case LaneShape::Kind::Bytes:
-        side[0].init(256);  // order 1
+        side[0].init(256);               // order 1
         side[1].init(1 << order2_bits);  // order 2, hashed
         break;
     }
@@ -306,8 +307,10 @@ struct LaneMixer::State {
       m.learn(byte);
     }
     // The match continues or ends; then the table learns where this string ends.
-    if (predicted >= 0 && byte == predicted) match_len = std::min<uint32_t>(match_len + 1, 65535), match_ptr++;
-    else match_len = 0;
+    if (predicted >= 0 && byte == predicted)
+      match_len = std::min<uint32_t>(match_len + 1, 65535), match_ptr++;
+    else
+      match_len = 0;
     history.push_back(byte);
     const size_t t = history.size();
     if (t < size_t(kMinMatch)) return;

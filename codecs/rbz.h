@@ -24,11 +24,11 @@ const char* rbz_mode_name(RbzMode m);  // "raw", "image", "audio"
 constexpr uint16_t kRbzVersion = 1;
 
 struct CompressOptions {
-  bool force_raw = false;          // --raw: the file's bytes even for images and audio
-  size_t segment_bytes = 0;        // 0: chosen from the size (see choose_segment_bytes)
-  int lockstep = 32;               // segments coded together
-  bool model_only = false;         // tests and benchmarks: model-code every block, no fallbacks
-  bool whole_file_fallback = true;  // tests: keep the per-block choice even when zstd of the file is smaller
+  bool force_raw = false;              // --raw: the file's bytes even for images and audio
+  size_t segment_bytes = 0;            // 0: chosen from the size (see choose_segment_bytes)
+  int lockstep = 32;                   // segments coded together
+  bool model_only = false;             // tests and benchmarks: model-code every block, no fallbacks
+  bool whole_file_fallback = true;     // tests: keep the per-block choice even when zstd of the file is smaller
   std::optional<AdaptSettings> adapt;  // --adapt: learn the file while coding it (codecs/adaptation.h)
   bool mix = true;                     // context mixing on top of the model (codecs/context_mixer.h); --no-mix turns it off
   std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, bytes total)
@@ -71,7 +71,6 @@ RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t
 // model-coded; otherwise its fingerprint must match. Everything is checked (header checksum,
 // block table, each block's decoder, the content's xxhash64) before anything is returned.
 std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<uint8_t>& rbz, Model* model,
-                                     const std::function<void(uint64_t, uint64_t)>& progress = nullptr,
-                                     int lockstep = 32);
+                                     const std::function<void(uint64_t, uint64_t)>& progress = nullptr, int lockstep = 32);
 
 }  // namespace rb

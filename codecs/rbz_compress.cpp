@@ -11,9 +11,7 @@ namespace rb {
 
 using namespace rbz_detail;
 
-const char* rbz_mode_name(RbzMode m) {
-  return m == RbzMode::Image ? "image" : m == RbzMode::Audio ? "audio" : "raw";
-}
+const char* rbz_mode_name(RbzMode m) { return m == RbzMode::Image ? "image" : m == RbzMode::Audio ? "audio" : "raw"; }
 
 size_t choose_segment_bytes(uint64_t n, int lockstep) {
   const uint64_t per = (n + uint64_t(std::max(1, lockstep)) - 1) / uint64_t(std::max(1, lockstep));
@@ -34,11 +32,11 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     // An archive that compress writes always decompresses.
     bool restores = false;
     try {
-      const std::vector<uint8_t> back = restore_file(path, c.mode, c.extra, c.residual_channels, hash,
-                                                     c.restores_content ? c.size : file.size(), std::vector<uint8_t>(c.body, c.body + c.size));
+      const std::vector<uint8_t> back =
+          restore_file(path, c.mode, c.extra, c.residual_channels, hash, c.restores_content ? c.size : file.size(),
+                       std::vector<uint8_t>(c.body, c.body + c.size));
       restores = c.restores_content || back == file;
-    } catch (const Error&) {
-    }
+    } catch (const Error&) {}
     if (!restores) {
       c = analyse(path, file, model ? model->config().P : 0, true);
       hash = content_hash(file, c);
@@ -61,7 +59,8 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     std::vector<ByteSpan> segments;
     for (size_t at = 0; at < c.size; at += seg) segments.push_back({c.body + at, std::min(seg, c.size - at)});
     if (options.adapt && segments.size() > size_t(options.lockstep))
-      throw Error(path + ": --adapt needs every segment in one lockstep group (" + std::to_string(segments.size()) + " segments)");
+      throw Error(path + ": --adapt needs every segment in one lockstep group (" + std::to_string(segments.size()) +
+                  " segments)");
     const std::string model_id = model_fingerprint(*model);  // of the pretrained weights; hashes every weight once
     SegmentCoderOptions so;
     so.lockstep = options.lockstep;
@@ -69,7 +68,8 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     std::vector<double> bits;
     so.segment_bits = &bits;
     if (options.mix)
-      for (const ByteSpan& s : segments) so.mix_shapes.push_back(lane_shape(c.mode, c.extra, c.residual_channels, size_t(s.data - c.body), s.size));
+      for (const ByteSpan& s : segments)
+        so.mix_shapes.push_back(lane_shape(c.mode, c.extra, c.residual_channels, size_t(s.data - c.body), s.size));
     std::optional<WeightsSnapshot> pretrained;
     std::optional<OnlineAdapter> adapter;
     if (options.adapt) {

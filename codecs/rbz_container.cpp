@@ -8,8 +8,8 @@ namespace rb::rbz_detail {
 
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
                               const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
-                              const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt,
-                              int residual_channels, bool mixed) {
+                              const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt, int residual_channels,
+                              bool mixed) {
   Writer w;
   w.bytes(kMagic, 4);
   w.u16(kRbzVersion);
@@ -44,7 +44,6 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
   return w.b;
 }
 
-
 Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   Parsed ps;
   Reader r{rbz.data(), rbz.size(), 0, path};
@@ -61,14 +60,16 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   ps.hash = r.get(8);
   const uint64_t fp = r.get(8);
   const uint32_t nctx = uint32_t(r.get(4)), nextra = uint32_t(r.get(4)), nblocks = uint32_t(r.get(4));
-  if (mode > 2 || (flags & ~(kFlagAdapted | kFlagResidual | kFlagMixed)) != 0) throw Error(path + ": damaged .rbz header (unknown mode or flags)");
+  if (mode > 2 || (flags & ~(kFlagAdapted | kFlagResidual | kFlagMixed)) != 0)
+    throw Error(path + ": damaged .rbz header (unknown mode or flags)");
   ps.info.mode = RbzMode(mode);
   if (nctx > kMaxContext || nextra > rbz.size() || nblocks > rbz.size() / 17) throw Error(path + ": damaged .rbz header (sizes)");
   ps.context = r.bytes(nctx);
   ps.extra = r.bytes(nextra);
   if (flags & kFlagAdapted) {
     AdaptSettings a;
-    a.round_positions = uint32_t(r.get(4)), a.steps = uint32_t(r.get(4)), a.windows = uint32_t(r.get(4)), a.window = uint32_t(r.get(4));
+    a.round_positions = uint32_t(r.get(4)), a.steps = uint32_t(r.get(4)), a.windows = uint32_t(r.get(4)),
+    a.window = uint32_t(r.get(4));
     const uint32_t lr_bits = uint32_t(r.get(4));
     std::memcpy(&a.lr, &lr_bits, 4);
     check_adapt_settings(a, 1, path + ": damaged .rbz header");
@@ -78,8 +79,8 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
     const uint8_t version = uint8_t(r.get(1));
     ps.residual_channels = int(r.get(1));
     if (version != kResidualTransformVersion)
-      throw Error(path + ": residual transform version " + std::to_string(version) + " is not supported (this build has version " +
-                  std::to_string(kResidualTransformVersion) + ")");
+      throw Error(path + ": residual transform version " + std::to_string(version) +
+                  " is not supported (this build has version " + std::to_string(kResidualTransformVersion) + ")");
     if (ps.residual_channels < 1 || mode == uint8_t(RbzMode::Raw)) throw Error(path + ": damaged .rbz header (residual record)");
   }
   if (flags & kFlagMixed) {
@@ -115,8 +116,8 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   if (ps.info.adapt && !any_model) throw Error(path + ": damaged .rbz header (adaptation without model-coded blocks)");
   if (ps.info.mixed && !any_model) throw Error(path + ": damaged .rbz header (context mixing without model-coded blocks)");
   if (stored != rbz.size() - r.pos)
-    throw Error(path + ": " + (stored > rbz.size() - r.pos ? "truncated .rbz file" : "damaged .rbz file (trailing bytes)") + " (" +
-                std::to_string(rbz.size()) + " bytes, the header describes " + std::to_string(r.pos + stored) + ")");
+    throw Error(path + ": " + (stored > rbz.size() - r.pos ? "truncated .rbz file" : "damaged .rbz file (trailing bytes)") +
+                " (" + std::to_string(rbz.size()) + " bytes, the header describes " + std::to_string(r.pos + stored) + ")");
   for (size_t& o : ps.offsets) o += r.pos;
   ps.offsets.push_back(r.pos + size_t(stored));
   if (any_model) {
@@ -125,9 +126,9 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
     ps.info.model_fingerprint = buf;
   }
   // Raw and image content is the original size; audio adds the verbatim bytes (checked later).
-  if (ps.info.mode != RbzMode::Audio && content != ps.info.original_size) throw Error(path + ": damaged .rbz header (sizes disagree)");
+  if (ps.info.mode != RbzMode::Audio && content != ps.info.original_size)
+    throw Error(path + ": damaged .rbz header (sizes disagree)");
   return ps;
 }
-
 
 }  // namespace rb::rbz_detail

@@ -104,7 +104,8 @@ int pnm_maxval(const std::vector<uint8_t>& f) {
 // PNMs, and PNMs whose maxval gives the values another meaning, are coded as the file's bytes.
 bool pixels_are_the_whole_image(const std::vector<uint8_t>& f) {
   static const uint8_t png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  if (f.size() >= 8 && !std::memcmp(f.data(), png, 8)) return f.size() >= 33 && !std::memcmp(f.data() + 12, "IHDR", 4) && f[24] <= 8;
+  if (f.size() >= 8 && !std::memcmp(f.data(), png, 8))
+    return f.size() >= 33 && !std::memcmp(f.data() + 12, "IHDR", 4) && f[24] <= 8;
   if (f.size() >= 2 && f[0] == 'P') return (f[1] == '5' || f[1] == '6') && pnm_maxval(f) == 255;
   return f.size() >= 2 && f[0] == 'B' && f[1] == 'M';
 }
@@ -198,7 +199,6 @@ uint64_t content_hash(const std::vector<uint8_t>& file, const Content& c) {
   return c.restores_content ? XXH64(c.body, c.size, 0) : XXH64(file.data(), file.size(), 0);
 }
 
-
 // What a lane of the content holds, for the context mixer's side models. `extra` is the mode's
 // record (image: width, height, channels); `residual_channels` > 0 in residual form.
 LaneShape lane_shape(RbzMode mode, const std::vector<uint8_t>& extra, int residual_channels, size_t start, size_t length) {
@@ -215,7 +215,6 @@ LaneShape lane_shape(RbzMode mode, const std::vector<uint8_t>& extra, int residu
   }
   return s;
 }
-
 
 // What the lanes have coded after `positions` stream positions (context included): each segment's
 // first positions - C bytes.
@@ -242,7 +241,8 @@ std::vector<uint8_t> restore_file(const std::string& path, RbzMode mode, const s
     if (img.width <= 0 || img.height <= 0 || img.channels < 1 || img.channels > 4 ||
         uint64_t(img.width) * uint64_t(img.height) * uint64_t(img.channels) != content.size())
       throw Error(path + ": damaged .rbz header (image geometry)");
-    if (XXH64(content.data(), content.size(), 0) != hash) throw Error(path + ": checksum mismatch: the restored pixels are not the original ones");
+    if (XXH64(content.data(), content.size(), 0) != hash)
+      throw Error(path + ": checksum mismatch: the restored pixels are not the original ones");
     img.pixels = std::move(content);
     const std::string png = encode_png(img, path);
     return std::vector<uint8_t>(png.begin(), png.end());
@@ -254,7 +254,8 @@ std::vector<uint8_t> restore_file(const std::string& path, RbzMode mode, const s
     if (a.sample_rate <= 0 || a.channels < 1 || a.channels > 8 || content.size() % size_t(2 * a.channels))
       throw Error(path + ": damaged .rbz header (audio layout)");
     if (content.size() != original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
-    if (XXH64(content.data(), content.size(), 0) != hash) throw Error(path + ": checksum mismatch: the restored samples are not the original ones");
+    if (XXH64(content.data(), content.size(), 0) != hash)
+      throw Error(path + ": checksum mismatch: the restored samples are not the original ones");
     a.samples.resize(content.size() / 2);
     for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(load_msb16(content.data() + 2 * i));
     return encode_flac(a, path);
@@ -266,7 +267,8 @@ std::vector<uint8_t> restore_file(const std::string& path, RbzMode mode, const s
     if (off > verbatim || content.size() % 2) throw Error(path + ": damaged .rbz header (audio layout)");
     out.reserve(verbatim + content.size());
     out.insert(out.end(), x + 8, x + 8 + off);
-    for (size_t i = 0; i < content.size(); i += 2) out.push_back(content[i + 1]), out.push_back(content[i]);  // back to little-endian
+    for (size_t i = 0; i < content.size(); i += 2)
+      out.push_back(content[i + 1]), out.push_back(content[i]);  // back to little-endian
     out.insert(out.end(), x + 8 + off, x + 8 + verbatim);
   }
   if (out.size() != original_size) throw Error(path + ": damaged .rbz file (restored size differs)");
@@ -274,12 +276,12 @@ std::vector<uint8_t> restore_file(const std::string& path, RbzMode mode, const s
   return out;
 }
 
-
 void to_residual_form(Content* cp) {
   Content& c = *cp;
   const int channels = c.mode == RbzMode::Image ? int(c.unit) : int(c.unit / 2);
-  c.owned = c.mode == RbzMode::Image ? image_residual_bytes(c.body, int(le32(c.extra.data())), int(le32(c.extra.data() + 4)), channels)
-                                     : audio_residual_bytes(c.body, c.size, channels);
+  c.owned = c.mode == RbzMode::Image
+                ? image_residual_bytes(c.body, int(le32(c.extra.data())), int(le32(c.extra.data() + 4)), channels)
+                : audio_residual_bytes(c.body, c.size, channels);
   c.body = c.owned.data();
   c.residual_channels = channels;
   c.context[2] = media_letter(c.mode == RbzMode::Image ? Modality::Image : Modality::Audio, MediaForm::Residual);

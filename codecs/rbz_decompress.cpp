@@ -18,9 +18,11 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
   const RbzHeaderInfo& info = ps.info;
   if (!info.model_fingerprint.empty()) {
     if (info.numerics_version != uint32_t(kNumericsVersion))
-      throw Error(path + ": coded under numerics contract v" + std::to_string(info.numerics_version) + "; this build implements v" +
-                  std::to_string(kNumericsVersion) + " and cannot reproduce its probabilities");
-    if (!model) throw Error(path + ": needs the model it was compressed with (fingerprint " + info.model_fingerprint + "); give it with -m");
+      throw Error(path + ": coded under numerics contract v" + std::to_string(info.numerics_version) +
+                  "; this build implements v" + std::to_string(kNumericsVersion) + " and cannot reproduce its probabilities");
+    if (!model)
+      throw Error(path + ": needs the model it was compressed with (fingerprint " + info.model_fingerprint +
+                  "); give it with -m");
     const std::string have = model_fingerprint(*model);
     if (have != info.model_fingerprint)
       throw Error(path + ": compressed with model " + info.model_fingerprint + ", but the given model is " + have);
@@ -79,6 +81,5 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
   }
   return restore_file(path, info.mode, ps.extra, ps.residual_channels, ps.hash, info.original_size, std::move(content));
 }
-
 
 }  // namespace rb

@@ -21,10 +21,10 @@ enum class BlockKind : uint8_t { Model = 1, Zstd = 2, Raw = 3 };
 constexpr uint8_t kWavContainer = 0, kFlacContainer = 1;  // audio mode's first extra byte
 constexpr size_t kMaxContext = 4096, kMaxModelBlock = size_t(16) << 20;
 constexpr uint64_t kMaxContent = uint64_t(1) << 40;
-constexpr uint8_t kFlagAdapted = 1;   // an adaptation record follows the mode data
-constexpr uint8_t kFlagResidual = 2;  // the content is coded in residual form; a residual record follows
+constexpr uint8_t kFlagAdapted = 1;               // an adaptation record follows the mode data
+constexpr uint8_t kFlagResidual = 2;              // the content is coded in residual form; a residual record follows
 constexpr uint8_t kResidualTransformVersion = 1;  // datasets/media_residuals.h as it is now
-constexpr uint8_t kFlagMixed = 4;     // model-coded blocks use context mixing; a mixer record (its version) follows
+constexpr uint8_t kFlagMixed = 4;                 // model-coded blocks use context mixing; a mixer record (its version) follows
 
 struct Writer {
   std::vector<uint8_t> b;
@@ -70,7 +70,7 @@ struct Block {
 // and what the mode keeps beside it.
 struct Content {
   RbzMode mode = RbzMode::Raw;
-  size_t unit = 1;  // bytes of one pixel or one audio frame: segments start on whole ones
+  size_t unit = 1;                // bytes of one pixel or one audio frame: segments start on whole ones
   bool restores_content = false;  // image, FLAC: what comes back is the pixels or samples, not the file's bytes
   std::vector<uint8_t> context, extra, owned;
   const uint8_t* body = nullptr;
@@ -78,7 +78,9 @@ struct Content {
   int residual_channels = 0;  // > 0: owned holds the residual form of the pixels or samples (datasets/media_residuals.h)
 };
 
-inline uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+inline uint32_t le32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
 inline uint16_t le16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
 
 // A parsed and checked header.
@@ -86,7 +88,7 @@ struct Parsed {
   RbzHeaderInfo info;
   uint64_t hash = 0;
   std::vector<uint8_t> context, extra;
-  std::vector<Block> blocks;   // kinds and lengths (payloads stay in the file)
+  std::vector<Block> blocks;    // kinds and lengths (payloads stay in the file)
   std::vector<size_t> offsets;  // where each payload starts, then the end of the last
   int residual_channels = 0;    // the content is in residual form (image and audio modes)
 };

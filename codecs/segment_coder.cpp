@@ -23,8 +23,7 @@ void check_model(const Model& model, const std::vector<uint8_t>& context) {
 }  // namespace
 
 std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vector<uint8_t>& context,
-                                                  const std::vector<ByteSpan>& segments,
-                                                  const SegmentCoderOptions& options) {
+                                                  const std::vector<ByteSpan>& segments, const SegmentCoderOptions& options) {
   check_model(model, context);
   if (!options.mix_shapes.empty() && options.mix_shapes.size() != segments.size())
     throw Error("encode_segments: one mixing shape per segment");
@@ -84,7 +83,8 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
           }
           ranges[size_t(b)].push_back(cum[byte]);
           ranges[size_t(b)].push_back(cum[byte + 1] - cum[byte]);
-          if (options.segment_bits) (*options.segment_bits)[g0 + size_t(b)] += double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte]));
+          if (options.segment_bits)
+            (*options.segment_bits)[g0 + size_t(b)] += double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte]));
           done++;
         }
       }

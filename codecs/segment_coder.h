@@ -44,8 +44,7 @@ struct SegmentCoderOptions {
 // One rANS payload per segment. context.size() must be a multiple of the model's P. The model
 // must have a retention global (the attention baseline has no recurrent form).
 std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vector<uint8_t>& context,
-                                                  const std::vector<ByteSpan>& segments,
-                                                  const SegmentCoderOptions& options = {});
+                                                  const std::vector<ByteSpan>& segments, const SegmentCoderOptions& options = {});
 
 // Decodes payloads[i] into outputs[i] (whose sizes are the segments' lengths). Throws rb::Error
 // ("damaged") when a payload does not decode cleanly.

@@ -38,7 +38,8 @@ std::vector<uint8_t> read_file_bytes(const std::string& path, uint64_t limit) {
     const ssize_t r = ::read(fd, bytes.data() + done, bytes.size() - done);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) throw Error(path + ": read failed (" + std::strerror(errno) + ")");
-    if (r == 0) throw Error(path + ": shrank while being read (" + std::to_string(done) + " of " + std::to_string(size) + " bytes)");
+    if (r == 0)
+      throw Error(path + ": shrank while being read (" + std::to_string(done) + " of " + std::to_string(size) + " bytes)");
     done += size_t(r);
   }
   return bytes;
@@ -66,8 +67,7 @@ std::vector<FoundFile> collect_files(const std::vector<std::string>& paths) {
     if (ec) throw Error(p + ": cannot list folder (" + ec.message() + ")");
     for (; it != end; it.increment(ec)) {
       if (ec) throw Error(p + ": cannot list folder (" + ec.message() + ")");
-      if (it->is_regular_file(ec))
-        found.push_back({it->path().string(), it->path().lexically_relative(p).string(), false});
+      if (it->is_regular_file(ec)) found.push_back({it->path().string(), it->path().lexically_relative(p).string(), false});
     }
     if (found.empty()) throw Error(p + ": folder has no files");
     std::sort(found.begin(), found.end(), [](const FoundFile& a, const FoundFile& b) { return a.name < b.name; });
@@ -136,9 +136,7 @@ ByteDataset::ByteDataset(const std::vector<std::string>& paths, int P, double va
   const uint64_t budget = uint64_t(double(total) * val_fraction);
   std::vector<int> order(files_.size());
   for (size_t i = 0; i < order.size(); i++) order[i] = int(i);
-  std::sort(order.begin(), order.end(), [&](int a, int b) {
-    return fnv1a(names_[a]) < fnv1a(names_[b]);
-  });
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return fnv1a(names_[a]) < fnv1a(names_[b]); });
   std::vector<bool> is_val(files_.size(), false);
   uint64_t held = 0;
   if (files_.size() >= 2 && budget > 0)
@@ -196,8 +194,10 @@ void ByteDataset::read_window(uint64_t start_patch, int T, uint8_t* out) const {
       const std::vector<uint8_t>& header = files_[span.file]->header();
       const uint64_t hs = header.size();
       uint8_t b = 0;  // padding after the file's bytes
-      if (at < hs) b = header[at];
-      else if (at - hs < span.end - span.begin) b = files_[span.file]->body()[span.begin + at - hs];
+      if (at < hs)
+        b = header[at];
+      else if (at - hs < span.end - span.begin)
+        b = files_[span.file]->body()[span.begin + at - hs];
       out[done + i] = b;
     }
     done += int(n);
@@ -205,9 +205,6 @@ void ByteDataset::read_window(uint64_t start_patch, int T, uint8_t* out) const {
   }
 }
 
-void ByteDataset::sample_window(Rng& rng, int T, uint8_t* out) const {
-  read_window(rng.below(train_patches()), T, out);
-}
-
+void ByteDataset::sample_window(Rng& rng, int T, uint8_t* out) const { read_window(rng.below(train_patches()), T, out); }
 
 }  // namespace rb

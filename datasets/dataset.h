@@ -24,9 +24,9 @@ uint64_t max_held_bytes();
 // Regular files under `paths` (folders recursively, in sorted order). Errors name the path: one
 // that does not exist, a folder with no files, a file that cannot be read.
 struct FoundFile {
-  std::string path;  // as opened
-  std::string name;  // relative to the folder it was found in (the file name for a file given
-                     // directly): independent of how the folder was spelled on the command line
+  std::string path;    // as opened
+  std::string name;    // relative to the folder it was found in (the file name for a file given
+                       // directly): independent of how the folder was spelled on the command line
   bool named = false;  // given directly on the command line (not found in a folder)
 };
 std::vector<FoundFile> collect_files(const std::vector<std::string>& paths);
@@ -67,7 +67,7 @@ class ByteDataset {
   Modality modality(const StreamSpan& s) const { return files_[s.file]->modality(); }
   const std::vector<StreamSpan>& val_streams() const { return val_; }
   uint64_t train_bytes() const { return packed_size_; }  // packed, with headers and padding
-  uint64_t val_file_bytes() const;                         // file bytes held out
+  uint64_t val_file_bytes() const;                       // file bytes held out
   // "by file", "by tail of each file" or "none"
   const std::string& split_kind() const { return split_kind_; }
   // 16 hex digits identifying the files (names and sizes) and the split: a resumed run must see

@@ -38,9 +38,7 @@ uint32_t get_u32_be(const uint8_t* p) {
 void put_u32_le(std::string& s, uint32_t v) {
   for (int i = 0; i < 4; i++) s += char(uint8_t(v >> (8 * i)));
 }
-void put_u16_le(std::string& s, uint16_t v) {
-  s += char(uint8_t(v)), s += char(uint8_t(v >> 8));
-}
+void put_u16_le(std::string& s, uint16_t v) { s += char(uint8_t(v)), s += char(uint8_t(v >> 8)); }
 
 bool starts_with(const uint8_t* p, size_t n, const char* magic, size_t at = 0) {
   const size_t m = std::strlen(magic);
@@ -72,7 +70,9 @@ void check_wav_data_chunk(const std::string& path) {
   }
 }
 
-uint32_t get_u32_le(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint32_t get_u32_le(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
 
 // The most decoded bytes an image file of this size and format can really hold, so that a header
 // declaring a huge image in a small file is refused before anything is allocated (and before a
@@ -104,9 +104,12 @@ uint64_t most_pixel_bytes_held(const std::vector<uint8_t>& f) {
 
 const char* modality_name(Modality m) {
   switch (m) {
-    case Modality::Image: return "image";
-    case Modality::Audio: return "audio";
-    default: return "text";
+    case Modality::Image:
+      return "image";
+    case Modality::Audio:
+      return "audio";
+    default:
+      return "text";
   }
 }
 
@@ -126,8 +129,8 @@ Modality detect_modality(const uint8_t* p, size_t n) {
     while (i < n && space(p[i])) i++;
     if (i < n && ((p[i] >= '0' && p[i] <= '9') || p[i] == '#')) return Modality::Image;
   }
-  if ((starts_with(p, n, "RIFF") && starts_with(p, n, "WAVE", 8)) || starts_with(p, n, "fLaC") ||
-      starts_with(p, n, "OggS") || (starts_with(p, n, "FORM") && (starts_with(p, n, "AIFF", 8) || starts_with(p, n, "AIFC", 8))))
+  if ((starts_with(p, n, "RIFF") && starts_with(p, n, "WAVE", 8)) || starts_with(p, n, "fLaC") || starts_with(p, n, "OggS") ||
+      (starts_with(p, n, "FORM") && (starts_with(p, n, "AIFF", 8) || starts_with(p, n, "AIFC", 8))))
     return Modality::Audio;
   return Modality::Text;
 }
@@ -138,7 +141,8 @@ Image read_image(const std::string& path, std::string* notice) {
   int w = 0, h = 0, c = 0;
   // The header first: nothing is allocated for an image we would refuse.
   if (!stbi_info_from_memory(file.data(), len, &w, &h, &c))
-    throw Error(path + ": not a decodable image (" + std::string(stbi_failure_reason() ? stbi_failure_reason() : "unknown format") + ")");
+    throw Error(path + ": not a decodable image (" +
+                std::string(stbi_failure_reason() ? stbi_failure_reason() : "unknown format") + ")");
   if (w <= 0 || h <= 0) throw Error(path + ": image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
   if (c < 1 || c > 4) throw Error(path + ": unsupported channel count " + std::to_string(c));
   const uint64_t pixel_bytes = uint64_t(w) * uint64_t(h) * uint64_t(c);
@@ -149,11 +153,11 @@ Image read_image(const std::string& path, std::string* notice) {
   if (pixel_bytes > most_pixel_bytes_held(file))
     throw Error(path + ": header declares a " + std::to_string(w) + "x" + std::to_string(h) + " image, more than its " +
                 std::to_string(file.size()) + " bytes can hold (damaged or hostile file)");
-  if (notice && stbi_is_16_bit_from_memory(file.data(), len))
-    *notice = path + ": 16-bit image reduced to 8 bits per channel";
+  if (notice && stbi_is_16_bit_from_memory(file.data(), len)) *notice = path + ": 16-bit image reduced to 8 bits per channel";
   int w2 = 0, h2 = 0, c2 = 0;
   stbi_uc* px = stbi_load_from_memory(file.data(), len, &w2, &h2, &c2, 0);
-  if (!px) throw Error(path + ": damaged image (" + std::string(stbi_failure_reason() ? stbi_failure_reason() : "decode failed") + ")");
+  if (!px)
+    throw Error(path + ": damaged image (" + std::string(stbi_failure_reason() ? stbi_failure_reason() : "decode failed") + ")");
   Image img;
   img.width = w2, img.height = h2, img.channels = c2;
   img.pixels.assign(px, px + size_t(w2) * h2 * c2);
@@ -168,13 +172,17 @@ std::string encode_png(const Image& img, const std::string& path) {
     throw Error(path + ": cannot write an image of " + std::to_string(img.width) + "x" + std::to_string(img.height) + "x" +
                 std::to_string(img.channels) + " from " + std::to_string(img.pixels.size()) + " bytes");
   std::string out;
-  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size)); };
+  auto sink = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size));
+  };
   if (!stbi_write_png_to_func(sink, &out, img.width, img.height, img.channels, img.pixels.data(), img.width * img.channels))
     throw Error(path + ": PNG encoding failed");
   return out;
 }
 
-void write_png(const std::string& path, const Image& img, Overwrite overwrite) { write_file_atomic(path, encode_png(img, path), overwrite); }
+void write_png(const std::string& path, const Image& img, Overwrite overwrite) {
+  write_file_atomic(path, encode_png(img, path), overwrite);
+}
 
 Audio read_audio(const std::string& path, std::string* notice) {
   check_wav_data_chunk(path);
@@ -188,8 +196,8 @@ Audio read_audio(const std::string& path, std::string* notice) {
   if (info.channels < 1 || info.channels > 64) throw Error(path + ": unsupported channel count " + std::to_string(info.channels));
   if (info.samplerate <= 0) throw Error(path + ": bad sample rate " + std::to_string(info.samplerate));
   if (info.frames < 0 || uint64_t(info.frames) * uint64_t(info.channels) * 2 > kMaxAudioBytes)
-    throw Error(path + ": " + std::to_string(info.frames) + " frames exceed the limit of " + std::to_string(kMaxAudioBytes >> 20) +
-                " MiB of samples");
+    throw Error(path + ": " + std::to_string(info.frames) + " frames exceed the limit of " +
+                std::to_string(kMaxAudioBytes >> 20) + " MiB of samples");
   const int sub = info.format & SF_FORMAT_SUBMASK;
   if (sub != SF_FORMAT_PCM_16) {
     if (sub == SF_FORMAT_FLOAT || sub == SF_FORMAT_DOUBLE) sf_command(f, SFC_SET_SCALE_FLOAT_INT_READ, nullptr, SF_TRUE);
@@ -218,7 +226,8 @@ Audio read_audio(const std::string& path, std::string* notice) {
 
 void write_wav(const std::string& path, const Audio& a, Overwrite overwrite) {
   if (a.channels < 1 || a.channels > 64 || a.sample_rate <= 0 || a.samples.size() % size_t(a.channels) != 0)
-    throw Error(path + ": cannot write audio with " + std::to_string(a.channels) + " channels at " + std::to_string(a.sample_rate) + " Hz");
+    throw Error(path + ": cannot write audio with " + std::to_string(a.channels) + " channels at " +
+                std::to_string(a.sample_rate) + " Hz");
   const uint64_t data_bytes = uint64_t(a.samples.size()) * 2;
   if (data_bytes > 0xFFFFFFFFull - 36) throw Error(path + ": too long for a WAV file");
   std::string out = "RIFF";
@@ -270,7 +279,8 @@ sf_count_t vio_tell(void* u) { return static_cast<MemoryFile*>(u)->pos; }
 
 std::vector<uint8_t> encode_flac(const Audio& a, const std::string& path) {
   if (a.channels < 1 || a.channels > 8 || a.sample_rate <= 0 || a.samples.size() % size_t(a.channels) != 0)
-    throw Error(path + ": cannot write FLAC with " + std::to_string(a.channels) + " channels at " + std::to_string(a.sample_rate) + " Hz");
+    throw Error(path + ": cannot write FLAC with " + std::to_string(a.channels) + " channels at " +
+                std::to_string(a.sample_rate) + " Hz");
   SF_VIRTUAL_IO io = {vio_length, vio_seek, vio_read, vio_write, vio_tell};
   MemoryFile mem;
   SF_INFO info{};
@@ -358,9 +368,12 @@ Image image_from_stream(const uint8_t* s, size_t n, int P, const std::string& wh
       uint64_t(img.width) * uint64_t(img.height) * uint64_t(img.channels) > kMaxImageBytes)
     throw Error(what + ": image stream header has impossible geometry");
   const size_t need = size_t(img.width) * img.height * img.channels;
-  if (n - hs < need) throw Error(what + ": image stream holds " + std::to_string(n - hs) + " of " + std::to_string(need) + " pixel bytes");
-  if (form == MediaForm::Residual) pixels_from_residuals(s + hs, &img);
-  else img.pixels.assign(s + hs, s + hs + need);
+  if (n - hs < need)
+    throw Error(what + ": image stream holds " + std::to_string(n - hs) + " of " + std::to_string(need) + " pixel bytes");
+  if (form == MediaForm::Residual)
+    pixels_from_residuals(s + hs, &img);
+  else
+    img.pixels.assign(s + hs, s + hs + need);
   return img;
 }
 

@@ -92,8 +92,8 @@ struct ChannelPredictor {
 std::vector<uint8_t> image_residuals(const Image& img) {
   const int C = img.channels;
   if (img.pixels.size() != size_t(img.width) * size_t(img.height) * size_t(C))
-    throw Error("image residuals: " + std::to_string(img.pixels.size()) + " pixel bytes do not fill " + std::to_string(img.width) + "x" +
-                std::to_string(img.height) + "x" + std::to_string(C));
+    throw Error("image residuals: " + std::to_string(img.pixels.size()) + " pixel bytes do not fill " +
+                std::to_string(img.width) + "x" + std::to_string(img.height) + "x" + std::to_string(C));
   std::vector<uint8_t> plane(img.pixels.size()), out(img.pixels.size());
   for (size_t i = 0; i < img.pixels.size(); i += size_t(C))
     for (int c = 0; c < C; c++) plane[i + size_t(c)] = decorrelated(img.pixels.data() + i, C, c);
@@ -111,7 +111,8 @@ void pixels_from_residuals(const uint8_t* residuals, Image* img) {
   size_t i = 0;
   for (int y = 0; y < img->height; y++)
     for (int x = 0; x < img->width; x++)
-      for (int c = 0; c < C; c++, i++) plane[i] = uint8_t(predict_pixel(plane.data(), img->width, C, y, x, c) + unfold8(residuals[i]));
+      for (int c = 0; c < C; c++, i++)
+        plane[i] = uint8_t(predict_pixel(plane.data(), img->width, C, y, x, c) + unfold8(residuals[i]));
   img->pixels.resize(n);
   for (size_t p = 0; p < n; p += size_t(C))
     for (int c = 0; c < C; c++) {

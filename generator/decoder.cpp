@@ -76,11 +76,13 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
   };
   if (meta("format") != kStateFormat) throw Error(path + ": not a retbyte decode state (format \"" + meta("format") + "\")");
   if (meta("version") != std::to_string(kStateVersion) && meta("version") != "1")
-    throw Error(path + ": decode state version " + meta("version") + " is not supported (this build reads versions 1 and " + std::to_string(kStateVersion) + ")");
+    throw Error(path + ": decode state version " + meta("version") + " is not supported (this build reads versions 1 and " +
+                std::to_string(kStateVersion) + ")");
   if (meta("version") != "1" && !f.has_checksum()) throw Error(path + ": decode state without its checksum (damaged file?)");
   const std::string fp = model_fingerprint(model);
   if (meta("model_fingerprint") != fp)
-    throw Error(path + ": state was made with another model (fingerprint " + meta("model_fingerprint") + ", this model is " + fp + ")");
+    throw Error(path + ": state was made with another model (fingerprint " + meta("model_fingerprint") + ", this model is " + fp +
+                ")");
   const ModelConfig& c = model.config();
   auto st = std::make_unique<DecodeState>(model);
   Backend& be = model.backend();
@@ -122,7 +124,8 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
   be.upload(s.g_cur_.data(), g.data(), g.size());
   std::vector<float> qkv(size_t(c.L_L) * s.P_ * 3 * c.D_L);
   f.read_f32("local.qkv", {c.L_L, s.P_, 3 * c.D_L}, qkv.data());
-  for (int l = 0; l < c.L_L; l++) be.upload(s.l_qkv_[l].data(), qkv.data() + size_t(l) * s.P_ * 3 * c.D_L, size_t(s.P_) * 3 * c.D_L);
+  for (int l = 0; l < c.L_L; l++)
+    be.upload(s.l_qkv_[l].data(), qkv.data() + size_t(l) * s.P_ * 3 * c.D_L, size_t(s.P_) * 3 * c.D_L);
   const std::vector<uint8_t> in_progress = f.read_u8("patch");
   s.last_patch_ = f.read_u8("last_patch");
   if (in_progress.size() >= size_t(s.P_) || s.last_patch_.size() != size_t(s.P_))

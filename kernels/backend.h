@@ -72,26 +72,24 @@ class DeviceOps {
  public:
   virtual ~DeviceOps() = default;
   // C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, row-major with leading dimensions.
-  virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-                    int lda, const float* B, int ldb, float beta, float* C, int ldc) = 0;
+  virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                    int ldb, float beta, float* C, int ldc) = 0;
   // y[rows, out] = x[rows, in] W^T (+ bias): W stored [out, in] like torch.nn.Linear.
-  void linear_forward(float* y, const float* x, const float* W, const float* bias, int rows, int in,
-                      int out);
+  void linear_forward(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out);
   // dx = dy W (or += with accumulate_dx); dW += dy^T x; dbias += column sums of dy.
-  void linear_backward(float* dx, float* dW, float* dbias, const float* dy, const float* x,
-                       const float* W, int rows, int in, int out, bool accumulate_dx = false);
+  void linear_backward(float* dx, float* dW, float* dbias, const float* dy, const float* x, const float* W, int rows, int in,
+                       int out, bool accumulate_dx = false);
 
   virtual void add_bias(float* y, const float* bias, int rows, int cols) = 0;
   virtual void bias_backward(float* dbias, const float* dy, int rows, int cols) = 0;  // +=
-  virtual void add_inplace(float* y, const float* x, size_t count) = 0;              // y += x
+  virtual void add_inplace(float* y, const float* x, size_t count) = 0;               // y += x
 
   // LayerNorm over the last dim C (eps 1e-5); mean/rstd [rows] are saved for backward.
-  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
-                                 const float* w, const float* b, int rows, int C) = 0;
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int rows,
+                                 int C) = 0;
   // dx +=, dw +=, db +=
-  virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dout,
-                                  const float* x, const float* w, const float* mean,
-                                  const float* rstd, int rows, int C) = 0;
+  virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
+                                  const float* mean, const float* rstd, int rows, int C) = 0;
 
   // GELU, exact erf form.
   virtual void gelu_forward(float* out, const float* x, size_t count) = 0;
@@ -99,77 +97,64 @@ class DeviceOps {
 
   // RMSNorm without affine over groups of `width` values (eps 1e-6); rstd [rows*groups].
   // x has row stride ld_x, out is dense [rows, groups*width].
-  virtual void rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows,
-                               int groups, int width) = 0;
+  virtual void rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows, int groups, int width) = 0;
   // dx (row stride ld_x) = ; uses the normalised output y.
-  virtual void rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y,
-                                const float* rstd, int rows, int groups, int width) = 0;
+  virtual void rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y, const float* rstd, int rows, int groups,
+                                int width) = 0;
 
   // out = silu(g) * y; g has row stride ld_g, y/out dense [rows, cols].
-  virtual void swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows,
-                                  int cols) = 0;
+  virtual void swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows, int cols) = 0;
   // dg (row stride ld_g) =, dy =
-  virtual void swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y,
-                                   const float* dout, int rows, int cols) = 0;
+  virtual void swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y, const float* dout, int rows,
+                                   int cols) = 0;
 
   // Rotary position (interleaved pairs) on `heads` blocks of width hd starting at x, row stride ld;
   // row r is position pos0 + r % seq_len. Then multiplies by `scale`. inverse = apply the
   // transpose (the backward of the forward with the same scale).
-  virtual void rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0,
-                    float scale, bool inverse) = 0;
+  virtual void rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0, float scale, bool inverse) = 0;
 
   // Embedding rows: out[i] = table[idx[i]] (or += with accumulate); backward
   // dtable[idx[i]] += dout[i].
-  virtual void embedding_forward(float* out, const float* table, const int32_t* idx, int count,
-                                 int dim, bool accumulate = false) = 0;
-  virtual void embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count,
-                                  int dim) = 0;
+  virtual void embedding_forward(float* out, const float* table, const int32_t* idx, int count, int dim,
+                                 bool accumulate = false) = 0;
+  virtual void embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count, int dim) = 0;
 
   // Cross-entropy over V classes; losses[rows] in nats. The fused form also turns logits into
   // dlogits = (softmax - onehot) * dscale in place.
-  virtual void crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
-                                    int rows, int V) = 0;
-  virtual void crossentropy_fused_backward(float* losses, float* logits_to_dlogits,
-                                           const int32_t* targets, int rows, int V,
+  virtual void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int rows, int V) = 0;
+  virtual void crossentropy_fused_backward(float* losses, float* logits_to_dlogits, const int32_t* targets, int rows, int V,
                                            float dscale) = 0;
 
   // Causal softmax attention (scale 1/sqrt(hd)); out [nseq*S, D]; probs saved for backward.
-  virtual void attention_forward(float* out, float* probs, const float* qkv,
-                                 const AttentionShape& s) = 0;
+  virtual void attention_forward(float* out, float* probs, const float* qkv, const AttentionShape& s) = 0;
   // dqkv = (all of it is written)
-  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv,
-                                  const float* probs, const AttentionShape& s) = 0;
+  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs,
+                                  const AttentionShape& s) = 0;
 
   // One query row against n cached keys/values (decoding with a KV cache): q [H*hd],
   // k/v rows of stride ld, out [H*hd]; softmax scale 1/sqrt(hd), no mask (all n are visible).
-  virtual void attention_decode(float* out, const float* q, const float* k, const float* v, int n,
-                                int ld, int H, int hd) = 0;
+  virtual void attention_decode(float* out, const float* q, const float* k, const float* v, int n, int ld, int H, int hd) = 0;
 
   // Chunkwise retention. gammas[H]. state_in may be null (zeros); state_out may be null.
   // saved_states [B, H, nchunks, dk, dv] receives the state entering each chunk (null if no
   // backward will follow).
-  virtual void retention_chunkwise_forward(float* o, const float* q, const float* k,
-                                           const float* v, const float* gammas,
-                                           const RetentionShape& s, int chunk,
-                                           const float* state_in, float* state_out,
+  virtual void retention_chunkwise_forward(float* o, const float* q, const float* k, const float* v, const float* gammas,
+                                           const RetentionShape& s, int chunk, const float* state_in, float* state_out,
                                            float* saved_states) = 0;
   // dq, dk, dv = (same strides as q, k, v); dstate_out (gradient reaching the final state, may be
   // null = zeros); dstate_in = gradient of the initial state (may be null).
-  virtual void retention_chunkwise_backward(float* dq, float* dk, float* dv, const float* dout,
-                                            const float* q, const float* k, const float* v,
-                                            const float* gammas, const RetentionShape& s,
-                                            int chunk, const float* saved_states,
-                                            const float* dstate_out, float* dstate_in) = 0;
+  virtual void retention_chunkwise_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                                            const float* v, const float* gammas, const RetentionShape& s, int chunk,
+                                            const float* saved_states, const float* dstate_out, float* dstate_in) = 0;
   // The optimiser's two passes over every parameter (element-wise, so any split gives the same
   // bits). sum_squares sums x^2 in double over fixed blocks of 4096, then the blocks in order.
-  virtual void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask,
-                          size_t n, const AdamWStep& s) = 0;
+  virtual void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask, size_t n,
+                          const AdamWStep& s) = 0;
   virtual double sum_squares(const float* x, size_t n) = 0;
 
   // Recurrent retention, one position at a time: S = gamma S + k^T v, o = q S. `state`
   // [B, H, dk, dv] is read and updated in place (the decoding form; no backward).
-  virtual void retention_recurrent_forward(float* o, const float* q, const float* k,
-                                           const float* v, const float* gammas,
+  virtual void retention_recurrent_forward(float* o, const float* q, const float* k, const float* v, const float* gammas,
                                            const RetentionShape& s, float* state) = 0;
 };
 

@@ -38,8 +38,8 @@ struct HostItemDevice {
     std::memmove(dst, src, bytes);
     eager_ops += recording_depth == 0;
   }
-  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-            float beta, float* C, int ldc) {
+  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+            float* C, int ldc) {
     ref::gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     eager_ops += recording_depth == 0;
   }

@@ -97,7 +97,8 @@ class BackendOps : public ::testing::TestWithParam<std::string> {
   void expect_close(const char* what, const std::function<Outputs(Backend&)>& op, double tol = 1e-9) {
     const Outputs want = op(*ref), got = op(*be);
     ASSERT_EQ(want.size(), got.size());
-    for (size_t i = 0; i < want.size(); i++) EXPECT_LE(nmse(got[i], want[i]), tol) << what << " output " << i << " on " << GetParam();
+    for (size_t i = 0; i < want.size(); i++)
+      EXPECT_LE(nmse(got[i], want[i]), tol) << what << " output " << i << " on " << GetParam();
   }
   // Sampled coordinates for finite differences (a few dozen keep the suite fast).
   static std::vector<size_t> sample(size_t n, size_t count = 24) {
@@ -134,7 +135,8 @@ TEST_P(BackendOps, ElementwiseBiasAndColumnSums) {
                acc = random_vec(cols, rng);
   expect_close("bias, add, gelu, fill, copy", [&](Backend& b) -> Outputs {
     On d(b);
-    float *py = d.put(y), *pb = d.put(acc), *g = d.zeros(x.size()), *dg = d.zeros(x.size()), *f = d.zeros(10), *c = d.zeros(x.size());
+    float *py = d.put(y), *pb = d.put(acc), *g = d.zeros(x.size()), *dg = d.zeros(x.size()), *f = d.zeros(10),
+          *c = d.zeros(x.size());
     const float* px = d.put(x);
     b.add_bias(py, d.put(bias), rows, cols);
     b.bias_backward(pb, px, rows, cols);
@@ -204,10 +206,23 @@ TEST_P(BackendOps, NormsGateRopeAndEmbeddings) {
     b.embedding_forward(e, d.put(table), pi, int(idx.size()), C, false);
     b.embedding_forward(ea, d.put(table), pi, int(idx.size()), C, true);
     b.embedding_backward(dt, d.put(emb_grad), pi, int(idx.size()), C);
-    return {d.get(ln, dense.size()), d.get(mean, rows), d.get(rstd, rows), d.get(dxl, dx0.size()), d.get(dw, C), d.get(db, C),
-            d.get(rms, dense.size()), d.get(rr, size_t(rows) * groups), d.get(drms, x.size()), d.get(gate, dense.size()),
-            d.get(dg, x.size()), d.get(dy, dense.size()), d.get(rot, x.size()), d.get(back, x.size()),
-            d.get(e, idx.size() * C), d.get(ea, idx.size() * C), d.get(dt, table.size())};
+    return {d.get(ln, dense.size()),
+            d.get(mean, rows),
+            d.get(rstd, rows),
+            d.get(dxl, dx0.size()),
+            d.get(dw, C),
+            d.get(db, C),
+            d.get(rms, dense.size()),
+            d.get(rr, size_t(rows) * groups),
+            d.get(drms, x.size()),
+            d.get(gate, dense.size()),
+            d.get(dg, x.size()),
+            d.get(dy, dense.size()),
+            d.get(rot, x.size()),
+            d.get(back, x.size()),
+            d.get(e, idx.size() * C),
+            d.get(ea, idx.size() * C),
+            d.get(dt, table.size())};
   });
   // The inverse rotation gives back the input (on this backend alone).
   On d(*be);
@@ -237,8 +252,13 @@ TEST_P(BackendOps, CrossEntropyAndAttention) {
     float* dec = d.zeros(s.D());
     const float* pkv = d.put(kv);
     b.attention_decode(dec, d.put(q), pkv, pkv + s.D(), 13, 2 * s.D(), s.H, s.hd);
-    return {d.get(loss, rows), d.get(loss2, rows), d.get(dl, logits.size()), d.get(out, size_t(s.nseq) * s.S * s.D()),
-            d.get(probs, size_t(s.probs_size())), d.get(dqkv, qkv.size()), d.get(dec, s.D())};
+    return {d.get(loss, rows),
+            d.get(loss2, rows),
+            d.get(dl, logits.size()),
+            d.get(out, size_t(s.nseq) * s.S * s.D()),
+            d.get(probs, size_t(s.probs_size())),
+            d.get(dqkv, qkv.size()),
+            d.get(dec, s.D())};
   });
 }
 
@@ -246,28 +266,36 @@ TEST_P(BackendOps, RetentionFormsWithStatesAndSavedChunks) {
   test::RetentionProblem p(2, 21, 2, 8, 6, rng);
   const int chunk = 5;
   const Floats dout = random_vec(p.out_size(), rng), dstate = random_vec(p.s.state_size(), rng);
-  expect_close("retention", [&](Backend& b) -> Outputs {
-    On d(b);
-    const float *q = d.put(p.q), *k = d.put(p.k), *v = d.put(p.v), *g = d.put(p.gammas), *s0 = d.put(p.state0);
-    float *o = d.zeros(p.out_size()), *st = d.zeros(p.s.state_size()), *saved = d.zeros(p.saved_size(chunk));
-    b.retention_chunkwise_forward(o, q, k, v, g, p.s, chunk, s0, st, saved);
-    float *dq = d.zeros(p.q.size()), *dk = d.zeros(p.k.size()), *dv = d.zeros(p.v.size()), *ds = d.zeros(p.s.state_size());
-    b.retention_chunkwise_backward(dq, dk, dv, d.put(dout), q, k, v, g, p.s, chunk, saved, d.put(dstate), ds);
-    float *orec = d.zeros(p.out_size()), *srec = d.put(p.state0);
-    b.retention_recurrent_forward(orec, q, k, v, g, p.s, srec);
-    // Only the used columns of the padded rows are outputs.
-    auto used = [&](Floats x, int ld, int width) {
-      Floats u;
-      for (size_t i = 0; i < x.size(); i++)
-        if (int(i % ld) < width) u.push_back(x[i]);
-      return u;
-    };
-    const int qk_w = p.s.H * p.s.dk, v_w = p.s.H * p.s.dv;
-    return {d.get(o, p.out_size()), d.get(st, p.s.state_size()), d.get(saved, p.saved_size(chunk)),
-            used(d.get(dq, p.q.size()), p.s.ld_qk, qk_w), used(d.get(dk, p.k.size()), p.s.ld_qk, qk_w),
-            used(d.get(dv, p.v.size()), p.s.ld_v, v_w), d.get(ds, p.s.state_size()), d.get(orec, p.out_size()),
-            d.get(srec, p.s.state_size())};
-  }, 1e-8);
+  expect_close(
+      "retention",
+      [&](Backend& b) -> Outputs {
+        On d(b);
+        const float *q = d.put(p.q), *k = d.put(p.k), *v = d.put(p.v), *g = d.put(p.gammas), *s0 = d.put(p.state0);
+        float *o = d.zeros(p.out_size()), *st = d.zeros(p.s.state_size()), *saved = d.zeros(p.saved_size(chunk));
+        b.retention_chunkwise_forward(o, q, k, v, g, p.s, chunk, s0, st, saved);
+        float *dq = d.zeros(p.q.size()), *dk = d.zeros(p.k.size()), *dv = d.zeros(p.v.size()), *ds = d.zeros(p.s.state_size());
+        b.retention_chunkwise_backward(dq, dk, dv, d.put(dout), q, k, v, g, p.s, chunk, saved, d.put(dstate), ds);
+        float *orec = d.zeros(p.out_size()), *srec = d.put(p.state0);
+        b.retention_recurrent_forward(orec, q, k, v, g, p.s, srec);
+        // Only the used columns of the padded rows are outputs.
+        auto used = [&](Floats x, int ld, int width) {
+          Floats u;
+          for (size_t i = 0; i < x.size(); i++)
+            if (int(i % ld) < width) u.push_back(x[i]);
+          return u;
+        };
+        const int qk_w = p.s.H * p.s.dk, v_w = p.s.H * p.s.dv;
+        return {d.get(o, p.out_size()),
+                d.get(st, p.s.state_size()),
+                d.get(saved, p.saved_size(chunk)),
+                used(d.get(dq, p.q.size()), p.s.ld_qk, qk_w),
+                used(d.get(dk, p.k.size()), p.s.ld_qk, qk_w),
+                used(d.get(dv, p.v.size()), p.s.ld_v, v_w),
+                d.get(ds, p.s.state_size()),
+                d.get(orec, p.out_size()),
+                d.get(srec, p.s.state_size())};
+      },
+      1e-8);
 }
 
 // Training's shapes: chunks of 64 over 150 positions (the last one short), wider heads, an initial
@@ -276,18 +304,22 @@ TEST_P(BackendOps, ChunkwiseRetentionAtTrainingShapes) {
   test::RetentionProblem p(2, 150, 2, 16, 32, rng);
   const int chunk = 64;
   const Floats dout = random_vec(p.out_size(), rng), dstate = random_vec(p.s.state_size(), rng);
-  expect_close("retention, chunks of 64", [&](Backend& b) -> Outputs {
-    On d(b);
-    const float *q = d.put(p.q), *k = d.put(p.k), *v = d.put(p.v), *g = d.put(p.gammas);
-    float *o = d.zeros(p.out_size()), *st = d.put(p.state0), *saved = d.zeros(p.saved_size(chunk));
-    b.retention_chunkwise_forward(o, q, k, v, g, p.s, chunk, st, st, saved);  // state in and out alias
-    float *o2 = d.zeros(p.out_size());
-    b.retention_chunkwise_forward(o2, q, k, v, g, p.s, chunk, nullptr, nullptr, nullptr);  // zero state, nothing saved
-    float *dq = d.zeros(p.q.size()), *dk = d.zeros(p.k.size()), *dv = d.zeros(p.v.size()), *ds = d.zeros(p.s.state_size());
-    b.retention_chunkwise_backward(dq, dk, dv, d.put(dout), q, k, v, g, p.s, chunk, saved, d.put(dstate), ds);
-    return {d.get(o, p.out_size()), d.get(st, p.s.state_size()), d.get(saved, p.saved_size(chunk)), d.get(o2, p.out_size()),
-            d.get(dq, p.q.size()), d.get(dk, p.k.size()), d.get(dv, p.v.size()), d.get(ds, p.s.state_size())};
-  }, 1e-8);
+  expect_close(
+      "retention, chunks of 64",
+      [&](Backend& b) -> Outputs {
+        On d(b);
+        const float *q = d.put(p.q), *k = d.put(p.k), *v = d.put(p.v), *g = d.put(p.gammas);
+        float *o = d.zeros(p.out_size()), *st = d.put(p.state0), *saved = d.zeros(p.saved_size(chunk));
+        b.retention_chunkwise_forward(o, q, k, v, g, p.s, chunk, st, st, saved);  // state in and out alias
+        float* o2 = d.zeros(p.out_size());
+        b.retention_chunkwise_forward(o2, q, k, v, g, p.s, chunk, nullptr, nullptr, nullptr);  // zero state, nothing saved
+        float *dq = d.zeros(p.q.size()), *dk = d.zeros(p.k.size()), *dv = d.zeros(p.v.size()), *ds = d.zeros(p.s.state_size());
+        b.retention_chunkwise_backward(dq, dk, dv, d.put(dout), q, k, v, g, p.s, chunk, saved, d.put(dstate), ds);
+        return {d.get(o, p.out_size()),  d.get(st, p.s.state_size()), d.get(saved, p.saved_size(chunk)),
+                d.get(o2, p.out_size()), d.get(dq, p.q.size()),       d.get(dk, p.k.size()),
+                d.get(dv, p.v.size()),   d.get(ds, p.s.state_size())};
+      },
+      1e-8);
 }
 
 // Decoding attention over long caches (the GPU splits the keys into blocks and merges them),
@@ -297,13 +329,15 @@ TEST_P(BackendOps, AttentionDecodeOverLongCaches) {
   for (int n : {300, 5000, 70001}) {
     Floats kv = random_vec(size_t(n) * ld, rng), q = random_vec(size_t(H) * hd, rng);
     for (int c = 0; c < hd; c++) kv[size_t(n / 3) * ld + c] = 4.0f * q[c];  // head 0's keys: one stands out
-    expect_close(("attention_decode n=" + std::to_string(n)).c_str(), [&](Backend& b) -> Outputs {
-      On d(b);
-      const float* pkv = d.put(kv);
-      float* out = d.zeros(size_t(H) * hd);
-      b.attention_decode(out, d.put(q), pkv, pkv + H * hd, n, ld, H, hd);
-      return {d.get(out, size_t(H) * hd)};
-    }, n < 10000 ? 1e-10 : 1e-7);  // 70,001 keys: outputs near zero, a float sum's rounding in either order
+    expect_close(("attention_decode n=" + std::to_string(n)).c_str(),
+                 [&](Backend& b) -> Outputs {
+                   On d(b);
+                   const float* pkv = d.put(kv);
+                   float* out = d.zeros(size_t(H) * hd);
+                   b.attention_decode(out, d.put(q), pkv, pkv + H * hd, n, ld, H, hd);
+                   return {d.get(out, size_t(H) * hd)};
+                 },
+                 n < 10000 ? 1e-10 : 1e-7);  // 70,001 keys: outputs near zero, a float sum's rounding in either order
   }
 }
 
@@ -320,8 +354,10 @@ TEST_P(BackendOps, AdamWAndSumOfSquares) {
     float *pp = d.put(p), *pm = d.put(m), *pv = d.put(v);
     b.adamw_step(pp, d.put(g), pm, pv, d.put(mask), n, s);
     const double ss = b.sum_squares(d.put(g), n);
-    if (&b == ref.get()) ss_ref = ss;
-    else EXPECT_NEAR(ss, ss_ref, 1e-12 * ss_ref);
+    if (&b == ref.get())
+      ss_ref = ss;
+    else
+      EXPECT_NEAR(ss, ss_ref, 1e-12 * ss_ref);
     return {d.get(pp, n), d.get(pm, n), d.get(pv, n)};
   });
 }
@@ -430,7 +466,8 @@ TEST_P(BackendOps, BackwardsMatchFiniteDifferences) {
     auto loss = [&] {
       On d(b);
       float *o = d.zeros(p.out_size()), *st = d.zeros(p.s.state_size());
-      b.retention_chunkwise_forward(o, d.put(p.q), d.put(p.k), d.put(p.v), d.put(p.gammas), p.s, chunk, d.put(p.state0), st, nullptr);
+      b.retention_chunkwise_forward(o, d.put(p.q), d.put(p.k), d.put(p.v), d.put(p.gammas), p.s, chunk, d.put(p.state0), st,
+                                    nullptr);
       return test::dot(d.get(o, p.out_size()), ro) + test::dot(d.get(st, p.s.state_size()), rs);
     };
     On d(b);
@@ -458,7 +495,8 @@ TEST_P(BackendOps, ModelTrainingStepsAndStreamsMatchTheCpu) {
   ModelConfig cfg = named_config("tiny");
   cfg.B = 1, cfg.T = 128;
   std::vector<uint8_t> bytes(size_t(cfg.T) * 2);
-  for (size_t i = 0; i < bytes.size(); i++) bytes[i] = uint8_t("the quick brown fox jumps over the lazy dog. "[i % 45] + (i / 97) % 3);
+  for (size_t i = 0; i < bytes.size(); i++)
+    bytes[i] = uint8_t("the quick brown fox jumps over the lazy dog. "[i % 45] + (i / 97) % 3);
   auto run = [&](Backend& b) -> Outputs {
     Model m(cfg, b);
     m.init_random(3);
@@ -510,17 +548,14 @@ TEST_P(BackendOps, DecodingStepsMatchTheCpu) {
   }
 }
 
-std::vector<std::string> registered_backends() {
-  return {"cpu-portable", "cpu-avx2", "cpu-avx512", "gpu-emulated", "cuda"};
-}
+std::vector<std::string> registered_backends() { return {"cpu-portable", "cpu-avx2", "cpu-avx512", "gpu-emulated", "cuda"}; }
 
-INSTANTIATE_TEST_SUITE_P(EveryBackend, BackendOps, ::testing::ValuesIn(registered_backends()),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(EveryBackend, BackendOps, ::testing::ValuesIn(registered_backends()), [](const auto& info) {
+  std::string n = info.param;
+  for (char& c : n)
+    if (c == '-') c = '_';
+  return n;
+});
 
 // The CUDA backend records each decoding step as one unit and replays it as a CUDA graph; the
 // emulated device counts what it is handed. Nothing may run outside the units once decoding is

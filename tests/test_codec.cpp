@@ -242,11 +242,19 @@ TEST_F(Codec, AdaptedFilesDecodeBitExactlyOnEveryPathAndThreadCount) {
 
 TEST(Adaptation, SettingsThatAskForTooMuchWorkOrMemoryAreRefused) {
   EXPECT_NO_THROW(check_adapt_settings(AdaptSettings{}, 8, "x.rbz"));
-  expect_error_containing([] { check_adapt_settings(AdaptSettings{16384, 64, 64, 8192, 1e-4f}, 8, "x.rbz"); }, "x.rbz: adaptation of 33554432 training bytes per round");
+  expect_error_containing(
+      [] {
+        check_adapt_settings(AdaptSettings{16384, 64, 64, 8192, 1e-4f}, 8, "x.rbz");
+      },
+      "x.rbz: adaptation of 33554432 training bytes per round");
   expect_error_containing([] { check_adapt_settings(AdaptSettings{1000, 1, 1, 64, 1e-4f}, 8, "x.rbz"); }, "a multiple of 1024");
   expect_error_containing([] { check_adapt_settings(AdaptSettings{3072, 1, 1, 66, 1e-4f}, 8, "x.rbz"); }, "a multiple of P = 8");
   expect_error_containing([] { check_adapt_settings(AdaptSettings{1024, 1, 1, 64, -1.0f}, 8, "x.rbz"); }, "learning rate");
-  expect_error_containing([] { check_adapt_settings(AdaptSettings{1024, 1, 1, 64, std::nanf("")}, 8, "x.rbz"); }, "learning rate");
+  expect_error_containing(
+      [] {
+        check_adapt_settings(AdaptSettings{1024, 1, 1, 64, std::nanf("")}, 8, "x.rbz");
+      },
+      "learning rate");
 }
 
 TEST_F(Codec, AStoredLaneStillFeedsTheAdaptation) {
@@ -331,76 +339,76 @@ TEST_F(Codec, MediaModesRestorePixelsFlacSamplesAndWavBytes) {
   Loaded m(model_path(), 2);
   Loaded portable(model_path(), 1, CpuPath::Portable);
   for (MediaForm form : {MediaForm::Plain, MediaForm::Residual}) {
-  SCOPED_TRACE(media_form_name(form));
-  m.model->media_form = portable.model->media_form = form;
-  CompressOptions o;
-  o.model_only = true;
-  // A PNG: decompresses to a PNG with the same pixels.
-  Image img{13, 5, 3, std::vector<uint8_t>(13 * 5 * 3)};
-  for (size_t i = 0; i < img.pixels.size(); i++) img.pixels[i] = uint8_t(i * 7 % 251);
-  const std::string png = temp_path("i.png"), back = temp_path("back.png");
-  write_png(png, img);
-  CompressStats st;
-  const auto rbz = compress_file(png, slurp(png), m.model.get(), o, &st);
-  EXPECT_EQ(st.mode, RbzMode::Image);
-  EXPECT_EQ(st.content_bytes, img.pixels.size());
-  const auto restored = decompress_file(png + ".rbz", rbz, m.model.get());
-  EXPECT_EQ(decompress_file(png + ".rbz", rbz, portable.model.get()), restored) << "decoded on the portable path, 1 thread";
-  std::ofstream(back, std::ios::binary).write(reinterpret_cast<const char*>(restored.data()), long(restored.size()));
-  const Image again = read_image(back);
-  EXPECT_EQ(again.width, img.width);
-  EXPECT_EQ(again.height, img.height);
-  EXPECT_EQ(again.channels, img.channels);
-  EXPECT_EQ(again.pixels, img.pixels);
-  // A WAV with a chunk before the samples and bytes after them: the identical file comes back.
-  Audio a{8000, 2, std::vector<int16_t>(2 * 300)};
-  for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(std::lround(9000 * std::sin(0.03 * double(i))));
-  a.samples[0] = -32768;
-  const std::string wav = temp_path("a.wav");
-  write_wav(wav, a);
-  std::vector<uint8_t> file = slurp(wav);
-  const std::vector<uint8_t> list = {'L', 'I', 'S', 'T', 4, 0, 0, 0, 'I', 'N', 'F', 'O'};
-  file.insert(file.begin() + 36, list.begin(), list.end());  // after "fmt ", before "data"
-  const uint32_t riff = uint32_t(file.size() - 8 + 5);
-  for (int i = 0; i < 4; i++) file[size_t(4 + i)] = uint8_t(riff >> (8 * i));
-  for (uint8_t b : {1, 2, 3, 4, 5}) file.push_back(b);  // trailing bytes some tools leave
-  const auto wrbz = compress_file(wav, file, m.model.get(), o, &st);
-  EXPECT_EQ(st.mode, RbzMode::Audio);
-  EXPECT_EQ(st.content_bytes, a.samples.size() * 2);
-  EXPECT_EQ(decompress_file(wav + ".rbz", wrbz, m.model.get()), file);
-  EXPECT_EQ(decompress_file(wav + ".rbz", wrbz, portable.model.get()), file) << "decoded on the portable path, 1 thread";
-  // Segments start on whole frames (4 bytes here) and patches, whatever length is asked for.
-  o.segment_bytes = 250;
-  EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
-  EXPECT_EQ(st.blocks, 5u);  // 1200 sample bytes in segments of 252
-  o.segment_bytes = 0;
-  // A FLAC: decompresses to a FLAC with the same samples.
-  const std::string flac = temp_path("a.flac"), flac_back = temp_path("back.flac");
-  {
-    const auto bytes = encode_flac(a, flac);
-    std::ofstream(flac, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), long(bytes.size()));
-  }
-  o.segment_bytes = 0;
-  const auto frbz = compress_file(flac, slurp(flac), m.model.get(), o, &st);
-  EXPECT_EQ(st.mode, RbzMode::Audio);
-  EXPECT_EQ(st.content_bytes, a.samples.size() * 2);
-  const auto fback = decompress_file(flac + ".rbz", frbz, m.model.get());
-  ASSERT_GE(fback.size(), 4u);
-  EXPECT_EQ(std::string(fback.begin(), fback.begin() + 4), "fLaC");
-  std::ofstream(flac_back, std::ios::binary).write(reinterpret_cast<const char*>(fback.data()), long(fback.size()));
-  const Audio again_audio = read_audio(flac_back);
-  EXPECT_EQ(again_audio.sample_rate, a.sample_rate);
-  EXPECT_EQ(again_audio.channels, a.channels);
-  EXPECT_EQ(again_audio.samples, a.samples);
-  std::remove(flac.c_str());
-  std::remove(flac_back.c_str());
-  // --raw: the file's bytes.
-  o.force_raw = true;
-  EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
-  EXPECT_EQ(st.mode, RbzMode::Raw);
-  std::remove(png.c_str());
-  std::remove(back.c_str());
-  std::remove(wav.c_str());
+    SCOPED_TRACE(media_form_name(form));
+    m.model->media_form = portable.model->media_form = form;
+    CompressOptions o;
+    o.model_only = true;
+    // A PNG: decompresses to a PNG with the same pixels.
+    Image img{13, 5, 3, std::vector<uint8_t>(13 * 5 * 3)};
+    for (size_t i = 0; i < img.pixels.size(); i++) img.pixels[i] = uint8_t(i * 7 % 251);
+    const std::string png = temp_path("i.png"), back = temp_path("back.png");
+    write_png(png, img);
+    CompressStats st;
+    const auto rbz = compress_file(png, slurp(png), m.model.get(), o, &st);
+    EXPECT_EQ(st.mode, RbzMode::Image);
+    EXPECT_EQ(st.content_bytes, img.pixels.size());
+    const auto restored = decompress_file(png + ".rbz", rbz, m.model.get());
+    EXPECT_EQ(decompress_file(png + ".rbz", rbz, portable.model.get()), restored) << "decoded on the portable path, 1 thread";
+    std::ofstream(back, std::ios::binary).write(reinterpret_cast<const char*>(restored.data()), long(restored.size()));
+    const Image again = read_image(back);
+    EXPECT_EQ(again.width, img.width);
+    EXPECT_EQ(again.height, img.height);
+    EXPECT_EQ(again.channels, img.channels);
+    EXPECT_EQ(again.pixels, img.pixels);
+    // A WAV with a chunk before the samples and bytes after them: the identical file comes back.
+    Audio a{8000, 2, std::vector<int16_t>(2 * 300)};
+    for (size_t i = 0; i < a.samples.size(); i++) a.samples[i] = int16_t(std::lround(9000 * std::sin(0.03 * double(i))));
+    a.samples[0] = -32768;
+    const std::string wav = temp_path("a.wav");
+    write_wav(wav, a);
+    std::vector<uint8_t> file = slurp(wav);
+    const std::vector<uint8_t> list = {'L', 'I', 'S', 'T', 4, 0, 0, 0, 'I', 'N', 'F', 'O'};
+    file.insert(file.begin() + 36, list.begin(), list.end());  // after "fmt ", before "data"
+    const uint32_t riff = uint32_t(file.size() - 8 + 5);
+    for (int i = 0; i < 4; i++) file[size_t(4 + i)] = uint8_t(riff >> (8 * i));
+    for (uint8_t b : {1, 2, 3, 4, 5}) file.push_back(b);  // trailing bytes some tools leave
+    const auto wrbz = compress_file(wav, file, m.model.get(), o, &st);
+    EXPECT_EQ(st.mode, RbzMode::Audio);
+    EXPECT_EQ(st.content_bytes, a.samples.size() * 2);
+    EXPECT_EQ(decompress_file(wav + ".rbz", wrbz, m.model.get()), file);
+    EXPECT_EQ(decompress_file(wav + ".rbz", wrbz, portable.model.get()), file) << "decoded on the portable path, 1 thread";
+    // Segments start on whole frames (4 bytes here) and patches, whatever length is asked for.
+    o.segment_bytes = 250;
+    EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
+    EXPECT_EQ(st.blocks, 5u);  // 1200 sample bytes in segments of 252
+    o.segment_bytes = 0;
+    // A FLAC: decompresses to a FLAC with the same samples.
+    const std::string flac = temp_path("a.flac"), flac_back = temp_path("back.flac");
+    {
+      const auto bytes = encode_flac(a, flac);
+      std::ofstream(flac, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), long(bytes.size()));
+    }
+    o.segment_bytes = 0;
+    const auto frbz = compress_file(flac, slurp(flac), m.model.get(), o, &st);
+    EXPECT_EQ(st.mode, RbzMode::Audio);
+    EXPECT_EQ(st.content_bytes, a.samples.size() * 2);
+    const auto fback = decompress_file(flac + ".rbz", frbz, m.model.get());
+    ASSERT_GE(fback.size(), 4u);
+    EXPECT_EQ(std::string(fback.begin(), fback.begin() + 4), "fLaC");
+    std::ofstream(flac_back, std::ios::binary).write(reinterpret_cast<const char*>(fback.data()), long(fback.size()));
+    const Audio again_audio = read_audio(flac_back);
+    EXPECT_EQ(again_audio.sample_rate, a.sample_rate);
+    EXPECT_EQ(again_audio.channels, a.channels);
+    EXPECT_EQ(again_audio.samples, a.samples);
+    std::remove(flac.c_str());
+    std::remove(flac_back.c_str());
+    // --raw: the file's bytes.
+    o.force_raw = true;
+    EXPECT_EQ(decompress_file(wav + ".rbz", compress_file(wav, file, m.model.get(), o, &st), m.model.get()), file);
+    EXPECT_EQ(st.mode, RbzMode::Raw);
+    std::remove(png.c_str());
+    std::remove(back.c_str());
+    std::remove(wav.c_str());
   }
 }
 
@@ -445,7 +453,8 @@ TEST_F(Codec, DamagedOrForeignInputIsAnErrorNamingTheFile) {
   Model other(m.model->config(), *be);
   other.init_random(77);
   const std::string want = model_fingerprint(*m.model), got = model_fingerprint(other);
-  expect_error_containing([&] { decompress_file("w.rbz", rbz, &other); }, "w.rbz: compressed with model " + want + ", but the given model is " + got);
+  expect_error_containing([&] { decompress_file("w.rbz", rbz, &other); },
+                          "w.rbz: compressed with model " + want + ", but the given model is " + got);
   expect_error_containing([&] { decompress_file("w.rbz", rbz, nullptr); }, "needs the model it was compressed with");
 }
 

@@ -12,7 +12,9 @@
 namespace rb {
 namespace {
 
-double code_bits(const uint32_t cum[257], uint8_t byte) { return double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte])); }
+double code_bits(const uint32_t cum[257], uint8_t byte) {
+  return double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte]));
+}
 
 // Codes `bytes` with a mixer over a fixed model table; returns the code length of bytes [from, n).
 double mixed_bits(LaneShape shape, const std::vector<uint8_t>& bytes, const uint32_t model_cum[257], size_t from = 0) {
@@ -116,7 +118,8 @@ TEST(ContextMixer, AnImagesActivityInTheRowAboveShrinksItsResiduals) {
   uniform_table(uniform);
   const double blind = mixed_bits(LaneShape{}, residuals, uniform);
   const double seeing = mixed_bits(LaneShape{LaneShape::Kind::ImageResiduals, 1, size_t(W), 0}, residuals, uniform);
-  std::printf("shape-blind %.3f bits per byte, with the image's shape %.3f\n", blind / double(residuals.size()), seeing / double(residuals.size()));
+  std::printf("shape-blind %.3f bits per byte, with the image's shape %.3f\n", blind / double(residuals.size()),
+              seeing / double(residuals.size()));
   EXPECT_LT(seeing, 0.85 * blind);
 }
 

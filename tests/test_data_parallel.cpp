@@ -37,7 +37,8 @@ class ThreadWorld {
     std::unique_lock<std::mutex> lock(mu_);
     auto& box = boxes_[size_t(from * ranks_ + to)];
     cv_.wait(lock, [&] { return !box.empty(); });
-    if (box.front().size() != bytes) throw Error("message of " + std::to_string(box.front().size()) + " bytes, expected " + std::to_string(bytes));
+    if (box.front().size() != bytes)
+      throw Error("message of " + std::to_string(box.front().size()) + " bytes, expected " + std::to_string(bytes));
     if (bytes) std::memcpy(data, box.front().data(), bytes);
     box.pop_front();
   }
@@ -64,8 +65,10 @@ class ThreadRank final : public Communicator {
     if (rank_ != root) return send(in, bytes, root);
     for (int r = 0; r < size(); r++) {
       char* slot = static_cast<char*>(out) + size_t(r) * bytes;
-      if (r == root) std::memcpy(slot, in, bytes);
-      else world_.take(r, root, slot, bytes);
+      if (r == root)
+        std::memcpy(slot, in, bytes);
+      else
+        world_.take(r, root, slot, bytes);
     }
   }
   void send(const void* data, size_t bytes, int to) override {
@@ -245,15 +248,16 @@ TEST(DataParallel, RanksGivenOtherDataOrTooFewMicroBatchesAreRefusedBeforeTraini
   const std::string other = d.write("b/text.txt", changed);  // same name and size, other bytes
   const TrainConfig cfg = parallel_config();
   std::vector<std::string> messages(2);
-  EXPECT_THROW(on_ranks(2, [&](int rank, Communicator& comm) {
-                 auto be = make_cpu_backend(1);
-                 try {
-                   Trainer t(cfg, {rank == 0 ? data : other}, d.path + "/run", *be, false, &comm);
-                 } catch (const RanksDisagree& e) {
-                   messages[size_t(rank)] = e.what();
-                   throw;
-                 }
-               }),
+  EXPECT_THROW(on_ranks(2,
+                        [&](int rank, Communicator& comm) {
+                          auto be = make_cpu_backend(1);
+                          try {
+                            Trainer t(cfg, {rank == 0 ? data : other}, d.path + "/run", *be, false, &comm);
+                          } catch (const RanksDisagree& e) {
+                            messages[size_t(rank)] = e.what();
+                            throw;
+                          }
+                        }),
                RanksDisagree);
   EXPECT_NE(messages[0].find("rank 1 sees other bytes in the same data files than rank 0"), std::string::npos) << messages[0];
   EXPECT_NE(messages[1].find("refused by rank 0"), std::string::npos) << messages[1];
@@ -261,19 +265,23 @@ TEST(DataParallel, RanksGivenOtherDataOrTooFewMicroBatchesAreRefusedBeforeTraini
 
   TrainConfig other_cfg = cfg;
   other_cfg.adamw.lr *= 2;
-  expect_error_containing([&] {
-    on_ranks(2, [&](int rank, Communicator& comm) {
-      auto be = make_cpu_backend(1);
-      Trainer t(rank == 0 ? cfg : other_cfg, {data}, d.path + "/run", *be, false, &comm);
-    });
-  }, "rank 1 was given other training settings than rank 0");
+  expect_error_containing(
+      [&] {
+        on_ranks(2, [&](int rank, Communicator& comm) {
+          auto be = make_cpu_backend(1);
+          Trainer t(rank == 0 ? cfg : other_cfg, {data}, d.path + "/run", *be, false, &comm);
+        });
+      },
+      "rank 1 was given other training settings than rank 0");
 
-  expect_error_containing([&] {
-    on_ranks(4, [&](int, Communicator& comm) {
-      auto be = make_cpu_backend(1);
-      Trainer t(cfg, {data}, d.path + "/run", *be, false, &comm);
-    });
-  }, "accum_steps 3 is fewer than the 4 ranks");
+  expect_error_containing(
+      [&] {
+        on_ranks(4, [&](int, Communicator& comm) {
+          auto be = make_cpu_backend(1);
+          Trainer t(cfg, {data}, d.path + "/run", *be, false, &comm);
+        });
+      },
+      "accum_steps 3 is fewer than the 4 ranks");
   EXPECT_FALSE(fs::exists(d.path + "/run"));
 }
 

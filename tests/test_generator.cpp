@@ -152,7 +152,8 @@ TEST(Decoder, StateFromAnotherModelOrDamagedIsRefused) {
       }
     }
     size_t fi = 0, ui = 0;
-    for (auto& t : out) t.data = t.dtype == "F32" ? static_cast<const void*>(f32[fi++].data()) : static_cast<const void*>(u8[ui++].data());
+    for (auto& t : out)
+      t.data = t.dtype == "F32" ? static_cast<const void*>(f32[fi++].data()) : static_cast<const void*>(u8[ui++].data());
     for (const char* bad : {"12abc", "9223372036854775807", "-1", ""}) {
       auto meta = file.metadata();
       meta["patches_done"] = bad;
@@ -211,8 +212,8 @@ std::vector<float> stepped_logits(Model& model, const std::vector<uint8_t>& x, s
 
 // n bytes on the SIMD paths; the slow portable path runs the first n_portable (logits are
 // causal, so every path is compared with the first on that common prefix).
-void expect_routes_agree_on_every_path(const std::function<std::unique_ptr<Model>(Backend&)>& make,
-                                       size_t n, size_t n_portable, size_t ingest) {
+void expect_routes_agree_on_every_path(const std::function<std::unique_ptr<Model>(Backend&)>& make, size_t n, size_t n_portable,
+                                       size_t ingest) {
   std::vector<float> first;
   for (CpuPath path : test::runnable_cpu_paths())
     for (int threads : {1, 2}) {
@@ -230,9 +231,9 @@ void expect_routes_agree_on_every_path(const std::function<std::unique_ptr<Model
         first = batched;
       } else {
         const size_t common = std::min(first.size(), batched.size());
-        EXPECT_TRUE(std::equal(first.begin(), first.begin() + long(common), batched.begin(),
-                               [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }))
-            << "logits differ from the first path";
+        EXPECT_TRUE(std::equal(first.begin(), first.begin() + long(common), batched.begin(), [](float a, float b) {
+          return std::memcmp(&a, &b, sizeof a) == 0;
+        })) << "logits differ from the first path";
       }
     }
 }
@@ -240,8 +241,8 @@ void expect_routes_agree_on_every_path(const std::function<std::unique_ptr<Model
 TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseTiny) {
   for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
     SCOPED_TRACE(file);
-    expect_routes_agree_on_every_path(
-        [&](Backend& be) { return Model::load(kTestDir + "/golden/" + file, be); }, 4096, 2048, 1027);
+    expect_routes_agree_on_every_path([&](Backend& be) { return Model::load(kTestDir + "/golden/" + file, be); }, 4096, 2048,
+                                      1027);
   }
 }
 

@@ -51,8 +51,10 @@ TEST_F(Kernels, GemmBlockedShapesStridesAndBetaZero) {
         for (int i = 0; i < M; i++)
           for (int j = 0; j < ldc; j++) {
             const float got = nan_c[size_t(i) * ldc + j];
-            if (j < N) ASSERT_FALSE(std::isnan(got)) << "beta = 0 must not read C";
-            else ASSERT_TRUE(std::isnan(got)) << "wrote outside the N columns at " << i << "," << j;
+            if (j < N)
+              ASSERT_FALSE(std::isnan(got)) << "beta = 0 must not read C";
+            else
+              ASSERT_TRUE(std::isnan(got)) << "wrote outside the N columns at " << i << "," << j;
           }
         EXPECT_LE(rel_error(nan_c, zero_ref), 2 * K * kEps);
       }
@@ -199,7 +201,8 @@ TEST_F(Kernels, CrossEntropyAndFusedGradient) {
     for (float v : loss) s += v;
     return 0.25 * s;
   };
-  test::expect_gradient("cross-entropy", logits, d, total, 1e-2, 1e-2, 1e-4, {0, 5, size_t(t[0]), size_t(V + t[1]), logits.size() - 1});
+  test::expect_gradient("cross-entropy", logits, d, total, 1e-2, 1e-2, 1e-4,
+                        {0, 5, size_t(t[0]), size_t(V + t[1]), logits.size() - 1});
 }
 
 TEST_F(Kernels, AttentionForwardAndBackward) {

@@ -126,7 +126,8 @@ TEST(MediaResiduals, ImagesInvertExactlyForEveryChannelCountAndExtremeValues) {
       pixels_from_residuals(r.data(), &back);
       EXPECT_EQ(back.pixels, img.pixels) << c << " channels, pattern " << pattern;
       // The first rows' residuals depend on those rows only (generate continues a prompt's rows).
-      Image top{img.width, 4, c, std::vector<uint8_t>(img.pixels.begin(), img.pixels.begin() + long(size_t(img.width) * 4 * size_t(c)))};
+      Image top{img.width, 4, c,
+                std::vector<uint8_t>(img.pixels.begin(), img.pixels.begin() + long(size_t(img.width) * 4 * size_t(c)))};
       const std::vector<uint8_t> rt = image_residuals(top);
       EXPECT_TRUE(std::equal(rt.begin(), rt.end(), r.begin())) << c << " channels, pattern " << pattern;
     }
@@ -166,7 +167,8 @@ TEST(MediaResiduals, AudioInvertsExactlyForEveryChannelCountAndExtremeSamples) {
   // A tone: once the filters have adapted, residuals are a small fraction of the samples.
   Audio tone{16000, 2, std::vector<int16_t>(2 * 8000)};
   for (size_t t = 0; t < 8000; t++)
-    for (size_t c = 0; c < 2; c++) tone.samples[2 * t + c] = int16_t(std::lround(12000 * std::sin(0.02 * double(t)) + 900 * double(c)));
+    for (size_t c = 0; c < 2; c++)
+      tone.samples[2 * t + c] = int16_t(std::lround(12000 * std::sin(0.02 * double(t)) + 900 * double(c)));
   const std::vector<uint16_t> r = audio_residuals(tone);
   double residual = 0, sample = 0;
   for (size_t i = 8000; i < r.size(); i++) residual += r[i], sample += std::abs(tone.samples[i]);
@@ -205,7 +207,9 @@ TEST(Media, ModalityComesFromContentNotTheName) {
 TEST(Media, EightBitAudioIsConvertedWithANotice) {
   // An 8-bit unsigned PCM WAV written by hand: 128 is silence.
   std::string w = "RIFF";
-  auto u32 = [&](uint32_t v) { for (int i = 0; i < 4; i++) w += char(uint8_t(v >> (8 * i))); };
+  auto u32 = [&](uint32_t v) {
+    for (int i = 0; i < 4; i++) w += char(uint8_t(v >> (8 * i)));
+  };
   auto u16 = [&](uint16_t v) { w += char(uint8_t(v)), w += char(uint8_t(v >> 8)); };
   u32(36 + 4);
   w += "WAVEfmt ";
@@ -283,7 +287,9 @@ TEST(Media, BadFilesAreOneLineErrorsNamingTheFile) {
 
   // An IHDR claiming 100000 x 100000 RGB: refused from the header, before allocating.
   std::string huge = good.substr(0, 33);
-  auto set_be = [&](size_t at, uint32_t v) { for (int i = 0; i < 4; i++) huge[at + i] = char(uint8_t(v >> (24 - 8 * i))); };
+  auto set_be = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; i++) huge[at + i] = char(uint8_t(v >> (24 - 8 * i)));
+  };
   set_be(16, 100000), set_be(20, 100000);
   spit(png, huge + good.substr(33));
   test::expect_error_containing([&] { read_image(png); }, png);

@@ -48,11 +48,16 @@ struct PngCase {
 
 int png_samples_per_pixel(int color_type) {
   switch (color_type) {
-    case 0: return 1;
-    case 2: return 3;
-    case 3: return 1;
-    case 4: return 2;
-    default: return 4;
+    case 0:
+      return 1;
+    case 2:
+      return 3;
+    case 3:
+      return 1;
+    case 4:
+      return 2;
+    default:
+      return 4;
   }
 }
 
@@ -281,8 +286,8 @@ std::vector<Case> torture_cases() {
             const int top = type == 3 ? c.palette_size : 1 << depth;
             for (int i = 0; i < w * h * png_samples_per_pixel(type); i++) c.samples.push_back(uint16_t(rng.below(uint64_t(top))));
             Case k;
-            k.name = "png type " + std::to_string(type) + " depth " + std::to_string(depth) + (interlaced ? " interlaced " : " ") +
-                     (trns ? "tRNS " : "") + std::to_string(w) + "x" + std::to_string(h);
+            k.name = "png type " + std::to_string(type) + " depth " + std::to_string(depth) +
+                     (interlaced ? " interlaced " : " ") + (trns ? "tRNS " : "") + std::to_string(w) + "x" + std::to_string(h);
             k.file = png_file(c);
             k.may_be_pixels = depth <= 8;
             if (k.may_be_pixels) k.pixels = png_expected_pixels(c, &k.channels);
@@ -295,7 +300,8 @@ std::vector<Case> torture_cases() {
       for (const auto& [w, h] : {std::pair<int, int>{1, 1}, {9, 4}}) {
         std::vector<int> values;
         Case k;
-        k.name = "pnm P" + std::to_string(kind) + " maxval " + std::to_string(maxval) + " " + std::to_string(w) + "x" + std::to_string(h);
+        k.name = "pnm P" + std::to_string(kind) + " maxval " + std::to_string(maxval) + " " + std::to_string(w) + "x" +
+                 std::to_string(h);
         k.file = pnm_file(kind, w, h, maxval, rng, &values);
         k.may_be_pixels = maxval == 255 && kind != 1 && kind != 4;
         if (k.may_be_pixels) {
@@ -310,7 +316,8 @@ std::vector<Case> torture_cases() {
     for (bool top_down : {false, true})
       for (const auto& [w, h] : {std::pair<int, int>{1, 1}, {5, 3}}) {
         Case k;
-        k.name = "bmp " + std::to_string(bpp) + "-bit " + (top_down ? "top-down " : "") + std::to_string(w) + "x" + std::to_string(h);
+        k.name =
+            "bmp " + std::to_string(bpp) + "-bit " + (top_down ? "top-down " : "") + std::to_string(w) + "x" + std::to_string(h);
         k.file = bmp_file(bpp, w, h, top_down, rng);
         k.may_be_pixels = true;  // samples of at most 8 bits; compared with the decoder's own reading
         cases.push_back(std::move(k));
@@ -322,8 +329,8 @@ std::vector<Case> torture_cases() {
         for (int drop : {0, 1, 2, 3}) {
           if (drop >= channels * bits / 8) continue;
           Case k;
-          k.name = "wav fmt " + std::to_string(format) + " " + std::to_string(bits) + "-bit " + (extensible ? "extensible " : "") +
-                   std::to_string(channels) + " ch, " + std::to_string(drop) + " bytes short";
+          k.name = "wav fmt " + std::to_string(format) + " " + std::to_string(bits) + "-bit " +
+                   (extensible ? "extensible " : "") + std::to_string(channels) + " ch, " + std::to_string(drop) + " bytes short";
           k.file = wav_file(format, bits, channels, 37, drop, extensible, WavLie::None, rng);
           cases.push_back(std::move(k));
         }
@@ -332,7 +339,8 @@ std::vector<Case> torture_cases() {
     for (WavLie lie : {WavLie::DataTooLong, WavLie::DataZero, WavLie::DataUnknown, WavLie::OddWithPad, WavLie::ChunksAround})
       for (int drop : {0, 1}) {
         Case k;
-        k.name = "wav 16-bit " + std::to_string(channels) + " ch, lie " + std::to_string(int(lie)) + ", " + std::to_string(drop) + " short";
+        k.name = "wav 16-bit " + std::to_string(channels) + " ch, lie " + std::to_string(int(lie)) + ", " + std::to_string(drop) +
+                 " short";
         k.file = wav_file(1, 16, channels, 29, drop, false, lie, rng);
         cases.push_back(std::move(k));
       }
@@ -381,7 +389,8 @@ TEST(MediaTorture, WhatCompressWritesDecompressRestoresAndNoSampleIsCutToEightBi
         verified = false;
       }
       Bytes again;
-      ASSERT_NO_THROW(again = decompress_file(path + ".rbz", rbz, &model)) << "compress wrote an archive that does not decompress";
+      ASSERT_NO_THROW(again = decompress_file(path + ".rbz", rbz, &model))
+          << "compress wrote an archive that does not decompress";
       EXPECT_TRUE(verified) << "--verify would disagree with decompress";
       EXPECT_EQ(again, back);
       if (st.mode == RbzMode::Image) {
@@ -406,8 +415,8 @@ TEST(MediaTorture, WhatCompressWritesDecompressRestoresAndNoSampleIsCutToEightBi
       std::remove(path.c_str());
     }
   }
-  std::printf("[ TORTURE  ] %d cases (%zu files x 2 media forms): %d coded as pixels, %d as audio samples, the rest as bytes\n", runs,
-              cases.size(), pixel_runs, audio_runs);
+  std::printf("[ TORTURE  ] %d cases (%zu files x 2 media forms): %d coded as pixels, %d as audio samples, the rest as bytes\n",
+              runs, cases.size(), pixel_runs, audio_runs);
   EXPECT_GT(pixel_runs, 50);  // the modes themselves were exercised, not only raw fallbacks
   EXPECT_GT(audio_runs, 20);
 }

@@ -23,9 +23,7 @@ using test::rel_error;
 
 const std::string kTestDir = RETBYTE_TEST_DIR;
 
-std::string temp_path(const std::string& name) {
-  return testing::TempDir() + "retbyte_" + std::to_string(getpid()) + "_" + name;
-}
+std::string temp_path(const std::string& name) { return testing::TempDir() + "retbyte_" + std::to_string(getpid()) + "_" + name; }
 
 using test::expect_error_containing;
 
@@ -180,9 +178,11 @@ TEST(ModelFiles, BadFilesGiveOneLineErrorsNamingTheFile) {
       write_safetensors(path, out, {{"config", c.dump()}});
     };
     rewrite("L_G", 1000000);
-    expect_error_containing([&] { Model::load(path, *be); }, path + ": its config has 1000000 + 2 layers, but the file holds only");
+    expect_error_containing([&] { Model::load(path, *be); },
+                            path + ": its config has 1000000 + 2 layers, but the file holds only");
     rewrite("T", 1 << 30);
-    expect_error_containing([&] { Model::load(path, *be); }, "MiB of activations for one window of T = 1073741824 bytes; this machine has");
+    expect_error_containing([&] { Model::load(path, *be); },
+                            "MiB of activations for one window of T = 1073741824 bytes; this machine has");
     rewrite("T", 1024);
     Model::load(path, *be);  // the honest config loads
     for (size_t i = 0; i < out.size(); i++)
@@ -195,13 +195,21 @@ TEST(ModelFiles, BadFilesGiveOneLineErrorsNamingTheFile) {
 
 TEST(Config, UnknownKeysAndImpossibleValuesAreRejected) {
   using nlohmann::json;
-  expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"D_X", 3}}, "c.json"); }, "c.json: unknown config key \"D_X\"");
+  expect_error_containing(
+      [] {
+        parse_model_config(json{{"config", "tiny"}, {"D_X", 3}}, "c.json");
+      },
+      "c.json: unknown config key \"D_X\"");
   expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"H_G", 3}}, "c.json"); }, "not divisible by H_G = 3");
   expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"P", 0}}, "c.json"); }, "\"P\" = 0 is out of range");
   expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"T", 1023}}, "c.json"); }, "not a multiple of P");
   expect_error_containing([] { parse_model_config(json{{"config", "huge"}}, "c.json"); }, "unknown config name 'huge'");
   expect_error_containing([] { parse_model_config(json{{"P", 4}}, "c.json"); }, "missing key");
-  expect_error_containing([] { parse_model_config(json{{"config", "tiny"}, {"global", "lstm"}}, "c.json"); }, "\"global\" must be");
+  expect_error_containing(
+      [] {
+        parse_model_config(json{{"config", "tiny"}, {"global", "lstm"}}, "c.json");
+      },
+      "\"global\" must be");
   expect_error_containing([] { load_model_config(temp_path("nope.json")); }, "cannot open config");
   const ModelConfig c = parse_model_config(json{{"config", "small"}, {"T", 512}, {"global", "attention"}}, "c.json");
   EXPECT_EQ(c.T, 512);
@@ -252,7 +260,7 @@ TEST(Streaming, WindowByWindowWithCarriedStateEqualsOneLongWindow) {
   auto model = Model::load(path, *be);
   model->retention_chunk = 3;
   const auto input = SafetensorsReader(path).read_u8("input");
-  const ModelConfig& c = model->config();  // B = 2, T = 64, P = 4
+  const ModelConfig& c = model->config();                   // B = 2, T = 64, P = 4
   model->forward(input.data(), 1, c.T, Model::Mode::Eval);  // sequence 0 in one window
   std::vector<float> whole(model->logits(), model->logits() + size_t(c.T) * 256);
   auto stream = model->new_stream(1);

@@ -137,7 +137,8 @@ TEST(NumericsGemm, RowsDoNotDependOnTheBatchOrOnHowBIsStored) {
           expect_bitwise(rows_of(all, r, 1, N), one, "row " + std::to_string(r) + " alone vs in M=64" + tag);
           const int r0 = std::clamp(r - 3, 0, M - 7);
           be.gemm(ta, tb, 7, N, K, 1.0f, row_ptr(r0), lda, b, ldb, 0.0f, block.data(), N);
-          expect_bitwise(rows_of(all, r, 1, N), rows_of(block, r - r0, 1, N), "row " + std::to_string(r) + " in a block of 7 vs in M=64" + tag);
+          expect_bitwise(rows_of(all, r, 1, N), rows_of(block, r - r0, 1, N),
+                         "row " + std::to_string(r) + " in a block of 7 vs in M=64" + tag);
         }
         outs.push_back({"C" + tag, all});
       }
@@ -161,7 +162,8 @@ TEST(NumericsOps, LayerNormForwardAndBackward) {
       expect_same_everywhere("layernorm C=" + std::to_string(C) + " rows=" + std::to_string(rows), [&](Backend& be) {
         Vec out(x.size()), mean(rows), rstd(rows), dx = dx0, dw = dw0, db = db0;
         be.layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, C);
-        be.layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(), rows, C);
+        be.layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(), rows,
+                              C);
         return Outs{{"out", out}, {"mean", mean}, {"rstd", rstd}, {"dx", dx}, {"dw", dw}, {"db", db}};
       });
     }
@@ -326,12 +328,13 @@ TEST(NumericsRetention, ChunkwiseForwardAndBackward) {
   for (int chunk : {1, 7, 64}) {
     expect_same_everywhere("retention chunk=" + std::to_string(chunk), [&](Backend& be) {
       Vec o(p.out_size()), state(p.s.state_size()), saved(p.saved_size(chunk));
-      be.retention_chunkwise_forward(o.data(), p.q.data(), p.k.data(), p.v.data(), p.gammas.data(), p.s, chunk,
-                                     p.state0.data(), state.data(), saved.data());
+      be.retention_chunkwise_forward(o.data(), p.q.data(), p.k.data(), p.v.data(), p.gammas.data(), p.s, chunk, p.state0.data(),
+                                     state.data(), saved.data());
       Vec dq(p.q.size(), 0.0f), dk(p.k.size(), 0.0f), dv(p.v.size(), 0.0f), dstate_in(p.s.state_size());
       be.retention_chunkwise_backward(dq.data(), dk.data(), dv.data(), dout.data(), p.q.data(), p.k.data(), p.v.data(),
                                       p.gammas.data(), p.s, chunk, saved.data(), dstate_out.data(), dstate_in.data());
-      return Outs{{"o", o}, {"state_out", state}, {"saved_states", saved}, {"dq", dq}, {"dk", dk}, {"dv", dv}, {"dstate_in", dstate_in}};
+      return Outs{{"o", o},   {"state_out", state}, {"saved_states", saved}, {"dq", dq},
+                  {"dk", dk}, {"dv", dv},           {"dstate_in", dstate_in}};
     });
   }
 }
@@ -358,8 +361,7 @@ TEST(NumericsRetention, RecurrentOneCallEqualsOnePositionAtATime) {
         std::copy_n(p.v.begin() + r * s.ld_v, s.ld_v, vt.begin() + size_t(b) * s.ld_v);
       }
       be.retention_recurrent_forward(ot.data(), qt.data(), kt.data(), vt.data(), p.gammas.data(), one, state_steps.data());
-      for (int b = 0; b < s.B; b++)
-        std::copy_n(ot.begin() + size_t(b) * ldo, ldo, o_steps.begin() + (size_t(b) * s.n + t) * ldo);
+      for (int b = 0; b < s.B; b++) std::copy_n(ot.begin() + size_t(b) * ldo, ldo, o_steps.begin() + (size_t(b) * s.n + t) * ldo);
     }
     expect_bitwise(o, o_steps, "output: one call vs one position per call");
     expect_bitwise(state, state_steps, "final state: one call vs one position per call");

@@ -48,8 +48,8 @@ TEST(Dataset, StreamsStartWithTheHeaderPatchAndPackOnPatchBoundaries) {
   EXPECT_EQ(ds.train_bytes(), 20u);
   std::vector<uint8_t> w(24);
   ds.read_window(0, 24, w.data());
-  const uint8_t expect[24] = {'R', 'B', 'T', 0, 'h', 'e', 'l', 'l', 'o', 0, 0, 0,
-                              'R', 'B', 'T', 0, 'x', 'y', 'z', 0, 'R', 'B', 'T', 0};
+  const uint8_t expect[24] = {'R', 'B', 'T', 0, 'h', 'e', 'l', 'l', 'o', 0,   0,   0,
+                              'R', 'B', 'T', 0, 'x', 'y', 'z', 0,   'R', 'B', 'T', 0};
   EXPECT_EQ(0, std::memcmp(w.data(), expect, 24));
   ds.read_window(4, 8, w.data());  // patch 4 = "xyz\0", then wrap to the start
   EXPECT_EQ(0, std::memcmp(w.data(), "xyz\0RBT\0", 8));
@@ -99,8 +99,10 @@ TEST(TrainConfig, NamedOrJsonWithStrictKeys) {
   EXPECT_FLOAT_EQ(c.adamw.lr, 0.01f);
   EXPECT_EQ(c.accum_steps, 2);
   expect_error_containing([&] { parse_train_config(d.write("x.json", "{not json")); }, "x.json: not valid JSON");
-  expect_error_containing([&] { parse_train_config(d.write("k.json", R"({"config": "tiny", "learning_rate": 1})")); }, "k.json: unknown key \"learning_rate\"");
-  expect_error_containing([&] { parse_train_config(d.write("v.json", R"({"config": "tiny", "lr": -1})")); }, "\"lr\" = -1 is out of range");
+  expect_error_containing([&] { parse_train_config(d.write("k.json", R"({"config": "tiny", "learning_rate": 1})")); },
+                          "k.json: unknown key \"learning_rate\"");
+  expect_error_containing([&] { parse_train_config(d.write("v.json", R"({"config": "tiny", "lr": -1})")); },
+                          "\"lr\" = -1 is out of range");
   EXPECT_EQ(c.media, MediaForm::Plain);
   EXPECT_EQ(parse_train_config(d.write("m.json", R"({"config": "tiny", "media": "residual"})")).media, MediaForm::Residual);
   expect_error_containing([&] { parse_train_config(d.write("mb.json", R"({"config": "tiny", "media": "deltas"})")); },
@@ -153,7 +155,8 @@ TEST(Trainer, ARunFolderIsLockedAndStaleTemporariesAreRemoved) {
   }
   Trainer again(cfg, {data}, d.path + "/run", *be, true);  // the lock went with the first run
   EXPECT_EQ(again.step(), 1);
-  expect_error_containing([&] { Trainer missing(cfg, {data}, d.path + "/nope", *be, true); }, d.path + "/nope: no such run folder to resume");
+  expect_error_containing([&] { Trainer missing(cfg, {data}, d.path + "/nope", *be, true); },
+                          d.path + "/nope: no such run folder to resume");
   EXPECT_FALSE(fs::exists(d.path + "/nope"));
 }
 
@@ -268,12 +271,14 @@ TEST(Trainer, ResumeRefusesAnotherConfigAndFreshRunRefusesToOverwrite) {
   expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/run", *be, false); }, "use --resume");
   TrainConfig other = cfg;
   other.model.D_L = 32;
-  expect_error_containing([&] { Trainer(other, {data}, d.path + "/run", *be, true); }, "state.safetensors: state is for model config");
+  expect_error_containing([&] { Trainer(other, {data}, d.path + "/run", *be, true); },
+                          "state.safetensors: state is for model config");
   expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/none", *be, true); }, "no such run folder to resume");
   TrainConfig faster = cfg;
   faster.adamw.lr *= 2;
   faster.accum_steps = 1;
-  expect_error_containing([&] { Trainer(faster, {data}, d.path + "/run", *be, true); }, "other training settings (accum_steps lr)");
+  expect_error_containing([&] { Trainer(faster, {data}, d.path + "/run", *be, true); },
+                          "other training settings (accum_steps lr)");
   const std::string other_data = d.write("other.txt", fixture_text() + "more");
   expect_error_containing([&] { Trainer(cfg, {other_data}, d.path + "/run", *be, true); }, "trained on other data");
   TrainConfig longer = cfg;  // the horizon may change on resume
@@ -281,7 +286,8 @@ TEST(Trainer, ResumeRefusesAnotherConfigAndFreshRunRefusesToOverwrite) {
   EXPECT_EQ(Trainer(longer, {data}, d.path + "/run", *be, true).horizon(), 4);
   // A folder holding only a model file is not overwritten by a fresh run either.
   d.write("weights/model.safetensors", "x");
-  expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/weights", *be, false); }, "already holds a training run (model.safetensors)");
+  expect_error_containing([&] { Trainer(cfg, {data}, d.path + "/weights", *be, false); },
+                          "already holds a training run (model.safetensors)");
 }
 
 TEST(Trainer, StopFlagCheckpointsAndReturnsInterrupted) {
@@ -291,7 +297,9 @@ TEST(Trainer, StopFlagCheckpointsAndReturnsInterrupted) {
   {
     Trainer t(small_run_config(), {data}, d.path + "/run", *be, false);
     std::atomic<bool> stop{false};
-    const auto why = t.run(10, 0, &stop, [&](const StepReport& r) { if (r.step == 3) stop = true; });
+    const auto why = t.run(10, 0, &stop, [&](const StepReport& r) {
+      if (r.step == 3) stop = true;
+    });
     EXPECT_EQ(why, Trainer::Stop::Interrupted);
     EXPECT_EQ(t.step(), 3);
   }
@@ -401,7 +409,8 @@ TEST(Trainer, ResidualMediaFormReachesTheDataTheModelFileAndResume) {
   EXPECT_EQ(Model::load(d.path + "/run/model.safetensors", *be)->media_form, MediaForm::Residual);
   TrainConfig plain = cfg;
   plain.media = MediaForm::Plain;
-  expect_error_containing([&] { Trainer(plain, {d.path + "/data"}, d.path + "/run", *be, true); }, "other training settings (media)");
+  expect_error_containing([&] { Trainer(plain, {d.path + "/data"}, d.path + "/run", *be, true); },
+                          "other training settings (media)");
 }
 
 }  // namespace

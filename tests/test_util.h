@@ -111,8 +111,8 @@ inline double dot(const std::vector<float>& a, const std::vector<float>& w) {
 // `indices` subset), compared with `analytic`. Passes when |fd - an| <= tol * max(|fd|, |an|)
 // + abs_floor for every checked element.
 inline void expect_gradient(const char* what, std::vector<float>& x, const std::vector<float>& analytic,
-                            const std::function<double()>& loss, double h, double tol,
-                            double abs_floor, std::vector<size_t> indices = {}) {
+                            const std::function<double()>& loss, double h, double tol, double abs_floor,
+                            std::vector<size_t> indices = {}) {
   if (indices.empty())
     for (size_t i = 0; i < x.size(); i++) indices.push_back(i);
   int failures = 0;

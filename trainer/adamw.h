@@ -20,8 +20,7 @@ class AdamW {
   AdamW(Backend& be, const std::vector<TensorEntry>& table, size_t num_params);
   // One update with learning rate `lr` (the schedule lives with the caller) on the gradient
   // grads * grad_scale (clipping and accumulation folded into one factor).
-  void step(Backend& be, float* params, const float* grads, float lr, const AdamWConfig& cfg,
-            float grad_scale = 1.0f);
+  void step(Backend& be, float* params, const float* grads, float lr, const AdamWConfig& cfg, float grad_scale = 1.0f);
   long long steps_taken() const { return t_; }
   void set_steps_taken(long long t) { t_ = t; }
   size_t size() const { return m_.size(); }

@@ -16,7 +16,9 @@ class SingleProcess final : public Communicator {
     if (bytes) std::memcpy(out, in, bytes);
   }
   void send(const void*, size_t, int to) override { throw Error("send to rank " + std::to_string(to) + " in a single process"); }
-  void receive(void*, size_t, int from) override { throw Error("receive from rank " + std::to_string(from) + " in a single process"); }
+  void receive(void*, size_t, int from) override {
+    throw Error("receive from rank " + std::to_string(from) + " in a single process");
+  }
   void abort(int) noexcept override {}
 };
 }  // namespace

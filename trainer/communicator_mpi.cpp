@@ -69,13 +69,15 @@ class MpiWorld final : public Communicator {
   void broadcast(void* data, size_t bytes, int root) override {
     for (size_t at = 0; at < bytes; at += kPiece) {
       MPI_Request r;
-      check(MPI_Ibcast(static_cast<char*>(data) + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, root, MPI_COMM_WORLD, &r), "broadcast");
+      check(MPI_Ibcast(static_cast<char*>(data) + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, root, MPI_COMM_WORLD, &r),
+            "broadcast");
       wait_for(r, "broadcast");
     }
     if (rank_ == root) bytes_sent_ += bytes * uint64_t(size_ - 1);
   }
   void gather(const void* in, size_t bytes, void* out, int root) override {
-    if (bytes > size_t(std::numeric_limits<int>::max()) / size_t(size_)) throw Error("MPI gather of " + std::to_string(bytes) + " bytes per rank is too large");
+    if (bytes > size_t(std::numeric_limits<int>::max()) / size_t(size_))
+      throw Error("MPI gather of " + std::to_string(bytes) + " bytes per rank is too large");
     MPI_Request r;
     check(MPI_Igather(in, int(bytes), MPI_BYTE, out, int(bytes), MPI_BYTE, root, MPI_COMM_WORLD, &r), "gather");
     wait_for(r, "gather");
@@ -84,7 +86,9 @@ class MpiWorld final : public Communicator {
   void send(const void* data, size_t bytes, int to) override {
     for (size_t at = 0; at < bytes; at += kPiece) {
       MPI_Request r;
-      check(MPI_Isend(static_cast<const char*>(data) + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, to, 0, MPI_COMM_WORLD, &r), "send");
+      check(
+          MPI_Isend(static_cast<const char*>(data) + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, to, 0, MPI_COMM_WORLD, &r),
+          "send");
       wait_for(r, "send");
     }
     bytes_sent_ += bytes;
@@ -92,7 +96,8 @@ class MpiWorld final : public Communicator {
   void receive(void* data, size_t bytes, int from) override {
     for (size_t at = 0; at < bytes; at += kPiece) {
       MPI_Request r;
-      check(MPI_Irecv(static_cast<char*>(data) + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, from, 0, MPI_COMM_WORLD, &r), "receive");
+      check(MPI_Irecv(static_cast<char*>(data) + at, int(std::min(kPiece, bytes - at)), MPI_BYTE, from, 0, MPI_COMM_WORLD, &r),
+            "receive");
       wait_for(r, "receive");
     }
   }

@@ -43,7 +43,8 @@ double tick_step(double span, int n) {
 std::string training_curves_svg(const std::string& metrics_path, const std::string& title) {
   std::ifstream in(metrics_path);
   if (!in) throw Error(metrics_path + ": cannot open");
-  Series raw{"train bpb", "#c6d4e8", 1.0, {}}, smooth{"train bpb (smoothed)", "#1f5fbf", 2.0, {}}, val{"validation bpb", "#d62728", 2.0, {}};
+  Series raw{"train bpb", "#c6d4e8", 1.0, {}}, smooth{"train bpb (smoothed)", "#1f5fbf", 2.0, {}},
+      val{"validation bpb", "#d62728", 2.0, {}};
   std::map<std::string, Series> per_kind;
   const char* kind_colors[] = {"#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
   int line_no = 0;
@@ -106,11 +107,14 @@ std::string training_curves_svg(const std::string& metrics_path, const std::stri
   const double xs = tick_step(x_max, 8), yst = tick_step(y_max - y_min, 6);
   for (double x = 0; x <= x_max + 1e-9; x += xs)
     svg += "<line x1=\"" + fmt(X(x)) + "\" y1=\"" + fmt(T) + "\" x2=\"" + fmt(X(x)) + "\" y2=\"" + fmt(T + ph) +
-           "\" stroke=\"#eee\"/><text x=\"" + fmt(X(x)) + "\" y=\"" + fmt(T + ph + 16) + "\" text-anchor=\"middle\">" + fmt(x, "%.0f") + "</text>\n";
+           "\" stroke=\"#eee\"/><text x=\"" + fmt(X(x)) + "\" y=\"" + fmt(T + ph + 16) + "\" text-anchor=\"middle\">" +
+           fmt(x, "%.0f") + "</text>\n";
   for (double y = std::ceil(y_min / yst) * yst; y <= y_max + 1e-9; y += yst)
     svg += "<line x1=\"" + fmt(L) + "\" y1=\"" + fmt(Y(y)) + "\" x2=\"" + fmt(L + pw) + "\" y2=\"" + fmt(Y(y)) +
-           "\" stroke=\"#eee\"/><text x=\"" + fmt(L - 6) + "\" y=\"" + fmt(Y(y) + 4) + "\" text-anchor=\"end\">" + fmt(y, "%.2f") + "</text>\n";
-  svg += "<rect x=\"" + fmt(L) + "\" y=\"" + fmt(T) + "\" width=\"" + fmt(pw) + "\" height=\"" + fmt(ph) + "\" fill=\"none\" stroke=\"#888\"/>\n";
+           "\" stroke=\"#eee\"/><text x=\"" + fmt(L - 6) + "\" y=\"" + fmt(Y(y) + 4) + "\" text-anchor=\"end\">" +
+           fmt(y, "%.2f") + "</text>\n";
+  svg += "<rect x=\"" + fmt(L) + "\" y=\"" + fmt(T) + "\" width=\"" + fmt(pw) + "\" height=\"" + fmt(ph) +
+         "\" fill=\"none\" stroke=\"#888\"/>\n";
   svg += "<text x=\"" + fmt(L + pw / 2) + "\" y=\"" + fmt(H - 10) + "\" text-anchor=\"middle\">step</text>\n";
   svg += "<text transform=\"translate(16," + fmt(T + ph / 2) + ") rotate(-90)\" text-anchor=\"middle\">bits per byte</text>\n";
   double legend_y = T + 16;
@@ -128,8 +132,9 @@ std::string training_curves_svg(const std::string& metrics_path, const std::stri
     legend_y += 16;
   }
   if (!val.points.empty())
-    svg += "<text x=\"" + fmt(L + 8) + "\" y=\"" + fmt(T + ph - 8) + "\">last validation: " + fmt(val.points.back().second, "%.4f") +
-           " bpb at step " + fmt(val.points.back().first, "%.0f") + "</text>\n";
+    svg += "<text x=\"" + fmt(L + 8) + "\" y=\"" + fmt(T + ph - 8) +
+           "\">last validation: " + fmt(val.points.back().second, "%.4f") + " bpb at step " +
+           fmt(val.points.back().first, "%.0f") + "</text>\n";
   svg += "</svg>\n";
   return svg;
 }

@@ -23,8 +23,10 @@ OrderedGradientSum::OrderedGradientSum(Backend& be, size_t n) : be_(be), n_(n) {
 void OrderedGradientSum::keep(const float* grads, int rank) {
   if (rank == 0) {
     if (!sum_.data()) sum_ = Buffer(be_, n_);
-    if (kept_ == 0) be_.copy(sum_.data(), grads, n_);
-    else be_.add_inplace(sum_.data(), grads, n_);
+    if (kept_ == 0)
+      be_.copy(sum_.data(), grads, n_);
+    else
+      be_.add_inplace(sum_.data(), grads, n_);
   } else {
     if (held_.size() <= kept_) held_.emplace_back(be_, n_);
     be_.copy(held_[kept_].data(), grads, n_);
@@ -125,10 +127,15 @@ void check_ranks_agree(Communicator& comm, const ByteDataset& data, const std::s
               ") than rank 0 (" + std::to_string(me.files) + " files, fingerprint " + me.data_fingerprint + ")";
       else if (o.data_content != me.data_content)
         why = rank_name(r) + " sees other bytes in the same data files than rank 0 (copies differ between machines?)";
-      else if (o.model_config != me.model_config) why = rank_name(r) + " was given another model config than rank 0";
-      else if (o.train_config != me.train_config) why = rank_name(r) + " was given other training settings than rank 0";
-      else if (o.build != me.build) why = rank_name(r) + " runs a retbyte of numerics contract version " + std::to_string(o.build) + ", rank 0 version " + std::to_string(me.build);
-      if (!why.empty()) std::snprintf(verdict, sizeof verdict, "%s; every rank must run the same command on the same files", why.c_str());
+      else if (o.model_config != me.model_config)
+        why = rank_name(r) + " was given another model config than rank 0";
+      else if (o.train_config != me.train_config)
+        why = rank_name(r) + " was given other training settings than rank 0";
+      else if (o.build != me.build)
+        why = rank_name(r) + " runs a retbyte of numerics contract version " + std::to_string(o.build) + ", rank 0 version " +
+              std::to_string(me.build);
+      if (!why.empty())
+        std::snprintf(verdict, sizeof verdict, "%s; every rank must run the same command on the same files", why.c_str());
     }
   }
   comm.broadcast(verdict, sizeof verdict, 0);
@@ -148,8 +155,9 @@ void check_ranks_hold_the_same(Communicator& comm, Backend& be, const float* val
       if (all[size_t(r)] != mine) first_bad = r;
   comm.broadcast(&first_bad, sizeof first_bad, 0);
   if (first_bad)
-    throw Error(std::string(what) + " of rank " + std::to_string(first_bad) +
-                " differ from rank 0's (ranks on CPUs or builds that break the numerics contract?); stopping before the checkpoint");
+    throw Error(
+        std::string(what) + " of rank " + std::to_string(first_bad) +
+        " differ from rank 0's (ranks on CPUs or builds that break the numerics contract?); stopping before the checkpoint");
 }
 
 }  // namespace rb

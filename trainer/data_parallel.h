@@ -34,11 +34,11 @@ class OrderedGradientSum {
  private:
   Backend& be_;
   size_t n_;
-  Buffer sum_;                 // rank 0: its micro-batches so far
-  std::vector<Buffer> held_;   // rank r > 0: its micro-batches but the last, in order
+  Buffer sum_;                // rank 0: its micro-batches so far
+  std::vector<Buffer> held_;  // rank r > 0: its micro-batches but the last, in order
   size_t kept_ = 0;
-  Buffer staging_;             // one chunk of the running sum on the backend
-  std::vector<float> host_;    // a chunk in transit, or the whole total for the broadcast
+  Buffer staging_;           // one chunk of the running sum on the backend
+  std::vector<float> host_;  // a chunk in transit, or the whole total for the broadcast
 };
 
 // Rank 0 checks that every rank was started on the same data (names, sizes and content), model

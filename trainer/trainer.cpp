@@ -27,9 +27,7 @@ namespace fs = std::filesystem;
 namespace {
 constexpr int kMaxNonfiniteInARow = 5;
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 std::string rng_to_string(const Rng& r) {
   std::ostringstream os;
   for (int i = 0; i < 4; i++) os << (i ? " " : "") << r.raw_state()[i];
@@ -57,8 +55,8 @@ RunFolderLock::~RunFolderLock() {
 
 Trainer::~Trainer() = default;
 
-Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
-                 const std::string& out_dir, Backend& backend, bool resume, Communicator* comm)
+Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, const std::string& out_dir, Backend& backend,
+                 bool resume, Communicator* comm)
     : cfg_(cfg),
       own_comm_(comm ? nullptr : make_single_process_communicator()),
       comm_(comm ? *comm : *own_comm_),
@@ -75,8 +73,9 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data,
   check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, "training config");
   check_ranks_agree(comm_, data_, config_to_json(cfg_.model), train_config_to_json(cfg_));
   if (cfg_.accum_steps < comm_.size())
-    throw RanksDisagree("accum_steps " + std::to_string(cfg_.accum_steps) + " is fewer than the " + std::to_string(comm_.size()) +
-                        " ranks: each rank computes whole micro-batches of the global batch (accum_steps x B windows); raise accum_steps");
+    throw RanksDisagree(
+        "accum_steps " + std::to_string(cfg_.accum_steps) + " is fewer than the " + std::to_string(comm_.size()) +
+        " ranks: each rank computes whole micro-batches of the global batch (accum_steps x B windows); raise accum_steps");
   if (comm_.rank() == 0) {
     std::error_code ec;
     if (resume && !fs::is_directory(out_dir_)) throw Error(out_dir_ + ": no such run folder to resume");
@@ -134,7 +133,8 @@ void Trainer::load_checkpoint() {
   const auto& meta = state.metadata();
   auto get = [&](const char* key) -> const std::string& {
     auto it = meta.find(key);
-    if (it == meta.end()) throw Error(path + ": missing \"" + std::string(key) + "\" in __metadata__ (not a retbyte training state?)");
+    if (it == meta.end())
+      throw Error(path + ": missing \"" + std::string(key) + "\" in __metadata__ (not a retbyte training state?)");
     return it->second;
   };
   auto integer = [&](const char* key) {
@@ -214,9 +214,8 @@ void Trainer::save_checkpoint() {
   std::vector<float> params(static_cast<size_t>(n));
   model_->backend().download(params.data(), model_->params(), params.size());
   const std::vector<float> m = opt_.download_m(), v = opt_.download_v();
-  std::vector<StTensorOut> t = {{"params", "F32", {n}, params.data()},
-                                {"adam.m", "F32", {n}, m.data()},
-                                {"adam.v", "F32", {n}, v.data()}};
+  std::vector<StTensorOut> t = {
+      {"params", "F32", {n}, params.data()}, {"adam.m", "F32", {n}, m.data()}, {"adam.v", "F32", {n}, v.data()}};
   write_safetensors(out_dir_ + "/state.safetensors", t,
                     {{"config", config_to_json(cfg_.model)},
                      {"train_config", train_config_to_json(cfg_)},
@@ -226,10 +225,12 @@ void Trainer::save_checkpoint() {
                      {"rng", rng_to_string(rng_)},
                      {"bytes_seen", std::to_string(bytes_seen_)},
                      {"nonfinite_streak", std::to_string(nonfinite_streak_)}});
-  nlohmann::json summary = {{"step", step_}, {"horizon", horizon_}, {"bytes_seen", bytes_seen_},
-                            {"val_bpb", last_val_bpb_}, {"train_files", data_.num_files()}};
-  model_->save(out_dir_ + "/model.safetensors",
-               {{"train_step", std::to_string(step_)}, {"training", summary.dump()}});
+  nlohmann::json summary = {{"step", step_},
+                            {"horizon", horizon_},
+                            {"bytes_seen", bytes_seen_},
+                            {"val_bpb", last_val_bpb_},
+                            {"train_files", data_.num_files()}};
+  model_->save(out_dir_ + "/model.safetensors", {{"train_step", std::to_string(step_)}, {"training", summary.dump()}});
   last_saved_step_ = step_;
 }
 
@@ -283,7 +284,8 @@ StepReport Trainer::train_step() {
   double loss = 0;
   for (int r = 0; r < comm_.size() && comm_.rank() == 0; r++) {
     const MicroRange theirs = micro_batches_of(r, comm_.size(), M);
-    for (int micro = theirs.first; micro < theirs.end; micro++) micro_loss[size_t(micro)] = all_losses[size_t(r) * M + size_t(micro)];
+    for (int micro = theirs.first; micro < theirs.end; micro++)
+      micro_loss[size_t(micro)] = all_losses[size_t(r) * M + size_t(micro)];
   }
   for (int micro = 0; micro < M; micro++) loss += micro_loss[size_t(micro)] / M;
   comm_.broadcast(&loss, sizeof loss, 0);
@@ -299,8 +301,9 @@ StepReport Trainer::train_step() {
   if (!std::isfinite(loss) || !std::isfinite(norm)) {
     r.skipped = true;
     if (++nonfinite_streak_ >= kMaxNonfiniteInARow)
-      throw Error("training diverged: " + std::to_string(nonfinite_streak_) + " non-finite losses or gradients in a row at step " +
-                  std::to_string(step_) + "; the last good checkpoint in " + out_dir_ + " is kept (try a lower lr)");
+      throw Error("training diverged: " + std::to_string(nonfinite_streak_) +
+                  " non-finite losses or gradients in a row at step " + std::to_string(step_) + "; the last good checkpoint in " +
+                  out_dir_ + " is kept (try a lower lr)");
   } else {
     nonfinite_streak_ = 0;
     float scale = 1.0f / float(cfg_.accum_steps);
@@ -356,9 +359,12 @@ Trainer::Stop Trainer::run(int64_t target_steps, double minutes, const std::atom
     int64_t control[2] = {0, horizon_};  // {0 go on, else 1 + Stop}, horizon
     if (leader) {
       const double elapsed = now_s() - start;
-      if (target_steps > 0 && step_ >= target_steps) control[0] = 1 + int(Stop::Finished);
-      else if (stop && stop->load()) control[0] = 1 + int(Stop::Interrupted);
-      else if (minutes > 0 && elapsed >= minutes * 60) control[0] = 1 + int(Stop::TimeUp);
+      if (target_steps > 0 && step_ >= target_steps)
+        control[0] = 1 + int(Stop::Finished);
+      else if (stop && stop->load())
+        control[0] = 1 + int(Stop::Interrupted);
+      else if (minutes > 0 && elapsed >= minutes * 60)
+        control[0] = 1 + int(Stop::TimeUp);
       if (estimate && step_ - first_step == 3) mark_time = elapsed, mark_step = step_;
       if (estimate && step_ - first_step > 3) {
         const double per_step = (elapsed - mark_time) / double(step_ - mark_step);

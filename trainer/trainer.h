@@ -22,10 +22,10 @@ struct StepReport {
   int64_t step = 0;  // optimiser steps completed
   int64_t horizon = 0;
   double loss = 0, bpb = 0, lr = 0, grad_norm = 0, bytes_per_s = 0;
-  double val_bpb = -1;  // < 0 when not validated at this step
+  double val_bpb = -1;                                // < 0 when not validated at this step
   std::map<std::string, double> val_bpb_by_modality;  // with it, when the data mixes modalities
-  bool skipped = false;  // non-finite loss or gradient: no update
-  double reduce_s = 0;   // in the ranks' gradient and loss reduction (waiting for slower ranks included)
+  bool skipped = false;                               // non-finite loss or gradient: no update
+  double reduce_s = 0;  // in the ranks' gradient and loss reduction (waiting for slower ranks included)
   double elapsed_s = 0;
 };
 
@@ -46,8 +46,8 @@ class Trainer {
   // With a communicator of N ranks each rank computes its share of every step's micro-batches;
   // rank 0 alone touches out_dir, validates and decides when to stop, and the weights are bitwise
   // those of one process (the default world of one).
-  Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, const std::string& out_dir,
-          Backend& backend, bool resume, Communicator* comm = nullptr);
+  Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, const std::string& out_dir, Backend& backend, bool resume,
+          Communicator* comm = nullptr);
   ~Trainer();
 
   enum class Stop { Finished, TimeUp, Interrupted };
@@ -57,7 +57,7 @@ class Trainer {
   Stop run(int64_t target_steps, double minutes, const std::atomic<bool>* stop,
            const std::function<void(const StepReport&)>& on_step);
 
-  void save_checkpoint();  // rank 0 writes; a no-op on the others
+  void save_checkpoint();              // rank 0 writes; a no-op on the others
   double validate(int64_t max_bytes);  // bpb over the validation streams (up to max_bytes)
   int64_t step() const { return step_; }
   int64_t horizon() const { return horizon_; }

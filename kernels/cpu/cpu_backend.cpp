@@ -30,18 +30,12 @@ int available_cpus() {
   return 1;
 }
 
-CpuBackend::CpuBackend(int threads, CpuPath path)
-    : k_(cpu_kernels(path)), pool_(threads > 0 ? threads : available_cpus()) {
-  if (!cpu_path_supported(path))
-    throw Error(std::string("this CPU cannot run the ") + cpu_path_name(path) + " kernels");
+CpuBackend::CpuBackend(int threads, CpuPath path) : k_(cpu_kernels(path)), pool_(threads > 0 ? threads : available_cpus()) {
+  if (!cpu_path_supported(path)) throw Error(std::string("this CPU cannot run the ") + cpu_path_name(path) + " kernels");
 }
 
-std::unique_ptr<Backend> make_cpu_backend(int threads, CpuPath path) {
-  return std::make_unique<CpuBackend>(threads, path);
-}
-std::unique_ptr<Backend> make_cpu_backend(int threads) {
-  return make_cpu_backend(threads, selected_cpu_path());
-}
+std::unique_ptr<Backend> make_cpu_backend(int threads, CpuPath path) { return std::make_unique<CpuBackend>(threads, path); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return make_cpu_backend(threads, selected_cpu_path()); }
 
 void CpuBackend::for_rows(int64_t rows, int64_t per_row, const std::function<void(int64_t, int64_t)>& fn) {
   if (rows <= 0) return;
@@ -50,19 +44,17 @@ void CpuBackend::for_rows(int64_t rows, int64_t per_row, const std::function<voi
 }
 
 template <typename BlockFn>
-static void column_reduce(ThreadPool& pool, std::vector<float>& scratch, float* acc, int rows, int C,
-                          BlockFn&& accumulate_rows) {
+static void column_reduce(ThreadPool& pool, std::vector<float>& scratch, float* acc, int rows, int C, BlockFn&& accumulate_rows) {
   const int nblocks = (rows + kReduceBlock - 1) / kReduceBlock;
   if (scratch.size() < size_t(nblocks) * C) scratch.resize(size_t(nblocks) * C);  // kept: no page faults per call
   std::fill(scratch.begin(), scratch.begin() + long(nblocks) * C, 0.0f);
   float* const partial = scratch.data();
-  pool.parallel_for(nblocks, std::max<int64_t>(1, kParallelMin / (int64_t(kReduceBlock) * C + 1)),
-                    [&](int64_t b0, int64_t b1) {
-                      for (int64_t blk = b0; blk < b1; blk++) {
-                        float* p = partial + size_t(blk) * C;
-                        accumulate_rows(p, int(blk) * kReduceBlock, std::min<int>(rows, int(blk + 1) * kReduceBlock));
-                      }
-                    });
+  pool.parallel_for(nblocks, std::max<int64_t>(1, kParallelMin / (int64_t(kReduceBlock) * C + 1)), [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; blk++) {
+      float* p = partial + size_t(blk) * C;
+      accumulate_rows(p, int(blk) * kReduceBlock, std::min<int>(rows, int(blk + 1) * kReduceBlock));
+    }
+  });
   for (int blk = 0; blk < nblocks; blk++) {
     const float* p = partial + size_t(blk) * C;
     for (int c = 0; c < C; c++) acc[c] += p[c];
@@ -77,16 +69,10 @@ float* CpuBackend::alloc(size_t count) {
   return static_cast<float*>(p);
 }
 void CpuBackend::release(float* p) { std::free(p); }
-void CpuBackend::upload(float* dst, const float* host, size_t count) {
-  std::memcpy(dst, host, count * sizeof(float));
-}
-void CpuBackend::download(float* host, const float* src, size_t count) {
-  std::memcpy(host, src, count * sizeof(float));
-}
+void CpuBackend::upload(float* dst, const float* host, size_t count) { std::memcpy(dst, host, count * sizeof(float)); }
+void CpuBackend::download(float* host, const float* src, size_t count) { std::memcpy(host, src, count * sizeof(float)); }
 void CpuBackend::fill(float* dst, float value, size_t count) { std::fill(dst, dst + count, value); }
-void CpuBackend::copy(float* dst, const float* src, size_t count) {
-  std::memcpy(dst, src, count * sizeof(float));
-}
+void CpuBackend::copy(float* dst, const float* src, size_t count) { std::memcpy(dst, src, count * sizeof(float)); }
 int32_t* CpuBackend::alloc_index(size_t count) {
   return reinterpret_cast<int32_t*>(alloc(count));  // same size and alignment as float
 }
@@ -100,15 +86,17 @@ void CpuBackend::upload_index(int32_t* dst, const int32_t* host, size_t count) {
 // does not depend on the split, the thread count or M (batch invariance).
 constexpr int kSmallM = 4;
 
-void CpuBackend::gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha, const float* A,
-                             int lda, const float* B, int ldb, float beta, float* C, int ldc) const {
+void CpuBackend::gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                             float beta, float* C, int ldc) const {
   if (M <= 0 || N <= 0) return;
-  if (M < kSmallM) k_.gemm_cols(ta, tb, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  else k_.gemm_rows(ta, tb, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (M < kSmallM)
+    k_.gemm_cols(ta, tb, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  else
+    k_.gemm_rows(ta, tb, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-                      const float* B, int ldb, float beta, float* C, int ldc) {
+void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                      float beta, float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t work = int64_t(M) * N * std::max(K, 1);
   const int nt = threads();
@@ -167,22 +155,18 @@ void CpuBackend::add_inplace(float* y, const float* x, size_t count) {
   });
 }
 
-void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* x,
-                                   const float* w, const float* b, int rows, int C) {
+void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int rows,
+                                   int C) {
   for_rows(rows, C, [&](int64_t r0, int64_t r1) { k_.layernorm_rows(out, mean, rstd, x, w, b, int(r0), int(r1), C); });
 }
 
-void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float* dout,
-                                    const float* x, const float* w, const float* mean,
-                                    const float* rstd, int rows, int C) {
-  for_rows(rows, C, [&](int64_t r0, int64_t r1) {
-    k_.layernorm_backward_rows(dx, dout, x, w, mean, rstd, int(r0), int(r1), C);
-  });
+void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
+                                    const float* mean, const float* rstd, int rows, int C) {
+  for_rows(rows, C, [&](int64_t r0, int64_t r1) { k_.layernorm_backward_rows(dx, dout, x, w, mean, rstd, int(r0), int(r1), C); });
   const int C2 = 2 * C;
   std::vector<float> both(size_t(C2), 0.0f);
-  column_reduce(pool_, reduce_scratch_, both.data(), rows, C2, [&](float* p, int r0, int r1) {
-    k_.layernorm_param_grad_rows(p, p + C, dout, x, mean, rstd, r0, r1, C);
-  });
+  column_reduce(pool_, reduce_scratch_, both.data(), rows, C2,
+                [&](float* p, int r0, int r1) { k_.layernorm_param_grad_rows(p, p + C, dout, x, mean, rstd, r0, r1, C); });
   for (int c = 0; c < C; c++) {
     dw[c] += both[c];
     db[c] += both[C + c];
@@ -198,34 +182,28 @@ void CpuBackend::gelu_backward(float* dx, const float* x, const float* dout, siz
                      [&](int64_t b, int64_t e) { k_.gelu_backward(dx + b, x + b, dout + b, size_t(e - b)); });
 }
 
-void CpuBackend::rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows,
-                                 int groups, int width) {
-  for_rows(rows, int64_t(groups) * width, [&](int64_t r0, int64_t r1) {
-    k_.rmsnorm_rows(out, rstd, x, ld_x, int(r0), int(r1), groups, width);
-  });
+void CpuBackend::rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows, int groups, int width) {
+  for_rows(rows, int64_t(groups) * width,
+           [&](int64_t r0, int64_t r1) { k_.rmsnorm_rows(out, rstd, x, ld_x, int(r0), int(r1), groups, width); });
 }
 
-void CpuBackend::rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y,
-                                  const float* rstd, int rows, int groups, int width) {
-  for_rows(rows, int64_t(groups) * width, [&](int64_t r0, int64_t r1) {
-    k_.rmsnorm_backward_rows(dx, ld_x, dout, y, rstd, int(r0), int(r1), groups, width);
-  });
+void CpuBackend::rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y, const float* rstd, int rows, int groups,
+                                  int width) {
+  for_rows(rows, int64_t(groups) * width,
+           [&](int64_t r0, int64_t r1) { k_.rmsnorm_backward_rows(dx, ld_x, dout, y, rstd, int(r0), int(r1), groups, width); });
 }
 
-void CpuBackend::swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows,
-                                    int cols) {
+void CpuBackend::swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows, int cols) {
   for_rows(rows, cols, [&](int64_t r0, int64_t r1) { k_.swish_gate_rows(out, g, ld_g, y, int(r0), int(r1), cols); });
 }
 
-void CpuBackend::swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y,
-                                     const float* dout, int rows, int cols) {
-  for_rows(rows, cols, [&](int64_t r0, int64_t r1) {
-    k_.swish_gate_backward_rows(dg, dy, ld_g, g, y, dout, int(r0), int(r1), cols);
-  });
+void CpuBackend::swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y, const float* dout, int rows,
+                                     int cols) {
+  for_rows(rows, cols,
+           [&](int64_t r0, int64_t r1) { k_.swish_gate_backward_rows(dg, dy, ld_g, g, y, dout, int(r0), int(r1), cols); });
 }
 
-void CpuBackend::rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0,
-                      float scale, bool inverse) {
+void CpuBackend::rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0, float scale, bool inverse) {
   const int half = hd / 2;
   const int npos = std::min(rows, seq_len);
   // Angles in double with the project's own exp/log/sin/cos, so every CPU has the same table.
@@ -256,8 +234,7 @@ void CpuBackend::rope(float* x, int ld, int rows, int heads, int hd, int seq_len
   });
 }
 
-void CpuBackend::embedding_forward(float* out, const float* table, const int32_t* idx, int count,
-                                   int dim, bool accumulate) {
+void CpuBackend::embedding_forward(float* out, const float* table, const int32_t* idx, int count, int dim, bool accumulate) {
   for_rows(count, dim, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       float* o = out + size_t(i) * dim;
@@ -271,8 +248,7 @@ void CpuBackend::embedding_forward(float* out, const float* table, const int32_t
   });
 }
 
-void CpuBackend::embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count,
-                                    int dim) {
+void CpuBackend::embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count, int dim) {
   // Chunks own ranges of table rows: colliding indices never race, each row sums its gradients
   // in increasing i whatever the split, and each chunk reads only the gradient rows it owns.
   int32_t rows = 0;
@@ -288,11 +264,9 @@ void CpuBackend::embedding_backward(float* dtable, const float* dout, const int3
   });
 }
 
-void CpuBackend::adamw_step(float* p, const float* g_raw, float* m, float* v, const float* mask, size_t n,
-                            const AdamWStep& s) {
-  pool_.parallel_for(int64_t(n), 65536, [&](int64_t b, int64_t e) {
-    k_.adamw_range(p, g_raw, m, v, mask, size_t(b), size_t(e), s);
-  });
+void CpuBackend::adamw_step(float* p, const float* g_raw, float* m, float* v, const float* mask, size_t n, const AdamWStep& s) {
+  pool_.parallel_for(int64_t(n), 65536,
+                     [&](int64_t b, int64_t e) { k_.adamw_range(p, g_raw, m, v, mask, size_t(b), size_t(e), s); });
 }
 
 double CpuBackend::sum_squares(const float* x, size_t n) {
@@ -311,18 +285,16 @@ double CpuBackend::sum_squares(const float* x, size_t n) {
   return total;
 }
 
-void CpuBackend::crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
-                                      int rows, int V) {
+void CpuBackend::crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int rows, int V) {
   for_rows(rows, int64_t(V) * 8, [&](int64_t r0, int64_t r1) {
     k_.crossentropy_rows(losses, const_cast<float*>(logits), targets, int(r0), int(r1), V, false, 0.0f);
   });
 }
 
-void CpuBackend::crossentropy_fused_backward(float* losses, float* logits, const int32_t* targets,
-                                             int rows, int V, float dscale) {
-  for_rows(rows, int64_t(V) * 8, [&](int64_t r0, int64_t r1) {
-    k_.crossentropy_rows(losses, logits, targets, int(r0), int(r1), V, true, dscale);
-  });
+void CpuBackend::crossentropy_fused_backward(float* losses, float* logits, const int32_t* targets, int rows, int V,
+                                             float dscale) {
+  for_rows(rows, int64_t(V) * 8,
+           [&](int64_t r0, int64_t r1) { k_.crossentropy_rows(losses, logits, targets, int(r0), int(r1), V, true, dscale); });
 }
 
 }  // namespace rb

@@ -30,62 +30,46 @@ class CpuBackend final : public Backend {
   void release_index(int32_t* p) override;
   void upload_index(int32_t* dst, const int32_t* host, size_t count) override;
 
-  void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-            const float* B, int ldb, float beta, float* C, int ldc) override;
+  void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+            float beta, float* C, int ldc) override;
   void add_bias(float* y, const float* bias, int rows, int cols) override;
   void bias_backward(float* dbias, const float* dy, int rows, int cols) override;
   void add_inplace(float* y, const float* x, size_t count) override;
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w,
-                         const float* b, int rows, int C) override;
-  void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
-                          const float* w, const float* mean, const float* rstd, int rows,
-                          int C) override;
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int rows,
+                         int C) override;
+  void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w, const float* mean,
+                          const float* rstd, int rows, int C) override;
   void gelu_forward(float* out, const float* x, size_t count) override;
   void gelu_backward(float* dx, const float* x, const float* dout, size_t count) override;
-  void rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows, int groups,
-                       int width) override;
-  void rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y, const float* rstd,
-                        int rows, int groups, int width) override;
-  void swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows,
-                          int cols) override;
-  void swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y,
-                           const float* dout, int rows, int cols) override;
-  void rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0, float scale,
-            bool inverse) override;
-  void embedding_forward(float* out, const float* table, const int32_t* idx, int count, int dim,
-                         bool accumulate) override;
-  void embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count,
-                          int dim) override;
-  void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int rows,
-                            int V) override;
-  void crossentropy_fused_backward(float* losses, float* logits_to_dlogits,
-                                   const int32_t* targets, int rows, int V,
+  void rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows, int groups, int width) override;
+  void rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y, const float* rstd, int rows, int groups,
+                        int width) override;
+  void swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows, int cols) override;
+  void swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y, const float* dout, int rows,
+                           int cols) override;
+  void rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0, float scale, bool inverse) override;
+  void embedding_forward(float* out, const float* table, const int32_t* idx, int count, int dim, bool accumulate) override;
+  void embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count, int dim) override;
+  void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int rows, int V) override;
+  void crossentropy_fused_backward(float* losses, float* logits_to_dlogits, const int32_t* targets, int rows, int V,
                                    float dscale) override;
-  void attention_forward(float* out, float* probs, const float* qkv,
-                         const AttentionShape& s) override;
-  void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs,
-                          const AttentionShape& s) override;
-  void attention_decode(float* out, const float* q, const float* k, const float* v, int n, int ld,
-                        int H, int hd) override;
-  void retention_chunkwise_forward(float* o, const float* q, const float* k, const float* v,
-                                   const float* gammas, const RetentionShape& s, int chunk,
-                                   const float* state_in, float* state_out,
+  void attention_forward(float* out, float* probs, const float* qkv, const AttentionShape& s) override;
+  void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs, const AttentionShape& s) override;
+  void attention_decode(float* out, const float* q, const float* k, const float* v, int n, int ld, int H, int hd) override;
+  void retention_chunkwise_forward(float* o, const float* q, const float* k, const float* v, const float* gammas,
+                                   const RetentionShape& s, int chunk, const float* state_in, float* state_out,
                                    float* saved_states) override;
-  void retention_chunkwise_backward(float* dq, float* dk, float* dv, const float* dout,
-                                    const float* q, const float* k, const float* v,
-                                    const float* gammas, const RetentionShape& s, int chunk,
-                                    const float* saved_states, const float* dstate_out,
-                                    float* dstate_in) override;
-  void retention_recurrent_forward(float* o, const float* q, const float* k, const float* v,
-                                   const float* gammas, const RetentionShape& s,
-                                   float* state) override;
-  void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask, size_t n,
-                  const AdamWStep& s) override;
+  void retention_chunkwise_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                                    const float* v, const float* gammas, const RetentionShape& s, int chunk,
+                                    const float* saved_states, const float* dstate_out, float* dstate_in) override;
+  void retention_recurrent_forward(float* o, const float* q, const float* k, const float* v, const float* gammas,
+                                   const RetentionShape& s, float* state) override;
+  void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask, size_t n, const AdamWStep& s) override;
   double sum_squares(const float* x, size_t n) override;
 
   // Single-threaded product (for work already split across the pool, e.g. one retention head).
-  void gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-                   const float* B, int ldb, float beta, float* C, int ldc) const;
+  void gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                   float beta, float* C, int ldc) const;
   const CpuKernels& kernels() const { return k_; }
   ThreadPool& pool() { return pool_; }
 

@@ -8,9 +8,12 @@ namespace rb {
 
 const char* cpu_path_name(CpuPath p) {
   switch (p) {
-    case CpuPath::Avx512: return "avx512";
-    case CpuPath::Avx2: return "avx2";
-    default: return "portable";
+    case CpuPath::Avx512:
+      return "avx512";
+    case CpuPath::Avx2:
+      return "avx2";
+    default:
+      return "portable";
   }
 }
 
@@ -19,11 +22,12 @@ bool cpu_path_supported(CpuPath p) {
   __builtin_cpu_init();  // libgcc checks CPUID and that the OS saves the wider registers (XGETBV)
   switch (p) {
     case CpuPath::Avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("fma");
-    case CpuPath::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    default: return true;
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+    case CpuPath::Avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default:
+      return true;
   }
 #else
   return p == CpuPath::Portable;
@@ -38,13 +42,16 @@ CpuPath best_cpu_path() {
 
 CpuPath parse_cpu_path(const std::string& name, const std::string& what) {
   CpuPath p;
-  if (name == "avx512") p = CpuPath::Avx512;
-  else if (name == "avx2") p = CpuPath::Avx2;
-  else if (name == "portable") p = CpuPath::Portable;
-  else throw Error(what + ": unknown CPU path \"" + name + "\" (use avx512, avx2 or portable)");
+  if (name == "avx512")
+    p = CpuPath::Avx512;
+  else if (name == "avx2")
+    p = CpuPath::Avx2;
+  else if (name == "portable")
+    p = CpuPath::Portable;
+  else
+    throw Error(what + ": unknown CPU path \"" + name + "\" (use avx512, avx2 or portable)");
   if (!cpu_path_supported(p))
-    throw Error(what + ": this CPU cannot run the " + name + " path (best available: " +
-                cpu_path_name(best_cpu_path()) + ")");
+    throw Error(what + ": this CPU cannot run the " + name + " path (best available: " + cpu_path_name(best_cpu_path()) + ")");
   return p;
 }
 

@@ -39,9 +39,12 @@ CpuKernels cpu_kernels_portable() { return isa_portable::make_table(CpuPath::Por
 
 CpuKernels cpu_kernels(CpuPath p) {
   switch (p) {
-    case CpuPath::Avx512: return cpu_kernels_avx512();
-    case CpuPath::Avx2: return cpu_kernels_avx2();
-    default: return cpu_kernels_portable();
+    case CpuPath::Avx512:
+      return cpu_kernels_avx512();
+    case CpuPath::Avx2:
+      return cpu_kernels_avx2();
+    default:
+      return cpu_kernels_portable();
   }
 }
 

@@ -80,8 +80,10 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   tls_in_job = false;
   // Chunks a worker claimed may still be running; wait for them, then for every worker to leave.
   for (int spins = 0; chunks_done_.load(std::memory_order_acquire) < nchunks_; spins++) {
-    if (spins < kSpinBeforeSleep) RB_PAUSE();
-    else std::this_thread::yield();  // the worker holding a chunk was descheduled
+    if (spins < kSpinBeforeSleep)
+      RB_PAUSE();
+    else
+      std::this_thread::yield();  // the worker holding a chunk was descheduled
   }
   open_.store(false);
   while (inside_.load() != 0) std::this_thread::yield();

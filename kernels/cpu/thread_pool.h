@@ -39,7 +39,7 @@ class ThreadPool {
   std::atomic<int64_t> next_chunk_{0}, chunks_done_{0};
   std::atomic<bool> open_{false};
   std::atomic<int> inside_{0};
-  std::atomic<int> sleepers_{0};        // workers currently looking at the job
+  std::atomic<int> sleepers_{0};  // workers currently looking at the job
   std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
 };

@@ -33,12 +33,18 @@ void check(cudaError_t e, const char* what) {
 
 const char* cublas_error(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialised";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "out of GPU memory";
-    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "not supported by this GPU";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
-    default: return "error";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "not initialised";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "out of GPU memory";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "not supported by this GPU";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "execution failed";
+    default:
+      return "error";
   }
 }
 
@@ -125,11 +131,11 @@ class CudaDevice {
     if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "device copy");
   }
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
-  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-            float beta, float* C, int ldc) {
+  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+            float* C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    const cublasStatus_t s = cublasSgemm(handle_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
-                                         &alpha, B, ldb, A, lda, &beta, C, ldc);
+    const cublasStatus_t s = cublasSgemm(handle_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+                                         B, ldb, A, lda, &beta, C, ldc);
     if (s != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cuda: cublasSgemm: ") + cublas_error(s));
   }
 

@@ -113,8 +113,8 @@ class ItemBackend final : public Backend {
     }
   }
 
-  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-            float beta, float* C, int ldc) override {
+  void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+            float* C, int ldc) override {
     issue([this, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc] {
       dev_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     });
@@ -129,12 +129,12 @@ class ItemBackend final : public Backend {
     run(cols, items::AddBlockSums{dbias, partial, blocks, cols});
   }
   void add_inplace(float* y, const float* x, size_t count) override { run(int64_t(count), items::AddInplace{y, x}); }
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b,
-                         int rows, int C) override {
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int rows,
+                         int C) override {
     run(rows, items::LayerNormForward{out, mean, rstd, x, w, b, C});
   }
-  void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
-                          const float* mean, const float* rstd, int rows, int C) override {
+  void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w, const float* mean,
+                          const float* rstd, int rows, int C) override {
     run(rows, items::LayerNormBackwardInput{dx, dout, x, w, mean, rstd, C});
     const int blocks = items::row_blocks(rows);
     float* partial = scratch(size_t(2) * blocks * C);
@@ -149,23 +149,21 @@ class ItemBackend final : public Backend {
   void rmsnorm_forward(float* out, float* rstd, const float* x, int ld_x, int rows, int groups, int width) override {
     run(int64_t(rows) * groups, items::RmsNormForward{out, rstd, x, ld_x, groups, width});
   }
-  void rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y, const float* rstd, int rows,
-                        int groups, int width) override {
+  void rmsnorm_backward(float* dx, int ld_x, const float* dout, const float* y, const float* rstd, int rows, int groups,
+                        int width) override {
     run(int64_t(rows) * groups, items::RmsNormBackward{dx, ld_x, dout, y, rstd, groups, width});
   }
   void swish_gate_forward(float* out, const float* g, int ld_g, const float* y, int rows, int cols) override {
     run(int64_t(rows) * cols, items::SwishGate{out, g, ld_g, y, cols});
   }
-  void swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y, const float* dout,
-                           int rows, int cols) override {
+  void swish_gate_backward(float* dg, float* dy, int ld_g, const float* g, const float* y, const float* dout, int rows,
+                           int cols) override {
     run(int64_t(rows) * cols, items::SwishGateBackward{dg, dy, ld_g, g, y, dout, cols});
   }
-  void rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0, float scale,
-            bool inverse) override {
+  void rope(float* x, int ld, int rows, int heads, int hd, int seq_len, int64_t pos0, float scale, bool inverse) override {
     run(int64_t(rows) * heads * (hd / 2), items::Rope{x, ld, heads, hd, seq_len, pos0, scale, inverse});
   }
-  void embedding_forward(float* out, const float* table, const int32_t* idx, int count, int dim,
-                         bool accumulate) override {
+  void embedding_forward(float* out, const float* table, const int32_t* idx, int count, int dim, bool accumulate) override {
     run(int64_t(count) * dim, items::EmbeddingForward{out, table, idx, dim, accumulate});
   }
   void embedding_backward(float* dtable, const float* dout, const int32_t* idx, int count, int dim) override {
@@ -174,8 +172,7 @@ class ItemBackend final : public Backend {
   void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int rows, int V) override {
     run(rows, items::CrossEntropy{losses, const_cast<float*>(logits), targets, V, false, 0.0f});
   }
-  void crossentropy_fused_backward(float* losses, float* logits, const int32_t* targets, int rows, int V,
-                                   float dscale) override {
+  void crossentropy_fused_backward(float* losses, float* logits, const int32_t* targets, int rows, int V, float dscale) override {
     run(rows, items::CrossEntropy{losses, logits, targets, V, true, dscale});
   }
   void attention_forward(float* out, float* probs, const float* qkv, const AttentionShape& s) override {
@@ -189,8 +186,7 @@ class ItemBackend final : public Backend {
     run(rows, items::AttentionBackwardQuery{dqkv, dout, qkv, probs, delta, s.S, s.H, s.hd});
     run(rows, items::AttentionBackwardKeyValue{dqkv, dout, qkv, probs, delta, s.S, s.H, s.hd});
   }
-  void attention_decode(float* out, const float* q, const float* k, const float* v, int n, int ld, int H,
-                        int hd) override {
+  void attention_decode(float* out, const float* q, const float* k, const float* v, int n, int ld, int H, int hd) override {
     // Caches of a few blocks: one item per head. Longer: blocks of keys in parallel, then a merge,
     // through a buffer made up front (a recorded step may not allocate).
     const int blocks = std::min(items::kDecodeMaxBlocks, (n + items::kDecodeMinBlock - 1) / items::kDecodeMinBlock);
@@ -211,7 +207,8 @@ class ItemBackend final : public Backend {
                                    float* saved_states) override {
     const int64_t state_items = s.state_size();
     if (s.n <= 0) {
-      if (state_out && state_in != state_out) state_in ? copy(state_out, state_in, size_t(state_items)) : fill(state_out, 0.0f, size_t(state_items));
+      if (state_out && state_in != state_out)
+        state_in ? copy(state_out, state_in, size_t(state_items)) : fill(state_out, 0.0f, size_t(state_items));
       return;
     }
     const items::ChunkGeometry g{s, std::max(1, std::min(chunk, s.n))};
@@ -225,10 +222,9 @@ class ItemBackend final : public Backend {
     run(score_items, items::IntraChunkScores{scores, q, k, gammas, g, false});
     run(tasks * s.n * s.dv, items::ChunkOutputs{o, q, v, gammas, scores, states, g});
   }
-  void retention_chunkwise_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
-                                    const float* k, const float* v, const float* gammas, const RetentionShape& s,
-                                    int chunk, const float* saved_states, const float* dstate_out,
-                                    float* dstate_in) override {
+  void retention_chunkwise_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                                    const float* v, const float* gammas, const RetentionShape& s, int chunk,
+                                    const float* saved_states, const float* dstate_out, float* dstate_in) override {
     const int64_t state_items = s.state_size();
     if (s.n <= 0) {
       if (dstate_in) dstate_out ? copy(dstate_in, dstate_out, size_t(state_items)) : fill(dstate_in, 0.0f, size_t(state_items));
@@ -252,8 +248,7 @@ class ItemBackend final : public Backend {
                                    const RetentionShape& s, float* state) override {
     run(int64_t(s.B) * s.H * s.dv, items::RetentionRecurrentStep{o, q, k, v, gammas, s, state});
   }
-  void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask, size_t n,
-                  const AdamWStep& s) override {
+  void adamw_step(float* p, const float* g, float* m, float* v, const float* decay_mask, size_t n, const AdamWStep& s) override {
     run(int64_t(n), items::AdamW{p, m, v, g, decay_mask, s});
   }
   double sum_squares(const float* x, size_t n) override {
@@ -272,8 +267,10 @@ class ItemBackend final : public Backend {
   // Runs a device call now, or adds it to the unit being recorded.
   template <class F>
   void issue(F&& call) {
-    if (recording_) recorded_.emplace_back(std::forward<F>(call));
-    else call();
+    if (recording_)
+      recorded_.emplace_back(std::forward<F>(call));
+    else
+      call();
   }
   // op(i) for every i < n.
   template <class Op>
@@ -283,8 +280,10 @@ class ItemBackend final : public Backend {
   // A buffer released while recording may still be read by the recorded ops: free it after them.
   // (Never throws: releases run in destructors.)
   void free_after_recording(void* p) {
-    if (recording_) pending_free_.push_back(p);
-    else dev_.free_bytes(p);
+    if (recording_)
+      pending_free_.push_back(p);
+    else
+      dev_.free_bytes(p);
   }
   void free_pending() {
     for (void* p : pending_free_) dev_.free_bytes(p);

@@ -400,8 +400,8 @@ struct AttentionBackwardKeyValue {  // item: key (seq * H + h) * S + j; writes d
 
 // One query of head h against cached keys j0 .. j1-1 (rows of stride ld): the scores' maximum m,
 // l = sum exp(score - m) and acc[c] = sum exp(score - m) v[c] (softmax scale 1/sqrt(hd)).
-RB_HD inline void attention_decode_range(float* m_out, float* l_out, float* acc, const float* q, const float* k,
-                                         const float* v, int64_t h, int j0, int j1, int ld, int hd) {
+RB_HD inline void attention_decode_range(float* m_out, float* l_out, float* acc, const float* q, const float* k, const float* v,
+                                         int64_t h, int j0, int j1, int ld, int hd) {
   const float scale = 1.0f / sqrtf(float(hd));
   const float* qh = q + h * hd;
   float mx = -INFINITY;

@@ -26,7 +26,7 @@ struct ChunkGeometry {
   RetentionShape s;
   int C;  // chunk length, 1 <= C <= n
   RB_HD int nchunks() const { return (s.n + C - 1) / C; }
-  RB_HD int length(int c) const { return s.n - c * C < C ? s.n - c * C : C; }  // L_c
+  RB_HD int length(int c) const { return s.n - c * C < C ? s.n - c * C : C; }           // L_c
   RB_HD size_t row(int64_t task, int t) const { return size_t(task / s.H) * s.n + t; }  // row of b's position t
   RB_HD int head(int64_t task) const { return int(task % s.H); }
   RB_HD size_t qk(int64_t task, int t) const { return row(task, t) * s.ld_qk + size_t(head(task)) * s.dk; }

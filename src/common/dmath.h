@@ -20,13 +20,23 @@ static inline double exp(double x) {
   const double n = round_half_away(x * 1.44269504088896338700e+00);
   const double r = (x - n * ln2_hi) - n * ln2_lo;  // |r| <= ~0.35
   double p = 1.0 / 6227020800.0;                   // Taylor to r^13, Horner
-  const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                             1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
-                             1.0 / 6.0, 0.5, 1.0, 1.0};
+  const double inv_fact[] = {1.0 / 479001600.0,
+                             1.0 / 39916800.0,
+                             1.0 / 3628800.0,
+                             1.0 / 362880.0,
+                             1.0 / 40320.0,
+                             1.0 / 5040.0,
+                             1.0 / 720.0,
+                             1.0 / 120.0,
+                             1.0 / 24.0,
+                             1.0 / 6.0,
+                             0.5,
+                             1.0,
+                             1.0};
   for (double c : inv_fact) p = p * r + c;
   const int e = int(n);
   if (e < -1000 || e > 1000) return std::ldexp(p, e);  // near the limits: libm's exact scaling
-  const uint64_t bits = uint64_t(e + 1023) << 52;  // 2^e: multiplying by it is exact here
+  const uint64_t bits = uint64_t(e + 1023) << 52;      // 2^e: multiplying by it is exact here
   double scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
@@ -52,17 +62,16 @@ static inline double log(double x) {
 // sin and cos of x together (Cody-Waite reduction by pi/2 in three parts, then Taylor series).
 static inline void sincos(double x, double* s, double* c) {
   const double n = round_half_away(x * 6.36619772367581382433e-01);
-  const double p1 = 1.57079632673412561417e+00, p2 = 6.07710050630396597660e-11,
-               p3 = 2.02226624879595063154e-21;
+  const double p1 = 1.57079632673412561417e+00, p2 = 6.07710050630396597660e-11, p3 = 2.02226624879595063154e-21;
   const double r = ((x - n * p1) - n * p2) - n * p3, r2 = r * r;  // |r| <= ~pi/4
   // sin r = r + r^3 S(r^2), S = -1/3! + r^2/5! - ... + r^14/17!
-  const double sin_k[] = {-1.0 / 1307674368000.0, 1.0 / 6227020800.0, -1.0 / 39916800.0,
-                          1.0 / 362880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0};
+  const double sin_k[] = {-1.0 / 1307674368000.0, 1.0 / 6227020800.0, -1.0 / 39916800.0, 1.0 / 362880.0,
+                          -1.0 / 5040.0,          1.0 / 120.0,        -1.0 / 6.0};
   double sp = 1.0 / 355687428096000.0;
   for (double k : sin_k) sp = sp * r2 + k;
   // cos r = 1 + r^2 C(r^2), C = -1/2! + r^2/4! - ... - r^16/18!
-  const double cos_k[] = {1.0 / 20922789888000.0, -1.0 / 87178291200.0, 1.0 / 479001600.0,
-                          -1.0 / 3628800.0, 1.0 / 40320.0, -1.0 / 720.0, 1.0 / 24.0, -0.5};
+  const double cos_k[] = {1.0 / 20922789888000.0, -1.0 / 87178291200.0, 1.0 / 479001600.0, -1.0 / 3628800.0,
+                          1.0 / 40320.0,          -1.0 / 720.0,         1.0 / 24.0,        -0.5};
   double cp = -1.0 / 6402373705728000.0;
   for (double k : cos_k) cp = cp * r2 + k;
   const double sin_r = r + r * r2 * sp, cos_r = 1.0 + r2 * cp;

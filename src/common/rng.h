@@ -32,7 +32,7 @@ class Rng {
     return result;
   }
   double uniform() { return double(next() >> 11) * 0x1.0p-53; }  // [0, 1)
-  double normal() {  // Box-Muller, one value per call (simple and reproducible)
+  double normal() {                                              // Box-Muller, one value per call (simple and reproducible)
     const double u1 = 1.0 - uniform(), u2 = uniform();
     return std::sqrt(-2.0 * dmath::log(u1)) * dmath::cos(6.283185307179586 * u2);
   }

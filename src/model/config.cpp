@@ -21,16 +21,18 @@ int* int_field(ModelConfig& c, const std::string& key) {
 }
 }  // namespace
 
-bool is_named_config(const std::string& name) {
-  return name == "tiny" || name == "small" || name == "base";
-}
+bool is_named_config(const std::string& name) { return name == "tiny" || name == "small" || name == "base"; }
 
 ModelConfig named_config(const std::string& name) {
   ModelConfig c;
-  if (name == "tiny") c = {4, 16, 2, 2, 64, 2, 2, 1024, 2};
-  else if (name == "small") c = {8, 32, 4, 4, 128, 2, 4, 4096, 4};
-  else if (name == "base") c = {8, 64, 8, 8, 256, 4, 4, 8192, 4};
-  else throw Error("unknown config name '" + name + "' (expected tiny, small, base or a .json file)");
+  if (name == "tiny")
+    c = {4, 16, 2, 2, 64, 2, 2, 1024, 2};
+  else if (name == "small")
+    c = {8, 32, 4, 4, 128, 2, 4, 4096, 4};
+  else if (name == "base")
+    c = {8, 64, 8, 8, 256, 4, 4, 8192, 4};
+  else
+    throw Error("unknown config name '" + name + "' (expected tiny, small, base or a .json file)");
   return c;
 }
 
@@ -42,9 +44,7 @@ MediaForm parse_media_form(const std::string& name, const std::string& source) {
   throw Error(source + ": \"media\" must be \"plain\" or \"residual\", not \"" + name + "\"");
 }
 
-const char* global_kind_name(GlobalKind g) {
-  return g == GlobalKind::Retention ? "retention" : "attention";
-}
+const char* global_kind_name(GlobalKind g) { return g == GlobalKind::Retention ? "retention" : "attention"; }
 
 void validate_config(const ModelConfig& c, const std::string& source) {
   auto fail = [&](const std::string& what) { throw Error(source + ": invalid config: " + what); };
@@ -56,13 +56,10 @@ void validate_config(const ModelConfig& c, const std::string& source) {
   if (int64_t(c.P) * c.D_E > 65536) fail("D_G = P*D_E is larger than 65536");
   if (c.D_G() % c.H_G != 0)
     fail("D_G = P*D_E = " + std::to_string(c.D_G()) + " is not divisible by H_G = " + std::to_string(c.H_G));
-  if (c.dk() % 2 != 0)
-    fail("key width D_G/H_G = " + std::to_string(c.dk()) + " must be even for rotary positions");
+  if (c.dk() % 2 != 0) fail("key width D_G/H_G = " + std::to_string(c.dk()) + " must be even for rotary positions");
   if (c.H_G > 24) fail("H_G = " + std::to_string(c.H_G) + " > 24 (decay 1-2^(-5-h) would round to 1)");
-  if (c.D_L % c.H_L != 0)
-    fail("D_L = " + std::to_string(c.D_L) + " is not divisible by H_L = " + std::to_string(c.H_L));
-  if (c.T % c.P != 0)
-    fail("T = " + std::to_string(c.T) + " is not a multiple of P = " + std::to_string(c.P));
+  if (c.D_L % c.H_L != 0) fail("D_L = " + std::to_string(c.D_L) + " is not divisible by H_L = " + std::to_string(c.H_L));
+  if (c.T % c.P != 0) fail("T = " + std::to_string(c.T) + " is not a multiple of P = " + std::to_string(c.P));
 }
 
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source) {
@@ -108,7 +105,8 @@ nlohmann::json read_config_file(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) throw Error(path + ": cannot open config (not tiny/small/base and not a readable file)");
   if (!S_ISREG(st.st_mode)) throw Error(path + ": a config must be a regular file");
-  if (uint64_t(st.st_size) > kMaxConfigBytes) throw Error(path + ": " + std::to_string(st.st_size) + " bytes is too large for a config");
+  if (uint64_t(st.st_size) > kMaxConfigBytes)
+    throw Error(path + ": " + std::to_string(st.st_size) + " bytes is too large for a config");
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot open config (not tiny/small/base and not a readable file)");
   std::string text(static_cast<size_t>(st.st_size) + 1, '\0');
@@ -119,10 +117,12 @@ nlohmann::json read_config_file(const std::string& path) {
   std::vector<std::set<std::string>> keys;  // per open object
   std::string duplicate;
   auto track = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::object_start) keys.emplace_back();
-    else if (event == nlohmann::json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
-    else if (event == nlohmann::json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
-             duplicate.empty())
+    if (event == nlohmann::json::parse_event_t::object_start)
+      keys.emplace_back();
+    else if (event == nlohmann::json::parse_event_t::object_end && !keys.empty())
+      keys.pop_back();
+    else if (event == nlohmann::json::parse_event_t::key && !keys.empty() &&
+             !keys.back().insert(parsed.get<std::string>()).second && duplicate.empty())
       duplicate = parsed.get<std::string>();
     return true;
   };

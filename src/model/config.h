@@ -23,7 +23,7 @@ struct ModelConfig {
   GlobalKind global = GlobalKind::Retention;
 
   int D_G() const { return P * D_E; }
-  int K() const { return T / P; }        // patches per training window
+  int K() const { return T / P; }         // patches per training window
   int dk() const { return D_G() / H_G; }  // retention key width (and attention head width)
   int dv() const { return 2 * D_G() / H_G; }
   int hd_local() const { return D_L / H_L; }

@@ -8,8 +8,7 @@ namespace rb {
 
 double EvalResult::bpb() const { return bytes ? nats / double(bytes) / std::log(2.0) : 0.0; }
 
-EvalResult evaluate_stream(Model& model, const std::vector<uint8_t>& context, const uint8_t* body,
-                           size_t n, int window,
+EvalResult evaluate_stream(Model& model, const std::vector<uint8_t>& context, const uint8_t* body, size_t n, int window,
                            const std::function<void(uint64_t, uint64_t)>& progress) {
   const ModelConfig& c = model.config();
   if (window <= 0) window = c.T;

@@ -20,8 +20,7 @@ struct EvalResult {
 // context (a header patch, or nothing for --raw) conditions them. Neither is copied whole: the
 // body may be a file of any size. `window` is the number of bytes per forward (a
 // multiple of P; 0 = the model's training T). progress(done, total), if given, after each window.
-EvalResult evaluate_stream(Model& model, const std::vector<uint8_t>& context, const uint8_t* body,
-                           size_t n, int window = 0,
+EvalResult evaluate_stream(Model& model, const std::vector<uint8_t>& context, const uint8_t* body, size_t n, int window = 0,
                            const std::function<void(uint64_t, uint64_t)>& progress = nullptr);
 
 }  // namespace rb

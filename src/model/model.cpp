@@ -14,9 +14,9 @@ namespace rb {
 // M = B*T local rows. Layer-indexed vectors hold one buffer per layer.
 struct Model::Acts {
   int B = 0, T = 0, N = 0, M = 0;  // the current call's shape
-  int cap_B = 0, cap_T = 0;         // what the buffers were sized for
-  int sized_chunk = 0;              // retention chunk the saved-state buffers were sized for
-  bool has_local = false;           // local-model buffers exist (not needed by global_step)
+  int cap_B = 0, cap_T = 0;        // what the buffers were sized for
+  int sized_chunk = 0;             // retention chunk the saved-state buffers were sized for
+  bool has_local = false;          // local-model buffers exist (not needed by global_step)
   Backend* be = nullptr;
   std::vector<float*> owned;
   std::vector<int32_t*> owned_idx;
@@ -25,12 +25,12 @@ struct Model::Acts {
   // global
   std::vector<float*> g_res;  // L_G+1 residual streams [N, DG]
   std::vector<float*> g_mid, g_ln1, g_ln1_mean, g_ln1_rstd, g_ln2, g_ln2_mean, g_ln2_rstd;
-  std::vector<float*> g_proj;   // retention: q|k|v|g [N, 6DG]; attention: q|k|v [N, 3DG]
-  std::vector<float*> g_mix;    // retention output o [N, 2DG]; attention output [N, DG]
-  std::vector<float*> g_rstd;   // retention RMSNorm rstd [N, H]
-  std::vector<float*> g_y;      // retention normalised output [N, 2DG]
-  std::vector<float*> g_gated;  // silu(g) * y [N, 2DG]
-  std::vector<float*> g_aux;    // retention chunk states / attention probabilities
+  std::vector<float*> g_proj;       // retention: q|k|v|g [N, 6DG]; attention: q|k|v [N, 3DG]
+  std::vector<float*> g_mix;        // retention output o [N, 2DG]; attention output [N, DG]
+  std::vector<float*> g_rstd;       // retention RMSNorm rstd [N, H]
+  std::vector<float*> g_y;          // retention normalised output [N, 2DG]
+  std::vector<float*> g_gated;      // silu(g) * y [N, 2DG]
+  std::vector<float*> g_aux;        // retention chunk states / attention probabilities
   std::vector<float*> g_f1, g_f1a;  // FFN pre/post GELU [N, 2DG]
   float *g_out = nullptr, *g_lnf_mean = nullptr, *g_lnf_rstd = nullptr;
   // local
@@ -116,69 +116,6 @@ Model::~Model() {
   be_.release(gammas_);
 }
 
-void Model::init_random(uint64_t seed) {
-  std::vector<float> host(num_params_);
-  init_parameters(table_, cfg_, host.data(), seed);
-  transposed_.clear();
-  be_.upload(params_, host.data(), num_params_);
-}
-
-void Model::load_tensors(const SafetensorsReader& file) {
-  std::vector<float> host(num_params_);
-  for (const TensorEntry& e : table_) {
-    file.read_f32(e.name, e.shape, host.data() + e.offset);
-    // NaN or Inf weights would make every probability NaN (eval printing nan, generate writing
-    // 0xff bytes): refuse them here, naming the tensor.
-    const float* w = host.data() + e.offset;
-    for (size_t i = 0; i < e.count; i++)
-      if (!std::isfinite(w[i]))
-        throw Error(file.path() + ": tensor '" + e.name + "' holds a non-finite value (" + std::to_string(w[i]) + " at index " +
-                    std::to_string(i) + ")");
-  }
-  transposed_.clear();
-  be_.upload(params_, host.data(), num_params_);
-}
-
-void Model::save(const std::string& path, const std::map<std::string, std::string>& extra) const {
-  std::vector<float> host(num_params_);
-  be_.download(host.data(), params_, num_params_);
-  std::vector<StTensorOut> out;
-  for (const TensorEntry& e : table_) out.push_back({e.name, "F32", e.shape, host.data() + e.offset});
-  std::map<std::string, std::string> meta = extra;
-  meta["config"] = config_to_json(cfg_);
-  meta["media"] = media_form_name(media_form);
-  write_safetensors(path, out, meta);
-}
-
-std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
-  SafetensorsReader file(path);
-  auto it = file.metadata().find("config");
-  if (it == file.metadata().end())
-    throw Error(path + ": no \"config\" in __metadata__ (not a retbyte model file?)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::parse_error&) {
-    throw Error(path + ": __metadata__ config is not valid JSON");
-  }
-  const ModelConfig cfg = parse_model_config(j, path);
-  // The config must match the file before anything is allocated: a 1 MB file whose metadata claims
-  // a million layers is refused here, not after allocating gigabytes.
-  if (uint64_t(cfg.L_G) + uint64_t(cfg.L_L) > file.tensors().size())
-    throw Error(path + ": its config has " + std::to_string(cfg.L_G) + " + " + std::to_string(cfg.L_L) + " layers, but the file holds only " +
-                std::to_string(file.tensors().size()) + " tensors");
-  for (const TensorEntry& e : parameter_table(cfg)) {
-    if (!file.has(e.name)) throw Error(path + ": missing tensor '" + e.name + "' that its config needs");
-    if (file.info(e.name).shape != e.shape) throw Error(path + ": tensor '" + e.name + "' does not have the shape its config needs");
-  }
-  check_activation_memory(cfg, 1, cfg.T, path);  // eval and the codec run windows of T
-  auto model = std::make_unique<Model>(cfg, backend);
-  model->load_tensors(file);
-  const auto media = file.metadata().find("media");  // absent in files from before the residual form
-  if (media != file.metadata().end()) model->media_form = parse_media_form(media->second, path);
-  return model;
-}
-
 void Model::ensure_grads() {
   if (grads_) return;  // allocated on first use: inference never pays for them
   grads_ = be_.alloc(num_params_);
@@ -203,8 +140,7 @@ void Model::reserve(int B, int T, bool local) { ensure_acts(B, T, local); }
 void Model::ensure_acts(int B, int T, bool local) {
   const int P = cfg_.P;
   // Every buffer size grows with B and T; the chunk states grow as the chunk shrinks.
-  if (a_ && B <= a_->cap_B && T <= a_->cap_T && retention_chunk >= a_->sized_chunk &&
-      (a_->has_local || !local)) {
+  if (a_ && B <= a_->cap_B && T <= a_->cap_T && retention_chunk >= a_->sized_chunk && (a_->has_local || !local)) {
     a_->B = B, a_->T = T, a_->N = B * (T / P), a_->M = B * T;
     return;
   }
@@ -275,8 +211,7 @@ void Model::ensure_acts(int B, int T, bool local) {
   train_ready_ = false;
 }
 
-void Model::linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out,
-                   float beta) {
+void Model::linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out, float beta) {
   // Up to a few dozen rows (decoding, lockstep segments) a product reads W^T in place: packing W
   // for so few rows costs more than it saves (measured: codec decoding 31-35k vs 19-26k bytes/s).
   constexpr int kFewRows = 64;
@@ -325,9 +260,9 @@ void Model::prepare_decoding() {
   transposed(w_.head, 256, DL);
 }
 
-void Model::residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h, float* ha,
-                         const float* ln_w, const float* ln_b, const float* w1, const float* b1, const float* w2,
-                         const float* b2, int rows, int C, int hidden) {
+void Model::residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h, float* ha, const float* ln_w,
+                         const float* ln_b, const float* w1, const float* b1, const float* w2, const float* b2, int rows, int C,
+                         int hidden) {
   be_.layernorm_forward(ln, mean, rstd, in, ln_w, ln_b, rows, C);
   linear(h, ln, w1, b1, rows, C, hidden);
   be_.gelu_forward(ha, h, size_t(rows) * hidden);
@@ -339,8 +274,7 @@ void Model::residual_mlp(float* out, const float* in, float* ln, float* mean, fl
 // one-position steps (which differ only in how they attend): mid = in + (attend(LN1(in) Wqkv + bqkv)
 // Wo + bo). `attend(qkv, att)` turns the [rows, 3C] projections into [rows, C] outputs; mid may
 // be in (steps update in place).
-template <class Attend>
-void Model::attention_half(const AttentionHalf& b, int rows, int C, Attend&& attend) {
+void Model::attention_half(const AttentionHalf& b, int rows, int C, const std::function<void(float*, float*)>& attend) {
   be_.layernorm_forward(b.ln, b.mean, b.rstd, b.in, b.ln_w, b.ln_b, rows, C);
   linear(b.qkv, b.ln, b.wqkv, b.bqkv, rows, C, 3 * C);
   attend(b.qkv, b.att);
@@ -364,8 +298,8 @@ void Model::forward_global_retention(int l, GlobalStream* stream, bool recurrent
   if (recurrent)
     be_.retention_recurrent_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs, state);
   else
-    be_.retention_chunkwise_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs,
-                                    retention_chunk, state, state, stream ? nullptr : a.g_aux[l]);
+    be_.retention_chunkwise_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs, retention_chunk, state, state,
+                                    stream ? nullptr : a.g_aux[l]);
   be_.rmsnorm_forward(a.g_y[l], a.g_rstd[l], a.g_mix[l], 2 * DG, N, H, cfg_.dv());
   be_.swish_gate_forward(a.g_gated[l], proj + 4 * DG, ld, a.g_y[l], N, 2 * DG);
   be_.copy(a.g_mid[l], a.g_res[l], size_t(N) * DG);
@@ -377,7 +311,7 @@ void Model::forward_global_attention(int l) {
   const GlobalLayerWeights& L = w_.g[l];
   const int N = a.N, DG = cfg_.D_G(), H = cfg_.H_G, K = a.T / cfg_.P, ld = 3 * DG;
   const AttentionHalf half{a.g_res[l], a.g_mid[l], a.g_ln1[l], a.g_ln1_mean[l], a.g_ln1_rstd[l], a.g_proj[l], a.g_mix[l],
-                          L.ln1_w, L.ln1_b, L.wqkv, L.bqkv, L.att_wo, L.att_bo};
+                           L.ln1_w,    L.ln1_b,    L.wqkv,     L.bqkv,          L.att_wo,        L.att_bo};
   attention_half(half, N, DG, [&](float* qkv, float* att) {
     be_.rope(qkv, ld, N, H, cfg_.dk(), K, 0, 1.0f, false);
     be_.rope(qkv + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f, false);
@@ -389,24 +323,27 @@ void Model::forward_local(int l) {
   Acts& a = *a_;
   const LocalLayerWeights& L = w_.l[l];
   const int M = a.M, DL = cfg_.D_L;
-  const AttentionHalf half{a.l_res[l], a.l_mid[l], a.l_ln1[l], a.l_ln1_mean[l], a.l_ln1_rstd[l], a.l_qkv[l], a.l_att[l],
-                          L.ln1_w, L.ln1_b, L.wqkv, L.bqkv, L.wo, L.bo};
+  const AttentionHalf half{a.l_res[l], a.l_mid[l], a.l_ln1[l], a.l_ln1_mean[l], a.l_ln1_rstd[l],
+                           a.l_qkv[l], a.l_att[l], L.ln1_w,    L.ln1_b,         L.wqkv,
+                           L.bqkv,     L.wo,       L.bo};
   attention_half(half, M, DL, [&](float* qkv, float* att) {
     be_.attention_forward(att, a.l_probs[l], qkv, AttentionShape{a.N, cfg_.P, cfg_.H_L, cfg_.hd_local()});
   });
-  residual_mlp(a.l_res[l + 1], a.l_mid[l], a.l_ln2[l], a.l_ln2_mean[l], a.l_ln2_rstd[l], a.l_h1[l],
-                           a.l_h1a[l], L.ln2_w, L.ln2_b, L.w1, L.b1, L.w2, L.b2, M, DL, 4 * DL);
+  residual_mlp(a.l_res[l + 1], a.l_mid[l], a.l_ln2[l], a.l_ln2_mean[l], a.l_ln2_rstd[l], a.l_h1[l], a.l_h1a[l], L.ln2_w, L.ln2_b,
+               L.w1, L.b1, L.w2, L.b2, M, DL, 4 * DL);
 }
 
 void Model::run_global(GlobalStream* stream, bool recurrent) {
   Acts& a = *a_;
   const int N = a.N, DG = cfg_.D_G(), K = a.T / cfg_.P;
   for (int l = 0; l < cfg_.L_G; l++) {
-    if (cfg_.global == GlobalKind::Retention) forward_global_retention(l, stream, recurrent);
-    else forward_global_attention(l);
+    if (cfg_.global == GlobalKind::Retention)
+      forward_global_retention(l, stream, recurrent);
+    else
+      forward_global_attention(l);
     const GlobalLayerWeights& L = w_.g[l];
-    residual_mlp(a.g_res[l + 1], a.g_mid[l], a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_f1[l],
-                             a.g_f1a[l], L.ln2_w, L.ln2_b, L.w1, L.b1, L.w2, L.b2, N, DG, 2 * DG);
+    residual_mlp(a.g_res[l + 1], a.g_mid[l], a.g_ln2[l], a.g_ln2_mean[l], a.g_ln2_rstd[l], a.g_f1[l], a.g_f1a[l], L.ln2_w,
+                 L.ln2_b, L.w1, L.b1, L.w2, L.b2, N, DG, 2 * DG);
   }
   be_.layernorm_forward(a.g_out, a.g_lnf_mean, a.g_lnf_rstd, a.g_res[cfg_.L_G], w_.g_ln_w, w_.g_ln_b, N, DG);
   if (stream) stream->patches_ += K;
@@ -430,8 +367,7 @@ const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStre
   run_global(stream, true);
   if (patches)
     for (int b = 0; b < B; b++)
-      for (int p = 0; p < P; p++)
-        stream->last_patch_[size_t(b) * P + p] = patches[(size_t(b) * npatches + npatches - 1) * P + p];
+      for (int p = 0; p < P; p++) stream->last_patch_[size_t(b) * P + p] = patches[(size_t(b) * npatches + npatches - 1) * P + p];
   return a.g_out;
 }
 
@@ -467,8 +403,10 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
   if (continuing) be_.upload_index(a.prev_patch, stream->last_patch_.data(), size_t(B) * P);
   for (int b = 0; b < B; b++) {
     float* rows = a.g_res[0] + size_t(b) * K * DG;
-    if (continuing) be_.embedding_forward(rows, w_.g_embed, a.prev_patch + size_t(b) * P, P, DE);
-    else be_.copy(rows, w_.g_pad, DG);
+    if (continuing)
+      be_.embedding_forward(rows, w_.g_embed, a.prev_patch + size_t(b) * P, P, DE);
+    else
+      be_.copy(rows, w_.g_pad, DG);
     if (K > 1) be_.embedding_forward(rows + DG, w_.g_embed, a.bytes + size_t(b) * T, (K - 1) * P, DE);
   }
   if (stream) {
@@ -485,8 +423,10 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
   for (int l = 0; l < cfg_.L_L; l++) forward_local(l);
   be_.layernorm_forward(a.l_lnf, a.l_lnf_mean, a.l_lnf_rstd, a.l_res[cfg_.L_L], w_.l_ln_w, w_.l_ln_b, M, DL);
   linear(a.logits, a.l_lnf, w_.head, nullptr, M, DL, 256);
-  if (mode == Mode::Train) be_.crossentropy_fused_backward(a.losses, a.logits, a.bytes, M, 256, 1.0f / M);
-  else be_.crossentropy_forward(a.losses, a.logits, a.bytes, M, 256);
+  if (mode == Mode::Train)
+    be_.crossentropy_fused_backward(a.losses, a.logits, a.bytes, M, 256, 1.0f / M);
+  else
+    be_.crossentropy_forward(a.losses, a.logits, a.bytes, M, 256);
   train_ready_ = mode == Mode::Train;
 
   std::vector<float> losses(M);
@@ -527,8 +467,8 @@ void Model::backward_global_retention(int l) {
   // RMSNorm: do -> dg_b
   be_.rmsnorm_backward(a.dg_b, 2 * DG, a.dg_c, a.g_y[l], a.g_rstd[l], N, H, cfg_.dv());
   RetentionShape rs{a.B, K, H, cfg_.dk(), cfg_.dv(), ld, ld};
-  be_.retention_chunkwise_backward(dproj, dproj + DG, dproj + 2 * DG, a.dg_b, proj, proj + DG, proj + 2 * DG,
-                                   gammas_, rs, retention_chunk, a.g_aux[l], nullptr, nullptr);
+  be_.retention_chunkwise_backward(dproj, dproj + DG, dproj + 2 * DG, a.dg_b, proj, proj + DG, proj + 2 * DG, gammas_, rs,
+                                   retention_chunk, a.g_aux[l], nullptr, nullptr);
   be_.rope(dproj, ld, N, H, cfg_.dk(), K, 0, 1.0f, true);
   be_.rope(dproj + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f / std::sqrt(float(cfg_.dk())), true);
   be_.linear_backward(a.dg_a, G.wq, nullptr, dproj, a.g_ln1[l], L.wq, N, DG, ld);
@@ -571,14 +511,16 @@ void Model::backward() {
   // Head and final local LayerNorm (logits now hold dlogits).
   be_.linear_backward(a.dl_a, gw_.head, nullptr, a.logits, a.l_lnf, w_.head, M, DL, 256);
   be_.fill(a.dl_res, 0.0f, size_t(M) * DL);
-  be_.layernorm_backward(a.dl_res, gw_.l_ln_w, gw_.l_ln_b, a.dl_a, a.l_res[cfg_.L_L], w_.l_ln_w, a.l_lnf_mean, a.l_lnf_rstd, M, DL);
+  be_.layernorm_backward(a.dl_res, gw_.l_ln_w, gw_.l_ln_b, a.dl_a, a.l_res[cfg_.L_L], w_.l_ln_w, a.l_lnf_mean, a.l_lnf_rstd, M,
+                         DL);
   for (int l = cfg_.L_L - 1; l >= 0; l--) backward_local(l);
   // Local input: embeddings, positions, and the global-to-local projection into d g_out ([M, DE]).
   be_.embedding_backward(gw_.l_embed, a.dl_res, a.local_idx, M, DL);
   be_.embedding_backward(gw_.l_pos, a.dl_res, a.pos_idx, M, DL);
   be_.linear_backward(a.dg_a, gw_.g2l, nullptr, a.dl_res, a.g_out, w_.g2l, M, DE, DL);
   be_.fill(a.dg_res, 0.0f, size_t(N) * DG);
-  be_.layernorm_backward(a.dg_res, gw_.g_ln_w, gw_.g_ln_b, a.dg_a, a.g_res[cfg_.L_G], w_.g_ln_w, a.g_lnf_mean, a.g_lnf_rstd, N, DG);
+  be_.layernorm_backward(a.dg_res, gw_.g_ln_w, gw_.g_ln_b, a.dg_a, a.g_res[cfg_.L_G], w_.g_ln_w, a.g_lnf_mean, a.g_lnf_rstd, N,
+                         DG);
   for (int l = cfg_.L_G - 1; l >= 0; l--) {
     const GlobalLayerWeights& L = w_.g[l];
     GlobalLayerWeights& G = gw_.g[l];
@@ -586,8 +528,10 @@ void Model::backward() {
     be_.gelu_backward(a.dg_b, a.g_f1[l], a.dg_b, size_t(N) * 2 * DG);
     be_.linear_backward(a.dg_a, G.w1, G.b1, a.dg_b, a.g_ln2[l], L.w1, N, DG, 2 * DG);
     be_.layernorm_backward(a.dg_res, G.ln2_w, G.ln2_b, a.dg_a, a.g_mid[l], L.ln2_w, a.g_ln2_mean[l], a.g_ln2_rstd[l], N, DG);
-    if (cfg_.global == GlobalKind::Retention) backward_global_retention(l);
-    else backward_global_attention(l);
+    if (cfg_.global == GlobalKind::Retention)
+      backward_global_retention(l);
+    else
+      backward_global_attention(l);
   }
   // Patch embedder.
   for (int b = 0; b < a.B; b++) {
@@ -595,103 +539,6 @@ void Model::backward() {
     be_.add_inplace(gw_.g_pad, rows, DG);
     if (K > 1) be_.embedding_backward(gw_.g_embed, rows + DG, a.bytes + size_t(b) * T, (K - 1) * P, DE);
   }
-}
-
-StepScratch::~StepScratch() {
-  if (idx) be->release_index(idx);
-}
-
-std::unique_ptr<StepScratch> Model::new_step_scratch(int rows) {
-  auto s = std::make_unique<StepScratch>();
-  const int DL = cfg_.D_L, DG = cfg_.D_G(), P = cfg_.P;
-  const size_t R = size_t(std::max(1, rows));
-  s->be = &be_;
-  s->rows = int(R);
-  s->pieces = Buffer(be_, R * cfg_.D_E);
-  s->h = Buffer(be_, R * DL);
-  s->ln = Buffer(be_, R * std::max(DL, DG));
-  s->qkv = Buffer(be_, R * 3 * DL);
-  s->att = Buffer(be_, R * DL);
-  s->big = Buffer(be_, R * 4 * DL);
-  s->logits = Buffer(be_, R * 256);
-  s->mean = Buffer(be_, R);
-  s->rstd = Buffer(be_, R);
-  s->g_x = Buffer(be_, DG);
-  s->g_ln = Buffer(be_, DG);
-  s->g_qkv = Buffer(be_, size_t(3) * DG);
-  s->g_att = Buffer(be_, DG);
-  s->g_big = Buffer(be_, size_t(2) * DG);
-  s->idx = be_.alloc_index(std::max(R * 2, size_t(std::max(2, P))));  // bytes and positions, or a patch
-  return s;
-}
-
-void Model::local_step(const float* g_pieces, size_t g_stride, const int32_t* prev_bytes, int p, int rows,
-                       float* const* qkv_cache, StepScratch& s) {
-  if (rows < 1 || rows > s.rows || p < 0 || p >= cfg_.P) throw Error("local_step: rows or position out of range");
-  const int DL = cfg_.D_L, H = cfg_.H_L, DE = cfg_.D_E;
-  const size_t row_cache = size_t(cfg_.P) * 3 * DL;  // one row's q|k|v cache per layer
-  float* h = s.h.data();
-  // h = g2l(piece p of the global output) + E_L[previous byte, or pad] + pos[p], as in forward().
-  const float* pieces = g_pieces;
-  if (rows > 1 && g_stride != size_t(DE)) {  // gather the rows' pieces into one matrix
-    for (int r = 0; r < rows; r++) be_.copy(s.pieces.data() + size_t(r) * DE, g_pieces + r * g_stride, DE);
-    pieces = s.pieces.data();
-  }
-  linear(h, pieces, w_.g2l, nullptr, rows, DE, DL);
-  step_idx_.resize(size_t(rows) * 2);
-  for (int r = 0; r < rows; r++) step_idx_[size_t(r)] = prev_bytes[r], step_idx_[size_t(rows + r)] = p;
-  be_.upload_index(s.idx, step_idx_.data(), size_t(rows) * 2);
-  be_.embedding_forward(h, w_.l_embed, s.idx, rows, DL, true);
-  be_.embedding_forward(h, w_.l_pos, s.idx + rows, rows, DL, true);
-  for (int l = 0; l < cfg_.L_L; l++) {
-    const LocalLayerWeights& L = w_.l[l];
-    float* cache = qkv_cache[l];
-    // One row writes its q|k|v straight into its cache; several go through a matrix first.
-    float* qkv = rows == 1 ? cache + size_t(p) * 3 * DL : s.qkv.data();
-    const AttentionHalf half{h, h, s.ln.data(), s.mean.data(), s.rstd.data(), qkv, s.att.data(),
-                            L.ln1_w, L.ln1_b, L.wqkv, L.bqkv, L.wo, L.bo};
-    attention_half(half, rows, DL, [&](float* qkv_rows, float* att) {
-      for (int r = 0; r < rows; r++) {
-        float* rc = cache + r * row_cache;
-        if (rows > 1) be_.copy(rc + size_t(p) * 3 * DL, qkv_rows + size_t(r) * 3 * DL, 3 * DL);
-        // Position p attends to positions 0..p of its patch: the cached rows are its keys and values.
-        be_.attention_decode(att + size_t(r) * DL, rc + size_t(p) * 3 * DL, rc + DL, rc + 2 * DL, p + 1, 3 * DL, H,
-                             cfg_.hd_local());
-      }
-    });
-    residual_mlp(h, h, s.ln.data(), s.mean.data(), s.rstd.data(), s.big.data(), s.big.data(), L.ln2_w, L.ln2_b, L.w1,
-                 L.b1, L.w2, L.b2, rows, DL, 4 * DL);
-  }
-  be_.layernorm_forward(s.ln.data(), s.mean.data(), s.rstd.data(), h, w_.l_ln_w, w_.l_ln_b, rows, DL);
-  linear(s.logits.data(), s.ln.data(), w_.head, nullptr, rows, DL, 256);
-}
-
-void Model::global_attention_step(const uint8_t* patch, int64_t pos, float* const* k_cache, float* const* v_cache,
-                                  StepScratch& s, float* out) {
-  const int DG = cfg_.D_G(), H = cfg_.H_G, hd = cfg_.dk(), P = cfg_.P;
-  float* x = s.g_x.data();
-  if (patch) {  // the P byte embeddings side by side are the D_G-wide patch embedding
-    const std::vector<int32_t> idx(patch, patch + P);
-    be_.upload_index(s.idx, idx.data(), size_t(P));
-    be_.embedding_forward(x, w_.g_embed, s.idx, P, cfg_.D_E);
-  } else {
-    be_.copy(x, w_.g_pad, DG);
-  }
-  for (int l = 0; l < cfg_.L_G; l++) {
-    const GlobalLayerWeights& L = w_.g[l];
-    const AttentionHalf half{x, x, s.g_ln.data(), s.mean.data(), s.rstd.data(), s.g_qkv.data(), s.g_att.data(),
-                            L.ln1_w, L.ln1_b, L.wqkv, L.bqkv, L.att_wo, L.att_bo};
-    attention_half(half, 1, DG, [&](float* qkv, float* att) {
-      be_.rope(qkv, 3 * DG, 1, H, hd, 1, pos, 1.0f, false);
-      be_.rope(qkv + DG, 3 * DG, 1, H, hd, 1, pos, 1.0f, false);
-      be_.copy(k_cache[l] + size_t(pos) * DG, qkv + DG, DG);
-      be_.copy(v_cache[l] + size_t(pos) * DG, qkv + 2 * DG, DG);
-      be_.attention_decode(att, qkv, k_cache[l], v_cache[l], int(pos + 1), DG, H, hd);
-    });
-    residual_mlp(x, x, s.g_ln.data(), s.mean.data(), s.rstd.data(), s.g_big.data(), s.g_big.data(), L.ln2_w, L.ln2_b,
-                 L.w1, L.b1, L.w2, L.b2, 1, DG, 2 * DG);
-  }
-  be_.layernorm_forward(out, s.mean.data(), s.rstd.data(), x, w_.g_ln_w, w_.g_ln_b, 1, DG);
 }
 
 double Model::forward_flops(int B, int T) const {
@@ -708,49 +555,11 @@ double Model::forward_flops(int B, int T) const {
   } else {
     f += cfg_.L_G * (N * (3 * DG * DG + DG * DG) + B * cfg_.H_G * K * K * cfg_.dk());
   }
-  f += cfg_.L_G * N * 4 * DG * DG;                 // FFN
-  f += M * DE * DL;                                // g2l
+  f += cfg_.L_G * N * 4 * DG * DG;                                    // FFN
+  f += M * DE * DL;                                                   // g2l
   f += cfg_.L_L * M * (4 * DL * DL + 8 * DL * DL + 2 * cfg_.P * DL);  // local blocks
-  f += M * DL * 256;                               // head
+  f += M * DL * 256;                                                  // head
   return 2.0 * f;
-}
-
-std::string model_fingerprint(const Model& model) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&](const uint8_t* p, size_t n) {
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  const std::string cfg = config_to_json(model.config());
-  mix(reinterpret_cast<const uint8_t*>(cfg.data()), cfg.size());
-  std::vector<float> host(model.num_params());
-  const_cast<Model&>(model).backend().download(host.data(), const_cast<Model&>(model).params(), host.size());
-  mix(reinterpret_cast<const uint8_t*>(host.data()), host.size() * sizeof(float));
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
-  return buf;
-}
-
-double activation_bytes(const ModelConfig& c, int B, int T) {
-  // Mirrors Model::ensure_acts (retention chunk 64; the attention baseline's K x K scores).
-  const double K = double(T) / c.P, N = double(B) * K, M = double(B) * T, DG = c.D_G(), DL = c.D_L;
-  double f = N * DG * (c.L_G * 18.0 + 2) + N * c.L_G * (c.H_G + 4);
-  f += c.global == GlobalKind::Retention ? c.L_G * double(B) * c.H_G * std::ceil(K / 64) * c.dk() * c.dv()
-                                         : c.L_G * double(B) * c.H_G * K * K;
-  f += M * DL * (c.L_L * 16.0 + 2) + M * c.L_L * (double(c.H_L) * c.P + 4) + M * 258;
-  return 4.0 * f + 12.0 * M;  // floats, and three int32 indices per byte
-}
-
-void check_activation_memory(const ModelConfig& c, int B, int T, const std::string& what) {
-  const double need = activation_bytes(c, B, T), have = physical_memory_bytes();
-  if (have > 0 && need > have)
-    throw Error(what + ": its config needs about " + std::to_string(int64_t(need / double(1 << 20))) + " MiB of activations for " +
-                (B == 1 ? "one window of T = " + std::to_string(T) : "a batch of B = " + std::to_string(B) + " x T = " + std::to_string(T)) +
-                " bytes; this machine has " + std::to_string(int64_t(have / double(1 << 20))) + " MiB");
-}
-
-double physical_memory_bytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? double(pages) * double(page) : 0.0;
 }
 
 }  // namespace rb

@@ -3,6 +3,7 @@
 // cross-entropy. Parameters and gradients are two flat buffers laid out by parameter_table().
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <unordered_map>
@@ -40,18 +41,18 @@ class GlobalStream {
   Backend& be_;
   int B_;
   int64_t patches_ = 0;
-  size_t state_size_ = 0;             // per layer
-  std::vector<float*> states_;        // one per global layer
-  std::vector<int32_t> last_patch_;   // [B, P] bytes of the last patch seen
+  size_t state_size_ = 0;            // per layer
+  std::vector<float*> states_;       // one per global layer
+  std::vector<int32_t> last_patch_;  // [B, P] bytes of the last patch seen
   int P_ = 0;
 };
 
 // Per-user workspace for one-position steps (decoding), kept apart from the weights: one model
 // serves any number of decoders. Made by Model::new_step_scratch().
 struct StepScratch {
-  int rows = 1;                                       // local rows it holds
+  int rows = 1;                                             // local rows it holds
   Buffer pieces, h, ln, qkv, att, big, logits, mean, rstd;  // local model, [rows, ...]
-  Buffer g_x, g_ln, g_qkv, g_att, g_big;              // attention global, one row
+  Buffer g_x, g_ln, g_qkv, g_att, g_big;                    // attention global, one row
   int32_t* idx = nullptr;
   Backend* be = nullptr;
   ~StepScratch();
@@ -103,7 +104,7 @@ class Model {
   // Accumulates parameter gradients (+=) for the last Train forward.
   void backward();
   void zero_grad();
-  const float* logits() const;      // [B*T, 256], valid after an Eval forward
+  const float* logits() const;       // [B*T, 256], valid after an Eval forward
   const float* byte_losses() const;  // [B*T] nats, after any forward
 
   // Global model only, for decoding and prompt ingestion: for each of the stream's B sequences,
@@ -124,13 +125,13 @@ class Model {
   std::unique_ptr<StepScratch> new_step_scratch(int rows = 1);
   // Makes the transposed weight copies few-row products read (otherwise made on first use).
   void prepare_decoding();
-  void local_step(const float* g_pieces, size_t g_stride, const int32_t* prev_bytes, int p, int rows,
-                  float* const* qkv_cache, StepScratch& s);
+  void local_step(const float* g_pieces, size_t g_stride, const int32_t* prev_bytes, int p, int rows, float* const* qkv_cache,
+                  StepScratch& s);
   // One attention-global step at patch position pos (input: the patch's bytes, or the pad vector
   // when patch is null); appends k and v rows at pos of the per-layer caches [.., D_G]; writes
   // the global output [D_G] to out.
-  void global_attention_step(const uint8_t* patch, int64_t pos, float* const* k_cache,
-                             float* const* v_cache, StepScratch& s, float* out);
+  void global_attention_step(const uint8_t* patch, int64_t pos, float* const* k_cache, float* const* v_cache, StepScratch& s,
+                             float* out);
 
   // Sizes activation buffers for up to B x T now, so later calls of any smaller shape reuse them
   // (local = false: only what global_step needs).
@@ -152,13 +153,12 @@ class Model {
   void forward_local(int l);
   // y[rows, out] = x W^T (+ bias) (+ beta y). Fewer than 64 rows read a transposed copy of W (made
   // on first use): under the GEMM contract both give the same bits, and few-row products want W^T.
-  void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out,
-              float beta = 0.0f);
+  void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out, float beta = 0.0f);
   const float* transposed(const float* W, int out, int in);  // W [out, in] -> cached W^T
   // out = in + W2 gelu(W1 LN(in) + b1) + b2 (the global FFN and the local MLP sub-block).
-  void residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h,
-                    float* ha, const float* ln_w, const float* ln_b, const float* w1,
-                    const float* b1, const float* w2, const float* b2, int rows, int C, int hidden);
+  void residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h, float* ha, const float* ln_w,
+                    const float* ln_b, const float* w1, const float* b1, const float* w2, const float* b2, int rows, int C,
+                    int hidden);
   void backward_local(int l);
   // Buffers and weights of one attention half-block (model.cpp, attention_half).
   struct AttentionHalf {
@@ -166,8 +166,7 @@ class Model {
     float *mid, *ln, *mean, *rstd, *qkv, *att;
     const float *ln_w, *ln_b, *wqkv, *bqkv, *wo, *bo;
   };
-  template <class Attend>
-  void attention_half(const AttentionHalf& b, int rows, int C, Attend&& attend);
+  void attention_half(const AttentionHalf& b, int rows, int C, const std::function<void(float*, float*)>& attend);
 
   ModelConfig cfg_;
   Backend& be_;

@@ -81,8 +81,7 @@ size_t parameter_count(const std::vector<TensorEntry>& table) {
   return table.empty() ? 0 : table.back().offset + table.back().count;
 }
 
-void init_parameters(const std::vector<TensorEntry>& table, const ModelConfig& c, float* host,
-                     uint64_t seed) {
+void init_parameters(const std::vector<TensorEntry>& table, const ModelConfig& c, float* host, uint64_t seed) {
   Rng rng(seed);
   for (const TensorEntry& e : table) {
     float* p = host + e.offset;
@@ -90,10 +89,18 @@ void init_parameters(const std::vector<TensorEntry>& table, const ModelConfig& c
     const double residual_scale = 1.0 / std::sqrt(2.0 * (global ? c.L_G : c.L_L));
     for (size_t i = 0; i < e.count; i++) {
       switch (e.init) {
-        case Init::Zeros: p[i] = 0.0f; break;
-        case Init::Ones: p[i] = 1.0f; break;
-        case Init::Normal: p[i] = float(0.02 * rng.normal()); break;
-        case Init::NormalResidual: p[i] = float(0.02 * residual_scale * rng.normal()); break;
+        case Init::Zeros:
+          p[i] = 0.0f;
+          break;
+        case Init::Ones:
+          p[i] = 1.0f;
+          break;
+        case Init::Normal:
+          p[i] = float(0.02 * rng.normal());
+          break;
+        case Init::NormalResidual:
+          p[i] = float(0.02 * residual_scale * rng.normal());
+          break;
       }
     }
   }

@@ -13,7 +13,7 @@ namespace rb {
 
 struct GlobalLayerWeights {
   float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-  float *wq, *wk, *wv, *wg, *wo;       // retention (wq..wg contiguous)
+  float *wq, *wk, *wv, *wg, *wo;         // retention (wq..wg contiguous)
   float *wqkv, *bqkv, *att_wo, *att_bo;  // attention baseline
   float *w1, *b1, *w2, *b2;
 };
@@ -40,13 +40,11 @@ struct TensorEntry {
 };
 
 // Lays out every tensor for `c`. If `views` is given, points its members into `base`.
-std::vector<TensorEntry> parameter_table(const ModelConfig& c, float* base = nullptr,
-                                         Weights* views = nullptr);
+std::vector<TensorEntry> parameter_table(const ModelConfig& c, float* base = nullptr, Weights* views = nullptr);
 size_t parameter_count(const std::vector<TensorEntry>& table);
 
 // Initialisation (GPT-2 style, see README): Normal(0, 0.02) for matrices and embeddings, the
 // residual output projections scaled by 1/sqrt(2 * layers), LayerNorm weight 1 and biases 0.
-void init_parameters(const std::vector<TensorEntry>& table, const ModelConfig& c, float* host,
-                     uint64_t seed);
+void init_parameters(const std::vector<TensorEntry>& table, const ModelConfig& c, float* host, uint64_t seed);
 
 }  // namespace rb

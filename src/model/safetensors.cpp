@@ -36,7 +36,8 @@ std::string checksum_string(const std::map<std::string, std::string>& metadata, 
   auto add = [&](const std::string& s) { XXH64_update(st, s.c_str(), s.size() + 1); };  // with its NUL: "ab","c" != "a","bc"
   for (const auto& [k, v] : metadata)
     if (k != kChecksumKey) add(k), add(v);
-  for (const auto& [name, t] : table) add(name + " " + t.dtype + " " + shape_string(t.shape) + " " + std::to_string(t.begin) + " " + std::to_string(t.end));
+  for (const auto& [name, t] : table)
+    add(name + " " + t.dtype + " " + shape_string(t.shape) + " " + std::to_string(t.begin) + " " + std::to_string(t.end));
   XXH64_update(st, data, n);
   const unsigned long long h = XXH64_digest(st);
   XXH64_freeState(st);
@@ -111,7 +112,8 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
       info.shape.push_back(d.get<int64_t>());
       const uint64_t dim = d.get<uint64_t>();
       // Checked: a shape like [4, 2^62] must not wrap around to a small count.
-      if (dim != 0 && numel > data_size / dim) throw Error(bad + "shape " + shape_string(info.shape) + " is larger than the file");
+      if (dim != 0 && numel > data_size / dim)
+        throw Error(bad + "shape " + shape_string(info.shape) + " is larger than the file");
       numel *= size_t(dim);
     }
     const auto& off = t["data_offsets"];
@@ -142,13 +144,12 @@ const StTensorInfo& SafetensorsReader::info(const std::string& name) const {
   return it->second;
 }
 
-void SafetensorsReader::read_f32(const std::string& name, const std::vector<int64_t>& shape,
-                                 float* out) const {
+void SafetensorsReader::read_f32(const std::string& name, const std::vector<int64_t>& shape, float* out) const {
   const StTensorInfo& t = info(name);
   if (t.dtype != "F32") throw Error(path_ + ": tensor '" + name + "' is " + t.dtype + ", expected F32");
   if (t.shape != shape)
-    throw Error(path_ + ": tensor '" + name + "' has shape " + shape_string(t.shape) + ", expected " +
-                shape_string(shape) + " (model saved with another config?)");
+    throw Error(path_ + ": tensor '" + name + "' has shape " + shape_string(t.shape) + ", expected " + shape_string(shape) +
+                " (model saved with another config?)");
   std::memcpy(out, data_.data() + t.begin, t.end - t.begin);
 }
 

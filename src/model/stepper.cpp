@@ -31,9 +31,18 @@ StreamState::StreamState(Model& model, int rows) : model_(model), rows_(rows), P
 }
 
 StreamState::StreamState(const StreamState& o)
-    : model_(o.model_), rows_(o.rows_), P_(o.P_), cache_len_(o.cache_len_), cache_cap_(o.cache_cap_),
-      g_cur_(o.g_cur_.clone()), g_ready_(o.g_ready_), patches_done_(o.patches_done_), last_patch_(o.last_patch_),
-      patch_(o.patch_), pos_(o.pos_), scored_(o.scored_) {
+    : model_(o.model_),
+      rows_(o.rows_),
+      P_(o.P_),
+      cache_len_(o.cache_len_),
+      cache_cap_(o.cache_cap_),
+      g_cur_(o.g_cur_.clone()),
+      g_ready_(o.g_ready_),
+      patches_done_(o.patches_done_),
+      last_patch_(o.last_patch_),
+      patch_(o.patch_),
+      pos_(o.pos_),
+      scored_(o.scored_) {
   if (o.stream_) stream_ = o.stream_->clone();
   for (const Buffer& b : o.k_cache_) k_cache_.push_back(b.size() ? b.clone() : Buffer());
   for (const Buffer& b : o.v_cache_) v_cache_.push_back(b.size() ? b.clone() : Buffer());

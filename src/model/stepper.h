@@ -35,22 +35,22 @@ class StreamState {
 
  private:
   friend class Stepper;
-  friend class DecodeState;  // generator/decoder.h: saving and loading one row
+  friend class DecodeState;       // generator/decoder.h: saving and loading one row
   void grow_cache(int64_t need);  // attention: room for `need` cached positions
 
   Model& model_;
   int rows_ = 1, P_ = 0;
-  std::unique_ptr<GlobalStream> stream_;  // retention: states + position
+  std::unique_ptr<GlobalStream> stream_;   // retention: states + position
   std::vector<Buffer> k_cache_, v_cache_;  // attention (one row): per layer [capacity, D_G]
   int64_t cache_len_ = 0, cache_cap_ = 0;
-  Buffer g_cur_;                       // [rows, D_G] global output for the patch in progress
+  Buffer g_cur_;  // [rows, D_G] global output for the patch in progress
   bool g_ready_ = false;
   int64_t patches_done_ = 0;
-  std::vector<uint8_t> last_patch_;    // [rows, P] bytes of the last complete patch
-  std::vector<uint8_t> patch_;         // [rows, pos] bytes of the patch in progress, row-major by position
+  std::vector<uint8_t> last_patch_;  // [rows, P] bytes of the last complete patch
+  std::vector<uint8_t> patch_;       // [rows, pos] bytes of the patch in progress, row-major by position
   int pos_ = 0;
-  std::vector<Buffer> l_qkv_;          // per local layer [rows, P, 3 D_L]
-  bool scored_ = false;                // advanced by score(): only score() may continue it
+  std::vector<Buffer> l_qkv_;  // per local layer [rows, P, 3 D_L]
+  bool scored_ = false;        // advanced by score(): only score() may continue it
 };
 
 class Stepper {

@@ -26,13 +26,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::fclose(f);
   try {
     switch (data[0] % 5) {
-      case 0: rb::Model::load(path, *fm.be); break;
-      case 1: rb::DecodeState::load(path, *fm.model); break;
-      case 2: rb::load_model_config(path); break;
-      case 3: rb::parse_train_config(path); break;
-      default: rb::Trainer(rb::fuzz::fuzz_train_config(), {dir + "/data.txt"}, dir + "/run", *fm.be, true); break;
+      case 0:
+        rb::Model::load(path, *fm.be);
+        break;
+      case 1:
+        rb::DecodeState::load(path, *fm.model);
+        break;
+      case 2:
+        rb::load_model_config(path);
+        break;
+      case 3:
+        rb::parse_train_config(path);
+        break;
+      default:
+        rb::Trainer(rb::fuzz::fuzz_train_config(), {dir + "/data.txt"}, dir + "/run", *fm.be, true);
+        break;
     }
-  } catch (const rb::Error&) {
-  }
+  } catch (const rb::Error&) {}
   return 0;
 }

@@ -14,7 +14,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<uint8_t> rbz(data, data + size);
   try {
     rb::decompress_file("fuzz.rbz", rbz, fm.model.get());
-  } catch (const rb::Error&) {
-  }
+  } catch (const rb::Error&) {}
   return 0;
 }

@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
   fm.model->media_form = rb::MediaForm::Residual;
   save("audio-residual.rbz", rb::compress_file(wav_path, wav, fm.model.get(), model_only));
   std::ofstream(png_path, std::ios::binary) << png;
-  save("image-residual.rbz", rb::compress_file(png_path, std::vector<uint8_t>(png.begin(), png.end()), fm.model.get(), model_only));
+  save("image-residual.rbz",
+       rb::compress_file(png_path, std::vector<uint8_t>(png.begin(), png.end()), fm.model.get(), model_only));
   std::remove(png_path.c_str());
   fm.model->media_form = rb::MediaForm::Plain;
   std::remove(wav_path.c_str());

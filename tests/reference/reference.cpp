@@ -5,8 +5,8 @@
 
 namespace rb::ref {
 
-void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-          const float* B, int ldb, float beta, float* C, int ldc) {
+void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+          float* C, int ldc) {
   for (int i = 0; i < M; i++)
     for (int j = 0; j < N; j++) {
       double acc = 0.0;
@@ -28,8 +28,7 @@ void layernorm(float* out, const float* x, const float* w, const float* b, int r
     m /= C;
     for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
     v /= C;
-    for (int c = 0; c < C; c++)
-      out[size_t(r) * C + c] = float((xr[c] - m) / std::sqrt(v + 1e-5) * w[c] + b[c]);
+    for (int c = 0; c < C; c++) out[size_t(r) * C + c] = float((xr[c] - m) / std::sqrt(v + 1e-5) * w[c] + b[c]);
   }
 }
 
@@ -105,8 +104,7 @@ namespace {
 struct HeadData {
   std::vector<double> Q, K, V;
 };
-HeadData gather_head(const float* q, const float* k, const float* v, const RetentionShape& s, int b,
-                     int h) {
+HeadData gather_head(const float* q, const float* k, const float* v, const RetentionShape& s, int b, int h) {
   HeadData d{std::vector<double>(size_t(s.n) * s.dk), std::vector<double>(size_t(s.n) * s.dk),
              std::vector<double>(size_t(s.n) * s.dv)};
   for (int t = 0; t < s.n; t++) {
@@ -121,9 +119,8 @@ HeadData gather_head(const float* q, const float* k, const float* v, const Reten
 }
 }  // namespace
 
-void retention_parallel(float* o, const float* q, const float* k, const float* v,
-                        const float* gammas, const RetentionShape& s, const float* state_in,
-                        float* state_out) {
+void retention_parallel(float* o, const float* q, const float* k, const float* v, const float* gammas, const RetentionShape& s,
+                        const float* state_in, float* state_out) {
   const int n = s.n, dk = s.dk, dv = s.dv;
   const size_t ssz = size_t(dk) * dv;
   for (int b = 0; b < s.B; b++)
@@ -140,24 +137,21 @@ void retention_parallel(float* o, const float* q, const float* k, const float* v
             acc += qk * std::pow(g, t - m) * d.V[size_t(m) * dv + c];
           }
           if (S0)
-            for (int a = 0; a < dk; a++)
-              acc += std::pow(g, t + 1) * d.Q[size_t(t) * dk + a] * S0[size_t(a) * dv + c];
+            for (int a = 0; a < dk; a++) acc += std::pow(g, t + 1) * d.Q[size_t(t) * dk + a] * S0[size_t(a) * dv + c];
           o[(size_t(b) * n + t) * s.H * dv + size_t(h) * dv + c] = float(acc);
         }
       if (state_out)
         for (int a = 0; a < dk; a++)
           for (int c = 0; c < dv; c++) {
             double acc = S0 ? std::pow(g, n) * S0[size_t(a) * dv + c] : 0.0;
-            for (int m = 0; m < n; m++)
-              acc += std::pow(g, n - 1 - m) * d.K[size_t(m) * dk + a] * d.V[size_t(m) * dv + c];
+            for (int m = 0; m < n; m++) acc += std::pow(g, n - 1 - m) * d.K[size_t(m) * dk + a] * d.V[size_t(m) * dv + c];
             state_out[(size_t(b) * s.H + h) * ssz + size_t(a) * dv + c] = float(acc);
           }
     }
 }
 
-void retention_recurrent(float* o, const float* q, const float* k, const float* v,
-                         const float* gammas, const RetentionShape& s, const float* state_in,
-                         float* state_out) {
+void retention_recurrent(float* o, const float* q, const float* k, const float* v, const float* gammas, const RetentionShape& s,
+                         const float* state_in, float* state_out) {
   const int n = s.n, dk = s.dk, dv = s.dv;
   const size_t ssz = size_t(dk) * dv;
   for (int b = 0; b < s.B; b++)
@@ -182,9 +176,8 @@ void retention_recurrent(float* o, const float* q, const float* k, const float* 
     }
 }
 
-void retention_parallel_backward(float* dq, float* dk_out, float* dv_out, float* dstate_in,
-                                 const float* dout, const float* dstate_out, const float* q,
-                                 const float* k, const float* v, const float* gammas,
+void retention_parallel_backward(float* dq, float* dk_out, float* dv_out, float* dstate_in, const float* dout,
+                                 const float* dstate_out, const float* q, const float* k, const float* v, const float* gammas,
                                  const RetentionShape& s, const float* state_in) {
   const int n = s.n, dk = s.dk, dv = s.dv, ldo = s.H * s.dv;
   const size_t ssz = size_t(dk) * dv;

@@ -8,8 +8,8 @@
 
 namespace rb::ref {
 
-void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-          const float* B, int ldb, float beta, float* C, int ldc);
+void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+          float* C, int ldc);
 void layernorm(float* out, const float* x, const float* w, const float* b, int rows, int C);
 float gelu(float x);
 void rmsnorm(float* out, const float* x, int ld_x, int rows, int groups, int width);
@@ -20,17 +20,14 @@ void attention(float* out, const float* qkv, const AttentionShape& s);
 
 // Retention, parallel form: O = (Q K^T ⊙ D) V + diag(gamma^(t+1)) Q S0 per head; state_out =
 // gamma^n S0 + sum_m gamma^(n-1-m) k_m^T v_m. state_in may be null (zeros).
-void retention_parallel(float* o, const float* q, const float* k, const float* v,
-                        const float* gammas, const RetentionShape& s, const float* state_in,
-                        float* state_out);
+void retention_parallel(float* o, const float* q, const float* k, const float* v, const float* gammas, const RetentionShape& s,
+                        const float* state_in, float* state_out);
 // Recurrent form: S_t = gamma S_{t-1} + k_t^T v_t, o_t = q_t S_t.
-void retention_recurrent(float* o, const float* q, const float* k, const float* v,
-                         const float* gammas, const RetentionShape& s, const float* state_in,
-                         float* state_out);
+void retention_recurrent(float* o, const float* q, const float* k, const float* v, const float* gammas, const RetentionShape& s,
+                         const float* state_in, float* state_out);
 // Backward of the parallel form, written directly from its matrices (dq, dk, dv written).
-void retention_parallel_backward(float* dq, float* dk, float* dv, float* dstate_in,
-                                 const float* dout, const float* dstate_out, const float* q,
-                                 const float* k, const float* v, const float* gammas,
-                                 const RetentionShape& s, const float* state_in);
+void retention_parallel_backward(float* dq, float* dk, float* dv, float* dstate_in, const float* dout, const float* dstate_out,
+                                 const float* q, const float* k, const float* v, const float* gammas, const RetentionShape& s,
+                                 const float* state_in);
 
 }  // namespace rb::ref
