@@ -29,6 +29,22 @@
 namespace rb::cli {
 
 namespace {
+
+// Read bandwidth of one thread streaming a buffer far larger than any cache (best of 3).
+double memory_read_gb_per_s() {
+  std::vector<float> buf(size_t(64) << 20, 1.0f);  // 256 MiB
+  double best = 1e30, sink = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float acc[16] = {};
+    for (size_t i = 0; i < buf.size(); i += 16)
+      for (int l = 0; l < 16; l++) acc[l] += buf[i + l];
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    for (float a : acc) sink += a;
+  }
+  if (sink == 42.0) std::printf(" ");  // keeps the loop
+  return double(buf.size() * sizeof(float)) / best / 1e9;
+}
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // sgemm GFLOP/s on the largest product shape of a training step (local MLP: M x 4D_L x D_L),
@@ -212,12 +228,14 @@ int bench_decode(Args& args) {
   cfg.global = global == "retention" ? GlobalKind::Retention : GlobalKind::Attention;
   const int64_t context = args.int_value("--context", "", 1024, 0, int64_t(1) << 40);
   const int n = int(args.int_value("--n-predict", "-n", 4096, 1, 1 << 30));
+  const std::optional<WeightFormat> weights = weights_option(args);
   const int threads = args.threads();
   auto be = device_backend(args, threads);
   args.no_positionals();
   if (context < 0 || n <= 0) throw Error("--context must be >= 0 and -n > 0");
   Model model(cfg, *be);
   model.init_random(1);
+  if (weights) model.set_weight_format(*weights);
   Decoder dec(model);
   DecodeState st(model);
   st.rng().reseed(1);
@@ -244,8 +262,23 @@ int bench_decode(Args& args) {
               synthetic || context == 0 ? "" : (", " + std::to_string(int64_t(context / ingest_s)) + " bytes/s").c_str());
   std::printf("decode        %8.0f bytes/s  (%d bytes, batch 1)\n", n / s, n);
   std::printf("peak RSS      %8.1f MB\n", peak_rss_mb());
+  // The ceiling of batch-1 stepping: every weight is read once per patch (global) or per byte
+  // (local), so bytes/s <= memory bandwidth / weight bytes per byte (caches aside).
+  const double wbytes = model.weight_format() == WeightFormat::BF16 ? 2.0 : 4.0;
+  const double DG = cfg.D_G(), DL = cfg.D_L;
+  const double global_per_patch =
+      cfg.L_G * (cfg.global == GlobalKind::Retention ? 6 * DG * DG + 2 * DG * DG : 4 * DG * DG) + cfg.L_G * 4 * DG * DG;
+  const double local_per_byte = cfg.L_L * (3 * DL * DL + DL * DL + 8 * DL * DL) + cfg.D_E * DL + DL * 256;
+  const double per_byte = wbytes * (global_per_patch / cfg.P + local_per_byte);
+  const double read_gbs = memory_read_gb_per_s();
+  std::printf("weights       %s, %.2f MB read per byte; memory read %.1f GB/s (1 thread) -> ceiling %.0f bytes/s\n",
+              weight_format_name(model.weight_format()), per_byte / 1e6, read_gbs, read_gbs * 1e9 / per_byte);
   nlohmann::ordered_json j;
   j["bench"] = "decode";
+  j["weights"] = weight_format_name(model.weight_format());
+  j["weight_bytes_per_byte"] = per_byte;
+  j["memory_read_gb_per_s"] = read_gbs;
+  j["ceiling_bytes_per_s"] = read_gbs * 1e9 / per_byte;
   j["global"] = global;
   j["context"] = context;
   j["context_fill"] = synthetic ? "synthetic" : "ingested";
@@ -359,6 +392,7 @@ int bench_codec(Args& args) {
   const int lockstep = int(args.int_value("--lockstep", "", 32, 1, 1024));
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
+  const std::optional<WeightFormat> weights = weights_option(args);
   const int threads = args.threads();
   const auto files = args.positionals();
   if (nbytes <= 0 || lockstep < 1 || lockstep > 1024) throw Error("--bytes must be positive and --lockstep 1..1024");
@@ -370,6 +404,7 @@ int bench_codec(Args& args) {
     model = std::make_unique<Model>(load_model_config(config), *be);
     model->init_random(1);
   }
+  if (weights) model->set_weight_format(*weights);
   std::vector<std::pair<std::string, std::vector<uint8_t>>> inputs;
   for (const std::string& f : files) inputs.push_back({f, read_file_bytes(f, max_held_bytes())});
   if (inputs.empty()) {
@@ -429,6 +464,7 @@ int bench_codec(Args& args) {
   j["cpu_path"] = be->kernel_path();
   j["threads"] = be->threads();
   j["model"] = model_path.empty() ? config + " (random weights)" : model_path;
+  j["weights"] = weight_format_name(model->weight_format());
   j["lockstep"] = lockstep;
   j["mixed"] = mix;
   j["results"] = results;

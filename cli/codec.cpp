@@ -70,6 +70,16 @@ const char* const kMixHelp =
     "  --no-mix: code with the model's probabilities alone, without context mixing (a match model and, for\n"
     "     images and audio, an activity context model mixed with the model's; codecs/context_mixer.h)\n";
 
+const char* const kWeightsHelp =
+    "  --weights fp32|bf16: bf16 rounds every weight to bf16 and decoding streams half the bytes; a model file of\n"
+    "     BF16 tensors is bf16 already. Bit-exact on every CPU either way; .rbz files record it\n";
+
+std::optional<WeightFormat> weights_option(Args& args) {
+  const std::string w = args.value("--weights", "", "");
+  if (w.empty()) return std::nullopt;
+  return parse_weight_format(w, "--weights");
+}
+
 std::optional<AdaptSettings> adapt_options(Args& args) {
   const bool on = args.flag("--adapt");
   AdaptSettings s;
@@ -97,17 +107,19 @@ std::optional<AdaptSettings> adapt_options(Args& args) {
 
 int cmd_compress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--segment "
+    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--weights "
+                 "bf16] [--segment "
                  "BYTES] [-t N]\n"
                  "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
                  "  16-bit PCM WAV as samples (decompressing gives a PNG with identical pixels / the identical WAV);\n"
                  "  anything else as bytes. --raw: bytes always. --verify: decode what was written before success.\n"
                  "  Decodes bit-exactly on any x86-64 CPU and thread count. -f overwrites existing outputs.\n"
-              << kAdaptHelp << kMixHelp;
+              << kAdaptHelp << kMixHelp << kWeightsHelp;
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
+  const std::optional<WeightFormat> weights = weights_option(args);
   const bool mix = !args.flag("--no-mix");
   std::string out_path = args.value("--output", "-o", "");
   const bool to_stdout = args.flag("--stdout") || args.flag("-c");
@@ -136,6 +148,7 @@ int cmd_compress(Args& args) {
   }
   auto be = make_cpu_backend(threads);
   auto model = Model::load(model_path, *be);
+  if (weights) model->set_weight_format(*weights);
   for (const auto& [in, out] : plan) {
     const std::vector<uint8_t> file = read_file_bytes(in, max_held_bytes());
     Progress progress{"retbyte compress: " + in};

@@ -51,11 +51,12 @@ std::vector<double> parse_dims(const std::string& s, char sep, size_t count, con
 // the model; the pixels or samples it generates become a PNG or WAV (written atomically).
 int generate_media(const std::string& model_path, const std::string& image_geom, const std::string& audio_geom,
                    const std::string& prompt_file, const std::string& out_path, const SamplingParams& sp, uint64_t seed,
-                   bool seed_given, Backend& backend, Overwrite overwrite) {
+                   bool seed_given, Backend& backend, Overwrite overwrite, std::optional<WeightFormat> weights) {
   if (!image_geom.empty() && !audio_geom.empty()) throw Error("--image and --audio exclude each other");
   if (out_path.empty()) throw Error(std::string(image_geom.empty() ? "--audio" : "--image") + " needs -o OUT");
   Backend* be = &backend;
   auto model = Model::load(model_path, *be);
+  if (weights) model->set_weight_format(*weights);
   const int P = model->config().P;
   std::vector<uint8_t> stream, body;  // header + prompt body; the body as generated
   size_t total = 0;                   // body bytes in the output
@@ -140,7 +141,7 @@ int cmd_generate(Args& args) {
                  "  --audio RATE:CHANNELS:SECONDS -o OUT.wav: 16-bit audio likewise. With --prompt-file, an image\n"
                  "  of the same width and channels (or audio of the same rate and channels) has its first half\n"
                  "  continued. -f/--force overwrites an existing OUT or --state-out (as in every command).\n"
-              << kDeviceHelp;
+              << kWeightsHelp << kDeviceHelp;
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
@@ -156,6 +157,7 @@ int cmd_generate(Args& args) {
   const std::string state_in = args.value("--state-in", "", "");
   const std::string state_out = args.value("--state-out", "", "");
   const bool raw = args.flag("--raw");
+  const std::optional<WeightFormat> weights = weights_option(args);
   const std::string image_geom = args.value("--image", "", "");
   const std::string audio_geom = args.value("--audio", "", "");
   const bool force = args.flag("--force") || args.flag("-f");  // doc/SPEC.md §3: -f overwrites, in every command
@@ -177,7 +179,7 @@ int cmd_generate(Args& args) {
   check_outputs({out_path, state_out}, {model_path, prompt_file, state_in}, force, "-f");
   if (media)
     return generate_media(model_path, image_geom, audio_geom, prompt_file, out_path, sp, seed, !seed_s.empty(), *be,
-                          force ? Overwrite::Replace : Overwrite::Refuse);
+                          force ? Overwrite::Replace : Overwrite::Refuse, weights);
   std::vector<uint8_t> prompt(prompt_text.begin(), prompt_text.end());
   if (!prompt_file.empty()) {
     const std::vector<uint8_t> f = read_file_bytes(prompt_file, max_held_bytes());
@@ -185,6 +187,7 @@ int cmd_generate(Args& args) {
   }
 
   auto model = Model::load(model_path, *be);
+  if (weights) model->set_weight_format(*weights);
   std::unique_ptr<DecodeState> st;
   if (!state_in.empty()) {
     st = DecodeState::load(state_in, *model);

@@ -303,6 +303,7 @@ int cmd_eval(Args& args) {
   const bool raw = args.flag("--raw");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
+  const std::optional<WeightFormat> weights = weights_option(args);
   if (!mix && !adapt) throw Error("--no-mix needs --adapt (plain eval scores the model alone)");
   const int threads = args.threads();
   auto be = device_backend(args, threads, adapt ? "cpu" : nullptr);  // the codec is CPU-only
@@ -312,6 +313,7 @@ int cmd_eval(Args& args) {
   if (adapt && be->name() != "cpu")
     throw Error("eval --adapt runs the codec, which is CPU-only (bit-exact logits): add --device cpu");
   auto model = Model::load(model_path, *be);
+  if (weights) model->set_weight_format(*weights);
   if (adapt) {
     std::cout << adapt_report(*model, paths, raw, *adapt, mix).dump() << std::endl;
     return 0;

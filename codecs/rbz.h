@@ -63,6 +63,7 @@ struct RbzHeaderInfo {
   uint32_t numerics_version = 0;
   std::optional<AdaptSettings> adapt;  // set when coded with online adaptation
   bool mixed = false;                  // model-coded blocks use context mixing
+  bool bf16_weights = false;           // ... by the model with its weights rounded to bf16
 };
 // Parses and checks the header (throws rb::Error naming `path`).
 RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t>& rbz);

@@ -21,6 +21,9 @@ size_t choose_segment_bytes(uint64_t n, int lockstep) {
 std::vector<uint8_t> compress_file(const std::string& path, const std::vector<uint8_t>& file, Model* model,
                                    const CompressOptions& options, CompressStats* stats) {
   if (options.segment_bytes > kMaxModelBlock) throw Error("segment size over the limit of 16 MiB");
+  // Adaptation trains the weights in fp32: they would stop being bf16 values halfway through.
+  if (options.adapt && model && model->weight_format() == WeightFormat::BF16)
+    throw Error(path + ": --adapt needs fp32 weights (the model's are bf16)");
   CompressStats st;
   Content c = analyse(path, file, model ? model->config().P : 0, options.force_raw);
   uint64_t hash = content_hash(file, c);  // of the pixels or samples themselves, in either form
@@ -104,7 +107,8 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   if (!blocks.empty()) {
     const uint64_t original = c.restores_content ? c.size : file.size();
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
-                   adapted ? options.adapt : std::nullopt, c.residual_channels, mixed);
+                   adapted ? options.adapt : std::nullopt, c.residual_channels, mixed,
+                   !fingerprint.empty() && model->weight_format() == WeightFormat::BF16);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());

@@ -23,6 +23,8 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     if (!model)
       throw Error(path + ": needs the model it was compressed with (fingerprint " + info.model_fingerprint +
                   "); give it with -m");
+    // The encoder's weights: rounded to bf16 when the header says so (the fingerprint is of those).
+    if (info.bf16_weights) model->set_weight_format(WeightFormat::BF16);
     const std::string have = model_fingerprint(*model);
     if (have != info.model_fingerprint)
       throw Error(path + ": compressed with model " + info.model_fingerprint + ", but the given model is " + have);

@@ -1,6 +1,12 @@
 #include "kernels/backend.h"
 
+#include "src/common/errors.h"
+
 namespace rb {
+
+void DeviceOps::gemm_bf16(int, int, int, float, const float*, int, const uint16_t*, int, float, float*, int) {
+  throw Error("this backend has no bf16 weight products (use fp32 weights)");
+}
 
 void DeviceOps::linear_forward(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out) {
   gemm(false, true, rows, out, in, 1.0f, x, in, W, in, 0.0f, y, out);

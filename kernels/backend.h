@@ -74,6 +74,12 @@ class DeviceOps {
   // C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, row-major with leading dimensions.
   virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
                     int ldb, float beta, float* C, int ldc) = 0;
+  // The same product with B [K, N] (ldb) held as bf16 (weights rounded to bf16; decoding's few-row
+  // products read them at half the bytes). bf16 widens to float exactly, so the result is bitwise
+  // gemm(false, false, ...) on the widened values. Backends without it say so and are never asked.
+  virtual bool has_gemm_bf16() const { return false; }
+  virtual void gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B, int ldb, float beta,
+                         float* C, int ldc);
   // y[rows, out] = x[rows, in] W^T (+ bias): W stored [out, in] like torch.nn.Linear.
   void linear_forward(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out);
   // dx = dy W (or += with accumulate_dx); dW += dy^T x; dbias += column sums of dy.

@@ -256,5 +256,20 @@ TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseSmall) {
       3072, 1024, 517);
 }
 
+// bf16 weights: the decoding products read bf16 copies, the batched pass the fp32 rounded values;
+// still the same bits everywhere.
+TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseWithBf16Weights) {
+  for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
+    SCOPED_TRACE(file);
+    expect_routes_agree_on_every_path(
+        [&](Backend& be) {
+          auto m = Model::load(kTestDir + "/golden/" + file, be);
+          m->set_weight_format(WeightFormat::BF16);
+          return m;
+        },
+        4096, 2048, 1027);
+  }
+}
+
 }  // namespace
 }  // namespace rb

@@ -141,6 +141,18 @@ void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const 
   }
 }
 
+void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B, int ldb, float beta,
+                           float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  // Columns across the pool, as few-row fp32 products: each core streams its part of B.
+  constexpr int kCols = 128;
+  if (threads() == 1 || int64_t(M) * N * std::max(K, 1) < (int64_t(1) << 14))
+    return k_.gemm_cols_bf16(M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  pool_.parallel_for((N + kCols - 1) / kCols, 1, [&](int64_t c0, int64_t c1) {
+    k_.gemm_cols_bf16(M, int(c0) * kCols, std::min<int>(N, int(c1) * kCols), K, alpha, A, lda, B, ldb, beta, C, ldc);
+  });
+}
+
 void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {
   for_rows(rows, cols, [&](int64_t r0, int64_t r1) { k_.add_bias_rows(y, bias, int(r0), int(r1), cols); });
 }

@@ -34,6 +34,10 @@ struct CpuKernels {
   // Columns [j0, j1) of the same product for all M rows, without packing A (few rows: decoding).
   void (*gemm_cols)(bool ta, bool tb, int M, int j0, int j1, int K, float alpha, const float* A, int lda, const float* B, int ldb,
                     float beta, float* C, int ldc);
+  // The same with B [K, ldb] in bf16 (weights rounded to bf16, widened exactly): the bits of
+  // gemm_cols on the widened values.
+  void (*gemm_cols_bf16)(int M, int j0, int j1, int K, float alpha, const float* A, int lda, const uint16_t* B, int ldb,
+                         float beta, float* C, int ldc);
 
   void (*layernorm_rows)(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int r0, int r1,
                          int C);

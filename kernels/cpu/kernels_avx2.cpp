@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "kernels/cpu/kernel_table.h"
 #include "src/common/dmath.h"
@@ -22,6 +23,9 @@ inline vf v_set1(float x) { return _mm256_set1_ps(x); }
 inline vf v_zero() { return _mm256_setzero_ps(); }
 inline vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline vf v_load_bf16(const uint16_t* p) {  // 8 bf16 -> 8 floats, exactly (the bits shifted up)
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1), in registers.
 inline float tree16(const float* acc) {
   const __m256 s8 = _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_loadu_ps(acc + 8));

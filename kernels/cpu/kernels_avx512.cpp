@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "kernels/cpu/kernel_table.h"
 #include "src/common/dmath.h"
@@ -22,6 +23,10 @@ inline vf v_set1(float x) { return _mm512_set1_ps(x); }
 inline vf v_zero() { return _mm512_setzero_ps(); }
 inline vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf v_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+inline vf v_load_bf16(const uint16_t* p) {  // 16 bf16 -> 16 floats, exactly (the bits shifted up)
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1), in registers.
 inline float tree16(const float* acc) {
   const __m512 v = _mm512_loadu_ps(acc);

@@ -3,6 +3,7 @@
 // the numerics contract: the AVX2 and AVX-512 tables must equal it bit for bit.
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "kernels/cpu/kernel_table.h"
 #include "src/common/dmath.h"
@@ -21,6 +22,12 @@ inline vf v_set1(float x) { return x; }
 inline vf v_zero() { return 0.0f; }
 inline vf v_mul(vf a, vf b) { return a * b; }
 inline vf v_fma(vf a, vf b, vf c) { return std::fma(a, b, c); }
+inline vf v_load_bf16(const uint16_t* p) {  // one bf16 -> float, exactly (the bits shifted up)
+  const uint32_t u = uint32_t(*p) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1).
 inline float tree16(const float* acc) {
   float t[16];

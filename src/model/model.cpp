@@ -1,6 +1,7 @@
 #include "src/model/model.h"
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
@@ -216,7 +217,11 @@ void Model::linear(float* y, const float* x, const float* W, const float* bias, 
   // for so few rows costs more than it saves (measured: codec decoding 31-35k vs 19-26k bytes/s).
   constexpr int kFewRows = 64;
   if (rows < kFewRows) {
-    be_.gemm(false, false, rows, out, in, 1.0f, x, in, transposed(W, out, in), out, beta, y, out);
+    const float* t = transposed(W, out, in);
+    if (bf16_copies())
+      be_.gemm_bf16(rows, out, in, 1.0f, x, in, reinterpret_cast<const uint16_t*>(t), out, beta, y, out);
+    else
+      be_.gemm(false, false, rows, out, in, 1.0f, x, in, t, out, beta, y, out);
   } else {
     be_.gemm(false, true, rows, out, in, 1.0f, x, in, W, in, beta, y, out);
   }
@@ -230,11 +235,43 @@ const float* Model::transposed(const float* W, int out, int in) {
     be_.download(w.data(), W, w.size());
     for (int o = 0; o < out; o++)
       for (int i = 0; i < in; i++) t[size_t(i) * out + o] = w[size_t(o) * in + i];
+    if (bf16_copies()) {  // the upper halves (the weights are already bf16 values): half the bytes to stream
+      std::vector<float> packed((t.size() + 1) / 2, 0.0f);
+      uint16_t* h = reinterpret_cast<uint16_t*>(packed.data());
+      for (size_t i = 0; i < t.size(); i++) {
+        uint32_t u;
+        std::memcpy(&u, &t[i], 4);
+        h[i] = uint16_t(u >> 16);
+      }
+      t = std::move(packed);
+    }
     Buffer buf(be_, t.size());
     be_.upload(buf.data(), t.data(), t.size());
     it = transposed_.emplace(W, std::move(buf)).first;
   }
   return it->second.data();
+}
+
+uint16_t bf16_round(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7F800000u) == 0x7F800000u) return uint16_t(u >> 16);  // Inf or NaN: as they are
+  u += 0x7FFFu + ((u >> 16) & 1u);                                 // to nearest, ties to even
+  return uint16_t(u >> 16);
+}
+
+void Model::set_weight_format(WeightFormat f) {
+  if (f == format_) return;
+  if (f == WeightFormat::F32) throw Error("weights already rounded to bf16 cannot become fp32 again (load the model file anew)");
+  std::vector<float> host(num_params_);
+  be_.download(host.data(), params_, host.size());
+  for (float& x : host) {
+    const uint32_t u = uint32_t(bf16_round(x)) << 16;
+    std::memcpy(&x, &u, 4);
+  }
+  be_.upload(params_, host.data(), host.size());
+  transposed_.clear();
+  format_ = f;
 }
 
 void Model::prepare_decoding() {

@@ -58,6 +58,15 @@ struct StepScratch {
   ~StepScratch();
 };
 
+// How inference holds the weights. F32: as trained. BF16: every weight rounded to bf16 (to
+// nearest, ties to even) and decoding's few-row products stream bf16 copies at half the bytes;
+// widening is exact, so every path (batched, stepped, any CPU) still computes the same bits, now
+// for the rounded model. Recorded by .rbz files; a model file of BF16 tensors loads as BF16.
+enum class WeightFormat { F32, BF16 };
+const char* weight_format_name(WeightFormat f);  // "fp32", "bf16"
+WeightFormat parse_weight_format(const std::string& s, const std::string& what);
+uint16_t bf16_round(float x);  // to nearest, ties to even (the upper 16 bits of the rounded float)
+
 class Model {
  public:
   Model(const ModelConfig& cfg, Backend& backend);
@@ -69,6 +78,10 @@ class Model {
   Backend& backend() { return be_; }
   const std::vector<TensorEntry>& table() const { return table_; }
   size_t num_params() const { return num_params_; }
+  // Rounds every weight to bf16 (BF16) for inference; F32 after BF16 is an error. Changes the
+  // fingerprint (the weights change).
+  void set_weight_format(WeightFormat f);
+  WeightFormat weight_format() const { return format_; }
   // Writable parameters: drops the transposed copies used by few-row products (they go stale).
   float* params() {
     transposed_.clear();
@@ -181,6 +194,9 @@ class Model {
   std::unordered_map<const float*, Buffer> transposed_;  // W -> W^T for few-row products
   bool train_ready_ = false;
   std::vector<int32_t> step_idx_;  // host scratch for the step functions' indices
+  WeightFormat format_ = WeightFormat::F32;
+  // Few-row products read bf16 copies of W^T when the weights are bf16 and the backend can.
+  bool bf16_copies() const { return format_ == WeightFormat::BF16 && be_.has_gemm_bf16(); }
 };
 
 // Model fingerprint: 64-bit FNV-1a over the config JSON and the weights' bytes, as 16 hex digits

@@ -13,6 +13,14 @@
 
 namespace rb {
 
+const char* weight_format_name(WeightFormat f) { return f == WeightFormat::BF16 ? "bf16" : "fp32"; }
+
+WeightFormat parse_weight_format(const std::string& s, const std::string& what) {
+  if (s == "fp32" || s == "f32") return WeightFormat::F32;
+  if (s == "bf16") return WeightFormat::BF16;
+  throw Error(what + ": weights '" + s + "' is not fp32 or bf16");
+}
+
 void Model::init_random(uint64_t seed) {
   std::vector<float> host(num_params_);
   init_parameters(table_, cfg_, host.data(), seed);
@@ -40,7 +48,16 @@ void Model::save(const std::string& path, const std::map<std::string, std::strin
   std::vector<float> host(num_params_);
   be_.download(host.data(), params_, num_params_);
   std::vector<StTensorOut> out;
-  for (const TensorEntry& e : table_) out.push_back({e.name, "F32", e.shape, host.data() + e.offset});
+  // BF16 weights are stored as BF16 tensors: half the file, the same values.
+  std::vector<uint16_t> half;
+  if (format_ == WeightFormat::BF16) {
+    half.resize(num_params_);
+    for (size_t i = 0; i < num_params_; i++) half[i] = bf16_round(host[i]);
+  }
+  for (const TensorEntry& e : table_)
+    out.push_back(
+        {e.name, half.empty() ? "F32" : "BF16", e.shape,
+         half.empty() ? static_cast<const void*>(host.data() + e.offset) : static_cast<const void*>(half.data() + e.offset)});
   std::map<std::string, std::string> meta = extra;
   meta["config"] = config_to_json(cfg_);
   meta["media"] = media_form_name(media_form);
@@ -71,6 +88,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
   check_activation_memory(cfg, 1, cfg.T, path);  // eval and the codec run windows of T
   auto model = std::make_unique<Model>(cfg, backend);
   model->load_tensors(file);
+  // A file of BF16 tensors holds a bf16 model: its weights are bf16 values already.
+  if (file.is_bf16(parameter_table(cfg).front().name)) model->format_ = WeightFormat::BF16;
   const auto media = file.metadata().find("media");  // absent in files from before the residual form
   if (media != file.metadata().end()) model->media_form = parse_media_form(media->second, path);
   return model;
@@ -115,6 +134,5 @@ double physical_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? double(pages) * double(page) : 0.0;
 }
-
 
 }  // namespace rb

@@ -104,5 +104,4 @@ void Model::global_attention_step(const uint8_t* patch, int64_t pos, float* cons
   be_.layernorm_forward(out, s.mean.data(), s.rstd.data(), x, w_.g_ln_w, w_.g_ln_b, 1, DG);
 }
 
-
 }  // namespace rb

@@ -146,11 +146,16 @@ const StTensorInfo& SafetensorsReader::info(const std::string& name) const {
 
 void SafetensorsReader::read_f32(const std::string& name, const std::vector<int64_t>& shape, float* out) const {
   const StTensorInfo& t = info(name);
-  if (t.dtype != "F32") throw Error(path_ + ": tensor '" + name + "' is " + t.dtype + ", expected F32");
+  if (t.dtype != "F32" && t.dtype != "BF16")
+    throw Error(path_ + ": tensor '" + name + "' is " + t.dtype + ", expected F32 or BF16");
   if (t.shape != shape)
     throw Error(path_ + ": tensor '" + name + "' has shape " + shape_string(t.shape) + ", expected " + shape_string(shape) +
                 " (model saved with another config?)");
-  std::memcpy(out, data_.data() + t.begin, t.end - t.begin);
+  if (t.dtype == "F32") return (void)std::memcpy(out, data_.data() + t.begin, t.end - t.begin);
+  for (size_t i = 0; i < t.numel(); i++) {  // bf16 widens to float exactly
+    const uint32_t u = uint32_t(data_[t.begin + 2 * i]) << 16 | uint32_t(data_[t.begin + 2 * i + 1]) << 24;
+    std::memcpy(out + i, &u, 4);
+  }
 }
 
 std::vector<float> SafetensorsReader::read_f32(const std::string& name) const {

@@ -30,7 +30,8 @@ class SafetensorsReader {
   const std::map<std::string, StTensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   bool has_checksum() const { return metadata_.count(kChecksumKey) != 0; }
-  // Copies an F32 tensor; throws unless its shape equals `shape` exactly.
+  // Copies an F32 tensor, or widens a BF16 one; throws unless its shape equals `shape` exactly.
+  bool is_bf16(const std::string& name) const { return info(name).dtype == "BF16"; }
   void read_f32(const std::string& name, const std::vector<int64_t>& shape, float* out) const;
   std::vector<float> read_f32(const std::string& name) const;
   std::vector<uint8_t> read_u8(const std::string& name) const;
