@@ -214,6 +214,7 @@ int cmd_info(Args& args) {
   std::cout << "kind:   model\n";
   std::cout << "config: " << config_to_json(model->config()) << "\n";
   std::cout << "params: " << model->num_params() << "\n";
+  std::cout << "weights: " << weight_format_name(model->weight_format()) << "\n";
   std::cout << "fingerprint: " << model_fingerprint(*model) << "\n";
   std::cout << "cpu:    " << backend->kernel_path() << " kernels (best here: " << cpu_path_name(best_cpu_path())
             << "; numerics contract v" << kNumericsVersion << ")\n";

@@ -48,9 +48,9 @@ TEST(Bf16Weights, ProductEqualsTheFp32ProductOfTheWidenedValuesOnEveryPath) {
       }
   }
   EXPECT_EQ(bf16_round(1.0f), 0x3F80);
-  EXPECT_EQ(bf16_round(widen(0x3F81)), 0x3F81);       // bf16 values stay
-  EXPECT_EQ(bf16_round(1.0f + 1.0f / 256), 0x3F80);    // a tie rounds to even
-  EXPECT_EQ(bf16_round(1.0f + 3.0f / 256), 0x3F82);    // the other tie too
+  EXPECT_EQ(bf16_round(widen(0x3F81)), 0x3F81);      // bf16 values stay
+  EXPECT_EQ(bf16_round(1.0f + 1.0f / 256), 0x3F80);  // a tie rounds to even
+  EXPECT_EQ(bf16_round(1.0f + 3.0f / 256), 0x3F82);  // the other tie too
 }
 
 TEST(Bf16Weights, SavedAsBf16TensorsAndLoadedBackAsTheSameModel) {

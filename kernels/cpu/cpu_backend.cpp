@@ -95,6 +95,16 @@ void CpuBackend::gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha,
     k_.gemm_rows(ta, tb, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+namespace {
+// Columns per chunk of a few-row product: about two chunks per thread (claimed dynamically), in
+// whole 16-float vectors, at most 128 (one register group). N = 128 on two threads: four chunks
+// of 32, where one chunk of 128 left the second thread idle.
+int few_row_chunk(int N, int threads) {
+  const int per = (N + 2 * threads - 1) / (2 * threads);
+  return std::clamp((per + 15) / 16 * 16, 16, 128);
+}
+}  // namespace
+
 void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
                       float beta, float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
@@ -104,9 +114,9 @@ void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const 
   const int64_t serial_below = M < kSmallM ? (int64_t(1) << 14) : (int64_t(1) << 17);
   if (nt == 1 || work < serial_below) return gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (M < kSmallM) {
-    constexpr int kCols = 128;
-    pool_.parallel_for((N + kCols - 1) / kCols, 1, [&](int64_t c0, int64_t c1) {
-      k_.gemm_cols(ta, tb, M, int(c0) * kCols, std::min<int>(N, int(c1) * kCols), K, alpha, A, lda, B, ldb, beta, C, ldc);
+    const int cols = few_row_chunk(N, nt);
+    pool_.parallel_for((N + cols - 1) / cols, 1, [&](int64_t c0, int64_t c1) {
+      k_.gemm_cols(ta, tb, M, int(c0) * cols, std::min<int>(N, int(c1) * cols), K, alpha, A, lda, B, ldb, beta, C, ldc);
     });
     return;
   }
@@ -145,11 +155,11 @@ void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int
                            float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
   // Columns across the pool, as few-row fp32 products: each core streams its part of B.
-  constexpr int kCols = 128;
   if (threads() == 1 || int64_t(M) * N * std::max(K, 1) < (int64_t(1) << 14))
     return k_.gemm_cols_bf16(M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  pool_.parallel_for((N + kCols - 1) / kCols, 1, [&](int64_t c0, int64_t c1) {
-    k_.gemm_cols_bf16(M, int(c0) * kCols, std::min<int>(N, int(c1) * kCols), K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const int cols = few_row_chunk(N, threads());
+  pool_.parallel_for((N + cols - 1) / cols, 1, [&](int64_t c0, int64_t c1) {
+    k_.gemm_cols_bf16(M, int(c0) * cols, std::min<int>(N, int(c1) * cols), K, alpha, A, lda, B, ldb, beta, C, ldc);
   });
 }
 
