@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cmath>
 #include <map>
 
 #include "codecs/baselines.h"
@@ -182,6 +183,106 @@ nlohmann::ordered_json bpb_report(Model& model, const std::vector<std::string>& 
   out["zstd19_bpb"] = j_all["zstd19_bpb"];
   out["baselines_bpb"] = j_all["baselines_bpb"];
   return out;
+}
+
+}  // namespace rb::cli
+
+namespace rb::cli {
+
+namespace {
+std::string bucket_name(uint64_t from, uint64_t to) {
+  auto size = [](uint64_t b) {
+    return b >= (1 << 20) ? std::to_string(b >> 20) + "M" : b >= 1024 ? std::to_string(b >> 10) + "K" : std::to_string(b);
+  };
+  return to ? size(from) + "-" + size(to) : size(from) + "+";
+}
+double bucket_bpb(const PositionBuckets& b, size_t i) {
+  return b.bytes[i] ? b.nats[i] / double(b.bytes[i]) / std::log(2.0) : 0.0;
+}
+
+// bpb against position, carried and reset, as a small SVG line chart.
+std::string position_svg(const PositionBuckets& carried, const PositionBuckets& reset, const std::vector<size_t>& shown,
+                         size_t reset_every) {
+  double lo = 1e9, hi = 0;
+  for (size_t i : shown)
+    for (double v : {bucket_bpb(carried, i), bucket_bpb(reset, i)}) lo = std::min(lo, v), hi = std::max(hi, v);
+  if (hi <= lo) hi = lo + 1;
+  const double W = 640, H = 360, L = 60, R = 20, T = 30, B = 50;
+  auto x = [&](size_t k) { return L + (shown.size() > 1 ? double(k) / double(shown.size() - 1) : 0.5) * (W - L - R); };
+  auto y = [&](double v) { return T + (hi - v) / (hi - lo) * (H - T - B); };
+  char buf[256];
+  std::string s =
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"360\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  s += "<rect width=\"640\" height=\"360\" fill=\"white\"/>\n";
+  std::snprintf(buf, sizeof buf,
+                "<text x=\"%g\" y=\"18\">bits per byte by position: state carried (blue), reset every %zu bytes (red)</text>\n",
+                L, reset_every);
+  s += buf;
+  for (const auto* b : {&carried, &reset}) {
+    s += std::string("<polyline fill=\"none\" stroke-width=\"2\" stroke=\"") + (b == &carried ? "#1f5fbf" : "#c0392b") +
+         "\" points=\"";
+    for (size_t k = 0; k < shown.size(); k++) {
+      std::snprintf(buf, sizeof buf, "%s%.1f,%.1f", k ? " " : "", x(k), y(bucket_bpb(*b, shown[k])));
+      s += buf;
+    }
+    s += "\"/>\n";
+  }
+  for (size_t k = 0; k < shown.size(); k++) {
+    const size_t i = shown[k];
+    const uint64_t to = i + 1 < carried.edges.size() ? carried.edges[i + 1] : 0;
+    std::snprintf(buf, sizeof buf, "<text x=\"%.1f\" y=\"%g\" text-anchor=\"middle\">%s</text>\n", x(k), H - B + 20,
+                  bucket_name(carried.edges[i], to).c_str());
+    s += buf;
+  }
+  for (double v : {lo, hi}) {
+    std::snprintf(buf, sizeof buf, "<text x=\"%g\" y=\"%.1f\" text-anchor=\"end\">%.3f</text>\n", L - 6, y(v) + 4, v);
+    s += buf;
+  }
+  return s + "</svg>\n";
+}
+}  // namespace
+
+nlohmann::ordered_json position_report(Model& model, const std::vector<std::string>& paths, bool raw, const std::string& svg_path,
+                                       bool force) {
+  const int P = model.config().P;
+  const size_t reset_every = size_t(model.config().T);
+  const std::vector<FoundFile> found = collect_files(paths);
+  PositionBuckets carried = PositionBuckets::standard(), reset = PositionBuckets::standard();
+  nlohmann::ordered_json files = nlohmann::ordered_json::array();
+  for (const FoundFile& f : found) {
+    std::string notice;
+    const FileStream stream(f.path, P, raw, &notice, model.media_form);
+    if (!notice.empty()) std::fprintf(stderr, "retbyte eval: %s\n", notice.c_str());
+    const std::vector<uint8_t> header = raw ? std::vector<uint8_t>() : stream.header();
+    PositionBuckets fc = PositionBuckets::standard(), fr = PositionBuckets::standard();
+    const EvalResult c = evaluate_stream(model, header, stream.body(), stream.body_size(), 0, nullptr, 0, &fc);
+    const EvalResult r = evaluate_stream(model, header, stream.body(), stream.body_size(), 0, nullptr, reset_every, &fr);
+    for (size_t i = 0; i < fc.edges.size(); i++) {
+      carried.nats[i] += fc.nats[i], carried.bytes[i] += fc.bytes[i];
+      reset.nats[i] += fr.nats[i], reset.bytes[i] += fr.bytes[i];
+    }
+    files.push_back({{"path", f.path}, {"bytes", c.bytes}, {"bpb_carried", c.bpb()}, {"bpb_reset", r.bpb()}});
+  }
+  std::printf("bits per byte by position in each file (%zu files), state carried vs reset every %zu bytes\n", found.size(),
+              reset_every);
+  std::printf("%-10s %12s %10s %10s %8s\n", "position", "bytes", "carried", "reset", "gain");
+  nlohmann::ordered_json buckets = nlohmann::ordered_json::array();
+  std::vector<size_t> shown;
+  for (size_t i = 0; i < carried.edges.size(); i++) {
+    if (!carried.bytes[i]) continue;
+    shown.push_back(i);
+    const uint64_t to = i + 1 < carried.edges.size() ? carried.edges[i + 1] : 0;
+    const double bc = bucket_bpb(carried, i), br = bucket_bpb(reset, i);
+    std::printf("%-10s %12llu %10.4f %10.4f %7.2f%%\n", bucket_name(carried.edges[i], to).c_str(),
+                (unsigned long long)carried.bytes[i], bc, br, br > 0 ? 100.0 * (br - bc) / br : 0.0);
+    buckets.push_back(
+        {{"from", carried.edges[i]}, {"to", to}, {"bytes", carried.bytes[i]}, {"bpb_carried", bc}, {"bpb_reset", br}});
+  }
+  if (!svg_path.empty()) {
+    write_file_atomic(svg_path, position_svg(carried, reset, shown, reset_every), force ? Overwrite::Replace : Overwrite::Refuse);
+    std::fprintf(stderr, "retbyte eval: wrote %s\n", svg_path.c_str());
+  }
+  return {{"reset_every", reset_every}, {"buckets", buckets}, {"files", files}};
 }
 
 }  // namespace rb::cli

@@ -18,4 +18,10 @@ struct BpbReportOptions {
 // the table. Returns {"files": [...], "modalities": {...}, "bpb", "zstd19_bpb"}.
 nlohmann::ordered_json bpb_report(Model& model, const std::vector<std::string>& paths, const BpbReportOptions& options);
 
+// eval --by-position: bits per byte by position bucket (0-4K, 4-16K, ... 4M+) over every file,
+// with the retention state carried through each file and reset every T bytes, as a table on
+// stdout and (svg_path) a chart. Returns {"reset_every", "buckets": [...], "files": [...]}.
+nlohmann::ordered_json position_report(Model& model, const std::vector<std::string>& paths, bool raw, const std::string& svg_path,
+                                       bool force);
+
 }  // namespace rb::cli

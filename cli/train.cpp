@@ -288,15 +288,18 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
 
 int cmd_eval(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte eval -m MODEL [--raw] [--adapt ... [--no-mix]] [-t N] [--device cpu|cuda[:N]] PATH...\n"
-                 "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
-                 "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
-                 "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
-                 "  not scored. --raw: the file's bytes, no header.\n"
-                 "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
-                 "  ideal code length in bits per content byte, and the .rbz sizes)\n"
-              << kAdaptHelp << kMixHelp << kDeviceHelp
-              << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
+    std::cout
+        << "usage: retbyte eval -m MODEL [--raw] [--adapt ... [--no-mix]] [--by-position [--svg OUT.svg] [-f]] [--weights bf16]\n"
+           "                    [-t N] [--device cpu|cuda[:N]] PATH...\n"
+           "  --by-position: bpb per position bucket (0-4K, 4-16K, 16-64K, 64-256K, 256K-1M, 1M-4M, 4M+) with the\n"
+           "     retention state carried through each file and reset every T bytes; --svg draws it\n"
+           "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
+           "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
+           "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
+           "  not scored. --raw: the file's bytes, no header.\n"
+           "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
+           "  ideal code length in bits per content byte, and the .rbz sizes)\n"
+        << kAdaptHelp << kMixHelp << kDeviceHelp << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
@@ -304,7 +307,12 @@ int cmd_eval(Args& args) {
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
   const std::optional<WeightFormat> weights = weights_option(args);
+  const bool by_position = args.flag("--by-position");
+  const std::string svg = args.value("--svg", "", "");
+  const bool force = args.flag("--force") || args.flag("-f");
   if (!mix && !adapt) throw Error("--no-mix needs --adapt (plain eval scores the model alone)");
+  if (by_position && adapt) throw Error("--by-position and --adapt are separate reports");
+  if (!svg.empty() && !by_position) throw Error("--svg needs --by-position");
   const int threads = args.threads();
   auto be = device_backend(args, threads, adapt ? "cpu" : nullptr);  // the codec is CPU-only
   const auto paths = args.positionals();
@@ -314,6 +322,13 @@ int cmd_eval(Args& args) {
     throw Error("eval --adapt runs the codec, which is CPU-only (bit-exact logits): add --device cpu");
   auto model = Model::load(model_path, *be);
   if (weights) model->set_weight_format(*weights);
+  if (by_position) {
+    if (model->config().global != GlobalKind::Retention)
+      throw Error("--by-position needs a retention model (the state it measures)");
+    if (!svg.empty()) check_outputs({svg}, paths, force, "-f");
+    std::cout << position_report(*model, paths, raw, svg, force).dump() << std::endl;
+    return 0;
+  }
   if (adapt) {
     std::cout << adapt_report(*model, paths, raw, *adapt, mix).dump() << std::endl;
     return 0;

@@ -218,6 +218,11 @@ for round in 1 2; do
   "$bin" decompress -m "$model" "$tmp/race.rbz" -c | cmp -s - "$tmp/race.txt" || fail "the winning compress's file does not decompress"
 done
 ls "$tmp" | grep -q '\.tmp\.' && fail "racing commands left a temporary file"
+# eval --by-position: a table by position, carried against reset, and a chart.
+"$bin" eval -m "$model" --by-position --svg "$tmp/pos.svg" "$tmp/race.txt" > "$tmp/pos.out" 2> /dev/null || fail "eval --by-position"
+grep -q '^0-4K ' "$tmp/pos.out" && grep -q '"bpb_reset"' "$tmp/pos.out" || fail "eval --by-position printed no buckets: $(cat "$tmp/pos.out")"
+grep -q '<polyline' "$tmp/pos.svg" || fail "eval --by-position --svg drew no chart"
+expect_error "--svg needs --by-position" "$bin" eval -m "$model" --svg "$tmp/x.svg" "$tmp/race.txt"
 # Numbers out of range name the range.
 expect_error "-n: 4294967296 is out of range (0 to 1073741824)" "$bin" generate -m "$model" -n 4294967296
 expect_error "--segment: 99999999999 is out of range (0 to 16777216)" "$bin" compress -m "$model" "$tmp/c.orig" --segment 99999999999 -o "$tmp/never.rbz"
