@@ -428,12 +428,14 @@ int bench_codec(Args& args) {
       o.lockstep = lockstep;
       o.adapt = variant;
       o.mix = mix;
+      CoderTimes ctimes, dtimes;  // the model's share and the codec's own (tables, mixer, rANS)
+      o.times = &ctimes;
       double t0 = now_s();
       CompressStats st;
       const std::vector<uint8_t> rbz = compress_file(input, data, model.get(), o, &st);
       const double c_s = now_s() - t0;
       t0 = now_s();
-      const std::vector<uint8_t> back = decompress_file(input, rbz, model.get(), nullptr, lockstep);
+      const std::vector<uint8_t> back = decompress_file(input, rbz, model.get(), nullptr, lockstep, &dtimes);
       const double d_s = now_s() - t0;
       if (back != data) throw Error(input + ": round trip failed");
       std::vector<uint8_t> z(ZSTD_compressBound(data.size()));
@@ -447,6 +449,9 @@ int bench_codec(Args& args) {
       const double n = double(data.size());
       std::printf("%-40s %10zu %14.0f %14.0f %14.0f %14.0f %9.4f %9.4f\n", name.c_str(), data.size(), n / c_s, n / d_s, n / zc_s,
                   n / zd_s, 8.0 * double(rbz.size()) / n, 8.0 * double(zn) / n);
+      std::printf("%-40s   of decompress: model %.0f%%, tables + mixer + rANS %.0f%%; of compress: model %.0f%%, codec %.0f%%\n",
+                  "", 100 * dtimes.model_s / d_s, 100 * dtimes.side_s / d_s, 100 * ctimes.model_s / c_s,
+                  100 * ctimes.side_s / c_s);
       results.push_back({{"input", name},
                          {"bytes", data.size()},
                          {"segments", st.blocks},
@@ -454,6 +459,10 @@ int bench_codec(Args& args) {
                          {"adapt_bytes_trained", st.adapt_bytes_trained},
                          {"compress_bytes_per_s", n / c_s},
                          {"decompress_bytes_per_s", n / d_s},
+                         {"decompress_model_s", dtimes.model_s},
+                         {"decompress_codec_s", dtimes.side_s},
+                         {"compress_model_s", ctimes.model_s},
+                         {"compress_codec_s", ctimes.side_s},
                          {"zstd19_compress_bytes_per_s", n / zc_s},
                          {"zstd19_decompress_bytes_per_s", n / zd_s},
                          {"rbz_bpb", 8.0 * double(rbz.size()) / n},

@@ -32,6 +32,7 @@ struct CompressOptions {
   std::optional<AdaptSettings> adapt;  // --adapt: learn the file while coding it (codecs/adaptation.h)
   bool mix = true;                     // context mixing on top of the model (codecs/context_mixer.h); --no-mix turns it off
   std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, bytes total)
+  CoderTimes* times = nullptr;                       // bench codec: the model's share and the codec's own
 };
 
 struct CompressStats {
@@ -72,6 +73,7 @@ RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t
 // model-coded; otherwise its fingerprint must match. Everything is checked (header checksum,
 // block table, each block's decoder, the content's xxhash64) before anything is returned.
 std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<uint8_t>& rbz, Model* model,
-                                     const std::function<void(uint64_t, uint64_t)>& progress = nullptr, int lockstep = 32);
+                                     const std::function<void(uint64_t, uint64_t)>& progress = nullptr, int lockstep = 32,
+                                     CoderTimes* times = nullptr);
 
 }  // namespace rb

@@ -68,6 +68,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     SegmentCoderOptions so;
     so.lockstep = options.lockstep;
     so.progress = options.progress;
+    so.times = options.times;
     std::vector<double> bits;
     so.segment_bits = &bits;
     if (options.mix)

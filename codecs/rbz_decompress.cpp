@@ -13,7 +13,7 @@ using namespace rbz_detail;
 RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t>& rbz) { return parse(path, rbz).info; }
 
 std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<uint8_t>& rbz, Model* model,
-                                     const std::function<void(uint64_t, uint64_t)>& progress, int lockstep) {
+                                     const std::function<void(uint64_t, uint64_t)>& progress, int lockstep, CoderTimes* times) {
   const Parsed ps = parse(path, rbz);
   const RbzHeaderInfo& info = ps.info;
   if (!info.model_fingerprint.empty()) {
@@ -65,6 +65,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     SegmentCoderOptions so;
     so.lockstep = lockstep;
     so.progress = progress;
+    so.times = times;
     so.mix_shapes = std::move(mix_shapes);
     std::optional<WeightsSnapshot> pretrained;
     std::optional<OnlineAdapter> adapter;

@@ -1,6 +1,7 @@
 #include "codecs/segment_coder.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <optional>
 
@@ -12,6 +13,18 @@
 namespace rb {
 
 namespace {
+
+// Adds the seconds between its construction and destruction to *acc (nothing when acc is null).
+struct Stopwatch {
+  double* acc;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  explicit Stopwatch(double* a) : acc(a) {}
+  ~Stopwatch() { stop(); }
+  void stop() {
+    if (acc) *acc += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    acc = nullptr;
+  }
+};
 
 void check_model(const Model& model, const std::vector<uint8_t>& context) {
   const ModelConfig& c = model.config();
@@ -67,7 +80,12 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
           row[i] = at < C ? context[at] : at - C < seg.size ? seg.data[at - C] : 0;
         }
       }
-      const float* logits = stepper.score(state, x.data(), W);  // teacher forcing, bitwise what the decoder's steps give
+      const float* logits;
+      {
+        Stopwatch sw(options.times ? &options.times->model_s : nullptr);
+        logits = stepper.score(state, x.data(), W);  // teacher forcing, bitwise what the decoder's steps give
+      }
+      Stopwatch side(options.times ? &options.times->side_s : nullptr);
       for (int b = 0; b < B; b++) {
         const ByteSpan& seg = segments[g0 + b];
         for (int i = 0; i < W; i++) {
@@ -91,6 +109,7 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
       if (options.progress) options.progress(done, total);
       if (round && (w0 + size_t(W)) % round == 0 && w0 + size_t(W) < length) options.after_round(w0 + size_t(W));
     }
+    Stopwatch side(options.times ? &options.times->side_s : nullptr);
     for (int b = 0; b < B; b++) {
       RansEncoder enc;
       const std::vector<uint32_t>& r = ranges[size_t(b)];
@@ -137,8 +156,15 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
     for (int b = 0; b < B; b++) contexts.insert(contexts.end(), context.begin(), context.end());
     stepper.ingest(state, contexts.data(), C);
     // Lanes past their end decode nothing: the encoder padded them with zeros.
+    double* model_s = options.times ? &options.times->model_s : nullptr;
+    double* side_s = options.times ? &options.times->side_s : nullptr;
     for (size_t at = 0; at < longest; at++) {
-      const float* logits = stepper.next_logits(state);
+      const float* logits;
+      {
+        Stopwatch sw(model_s);
+        logits = stepper.next_logits(state);
+      }
+      Stopwatch side(side_s);
       for (int b = 0; b < B; b++) {
         const MutableByteSpan& out = outputs[g0 + b];
         uint8_t byte = 0;
@@ -159,6 +185,7 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
         }
         bytes[size_t(b)] = byte;
       }
+      side.stop();
       stepper.accept(state, bytes.data());
       const size_t end = C + at + 1;  // stream positions done
       if (end % size_t(P) == 0) {

@@ -39,7 +39,13 @@ struct SegmentCoderOptions {
   // Context mixing (codecs/context_mixer.h): empty, or one shape per segment (payload); each
   // lane then codes with its LaneMixer's tables instead of the model's.
   std::vector<LaneShape> mix_shapes;
+  // If set, seconds spent stepping the model (`model_s`) and in the codec's own per-byte work:
+  // frequency tables, the mixer and rANS (`side_s`). Added to, not reset.
+  struct Times {
+    double model_s = 0, side_s = 0;
+  }* times = nullptr;
 };
+using CoderTimes = SegmentCoderOptions::Times;
 
 // One rANS payload per segment. context.size() must be a multiple of the model's P. The model
 // must have a retention global (the attention baseline has no recurrent form).
