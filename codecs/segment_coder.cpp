@@ -17,8 +17,10 @@ namespace {
 // Adds the seconds between its construction and destruction to *acc (nothing when acc is null).
 struct Stopwatch {
   double* acc;
-  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-  explicit Stopwatch(double* a) : acc(a) {}
+  std::chrono::steady_clock::time_point t0;  // read only when timing: decoding calls this per byte
+  explicit Stopwatch(double* a) : acc(a) {
+    if (acc) t0 = std::chrono::steady_clock::now();
+  }
   ~Stopwatch() { stop(); }
   void stop() {
     if (acc) *acc += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

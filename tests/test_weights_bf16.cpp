@@ -19,12 +19,7 @@
 namespace rb {
 namespace {
 
-float widen(uint16_t h) {
-  const uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float widen(uint16_t h) { return bf16_widen(h); }
 
 TEST(Bf16Weights, ProductEqualsTheFp32ProductOfTheWidenedValuesOnEveryPath) {
   Rng rng(11);

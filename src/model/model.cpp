@@ -238,11 +238,7 @@ const float* Model::transposed(const float* W, int out, int in) {
     if (bf16_copies()) {  // the upper halves (the weights are already bf16 values): half the bytes to stream
       std::vector<float> packed((t.size() + 1) / 2, 0.0f);
       uint16_t* h = reinterpret_cast<uint16_t*>(packed.data());
-      for (size_t i = 0; i < t.size(); i++) {
-        uint32_t u;
-        std::memcpy(&u, &t[i], 4);
-        h[i] = uint16_t(u >> 16);
-      }
+      for (size_t i = 0; i < t.size(); i++) h[i] = bf16_round(t[i]);  // exact: t[i] is a bf16 value
       t = std::move(packed);
     }
     Buffer buf(be_, t.size());
@@ -260,15 +256,19 @@ uint16_t bf16_round(float x) {
   return uint16_t(u >> 16);
 }
 
+float bf16_widen(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 void Model::set_weight_format(WeightFormat f) {
   if (f == format_) return;
   if (f == WeightFormat::F32) throw Error("weights already rounded to bf16 cannot become fp32 again (load the model file anew)");
   std::vector<float> host(num_params_);
   be_.download(host.data(), params_, host.size());
-  for (float& x : host) {
-    const uint32_t u = uint32_t(bf16_round(x)) << 16;
-    std::memcpy(&x, &u, 4);
-  }
+  for (float& x : host) x = bf16_widen(bf16_round(x));
   be_.upload(params_, host.data(), host.size());
   transposed_.clear();
   format_ = f;

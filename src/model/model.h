@@ -66,6 +66,7 @@ enum class WeightFormat { F32, BF16 };
 const char* weight_format_name(WeightFormat f);  // "fp32", "bf16"
 WeightFormat parse_weight_format(const std::string& s, const std::string& what);
 uint16_t bf16_round(float x);  // to nearest, ties to even (the upper 16 bits of the rounded float)
+float bf16_widen(uint16_t h);  // exact: the bits become the float's upper half
 
 class Model {
  public:

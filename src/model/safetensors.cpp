@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "src/common/errors.h"
+#include "src/model/model.h"  // bf16_widen
 
 namespace rb {
 
@@ -152,10 +153,8 @@ void SafetensorsReader::read_f32(const std::string& name, const std::vector<int6
     throw Error(path_ + ": tensor '" + name + "' has shape " + shape_string(t.shape) + ", expected " + shape_string(shape) +
                 " (model saved with another config?)");
   if (t.dtype == "F32") return (void)std::memcpy(out, data_.data() + t.begin, t.end - t.begin);
-  for (size_t i = 0; i < t.numel(); i++) {  // bf16 widens to float exactly
-    const uint32_t u = uint32_t(data_[t.begin + 2 * i]) << 16 | uint32_t(data_[t.begin + 2 * i + 1]) << 24;
-    std::memcpy(out + i, &u, 4);
-  }
+  for (size_t i = 0; i < t.numel(); i++)  // little-endian bf16, widened exactly
+    out[i] = bf16_widen(uint16_t(data_[t.begin + 2 * i] | data_[t.begin + 2 * i + 1] << 8));
 }
 
 std::vector<float> SafetensorsReader::read_f32(const std::string& name) const {
