@@ -205,6 +205,24 @@ void ByteDataset::read_window(uint64_t start_patch, int T, uint8_t* out) const {
   }
 }
 
+size_t ByteDataset::train_stream_at(uint64_t patch) const {
+  const uint64_t pos = (patch * P_) % packed_size_;
+  return size_t(std::upper_bound(packed_start_.begin(), packed_start_.end(), pos) - packed_start_.begin()) - 1;
+}
+
+uint64_t ByteDataset::train_stream_bytes(size_t s) const {
+  if (s >= packed_start_.size()) throw Error("training stream " + std::to_string(s) + " does not exist");
+  return (s + 1 < packed_start_.size() ? packed_start_[s + 1] : packed_size_) - packed_start_[s];
+}
+
+void ByteDataset::read_stream_window(size_t s, uint64_t offset, int T, uint8_t* out) const {
+  const uint64_t len = train_stream_bytes(s);
+  if (offset % uint64_t(P_) != 0 || offset >= len) throw Error("read_stream_window: offset outside the stream");
+  const int n = int(std::min<uint64_t>(uint64_t(T), len - offset));
+  read_window((packed_start_[s] + offset) / uint64_t(P_), n, out);
+  std::fill(out + n, out + T, uint8_t(0));
+}
+
 void ByteDataset::sample_window(Rng& rng, int T, uint8_t* out) const { read_window(rng.below(train_patches()), T, out); }
 
 }  // namespace rb

@@ -197,10 +197,13 @@ std::vector<nlohmann::json> metrics_but_speed(const std::string& run) {
   return lines;
 }
 
-TEST(DataParallel, RanksTrainBitwiseTheWeightsOfOneProcessAndResumeWithAnotherCount) {
-  TempDir d("dp");
-  const std::string data = d.write("data/text.txt", fixture_text());
-  const TrainConfig cfg = parallel_config();
+void expect_ranks_train_the_weights_of_one_process(bool carry_state) {
+  TempDir d(carry_state ? "dp-carry" : "dp");
+  d.write("data/text.txt", fixture_text());
+  d.write("data/short.txt", fixture_text().substr(500, 200));  // rows reach its end during the run
+  const std::string data = d.path + "/data";
+  TrainConfig cfg = parallel_config();
+  cfg.carry_state = carry_state;
   auto be = make_cpu_backend(1);
   Trainer one(cfg, {data}, d.path + "/one", *be, false);
   one.run(0, 0, nullptr, nullptr);
@@ -238,6 +241,14 @@ TEST(DataParallel, RanksTrainBitwiseTheWeightsOfOneProcessAndResumeWithAnotherCo
     EXPECT_EQ(weights_of(t), want);
   });
   EXPECT_TRUE(file_bytes(d.path + "/resumed/model.safetensors") == file_bytes(d.path + "/one/model.safetensors"));
+}
+
+TEST(DataParallel, RanksTrainBitwiseTheWeightsOfOneProcessAndResumeWithAnotherCount) {
+  expect_ranks_train_the_weights_of_one_process(false);
+}
+// Carried state: ranks own the micro-batches' rows; checkpoints gather them, resumes share them.
+TEST(DataParallel, CarriedStateRanksTrainBitwiseTheWeightsOfOneProcessAndResumeWithAnotherCount) {
+  expect_ranks_train_the_weights_of_one_process(true);
 }
 
 TEST(DataParallel, RanksGivenOtherDataOrTooFewMicroBatchesAreRefusedBeforeTraining) {

@@ -276,6 +276,79 @@ TEST(Streaming, WindowByWindowWithCarriedStateEqualsOneLongWindow) {
   EXPECT_LE(rel_error(model->logits(), whole.data(), 16 * 256), 1e-5);
 }
 
+// Carried-state training: Train forwards window by window with a stream score the bytes as one
+// long window does, rows reset alone start over, and backward (detached state) is the gradient
+// of the window's loss with the incoming state held fixed, by finite differences.
+TEST(Streaming, TrainingWindowsWithCarriedStateEqualOneLongWindowAndRowsResetAlone) {
+  auto be = make_cpu_backend(2);
+  const std::string path = kTestDir + "/golden/tiny_retention.safetensors";
+  auto model = Model::load(path, *be);
+  model->retention_chunk = 3;
+  const auto input = SafetensorsReader(path).read_u8("input");
+  const ModelConfig& c = model->config();  // B = 2, T = 64, P = 4
+  model->forward(input.data(), 2, c.T, Model::Mode::Train);
+  const std::vector<float> whole(model->byte_losses(), model->byte_losses() + 2 * c.T);
+  auto stream = model->new_stream(2);
+  std::vector<uint8_t> window(2 * 16);
+  for (int w = 0; w < 4; w++) {  // four windows of 16 bytes of both rows
+    for (int b = 0; b < 2; b++) std::copy_n(input.data() + b * c.T + w * 16, 16, window.data() + b * 16);
+    model->zero_grad();
+    model->forward(window.data(), 2, 16, Model::Mode::Train, stream.get());
+    model->backward();
+    for (int b = 0; b < 2; b++)
+      EXPECT_LE(rel_error(model->byte_losses() + b * 16, whole.data() + b * c.T + w * 16, 16), 1e-5) << "window " << w;
+  }
+  // Row 1 starts over at position 16 patches: its losses are those of a fresh stream (rotary
+  // phases depend only on distances, so to rounding); row 0 goes on.
+  stream->reset_row(1);
+  for (int b = 0; b < 2; b++) std::copy_n(input.data() + b * c.T, 16, window.data() + b * 16);
+  model->forward(window.data(), 2, 16, Model::Mode::Train, stream.get());
+  EXPECT_LE(rel_error(model->byte_losses() + 16, whole.data() + c.T, 16), 1e-5);
+  EXPECT_GT(rel_error(model->byte_losses(), whole.data(), 16), 1e-3);  // row 0 carries its state
+
+  // Gradient of the second window's mean loss with the state after the first held fixed.
+  stream->reset();
+  for (int b = 0; b < 2; b++) std::copy_n(input.data() + b * c.T, 16, window.data() + b * 16);
+  model->forward(window.data(), 2, 16, Model::Mode::Eval, stream.get());
+  const std::vector<float> state = stream->export_states();
+  const std::vector<int32_t> last = stream->last_patch();
+  const std::vector<uint8_t> fresh = stream->fresh_rows();
+  for (int b = 0; b < 2; b++) std::copy_n(input.data() + b * c.T + 16, 16, window.data() + b * 16);
+  model->zero_grad();
+  model->forward(window.data(), 2, 16, Model::Mode::Train, stream.get());
+  model->backward();
+  std::vector<float> analytic(model->grads(), model->grads() + model->num_params());
+  std::vector<float> params(model->params(), model->params() + model->num_params());
+  auto loss = [&] {
+    std::copy(params.begin(), params.end(), model->params());
+    stream->import_rows(state, 4, last, fresh);
+    return model->forward(window.data(), 2, 16, Model::Mode::Eval, stream.get());
+  };
+  for (const TensorEntry& e : model->table()) {
+    std::vector<size_t> idx(e.count);
+    for (size_t i = 0; i < e.count; i++) idx[i] = e.offset + i;
+    std::partial_sort(idx.begin(), idx.begin() + std::min<size_t>(2, idx.size()), idx.end(),
+                      [&](size_t a, size_t b) { return std::fabs(analytic[a]) > std::fabs(analytic[b]); });
+    std::vector<size_t> pick(idx.begin(), idx.begin() + std::min<size_t>(2, idx.size()));
+    test::expect_gradient(e.name.c_str(), params, analytic, loss, 1e-2, 3e-2, 2e-4, pick);
+  }
+}
+
+TEST(Config, LongestMemorySpacesTheHeadsHorizonsUpToIt) {
+  ModelConfig c = named_config("small");  // P = 8, H_G = 4
+  const std::vector<float> retnet = retention_gammas(c);
+  for (int h = 0; h < c.H_G; h++) EXPECT_EQ(retnet[size_t(h)], retention_gamma(h));
+  c.longest_memory = 1 << 20;  // 2^17 patches: horizons 2^5, 2^9, 2^13, 2^17 patches
+  const std::vector<float> g = retention_gammas(c);
+  for (int h = 0; h < c.H_G; h++) EXPECT_FLOAT_EQ(g[size_t(h)], float(1.0 - std::ldexp(1.0, -(5 + 4 * h)))) << h;
+  const std::string json = config_to_json(c);
+  EXPECT_NE(json.find("\"longest_memory\":1048576"), std::string::npos);
+  EXPECT_EQ(config_to_json(named_config("small")).find("longest_memory"), std::string::npos);  // old files' JSON
+  EXPECT_EQ(parse_model_config(nlohmann::json::parse(json), "t"), c);
+  c.longest_memory = 100;
+  expect_error_containing([&] { validate_config(c, "x.json"); }, "longest_memory = 100 must be 0 or between");
+}
+
 }  // namespace
 }  // namespace rb
 

@@ -20,6 +20,7 @@
 #include "src/model/evaluate.h"
 #include "src/model/safetensors.h"
 #include "tests/test_util.h"
+#include "trainer/carried_rows.h"
 #include "trainer/trainer.h"
 
 namespace rb {
@@ -196,22 +197,26 @@ TEST(Trainer, ATimeBudgetDecaysTheLearningRateByItsEnd) {
   EXPECT_LT(reports.back().lr, 0.5f * cfg.adamw.lr) << "the cosine did not reach its end within the budget";
 }
 
-TEST(Trainer, StoppedAndResumedRunEqualsTheUninterruptedOne) {
-  TempDir d("resume");
+// With independent windows, and with carried state (rows walking the streams, their states and
+// cursors in the checkpoint; the short second file ends some rows' streams during the run).
+void expect_resumed_run_equals_the_uninterrupted_one(bool carry_state) {
+  TempDir d(carry_state ? "resume-carry" : "resume");
   const std::string data = d.write("data/text.txt", fixture_text());
-  const TrainConfig cfg = small_run_config();
+  d.write("data/short.txt", fixture_text().substr(700, 300));
+  TrainConfig cfg = small_run_config();
+  cfg.carry_state = carry_state;
   auto be = make_cpu_backend(2);
   const int K = 5;
 
-  Trainer straight(cfg, {data}, d.path + "/a", *be, false);
+  Trainer straight(cfg, {d.path + "/data"}, d.path + "/a", *be, false);
   straight.run(2 * K, 0, nullptr, nullptr);
   std::vector<float> straight_params(straight.model().params(), straight.model().params() + straight.model().num_params());
   {
-    Trainer first(cfg, {data}, d.path + "/b", *be, false);
+    Trainer first(cfg, {d.path + "/data"}, d.path + "/b", *be, false);
     first.run(K, 0, nullptr, nullptr);
     ASSERT_EQ(first.step(), K);
   }
-  Trainer resumed(cfg, {data}, d.path + "/b", *be, true);
+  Trainer resumed(cfg, {d.path + "/data"}, d.path + "/b", *be, true);
   ASSERT_EQ(resumed.step(), K);
   resumed.run(2 * K, 0, nullptr, nullptr);
 
@@ -233,6 +238,55 @@ TEST(Trainer, StoppedAndResumedRunEqualsTheUninterruptedOne) {
   SafetensorsReader a(d.path + "/a/model.safetensors"), b(d.path + "/b/model.safetensors");
   EXPECT_EQ(a.read_f32("head.weight"), b.read_f32("head.weight"));
   EXPECT_LT(straight.step_losses().back(), straight.step_losses().front());  // it did learn
+  if (carry_state) {
+    SafetensorsReader state(d.path + "/b/state.safetensors");
+    EXPECT_TRUE(state.metadata().count("carry"));
+  }
+}
+
+TEST(Trainer, StoppedAndResumedRunEqualsTheUninterruptedOne) { expect_resumed_run_equals_the_uninterrupted_one(false); }
+TEST(Trainer, StoppedAndResumedCarriedStateRunEqualsTheUninterruptedOne) {
+  expect_resumed_run_equals_the_uninterrupted_one(true);
+}
+
+// Each row walks its stream window after window from the header on; a row whose stream ended
+// draws another, and the windows past a stream's end are zeros.
+TEST(CarriedRows, EachRowWalksOneStreamFromItsStart) {
+  TempDir d("rows");
+  std::string a(1000, 'a'), b(200, 'b');
+  for (size_t i = 0; i < a.size(); i++) a[i] = char('a' + i % 26);
+  d.write("data/a.txt", a);
+  d.write("data/b.txt", b);
+  ByteDataset data({d.path + "/data"}, 4, 0.0);
+  ModelConfig mc = named_config("tiny");  // P = 4
+  mc.T = 64;
+  mc.B = 3;
+  auto be = make_cpu_backend(1);
+  Model model(mc, *be);
+  CarriedRows rows(data, model, 2);
+  Rng rng(7);
+  std::vector<uint8_t> batch(size_t(2) * 3 * 64);
+  std::vector<std::vector<uint8_t>> walked(6);  // what each row was given, step by step
+  for (int step = 0; step < 24; step++) {       // 1536 bytes a row: past the end of either stream
+    rows.next_windows(rng, batch.data());
+    for (int w = 0; w < 6; w++)
+      walked[size_t(w)].insert(walked[size_t(w)].end(), batch.begin() + w * 64, batch.begin() + (w + 1) * 64);
+  }
+  const std::vector<uint8_t> header_a = data.header(StreamSpan{0, 0, 0}), header_b = data.header(StreamSpan{1, 0, 0});
+  int starts = 0;
+  for (const auto& row : walked) {
+    // The row's first window starts a stream: its header patch, then the file's first bytes.
+    ASSERT_EQ(header_a, header_b);  // text headers do not name the file: tell them by the body
+    ASSERT_TRUE(std::equal(header_a.begin(), header_a.end(), row.begin()));
+    const bool is_a = row[header_a.size()] == 'a';
+    const std::string& body = is_a ? a : b;
+    const size_t h = (is_a ? header_a : header_b).size();
+    EXPECT_TRUE(std::equal(body.begin(), body.end(), row.begin() + long(h)));  // consecutive windows
+    const size_t len = (h + body.size() + 3) / 4 * 4, next = (len + 63) / 64 * 64;
+    for (size_t i = h + body.size(); i < next; i++) EXPECT_EQ(row[i], 0) << i;  // padding to the window
+    if (next < row.size()) starts++;                                            // the row went on to another stream
+  }
+  EXPECT_GT(starts, 0);
 }
 
 // The numerics contract: every reduction has one fixed order (GEMM sums over K per element in

@@ -24,6 +24,10 @@ struct TrainConfig {
   int64_t checkpoint_every = 500;
   int chunk = 64;                      // retention chunk size
   MediaForm media = MediaForm::Plain;  // images and audio as pixels and samples, or their residuals
+  // Carried-state training (truncated backpropagation through time): each batch row walks one
+  // training stream window by window from its start, the retention state of one window entering
+  // the next (detached); false: independent random windows, each from a zero state.
+  bool carry_state = false;
 
   // Learning rate at optimiser step `step` (0-based): linear warm-up, then cosine to the floor.
   float lr_at(int64_t step, int64_t horizon) const;

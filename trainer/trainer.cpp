@@ -19,6 +19,7 @@
 #include "src/common/errors.h"
 #include "src/model/evaluate.h"
 #include "src/model/safetensors.h"
+#include "trainer/carried_rows.h"
 
 namespace rb {
 
@@ -68,6 +69,7 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, c
       rng_(cfg.seed) {
   model_->retention_chunk = cfg.chunk;
   model_->media_form = cfg.media;
+  if (cfg.carry_state) carried_ = std::make_unique<CarriedRows>(data_, *model_, cfg.accum_steps);
   horizon_ = cfg.steps;
   // A batch that cannot fit is refused before the run folder is touched.
   check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, "training config");
@@ -117,6 +119,7 @@ void Trainer::share_state_from_rank_zero() {
   nonfinite_streak_ = int(scalars[3]), last_saved_step_ = scalars[4];
   opt_.set_steps_taken(step_);
   comm_.broadcast(rng_.raw_state(), 4 * sizeof(uint64_t), 0);
+  if (carried_) carried_->broadcast(comm_);
 }
 
 namespace {
@@ -158,7 +161,8 @@ void Trainer::load_checkpoint() {
   if (!(saved == cfg_.model))
     throw Error(path + ": state is for model config " + get("config") + ", but --config gives " + config_to_json(cfg_.model));
   nlohmann::json was = json("train_config");
-  if (was.is_object() && !was.contains("media")) was["media"] = "plain";  // states from before the residual form
+  if (was.is_object() && !was.contains("media")) was["media"] = "plain";            // states from before the residual form
+  if (was.is_object() && !was.contains("carry_state")) was["carry_state"] = false;  // and before carried state
   const nlohmann::json now = nlohmann::json::parse(train_config_to_json(cfg_));
   std::string changed;
   for (auto it = now.begin(); it != now.end(); ++it)
@@ -185,6 +189,7 @@ void Trainer::load_checkpoint() {
   std::istringstream rs(get("rng"));
   for (int i = 0; i < 4; i++) rs >> rng_.raw_state()[i];
   if (!rs) throw Error(path + ": bad \"rng\" in __metadata__ (damaged file?)");
+  if (carried_) carried_->load(state, path);
   last_saved_step_ = step_;
   // Metrics logged after the checkpoint (later steps, or skipped steps at its step) belong to a
   // run that did not reach its next checkpoint: they will be logged again.
@@ -206,6 +211,7 @@ void Trainer::load_checkpoint() {
 // The state file alone resumes a run (weights, moments, step, RNG); model.safetensors is the
 // weights for users. Each is written atomically, the state first.
 void Trainer::save_checkpoint() {
+  if (carried_) carried_->gather(comm_);  // every rank's rows, so the state file holds them all
   if (comm_.rank() != 0) {
     last_saved_step_ = step_;  // every rank agrees on when the last checkpoint was
     return;
@@ -216,15 +222,17 @@ void Trainer::save_checkpoint() {
   const std::vector<float> m = opt_.download_m(), v = opt_.download_v();
   std::vector<StTensorOut> t = {
       {"params", "F32", {n}, params.data()}, {"adam.m", "F32", {n}, m.data()}, {"adam.v", "F32", {n}, v.data()}};
-  write_safetensors(out_dir_ + "/state.safetensors", t,
-                    {{"config", config_to_json(cfg_.model)},
-                     {"train_config", train_config_to_json(cfg_)},
-                     {"data", data_.fingerprint()},
-                     {"step", std::to_string(step_)},
-                     {"horizon", std::to_string(horizon_)},
-                     {"rng", rng_to_string(rng_)},
-                     {"bytes_seen", std::to_string(bytes_seen_)},
-                     {"nonfinite_streak", std::to_string(nonfinite_streak_)}});
+  std::map<std::string, std::string> meta = {{"config", config_to_json(cfg_.model)},
+                                             {"train_config", train_config_to_json(cfg_)},
+                                             {"data", data_.fingerprint()},
+                                             {"step", std::to_string(step_)},
+                                             {"horizon", std::to_string(horizon_)},
+                                             {"rng", rng_to_string(rng_)},
+                                             {"bytes_seen", std::to_string(bytes_seen_)},
+                                             {"nonfinite_streak", std::to_string(nonfinite_streak_)}};
+  std::vector<float> carried_states;
+  if (carried_) carried_->save(t, meta, carried_states);
+  write_safetensors(out_dir_ + "/state.safetensors", t, meta);
   nlohmann::json summary = {{"step", step_},
                             {"horizon", horizon_},
                             {"bytes_seen", bytes_seen_},
@@ -267,12 +275,16 @@ StepReport Trainer::train_step() {
   const size_t window = size_t(c.B) * c.T;
   // Every rank draws the whole global batch from the shared RNG (so the windows do not depend on
   // the number of ranks) and computes its own micro-batches, each from a zero gradient.
-  for (int w = 0; w < M * c.B; w++) data_.sample_window(rng_, c.T, batch_.data() + size_t(w) * c.T);
+  if (carried_)
+    carried_->next_windows(rng_, batch_.data());
+  else
+    for (int w = 0; w < M * c.B; w++) data_.sample_window(rng_, c.T, batch_.data() + size_t(w) * c.T);
   const MicroRange mine = micro_batches_of(comm_.rank(), comm_.size(), M);
   std::vector<double> micro_loss(size_t(M), 0.0);
   for (int micro = mine.first; micro < mine.end; micro++) {
     model_->zero_grad();
-    micro_loss[size_t(micro)] = model_->forward(batch_.data() + size_t(micro) * window, c.B, c.T, Model::Mode::Train);
+    micro_loss[size_t(micro)] = model_->forward(batch_.data() + size_t(micro) * window, c.B, c.T, Model::Mode::Train,
+                                                carried_ ? &carried_->stream(micro) : nullptr);
     model_->backward();
     if (micro + 1 < mine.end) grad_sum_->keep(model_->grads(), comm_.rank());
   }

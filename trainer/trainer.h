@@ -1,4 +1,5 @@
-// The training loop: random windows from a ByteDataset, AdamW with warm-up + cosine, global-norm
+// The training loop: random windows from a ByteDataset (or, with carried state, each row walking
+// one stream window by window: trainer/carried_rows.h), AdamW with warm-up + cosine, global-norm
 // clipping, gradient accumulation, periodic validation, atomic checkpoints (model + optimizer
 // state + RNG + step) from which a resumed run continues bit-identically.
 #pragma once
@@ -17,6 +18,8 @@
 #include "trainer/train_config.h"
 
 namespace rb {
+
+class CarriedRows;
 
 struct StepReport {
   int64_t step = 0;  // optimiser steps completed
@@ -94,6 +97,7 @@ class Trainer {
   std::vector<double> losses_;
   std::vector<uint8_t> batch_;  // the step's global batch: accum_steps micro-batches of B windows
   std::unique_ptr<OrderedGradientSum> grad_sum_;
+  std::unique_ptr<CarriedRows> carried_;  // with "carry_state": the rows' cursors and states
 };
 
 }  // namespace rb

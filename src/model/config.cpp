@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "kernels/backend.h"
+#include "src/common/dmath.h"
 #include "src/common/errors.h"
 
 namespace rb {
@@ -60,6 +62,26 @@ void validate_config(const ModelConfig& c, const std::string& source) {
   if (c.H_G > 24) fail("H_G = " + std::to_string(c.H_G) + " > 24 (decay 1-2^(-5-h) would round to 1)");
   if (c.D_L % c.H_L != 0) fail("D_L = " + std::to_string(c.D_L) + " is not divisible by H_L = " + std::to_string(c.H_L));
   if (c.T % c.P != 0) fail("T = " + std::to_string(c.T) + " is not a multiple of P = " + std::to_string(c.P));
+  // The longest head must outlive RetNet's shortest (32 patches) and its decay must stay below 1
+  // in float (1 - 2^-24 is the largest float under 1).
+  if (c.longest_memory != 0 && (c.longest_memory < int64_t(64) * c.P || c.longest_memory > (int64_t(1) << 23) * c.P))
+    fail("longest_memory = " + std::to_string(c.longest_memory) + " must be 0 or between 64 P and 2^23 P bytes");
+}
+
+std::vector<float> retention_gammas(const ModelConfig& c) {
+  std::vector<float> g;
+  for (int h = 0; h < c.H_G; h++) {
+    if (c.longest_memory == 0) {
+      g.push_back(retention_gamma(h));
+      continue;
+    }
+    // Horizon of head h in patches: 2^e, e from 5 to log2(longest_memory / P) in equal steps;
+    // decay 1 - 2^-e, computed in double with the project's own exp/log (the same bits everywhere).
+    const double last = dmath::log(double(c.longest_memory) / c.P) / dmath::log(2.0);
+    const double e = c.H_G == 1 ? last : 5.0 + (last - 5.0) * h / (c.H_G - 1);
+    g.push_back(float(1.0 - dmath::exp(-e * dmath::log(2.0))));
+  }
+  return g;
 }
 
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source) {
@@ -76,6 +98,12 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
     if (key == "config") continue;
+    if (key == "longest_memory") {
+      if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > (int64_t(1) << 40))
+        throw Error(source + ": \"longest_memory\" = " + it->dump() + " must be an integer from 0 to 2^40 (bytes)");
+      c.longest_memory = it->get<int64_t>();
+      continue;
+    }
     if (key == "global") {
       if (!it->is_string() || (*it != "retention" && *it != "attention"))
         throw Error(source + ": \"global\" must be \"retention\" or \"attention\"");
@@ -83,7 +111,9 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
       continue;
     }
     int* f = int_field(c, key);
-    if (!f) throw Error(source + ": unknown config key \"" + key + "\" (known: P D_E L_G H_G D_L L_L H_L T B global config)");
+    if (!f)
+      throw Error(source + ": unknown config key \"" + key +
+                  "\" (known: P D_E L_G H_G D_L L_L H_L T B global longest_memory config)");
     if (!it->is_number_integer()) throw Error(source + ": \"" + key + "\" must be an integer");
     // Read unsigned JSON numbers as unsigned: 18446744073709551615 is not -1.
     const bool in_range = it->is_number_unsigned() ? it->get<uint64_t>() <= (uint64_t(1) << 30)
@@ -145,6 +175,7 @@ std::string config_to_json(const ModelConfig& c) {
   ModelConfig copy = c;
   for (const char* key : kIntKeys) j[key] = *int_field(copy, key);
   j["global"] = global_kind_name(c.global);
+  if (c.longest_memory != 0) j["longest_memory"] = c.longest_memory;  // older files' JSON stays as it was
   return j.dump();
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,10 @@ MediaForm parse_media_form(const std::string& name, const std::string& source);
 struct ModelConfig {
   int P = 0, D_E = 0, L_G = 0, H_G = 0, D_L = 0, L_L = 0, H_L = 0, T = 0, B = 0;
   GlobalKind global = GlobalKind::Retention;
+  // Retention decays: 0 = the RetNet paper's 1 - 2^(-5-h); otherwise the bytes the longest-lived
+  // head remembers (its decay is 1 - P/longest_memory), the heads' horizons spaced geometrically
+  // from RetNet's shortest (32 patches) up to it.
+  int64_t longest_memory = 0;
 
   int D_G() const { return P * D_E; }
   int K() const { return T / P; }         // patches per training window
@@ -44,7 +49,9 @@ ModelConfig load_model_config(const std::string& name_or_path);
 // Throws rb::Error("<source>: ...") if the config cannot describe a model.
 void validate_config(const ModelConfig& c, const std::string& source);
 
-std::string config_to_json(const ModelConfig& c);  // compact JSON with every key
+std::string config_to_json(const ModelConfig& c);  // compact JSON with every key (longest_memory when set)
+// The retention decay of each global head, as the model uses it (doc/SPEC.md §1; longest_memory).
+std::vector<float> retention_gammas(const ModelConfig& c);
 const char* global_kind_name(GlobalKind g);
 
 }  // namespace rb

@@ -23,6 +23,11 @@ struct Model::Acts {
   std::vector<int32_t*> owned_idx;
 
   int32_t *bytes = nullptr, *local_idx = nullptr, *pos_idx = nullptr, *prev_patch = nullptr;
+  // The last forward's first patch position (rotary phase) and, per row, whether its first global
+  // input was the previous window's last patch (else the pad vector): backward needs both.
+  int64_t pos0 = 0;
+  std::vector<uint8_t> continued;
+  bool training = false;
   // global
   std::vector<float*> g_res;  // L_G+1 residual streams [N, DG]
   std::vector<float*> g_mid, g_ln1, g_ln1_mean, g_ln1_rstd, g_ln2, g_ln2_mean, g_ln2_rstd;
@@ -63,6 +68,7 @@ GlobalStream::GlobalStream(Backend& be, const ModelConfig& c, int B) : be_(be), 
   state_size_ = size_t(B) * c.H_G * c.dk() * c.dv();
   for (int l = 0; l < c.L_G; l++) states_.push_back(be_.alloc(state_size_));
   last_patch_.assign(size_t(B) * c.P, 0);
+  fresh_.assign(size_t(B), 1);
 }
 GlobalStream::~GlobalStream() {
   for (float* s : states_) be_.release(s);
@@ -72,6 +78,7 @@ std::unique_ptr<GlobalStream> GlobalStream::clone() const {
   for (size_t l = 0; l < states_.size(); l++) be_.copy(c->states_[l], states_[l], state_size_);
   c->patches_ = patches_;
   c->last_patch_ = last_patch_;
+  c->fresh_ = fresh_;
   return c;
 }
 
@@ -79,6 +86,7 @@ GlobalStream::GlobalStream(Backend& be, int B, int P, size_t state_size, size_t 
     : be_(be), B_(B), state_size_(state_size), P_(P) {
   for (size_t l = 0; l < layers; l++) states_.push_back(be_.alloc(state_size_));
   last_patch_.assign(size_t(B) * P, 0);
+  fresh_.assign(size_t(B), 1);
 }
 
 std::vector<float> GlobalStream::export_states() const {
@@ -91,12 +99,31 @@ void GlobalStream::import_states(const std::vector<float>& states, int64_t patch
   if (states.size() != state_floats()) throw Error("retention state has the wrong size for this model");
   for (size_t l = 0; l < states_.size(); l++) be_.upload(states_[l], states.data() + l * state_size_, state_size_);
   patches_ = patches;
+  std::fill(fresh_.begin(), fresh_.end(), patches == 0 ? 1 : 0);
+}
+
+void GlobalStream::import_rows(const std::vector<float>& states, int64_t patches, const std::vector<int32_t>& last_patch,
+                               const std::vector<uint8_t>& fresh) {
+  if (last_patch.size() != last_patch_.size() || fresh.size() != fresh_.size())
+    throw Error("retention stream rows have the wrong size for this model");
+  import_states(states, patches);
+  last_patch_ = last_patch;
+  fresh_ = fresh;
+}
+
+void GlobalStream::reset_row(int b) {
+  if (b < 0 || b >= B_) throw Error("reset_row: row " + std::to_string(b) + " is not in the stream");
+  const size_t per_row = state_size_ / size_t(B_);
+  for (float* s : states_) be_.fill(s + size_t(b) * per_row, 0.0f, per_row);
+  std::fill_n(last_patch_.begin() + long(size_t(b) * P_), P_, 0);
+  fresh_[size_t(b)] = 1;
 }
 
 void GlobalStream::reset() {
   patches_ = 0;
   for (float* s : states_) be_.fill(s, 0.0f, state_size_);
   std::fill(last_patch_.begin(), last_patch_.end(), 0);
+  std::fill(fresh_.begin(), fresh_.end(), 1);
 }
 
 Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend) {
@@ -105,7 +132,7 @@ Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend)
   num_params_ = parameter_count(table_);
   params_ = be_.alloc(num_params_);
   parameter_table(cfg_, params_, &w_);
-  for (int h = 0; h < cfg_.H_G; h++) gammas_host_.push_back(retention_gamma(h));
+  gammas_host_ = retention_gammas(cfg_);
   gammas_ = be_.alloc(cfg_.H_G);
   be_.upload(gammas_, gammas_host_.data(), cfg_.H_G);
 }
@@ -336,7 +363,7 @@ void Model::forward_global_retention(int l, GlobalStream* stream, bool recurrent
     be_.retention_recurrent_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs, state);
   else
     be_.retention_chunkwise_forward(a.g_mix[l], proj, proj + DG, proj + 2 * DG, gammas_, rs, retention_chunk, state, state,
-                                    stream ? nullptr : a.g_aux[l]);
+                                    stream && !a.training ? nullptr : a.g_aux[l]);
   be_.rmsnorm_forward(a.g_y[l], a.g_rstd[l], a.g_mix[l], 2 * DG, N, H, cfg_.dv());
   be_.swish_gate_forward(a.g_gated[l], proj + 4 * DG, ld, a.g_y[l], N, 2 * DG);
   be_.copy(a.g_mid[l], a.g_res[l], size_t(N) * DG);
@@ -383,7 +410,10 @@ void Model::run_global(GlobalStream* stream, bool recurrent) {
                  L.ln2_b, L.w1, L.b1, L.w2, L.b2, N, DG, 2 * DG);
   }
   be_.layernorm_forward(a.g_out, a.g_lnf_mean, a.g_lnf_rstd, a.g_res[cfg_.L_G], w_.g_ln_w, w_.g_ln_b, N, DG);
-  if (stream) stream->patches_ += K;
+  if (stream) {
+    stream->patches_ += K;
+    std::fill(stream->fresh_.begin(), stream->fresh_.end(), 0);
+  }
 }
 
 const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStream* stream) {
@@ -393,6 +423,7 @@ const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStre
   ensure_acts(B, npatches * P, false);
   train_ready_ = false;  // the activations no longer belong to a training forward
   Acts& a = *a_;
+  a.training = false;
   if (!patches) {  // the stream's first position: the pad vector
     for (int b = 0; b < B; b++) be_.copy(a.g_res[0] + size_t(b) * DG, w_.g_pad, DG);
   } else {
@@ -411,8 +442,8 @@ const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStre
 double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream) {
   if (B <= 0 || T <= 0 || T % cfg_.P != 0)
     throw Error("forward: T = " + std::to_string(T) + " must be a positive multiple of P = " + std::to_string(cfg_.P));
-  if (stream && (mode == Mode::Train || cfg_.global != GlobalKind::Retention || stream->B_ != B))
-    throw Error("forward: a stream needs Eval mode, the retention global and B = its batch");
+  if (stream && (cfg_.global != GlobalKind::Retention || stream->B_ != B))
+    throw Error("forward: a stream needs the retention global and B = its batch");
   // The recurrent form carries its state in a stream; a call without one gets a fresh one.
   std::unique_ptr<GlobalStream> own_stream;
   if (!stream && retention_recurrent && mode == Mode::Eval && cfg_.global == GlobalKind::Retention) {
@@ -436,11 +467,14 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
 
   // Patch embedder: global input row (b, k) = embeddings of patch k-1; row (b, 0) = pad, or the
   // previous window's last patch when continuing a stream.
-  const bool continuing = stream && stream->patches_ > 0;
-  if (continuing) be_.upload_index(a.prev_patch, stream->last_patch_.data(), size_t(B) * P);
+  a.pos0 = stream ? stream->patches_ : 0;
+  a.training = mode == Mode::Train;
+  a.continued.assign(size_t(B), 0);
+  for (int b = 0; b < B; b++) a.continued[size_t(b)] = stream && !stream->fresh_[size_t(b)];
+  if (stream) be_.upload_index(a.prev_patch, stream->last_patch_.data(), size_t(B) * P);
   for (int b = 0; b < B; b++) {
     float* rows = a.g_res[0] + size_t(b) * K * DG;
-    if (continuing)
+    if (a.continued[size_t(b)])
       be_.embedding_forward(rows, w_.g_embed, a.prev_patch + size_t(b) * P, P, DE);
     else
       be_.copy(rows, w_.g_pad, DG);
@@ -451,7 +485,7 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
       for (int p = 0; p < P; p++) stream->last_patch_[size_t(b) * P + p] = x[size_t(b) * T + T - P + p];
     // patches_ advances after the global layers have used the old position.
   }
-  run_global(stream, stream && retention_recurrent);
+  run_global(stream, stream && retention_recurrent && mode == Mode::Eval);
 
   // Global to local: each D_G row is P pieces of D_E, i.e. g_out viewed as [M, D_E].
   linear(a.l_res[0], a.g_out, w_.g2l, nullptr, M, DE, DL);
@@ -506,8 +540,8 @@ void Model::backward_global_retention(int l) {
   RetentionShape rs{a.B, K, H, cfg_.dk(), cfg_.dv(), ld, ld};
   be_.retention_chunkwise_backward(dproj, dproj + DG, dproj + 2 * DG, a.dg_b, proj, proj + DG, proj + 2 * DG, gammas_, rs,
                                    retention_chunk, a.g_aux[l], nullptr, nullptr);
-  be_.rope(dproj, ld, N, H, cfg_.dk(), K, 0, 1.0f, true);
-  be_.rope(dproj + DG, ld, N, H, cfg_.dk(), K, 0, 1.0f / std::sqrt(float(cfg_.dk())), true);
+  be_.rope(dproj, ld, N, H, cfg_.dk(), K, a.pos0, 1.0f, true);
+  be_.rope(dproj + DG, ld, N, H, cfg_.dk(), K, a.pos0, 1.0f / std::sqrt(float(cfg_.dk())), true);
   be_.linear_backward(a.dg_a, G.wq, nullptr, dproj, a.g_ln1[l], L.wq, N, DG, ld);
   be_.layernorm_backward(a.dg_res, G.ln1_w, G.ln1_b, a.dg_a, a.g_res[l], L.ln1_w, a.g_ln1_mean[l], a.g_ln1_rstd[l], N, DG);
 }
@@ -573,7 +607,10 @@ void Model::backward() {
   // Patch embedder.
   for (int b = 0; b < a.B; b++) {
     const float* rows = a.dg_res + size_t(b) * K * DG;
-    be_.add_inplace(gw_.g_pad, rows, DG);
+    if (a.continued[size_t(b)])  // the previous window's last patch: its bytes' embeddings
+      be_.embedding_backward(gw_.g_embed, rows, a.prev_patch + size_t(b) * P, P, DE);
+    else
+      be_.add_inplace(gw_.g_pad, rows, DG);
     if (K > 1) be_.embedding_backward(gw_.g_embed, rows + DG, a.bytes + size_t(b) * T, (K - 1) * P, DE);
   }
 }

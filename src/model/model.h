@@ -29,11 +29,20 @@ class GlobalStream {
   int batch() const { return B_; }
   int64_t patches() const { return patches_; }
   void reset();  // back to the start of a stream (zero state, pad input)
+  // Row b alone back to the start of a stream (carried-state training: a row's file ended). The
+  // position counter is shared by the rows: rotary phases depend only on distances, so a row may
+  // start at any position.
+  void reset_row(int b);
   std::unique_ptr<GlobalStream> clone() const;
   // Host copies of the state, for saving: per layer [B, H, dk, dv], concatenated.
   std::vector<float> export_states() const;
   void import_states(const std::vector<float>& states, int64_t patches);
   size_t state_floats() const { return state_size_ * states_.size(); }
+  // Everything a training checkpoint needs to continue the rows exactly.
+  const std::vector<int32_t>& last_patch() const { return last_patch_; }
+  const std::vector<uint8_t>& fresh_rows() const { return fresh_; }
+  void import_rows(const std::vector<float>& states, int64_t patches, const std::vector<int32_t>& last_patch,
+                   const std::vector<uint8_t>& fresh);
 
  private:
   friend class Model;
@@ -44,6 +53,7 @@ class GlobalStream {
   size_t state_size_ = 0;            // per layer
   std::vector<float*> states_;       // one per global layer
   std::vector<int32_t> last_patch_;  // [B, P] bytes of the last patch seen
+  std::vector<uint8_t> fresh_;       // [B] 1: the row starts a stream (its first input is the pad)
   int P_ = 0;
 };
 
@@ -111,8 +121,10 @@ class Model {
 
   enum class Mode { Eval, Train };
   // x: B sequences of T bytes (T a multiple of P). Returns the mean cross-entropy in nats.
-  // Eval keeps logits(); Train turns them into dlogits for backward(). With a stream (Eval only,
-  // retention global only) the window continues where the stream's previous window ended.
+  // Eval keeps logits(); Train turns them into dlogits for backward(). With a stream (retention
+  // global only) the window continues where the stream's previous window ended; in Train mode
+  // the carried state enters detached (truncated backpropagation through time: no gradient
+  // flows into the previous window).
   double forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream = nullptr);
   std::unique_ptr<GlobalStream> new_stream(int B) { return std::make_unique<GlobalStream>(be_, cfg_, B); }
   // Accumulates parameter gradients (+=) for the last Train forward.
