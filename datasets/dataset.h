@@ -86,6 +86,7 @@ class ByteDataset {
   size_t train_streams() const { return train_.size(); }
   size_t train_stream_at(uint64_t patch) const;
   uint64_t train_stream_bytes(size_t s) const;
+  uint64_t train_stream_start(size_t s) const { return packed_start_.at(s); }  // in the packed sequence
   void read_stream_window(size_t s, uint64_t offset, int T, uint8_t* out) const;
   // A stream as the model sees it: its file's header, then the span's body bytes.
   const std::vector<uint8_t>& header(const StreamSpan& s) const { return files_[s.file]->header(); }

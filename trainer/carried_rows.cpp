@@ -1,5 +1,6 @@
 #include "trainer/carried_rows.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "src/common/errors.h"
@@ -8,8 +9,12 @@
 
 namespace rb {
 
-CarriedRows::CarriedRows(const ByteDataset& data, Model& model, int micro_batches)
-    : data_(data), B_(model.config().B), T_(model.config().T), micros_(micro_batches) {
+CarriedRows::CarriedRows(const ByteDataset& data, Model& model, int micro_batches, int64_t carry_bytes)
+    : data_(data),
+      B_(model.config().B),
+      T_(model.config().T),
+      micros_(micro_batches),
+      walk_windows_(std::max<int64_t>(1, carry_bytes / model.config().T)) {
   if (model.config().global != GlobalKind::Retention)
     throw Error("\"carry_state\": true needs the retention global (the attention baseline keeps no state)");
   cursors_.resize(size_t(micros_) * B_);
@@ -21,13 +26,25 @@ void CarriedRows::next_windows(Rng& rng, uint8_t* batch) {
   for (size_t w = 0; w < cursors_.size(); w++) {
     Cursor& c = cursors_[w];
     c.reset = c.stream < 0;
-    if (c.reset) c = Cursor{int64_t(data_.train_stream_at(rng.below(data_.train_patches()))), 0, true};
+    if (c.reset) {
+      const uint64_t patch = rng.below(data_.train_patches());
+      const size_t s = data_.train_stream_at(patch);
+      const int64_t budget = 1 + int64_t(rng.below(uint64_t(2 * walk_windows_ - 1)));
+      c = Cursor{int64_t(s), patch * uint64_t(data_.patch_size()) - data_.train_stream_start(s), budget, true, {-1, 0}};
+    }
     const uint64_t len = data_.train_stream_bytes(size_t(c.stream));
     data_.read_stream_window(size_t(c.stream), c.offset, T_, batch + w * size_t(T_));
     if (len - c.offset < uint64_t(T_)) padding_ += uint64_t(T_) - (len - c.offset);
+    c.last = {c.stream, c.offset};
     c.offset += uint64_t(T_);
-    if (c.offset >= len) c.stream = -1;  // the next step starts another stream in this row
+    if (c.offset >= len || --c.remaining == 0) c.stream = -1;  // the next step starts elsewhere
   }
+}
+
+std::vector<CarriedRows::Window> CarriedRows::last_windows() const {
+  std::vector<Window> v;
+  for (const Cursor& c : cursors_) v.push_back(c.last);
+  return v;
 }
 
 GlobalStream& CarriedRows::stream(int micro) {
@@ -67,9 +84,10 @@ void CarriedRows::broadcast(Communicator& comm) {
   if (comm.size() == 1) return;
   for (auto& s : streams_) move_between(comm, *s, 0);
   std::vector<int64_t> flat;
-  for (const Cursor& c : cursors_) flat.insert(flat.end(), {c.stream, int64_t(c.offset), int64_t(c.reset)});
+  for (const Cursor& c : cursors_) flat.insert(flat.end(), {c.stream, int64_t(c.offset), c.remaining, int64_t(c.reset)});
   comm.broadcast(flat.data(), flat.size() * sizeof(int64_t), 0);
-  for (size_t w = 0; w < cursors_.size(); w++) cursors_[w] = Cursor{flat[3 * w], uint64_t(flat[3 * w + 1]), flat[3 * w + 2] != 0};
+  for (size_t w = 0; w < cursors_.size(); w++)
+    cursors_[w] = Cursor{flat[4 * w], uint64_t(flat[4 * w + 1]), flat[4 * w + 2], flat[4 * w + 3] != 0, {-1, 0}};
 }
 
 void CarriedRows::save(std::vector<StTensorOut>& tensors, std::map<std::string, std::string>& meta,
@@ -86,7 +104,7 @@ void CarriedRows::save(std::vector<StTensorOut>& tensors, std::map<std::string, 
     for (int32_t v : b.last_patch) j["last_patch"].push_back(v);
     for (uint8_t v : b.fresh) j["fresh"].push_back(int(v));
   }
-  for (const Cursor& c : cursors_) j["cursors"].push_back({c.stream, c.offset});
+  for (const Cursor& c : cursors_) j["cursors"].push_back({c.stream, c.offset, c.remaining});
   tensors.push_back({"carry.states", "F32", {int64_t(micros_), int64_t(streams_[0]->state_floats())}, keep.data()});
   meta["carry"] = j.dump();
 }
@@ -111,9 +129,11 @@ void CarriedRows::load(const SafetensorsReader& file, const std::string& path) {
     for (size_t w = 0; w < cursors_.size(); w++) {
       const int64_t s = j["cursors"][w].at(0).get<int64_t>();
       const uint64_t off = j["cursors"][w].at(1).get<uint64_t>();
-      if (s >= int64_t(data_.train_streams()) || s < -1 || (s >= 0 && off >= data_.train_stream_bytes(size_t(s))))
+      const int64_t remaining = j["cursors"][w].at(2).get<int64_t>();
+      if (s >= int64_t(data_.train_streams()) || s < -1 ||
+          (s >= 0 && (off >= data_.train_stream_bytes(size_t(s)) || remaining <= 0)))
         throw bad("a cursor points outside the training streams");
-      cursors_[w] = Cursor{s, off, false};
+      cursors_[w] = Cursor{s, off, remaining, false, {-1, 0}};
     }
     for (int m = 0; m < micros_; m++) {
       std::vector<float> st(states.begin() + long(m * floats), states.begin() + long((m + 1) * floats));

@@ -86,14 +86,16 @@ TrainConfig parse_train_config(const std::string& name_or_path) {
     else if (k == "carry_state") {
       if (!v.is_boolean()) throw Error(src + ": \"carry_state\" must be true or false");
       c.carry_state = v.get<bool>();
-    } else if (k == "media") {
+    } else if (k == "carry_bytes")
+      c.carry_bytes = integer(k, v, 1, int64_t(1) << 40);
+    else if (k == "media") {
       if (!v.is_string()) throw Error(src + ": \"media\" must be \"plain\" or \"residual\"");
       c.media = parse_media_form(v.get<std::string>(), src);
     } else
       throw Error(src + ": unknown key \"" + k +
                   "\" (model: P D_E L_G H_G D_L L_L H_L T B global config; "
                   "training: lr beta1 beta2 eps weight_decay min_lr_ratio warmup_steps steps grad_clip "
-                  "accum_steps seed val_fraction val_every val_bytes checkpoint_every chunk media carry_state)");
+                  "accum_steps seed val_fraction val_every val_bytes checkpoint_every chunk media carry_state carry_bytes)");
   }
   if (model.empty()) throw Error(src + ": no model: give \"config\": \"tiny\"|\"small\"|\"base\" or all model keys");
   c.model = parse_model_config(model, src);
@@ -120,6 +122,7 @@ std::string train_config_to_json(const TrainConfig& c) {
   j["chunk"] = c.chunk;
   j["media"] = media_form_name(c.media);
   j["carry_state"] = c.carry_state;
+  j["carry_bytes"] = c.carry_bytes;
   return j.dump();
 }
 

@@ -28,6 +28,7 @@ struct TrainConfig {
   // training stream window by window from its start, the retention state of one window entering
   // the next (detached); false: independent random windows, each from a zero state.
   bool carry_state = false;
+  int64_t carry_bytes = 262144;  // the mean bytes a row walks before starting elsewhere (carried_rows.h)
 
   // Learning rate at optimiser step `step` (0-based): linear warm-up, then cosine to the floor.
   float lr_at(int64_t step, int64_t horizon) const;

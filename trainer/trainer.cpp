@@ -69,7 +69,7 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, c
       rng_(cfg.seed) {
   model_->retention_chunk = cfg.chunk;
   model_->media_form = cfg.media;
-  if (cfg.carry_state) carried_ = std::make_unique<CarriedRows>(data_, *model_, cfg.accum_steps);
+  if (cfg.carry_state) carried_ = std::make_unique<CarriedRows>(data_, *model_, cfg.accum_steps, cfg.carry_bytes);
   horizon_ = cfg.steps;
   // A batch that cannot fit is refused before the run folder is touched.
   check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, "training config");
@@ -163,6 +163,7 @@ void Trainer::load_checkpoint() {
   nlohmann::json was = json("train_config");
   if (was.is_object() && !was.contains("media")) was["media"] = "plain";            // states from before the residual form
   if (was.is_object() && !was.contains("carry_state")) was["carry_state"] = false;  // and before carried state
+  if (was.is_object() && !was.contains("carry_bytes")) was["carry_bytes"] = cfg_.carry_bytes;  // (unused there)
   const nlohmann::json now = nlohmann::json::parse(train_config_to_json(cfg_));
   std::string changed;
   for (auto it = now.begin(); it != now.end(); ++it)
