@@ -379,10 +379,12 @@ int bench_kernels(Args& args) {
 // compress/decompress bytes/s of the .rbz codec beside zstd -19 on the same bytes (doc/SPEC.md §6).
 int bench_codec(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--adapt ...] [--no-mix] "
-                 "[-t N] [FILE...]\n"
+    std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--lanes N | --fast] "
+                 "[--adapt ...] "
+                 "[--no-mix] [-t N] [FILE...]\n"
                  "  times compress and decompress (every block model-coded) of each FILE, or of N bytes of\n"
                  "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip.\n"
+                 "  Lanes as compress cuts them: one context per input by default; --lanes N, --fast.\n"
                  "  --adapt: each input also with online adaptation (its cost in bytes/s and its bpb)\n"
               << kAdaptHelp << kMixHelp;
     return 0;
@@ -391,6 +393,9 @@ int bench_codec(Args& args) {
   const std::string config = args.value("--config", "", "small");
   const int64_t nbytes = args.int_value("--bytes", "", 262144, 1, int64_t(1) << 40);
   const int lockstep = int(args.int_value("--lockstep", "", 32, 1, 1024));
+  const bool fast = args.flag("--fast");
+  const int lanes = int(args.int_value("--lanes", "", 0, 1, 1024));  // 0: not given
+  if (fast && lanes) throw Error("--fast and --lanes cannot be used together");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
   const std::optional<WeightFormat> weights = weights_option(args);
@@ -426,6 +431,7 @@ int bench_codec(Args& args) {
       o.model_only = true;  // time the model coder, not the fallbacks
       o.force_raw = true;   // the bytes as given (media modes would time pixel/sample decoding too)
       o.lockstep = lockstep;
+      o.lanes = fast ? 0 : lanes ? lanes : 1;
       o.adapt = variant;
       o.mix = mix;
       CoderTimes ctimes, dtimes;  // the model's share and the codec's own (tables, mixer, rANS)
@@ -476,6 +482,7 @@ int bench_codec(Args& args) {
   j["model"] = model_path.empty() ? config + " (random weights)" : model_path;
   j["weights"] = weight_format_name(model->weight_format());
   j["lockstep"] = lockstep;
+  j["lanes"] = fast ? "fast" : std::to_string(lanes ? lanes : 1);
   j["mixed"] = mix;
   j["results"] = results;
   j["peak_rss_mb"] = peak_rss_mb();

@@ -108,12 +108,15 @@ std::optional<AdaptSettings> adapt_options(Args& args) {
 int cmd_compress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--weights "
-                 "bf16] [--segment "
-                 "BYTES] [-t N]\n"
+                 "bf16] [--lanes N | --fast] "
+                 "[--segment BYTES] [-t N]\n"
                  "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
                  "  16-bit PCM WAV as samples (decompressing gives a PNG with identical pixels / the identical WAV);\n"
                  "  anything else as bytes. --raw: bytes always. --verify: decode what was written before success.\n"
                  "  Decodes bit-exactly on any x86-64 CPU and thread count. -f overwrites existing outputs.\n"
+                 "  Each file is coded as one context (its end with its whole beginning in the model's state;\n"
+                 "  files over 16 MiB in lanes of 16 MiB). --lanes N: N lanes of at least 64 KiB, each from a fresh\n"
+                 "  state (faster to decode, larger); --fast: as many lanes as decoding batches well (64 KiB-1 MiB).\n"
               << kAdaptHelp << kMixHelp << kWeightsHelp;
     return 0;
   }
@@ -128,6 +131,9 @@ int cmd_compress(Args& args) {
   const bool verify = args.flag("--verify");
   const bool model_only = args.flag("--model-only");                         // benchmarks and tests: no stored fallbacks
   const int segment = int(args.int_value("--segment", "", 0, 0, 16 << 20));  // 0: automatic
+  const bool fast = args.flag("--fast");
+  const int lanes = int(args.int_value("--lanes", "", 0, 1, 1024));  // 0: not given
+  if (fast && lanes) throw Error("--fast and --lanes cannot be used together");
   const int threads = args.threads();
   const auto inputs = args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
@@ -155,6 +161,7 @@ int cmd_compress(Args& args) {
     CompressOptions options;
     options.force_raw = raw;
     options.segment_bytes = size_t(segment);
+    options.lanes = fast ? 0 : lanes ? lanes : 1;
     options.model_only = model_only;
     options.adapt = adapt;
     options.mix = mix;

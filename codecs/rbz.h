@@ -24,8 +24,13 @@ const char* rbz_mode_name(RbzMode m);  // "raw", "image", "audio"
 constexpr uint16_t kRbzVersion = 1;
 
 struct CompressOptions {
-  bool force_raw = false;              // --raw: the file's bytes even for images and audio
-  size_t segment_bytes = 0;            // 0: chosen from the size (see choose_segment_bytes)
+  bool force_raw = false;    // --raw: the file's bytes even for images and audio
+  size_t segment_bytes = 0;  // 0: from `lanes` (see segment_bytes_for)
+  // How the content is cut into lanes, each coded from a fresh state: 1 (the default) = the whole
+  // file as one context, so its end is coded with its beginning in the state (lanes of 16 MiB
+  // past that); N > 1 = N equal lanes of at least 64 KiB (--lanes N); 0 = --fast: enough lanes to
+  // fill the lockstep batch (choose_segment_bytes), the fastest to decode.
+  int lanes = 1;
   int lockstep = 32;                   // segments coded together
   bool model_only = false;             // tests and benchmarks: model-code every block, no fallbacks
   bool whole_file_fallback = true;     // tests: keep the per-block choice even when zstd of the file is smaller
@@ -51,6 +56,8 @@ struct CompressStats {
 // than 64 KiB (each starts from a fresh state and fresh context-mixing statistics) nor longer than
 // 1 MiB.
 size_t choose_segment_bytes(uint64_t n, int lockstep);
+// Segment length for CompressOptions::lanes (before rounding to whole patches and samples).
+size_t segment_bytes_for(uint64_t n, int lanes, int lockstep);
 
 // Compresses the file at `path` (its bytes in `file`). `model` may be null: then every block is
 // stored (zstd or raw). Errors name the path.
@@ -65,6 +72,7 @@ struct RbzHeaderInfo {
   std::optional<AdaptSettings> adapt;  // set when coded with online adaptation
   bool mixed = false;                  // model-coded blocks use context mixing
   bool bf16_weights = false;           // ... by the model with its weights rounded to bf16
+  bool one_context = false;            // each file (up to 16 MiB) coded as one context (the default)
 };
 // Parses and checks the header (throws rb::Error naming `path`).
 RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t>& rbz);

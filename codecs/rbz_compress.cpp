@@ -18,6 +18,12 @@ size_t choose_segment_bytes(uint64_t n, int lockstep) {
   return size_t(std::clamp<uint64_t>(per, uint64_t(64) << 10, uint64_t(1) << 20));
 }
 
+size_t segment_bytes_for(uint64_t n, int lanes, int lockstep) {
+  if (lanes <= 0) return choose_segment_bytes(n, lockstep);
+  const uint64_t per = (n + uint64_t(lanes) - 1) / uint64_t(lanes);
+  return size_t(std::clamp<uint64_t>(per, lanes == 1 ? 1 : uint64_t(64) << 10, kMaxModelBlock));
+}
+
 std::vector<uint8_t> compress_file(const std::string& path, const std::vector<uint8_t>& file, Model* model,
                                    const CompressOptions& options, CompressStats* stats) {
   if (options.segment_bytes > kMaxModelBlock) throw Error("segment size over the limit of 16 MiB");
@@ -47,18 +53,21 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   }
   std::vector<Block> blocks;
   std::string fingerprint;
+  bool one_context = false;
   if (model && c.size > 0) {
     // Segments start where the model expects a stream to: on a patch boundary and on a whole pixel
     // or audio frame (a segment that began mid-sample would see every sample's bytes swapped).
     const size_t P = size_t(model->config().P), unit = std::lcm(P, c.unit);
-    size_t seg = options.segment_bytes ? options.segment_bytes : choose_segment_bytes(c.size, options.lockstep);
+    size_t seg = options.segment_bytes ? options.segment_bytes : segment_bytes_for(c.size, options.lanes, options.lockstep);
     const uint64_t lanes = uint64_t(std::max(1, options.lockstep));
     if (options.adapt && !options.segment_bytes)  // one lockstep group: rounds fall alike for every lane
       seg = std::max(seg, size_t((c.size + lanes - 1) / lanes));
     seg = (seg + unit - 1) / unit * unit;
+    if (!options.segment_bytes && seg > kMaxModelBlock) seg = kMaxModelBlock / unit * unit;
     if (seg > kMaxModelBlock)
       throw Error(path + (options.adapt ? ": too large for --adapt (at most " + std::to_string(lanes) + " segments of 16 MiB)"
                                         : ": segments of " + std::to_string(seg) + " bytes exceed the 16 MiB limit"));
+    one_context = seg >= c.size;
     std::vector<ByteSpan> segments;
     for (size_t at = 0; at < c.size; at += seg) segments.push_back({c.body + at, std::min(seg, c.size - at)});
     if (options.adapt && segments.size() > size_t(options.lockstep))
@@ -109,7 +118,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     const uint64_t original = c.restores_content ? c.size : file.size();
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
                    adapted ? options.adapt : std::nullopt, c.residual_channels, mixed,
-                   !fingerprint.empty() && model->weight_format() == WeightFormat::BF16);
+                   !fingerprint.empty() && model->weight_format() == WeightFormat::BF16, one_context && !fingerprint.empty());
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());

@@ -198,6 +198,52 @@ TEST_F(Codec, EncodesAndDecodesBitExactlyOnEveryPathAndThreadCount) {
     }
 }
 
+// The default codes a file as one context (one model block; the header says so); --lanes N cuts
+// N lanes of at least 64 KiB and --fast fills the lockstep batch. The default round-trips on every
+// CPU path and thread count, and a lane that knows the file's beginning codes its end better.
+TEST_F(Codec, EachFileIsOneContextByDefaultAndLanesOrFastCutIt) {
+  const std::vector<uint8_t> in = repetitive_text(3000);
+  CompressOptions o;
+  o.model_only = true;
+  o.lockstep = 4;
+  std::vector<uint8_t> reference;
+  for (CpuPath enc_path : test::runnable_cpu_paths())
+    for (int enc_threads : {1, 2}) {
+      Loaded enc(model_path(), enc_threads, enc_path);
+      CompressStats st;
+      const auto rbz = compress_file("in.txt", in, enc.model.get(), o, &st);
+      EXPECT_EQ(st.blocks, 1u);
+      EXPECT_TRUE(read_rbz_header("in.txt.rbz", rbz).one_context);
+      if (reference.empty()) reference = rbz;
+      EXPECT_EQ(rbz, reference) << "encoded on " << cpu_path_name(enc_path) << " with " << enc_threads << " threads";
+    }
+  for (CpuPath dec_path : test::runnable_cpu_paths())
+    for (int dec_threads : {1, 2}) {
+      Loaded dec(model_path(), dec_threads, dec_path);
+      EXPECT_EQ(decompress_file("in.txt.rbz", reference, dec.model.get()), in)
+          << "decoded on " << cpu_path_name(dec_path) << " with " << dec_threads << " threads";
+    }
+  // Cutting (encoding only: decoding lanes is what the other tests do).
+  const std::vector<uint8_t> big = repetitive_text(140000);
+  Loaded m(model_path(), 2);
+  CompressStats st;
+  auto rbz = compress_file("big.txt", big, m.model.get(), o, &st);
+  EXPECT_EQ(st.blocks, 1u);
+  o.lanes = 2;  // 70,000 bytes each
+  rbz = compress_file("big.txt", big, m.model.get(), o, &st);
+  EXPECT_EQ(st.blocks, 2u);
+  EXPECT_FALSE(read_rbz_header("big.txt.rbz", rbz).one_context);
+  o.lanes = 10;  // lanes of at least 64 KiB: 3
+  compress_file("big.txt", big, m.model.get(), o, &st);
+  EXPECT_EQ(st.blocks, 3u);
+  o.lanes = 0;  // --fast: n / lockstep = 35,000 -> 64 KiB lanes
+  compress_file("big.txt", big, m.model.get(), o, &st);
+  EXPECT_EQ(st.blocks, 3u);
+  EXPECT_EQ(segment_bytes_for(big.size(), 0, 4), choose_segment_bytes(big.size(), 4));
+  EXPECT_EQ(segment_bytes_for(uint64_t(40) << 20, 1, 32), size_t(16) << 20);  // past 16 MiB: lanes of 16 MiB
+  EXPECT_EQ(segment_bytes_for(1000, 1, 32), 1000u);
+}
+
 // Online adaptation: encoder and decoder take the same training steps between rounds, so a file
 // adapted on one CPU path and thread count decodes on every other; a lane stored with zstd or raw
 // still feeds the adaptation (the decoder knows its bytes up front); the caller's weights come back.
