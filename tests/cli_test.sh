@@ -91,6 +91,13 @@ cmp -s "$tmp/c.txt" "$tmp/c.orig" || fail "decompress did not restore the file"
 grep -q "mixed" "$tmp/m.err" || fail "compress did not say it mixed: $(cat "$tmp/m.err")"
 grep -q "mixed" "$tmp/nm.err" && fail "compress --no-mix says mixed: $(cat "$tmp/nm.err")"
 "$bin" decompress -m "$model" "$tmp/nm.rbz" -c | cmp -s - "$tmp/c.orig" || fail "decompress of an unmixed file"
+# Lanes: one context per file by default; --lanes N and --fast cut the file, and still round-trip.
+for how in "--lanes 3" "--fast"; do
+  "$bin" compress -m "$model" "$tmp/c.txt" --model-only $how -o "$tmp/lanes.rbz" -f 2> /dev/null || fail "compress $how"
+  "$bin" decompress -m "$model" "$tmp/lanes.rbz" -c | cmp -s - "$tmp/c.orig" || fail "decompress of a file coded with $how"
+done
+expect_error "--fast and --lanes cannot be used together" "$bin" compress -m "$model" "$tmp/c.txt" --fast --lanes 2 -o "$tmp/never.rbz"
+expect_error "--lanes: 0 is out of range (1 to 1024)" "$bin" compress -m "$model" "$tmp/c.txt" --lanes 0 -o "$tmp/never.rbz"
 expect_error "--no-mix needs --adapt" "$bin" eval -m "$model" --no-mix "$tmp/c.orig"
 expect_error "needs the model it was compressed with" "$bin" decompress "$tmp/m.rbz" -o "$tmp/never.txt"
 expect_error "$tmp/c.txt.rbz: exists (use -f to overwrite)" "$bin" compress -m "$model" "$tmp/c.txt"
