@@ -1,5 +1,7 @@
 #include "cli/bpb_report.h"
 
+#include "src/common/errors.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -243,9 +245,14 @@ std::string position_svg(const PositionBuckets& carried, const PositionBuckets& 
 }  // namespace
 
 nlohmann::ordered_json position_report(Model& model, const std::vector<std::string>& paths, bool raw, const std::string& svg_path,
-                                       bool force) {
+                                       bool force, size_t reset_every) {
   const int P = model.config().P;
-  const size_t reset_every = size_t(model.config().T);
+  if (reset_every == 0) reset_every = size_t(model.config().T);
+  if (reset_every % size_t(P) != 0)
+    throw Error("--reset-every " + std::to_string(reset_every) + " is not a multiple of the model's patch size " +
+                std::to_string(P));
+  // Windows of the model's T when they tile the reset interval, else windows of the interval.
+  const int window = reset_every % size_t(model.config().T) == 0 ? model.config().T : int(reset_every);
   const std::vector<FoundFile> found = collect_files(paths);
   PositionBuckets carried = PositionBuckets::standard(), reset = PositionBuckets::standard();
   nlohmann::ordered_json files = nlohmann::ordered_json::array();
@@ -255,8 +262,8 @@ nlohmann::ordered_json position_report(Model& model, const std::vector<std::stri
     if (!notice.empty()) std::fprintf(stderr, "retbyte eval: %s\n", notice.c_str());
     const std::vector<uint8_t> header = raw ? std::vector<uint8_t>() : stream.header();
     PositionBuckets fc = PositionBuckets::standard(), fr = PositionBuckets::standard();
-    const EvalResult c = evaluate_stream(model, header, stream.body(), stream.body_size(), 0, nullptr, 0, &fc);
-    const EvalResult r = evaluate_stream(model, header, stream.body(), stream.body_size(), 0, nullptr, reset_every, &fr);
+    const EvalResult c = evaluate_stream(model, header, stream.body(), stream.body_size(), window, nullptr, 0, &fc);
+    const EvalResult r = evaluate_stream(model, header, stream.body(), stream.body_size(), window, nullptr, reset_every, &fr);
     for (size_t i = 0; i < fc.edges.size(); i++) {
       carried.nats[i] += fc.nats[i], carried.bytes[i] += fc.bytes[i];
       reset.nats[i] += fr.nats[i], reset.bytes[i] += fr.bytes[i];

@@ -19,9 +19,10 @@ struct BpbReportOptions {
 nlohmann::ordered_json bpb_report(Model& model, const std::vector<std::string>& paths, const BpbReportOptions& options);
 
 // eval --by-position: bits per byte by position bucket (0-4K, 4-16K, ... 4M+) over every file,
-// with the retention state carried through each file and reset every T bytes, as a table on
-// stdout and (svg_path) a chart. Returns {"reset_every", "buckets": [...], "files": [...]}.
+// with the retention state carried through each file and reset every `reset_every` bytes (0 = the
+// model's T; a multiple of P), as a table on stdout and (svg_path) a chart. Returns
+// {"reset_every", "buckets": [...], "files": [...]}.
 nlohmann::ordered_json position_report(Model& model, const std::vector<std::string>& paths, bool raw, const std::string& svg_path,
-                                       bool force);
+                                       bool force, size_t reset_every = 0);
 
 }  // namespace rb::cli

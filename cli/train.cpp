@@ -288,18 +288,19 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
 
 int cmd_eval(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout
-        << "usage: retbyte eval -m MODEL [--raw] [--adapt ... [--no-mix]] [--by-position [--svg OUT.svg] [-f]] [--weights bf16]\n"
-           "                    [-t N] [--device cpu|cuda[:N]] PATH...\n"
-           "  --by-position: bpb per position bucket (0-4K, 4-16K, 16-64K, 64-256K, 256K-1M, 1M-4M, 4M+) with the\n"
-           "     retention state carried through each file and reset every T bytes; --svg draws it\n"
-           "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
-           "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
-           "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
-           "  not scored. --raw: the file's bytes, no header.\n"
-           "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
-           "  ideal code length in bits per content byte, and the .rbz sizes)\n"
-        << kAdaptHelp << kMixHelp << kDeviceHelp << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
+    std::cout << "usage: retbyte eval -m MODEL [--raw] [--adapt ... [--no-mix]] [--by-position [--reset-every B] [--svg OUT.svg] "
+                 "[-f]]\n"
+                 "                    [--weights bf16] [-t N] [--device cpu|cuda[:N]] PATH...\n"
+                 "  --by-position: bpb per position bucket (0-4K, 4-16K, 16-64K, 64-256K, 256K-1M, 1M-4M, 4M+) with the\n"
+                 "     retention state carried through each file and reset every B bytes (default 4096); --svg draws it\n"
+                 "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
+                 "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
+                 "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
+                 "  not scored. --raw: the file's bytes, no header.\n"
+                 "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
+                 "  ideal code length in bits per content byte, and the .rbz sizes)\n"
+              << kAdaptHelp << kMixHelp << kDeviceHelp
+              << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
@@ -310,6 +311,7 @@ int cmd_eval(Args& args) {
   const bool by_position = args.flag("--by-position");
   const std::string svg = args.value("--svg", "", "");
   const bool force = args.flag("--force") || args.flag("-f");
+  const int64_t reset_every = args.int_value("--reset-every", "", 4096, 1, int64_t(1) << 40);
   if (!mix && !adapt) throw Error("--no-mix needs --adapt (plain eval scores the model alone)");
   if (by_position && adapt) throw Error("--by-position and --adapt are separate reports");
   if (!svg.empty() && !by_position) throw Error("--svg needs --by-position");
@@ -326,7 +328,7 @@ int cmd_eval(Args& args) {
     if (model->config().global != GlobalKind::Retention)
       throw Error("--by-position needs a retention model (the state it measures)");
     if (!svg.empty()) check_outputs({svg}, paths, force, "-f");
-    std::cout << position_report(*model, paths, raw, svg, force).dump() << std::endl;
+    std::cout << position_report(*model, paths, raw, svg, force, size_t(reset_every)).dump() << std::endl;
     return 0;
   }
   if (adapt) {

@@ -230,6 +230,8 @@ ls "$tmp" | grep -q '\.tmp\.' && fail "racing commands left a temporary file"
 grep -q '^0-4K ' "$tmp/pos.out" && grep -q '"bpb_reset"' "$tmp/pos.out" || fail "eval --by-position printed no buckets: $(cat "$tmp/pos.out")"
 grep -q '<polyline' "$tmp/pos.svg" || fail "eval --by-position --svg drew no chart"
 expect_error "--svg needs --by-position" "$bin" eval -m "$model" --svg "$tmp/x.svg" "$tmp/race.txt"
+"$bin" eval -m "$model" --by-position --reset-every 512 "$tmp/race.txt" 2> /dev/null | grep -q '"reset_every":512' || fail "eval --by-position --reset-every 512"
+expect_error "--reset-every 6 is not a multiple of the model's patch size" "$bin" eval -m "$model" --by-position --reset-every 6 "$tmp/race.txt"
 # Numbers out of range name the range.
 expect_error "-n: 4294967296 is out of range (0 to 1073741824)" "$bin" generate -m "$model" -n 4294967296
 expect_error "--segment: 99999999999 is out of range (0 to 16777216)" "$bin" compress -m "$model" "$tmp/c.orig" --segment 99999999999 -o "$tmp/never.rbz"
