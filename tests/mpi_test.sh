@@ -23,6 +23,7 @@ cat > "$tmp/c2.json" <<'JSON'
 JSON
 sed 's/"accum_steps": 2/"accum_steps": 3/' "$tmp/c2.json" > "$tmp/c3.json"
 sed 's/"T": 128/"T": 64/' "$tmp/c2.json" > "$tmp/other_model.json"
+sed 's/"accum_steps": 2/"accum_steps": 2, "carry_state": true, "carry_bytes": 512/' "$tmp/c2.json" > "$tmp/c2carry.json"
 
 # The logged numbers of every step (loss, bpb, validation, lr, gradient norm), without the speed.
 numbers() { sed 's/,"bytes_per_s":[^,}]*//' "$1/metrics.jsonl"; }
@@ -32,7 +33,7 @@ same_run() {  # same_run A B what
   diff <(numbers "$1") <(numbers "$2") > /dev/null || fail "$3: per-step losses differ: $(diff <(numbers "$1") <(numbers "$2") | head -4)"
 }
 
-for c in c2 c3; do
+for c in c2 c3 c2carry; do  # c2carry: carried state (rows and their states owned by the ranks)
   "$bin" train --config "$tmp/$c.json" --data "$data" --out "$tmp/one_$c" --steps 6 -t 1 > /dev/null 2> "$tmp/err" || fail "1 process $c: $(cat "$tmp/err")"
   mpi -np 2 "$bin" train --config "$tmp/$c.json" --data "$data" --out "$tmp/two_$c" --steps 6 -t 1 > "$tmp/out" 2> "$tmp/err" || fail "2 ranks $c: $(cat "$tmp/err")"
   same_run "$tmp/one_$c" "$tmp/two_$c" "2 ranks, $c"

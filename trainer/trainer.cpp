@@ -212,7 +212,6 @@ void Trainer::load_checkpoint() {
 // The state file alone resumes a run (weights, moments, step, RNG); model.safetensors is the
 // weights for users. Each is written atomically, the state first.
 void Trainer::save_checkpoint() {
-  if (carried_) carried_->gather(comm_);  // every rank's rows, so the state file holds them all
   if (comm_.rank() != 0) {
     last_saved_step_ = step_;  // every rank agrees on when the last checkpoint was
     return;
@@ -365,6 +364,9 @@ Trainer::Stop Trainer::run(int64_t target_steps, double minutes, const std::atom
   const bool leader = comm_.rank() == 0;
   auto checkpoint = [&] {
     check_ranks_hold_the_same(comm_, be_, model_->params(), model_->num_params(), "the weights");
+    // Every rank's carried rows to every rank, so rank 0's state file holds them all (here, where
+    // every rank takes part: a later save_checkpoint on rank 0 alone writes the same rows).
+    if (carried_) carried_->gather(comm_);
     save_checkpoint();
   };
   while (true) {

@@ -60,7 +60,9 @@ class Trainer {
   Stop run(int64_t target_steps, double minutes, const std::atomic<bool>* stop,
            const std::function<void(const StepReport&)>& on_step);
 
-  void save_checkpoint();              // rank 0 writes; a no-op on the others
+  // Rank 0 writes; a no-op on the others. Carried rows are those of run()'s last checkpoint on
+  // other ranks (gathered there, where every rank takes part).
+  void save_checkpoint();
   double validate(int64_t max_bytes);  // bpb over the validation streams (up to max_bytes)
   int64_t step() const { return step_; }
   int64_t horizon() const { return horizon_; }
