@@ -148,6 +148,27 @@ struct Loaded {
       : be(make_cpu_backend(threads, cpu)), model(Model::load(path, *be)) {}
 };
 
+// Encodes `in` on every CPU path and thread count (the same archive each time) and decodes that
+// archive on every one (the same file each time); returns the archive.
+std::vector<uint8_t> expect_the_same_archive_and_file_on_every_path(const std::vector<uint8_t>& in, const CompressOptions& o,
+                                                                    const std::string& model) {
+  std::vector<uint8_t> reference;
+  for (CpuPath enc_path : test::runnable_cpu_paths())
+    for (int enc_threads : {1, 2}) {
+      Loaded enc(model, enc_threads, enc_path);
+      const auto rbz = compress_file("in.txt", in, enc.model.get(), o);
+      if (reference.empty()) reference = rbz;
+      EXPECT_EQ(rbz, reference) << "encoded on " << cpu_path_name(enc_path) << " with " << enc_threads << " threads";
+    }
+  for (CpuPath dec_path : test::runnable_cpu_paths())
+    for (int dec_threads : {1, 2}) {
+      Loaded dec(model, dec_threads, dec_path);
+      EXPECT_EQ(decompress_file("in.txt.rbz", reference, dec.model.get()), in)
+          << "decoded on " << cpu_path_name(dec_path) << " with " << dec_threads << " threads";
+    }
+  return reference;
+}
+
 TEST_F(Codec, RoundTripsEverySizeAroundPatchSegmentAndGroupBoundaries) {
   Loaded m(model_path(), 2);
   const int P = m.model->config().P;
@@ -182,20 +203,7 @@ TEST_F(Codec, EncodesAndDecodesBitExactlyOnEveryPathAndThreadCount) {
   o.segment_bytes = 500;
   o.lockstep = 4;
   o.model_only = true;
-  std::vector<uint8_t> reference;
-  for (CpuPath enc_path : test::runnable_cpu_paths())
-    for (int enc_threads : {1, 2}) {
-      Loaded enc(model_path(), enc_threads, enc_path);
-      const auto rbz = compress_file("in.txt", in, enc.model.get(), o);
-      if (reference.empty()) reference = rbz;
-      EXPECT_EQ(rbz, reference) << "encoded on " << cpu_path_name(enc_path) << " with " << enc_threads << " threads";
-    }
-  for (CpuPath dec_path : test::runnable_cpu_paths())
-    for (int dec_threads : {1, 2}) {
-      Loaded dec(model_path(), dec_threads, dec_path);
-      EXPECT_EQ(decompress_file("in.txt.rbz", reference, dec.model.get()), in)
-          << "decoded on " << cpu_path_name(dec_path) << " with " << dec_threads << " threads";
-    }
+  expect_the_same_archive_and_file_on_every_path(in, o, model_path());
 }
 
 // The default codes a file as one context (one model block; the header says so); --lanes N cuts
@@ -206,23 +214,8 @@ TEST_F(Codec, EachFileIsOneContextByDefaultAndLanesOrFastCutIt) {
   CompressOptions o;
   o.model_only = true;
   o.lockstep = 4;
-  std::vector<uint8_t> reference;
-  for (CpuPath enc_path : test::runnable_cpu_paths())
-    for (int enc_threads : {1, 2}) {
-      Loaded enc(model_path(), enc_threads, enc_path);
-      CompressStats st;
-      const auto rbz = compress_file("in.txt", in, enc.model.get(), o, &st);
-      EXPECT_EQ(st.blocks, 1u);
-      EXPECT_TRUE(read_rbz_header("in.txt.rbz", rbz).one_context);
-      if (reference.empty()) reference = rbz;
-      EXPECT_EQ(rbz, reference) << "encoded on " << cpu_path_name(enc_path) << " with " << enc_threads << " threads";
-    }
-  for (CpuPath dec_path : test::runnable_cpu_paths())
-    for (int dec_threads : {1, 2}) {
-      Loaded dec(model_path(), dec_threads, dec_path);
-      EXPECT_EQ(decompress_file("in.txt.rbz", reference, dec.model.get()), in)
-          << "decoded on " << cpu_path_name(dec_path) << " with " << dec_threads << " threads";
-    }
+  const std::vector<uint8_t> reference = expect_the_same_archive_and_file_on_every_path(in, o, model_path());
+  EXPECT_TRUE(read_rbz_header("in.txt.rbz", reference).one_context);
   // Cutting (encoding only: decoding lanes is what the other tests do).
   const std::vector<uint8_t> big = repetitive_text(140000);
   Loaded m(model_path(), 2);

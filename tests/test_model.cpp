@@ -49,6 +49,16 @@ TEST(Golden, TinyRetentionMatchesPyTorch) {
 }
 TEST(Golden, TinyAttentionMatchesPyTorch) { check_golden("tiny_attention.safetensors", 64); }
 
+// The indices of a tensor's two largest gradients (by magnitude).
+std::vector<size_t> largest_gradients(const TensorEntry& e, const std::vector<float>& analytic) {
+  std::vector<size_t> idx(e.count);
+  for (size_t i = 0; i < e.count; i++) idx[i] = e.offset + i;
+  const size_t n = std::min<size_t>(2, idx.size());
+  std::partial_sort(idx.begin(), idx.begin() + long(n), idx.end(),
+                    [&](size_t a, size_t b) { return std::fabs(analytic[a]) > std::fabs(analytic[b]); });
+  return std::vector<size_t>(idx.begin(), idx.begin() + long(n));
+}
+
 // Finite differences of the mean loss with respect to parameters of every tensor, at the tiny
 // config (golden weights: non-trivial values, so every path carries gradient).
 void check_model_gradients(const std::string& file) {
@@ -68,13 +78,8 @@ void check_model_gradients(const std::string& file) {
     return model->forward(input.data(), c.B, c.T, Model::Mode::Eval);
   };
   for (const TensorEntry& e : model->table()) {
-    // The two largest gradients of the tensor and one arbitrary element.
-    std::vector<size_t> idx(e.count);
-    for (size_t i = 0; i < e.count; i++) idx[i] = e.offset + i;
-    std::partial_sort(idx.begin(), idx.begin() + std::min<size_t>(2, idx.size()), idx.end(),
-                      [&](size_t a, size_t b) { return std::fabs(analytic[a]) > std::fabs(analytic[b]); });
-    std::vector<size_t> pick(idx.begin(), idx.begin() + std::min<size_t>(2, idx.size()));
-    pick.push_back(e.offset + (e.count * 7) / 11);
+    std::vector<size_t> pick = largest_gradients(e, analytic);
+    pick.push_back(e.offset + (e.count * 7) / 11);  // and one arbitrary element
     test::expect_gradient(e.name.c_str(), params, analytic, loss, 1e-2, 3e-2, 2e-4, pick);
   }
 }
@@ -254,12 +259,19 @@ TEST(Learning, TinyOverfitsTwoKilobytesOfText) {
 namespace rb {
 namespace {
 
+// The golden tiny retention model with ragged retention chunks of 3 patches, and its input.
+struct GoldenTinyRetention {
+  std::unique_ptr<Backend> be = make_cpu_backend(2);
+  std::string path = kTestDir + "/golden/tiny_retention.safetensors";
+  std::unique_ptr<Model> model = Model::load(path, *be);
+  std::vector<uint8_t> input = SafetensorsReader(path).read_u8("input");
+  GoldenTinyRetention() { model->retention_chunk = 3; }
+};
+
 TEST(Streaming, WindowByWindowWithCarriedStateEqualsOneLongWindow) {
-  auto be = make_cpu_backend(2);
-  const std::string path = kTestDir + "/golden/tiny_retention.safetensors";
-  auto model = Model::load(path, *be);
-  model->retention_chunk = 3;
-  const auto input = SafetensorsReader(path).read_u8("input");
+  GoldenTinyRetention g;
+  auto& model = g.model;
+  const auto& input = g.input;
   const ModelConfig& c = model->config();                   // B = 2, T = 64, P = 4
   model->forward(input.data(), 1, c.T, Model::Mode::Eval);  // sequence 0 in one window
   std::vector<float> whole(model->logits(), model->logits() + size_t(c.T) * 256);
@@ -280,11 +292,9 @@ TEST(Streaming, WindowByWindowWithCarriedStateEqualsOneLongWindow) {
 // long window does, rows reset alone start over, and backward (detached state) is the gradient
 // of the window's loss with the incoming state held fixed, by finite differences.
 TEST(Streaming, TrainingWindowsWithCarriedStateEqualOneLongWindowAndRowsResetAlone) {
-  auto be = make_cpu_backend(2);
-  const std::string path = kTestDir + "/golden/tiny_retention.safetensors";
-  auto model = Model::load(path, *be);
-  model->retention_chunk = 3;
-  const auto input = SafetensorsReader(path).read_u8("input");
+  GoldenTinyRetention g;
+  auto& model = g.model;
+  const auto& input = g.input;
   const ModelConfig& c = model->config();  // B = 2, T = 64, P = 4
   model->forward(input.data(), 2, c.T, Model::Mode::Train);
   const std::vector<float> whole(model->byte_losses(), model->byte_losses() + 2 * c.T);
@@ -325,12 +335,7 @@ TEST(Streaming, TrainingWindowsWithCarriedStateEqualOneLongWindowAndRowsResetAlo
     return model->forward(window.data(), 2, 16, Model::Mode::Eval, stream.get());
   };
   for (const TensorEntry& e : model->table()) {
-    std::vector<size_t> idx(e.count);
-    for (size_t i = 0; i < e.count; i++) idx[i] = e.offset + i;
-    std::partial_sort(idx.begin(), idx.begin() + std::min<size_t>(2, idx.size()), idx.end(),
-                      [&](size_t a, size_t b) { return std::fabs(analytic[a]) > std::fabs(analytic[b]); });
-    std::vector<size_t> pick(idx.begin(), idx.begin() + std::min<size_t>(2, idx.size()));
-    test::expect_gradient(e.name.c_str(), params, analytic, loss, 1e-2, 3e-2, 2e-4, pick);
+    test::expect_gradient(e.name.c_str(), params, analytic, loss, 1e-2, 3e-2, 2e-4, largest_gradients(e, analytic));
   }
 }
 
