@@ -393,9 +393,7 @@ int bench_codec(Args& args) {
   const std::string config = args.value("--config", "", "small");
   const int64_t nbytes = args.int_value("--bytes", "", 262144, 1, int64_t(1) << 40);
   const int lockstep = int(args.int_value("--lockstep", "", 32, 1, 1024));
-  const bool fast = args.flag("--fast");
-  const int lanes = int(args.int_value("--lanes", "", 0, 1, 1024));  // 0: not given
-  if (fast && lanes) throw Error("--fast and --lanes cannot be used together");
+  const int lanes = lanes_option(args);
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
   const std::optional<WeightFormat> weights = weights_option(args);
@@ -431,7 +429,7 @@ int bench_codec(Args& args) {
       o.model_only = true;  // time the model coder, not the fallbacks
       o.force_raw = true;   // the bytes as given (media modes would time pixel/sample decoding too)
       o.lockstep = lockstep;
-      o.lanes = fast ? 0 : lanes ? lanes : 1;
+      o.lanes = lanes;
       o.adapt = variant;
       o.mix = mix;
       CoderTimes ctimes, dtimes;  // the model's share and the codec's own (tables, mixer, rANS)
@@ -482,7 +480,7 @@ int bench_codec(Args& args) {
   j["model"] = model_path.empty() ? config + " (random weights)" : model_path;
   j["weights"] = weight_format_name(model->weight_format());
   j["lockstep"] = lockstep;
-  j["lanes"] = fast ? "fast" : std::to_string(lanes ? lanes : 1);
+  j["lanes"] = lanes == 0 ? "fast" : std::to_string(lanes);
   j["mixed"] = mix;
   j["results"] = results;
   j["peak_rss_mb"] = peak_rss_mb();

@@ -74,6 +74,9 @@ std::string gpu_summary();  // the GPUs this process sees, or why none
 // --adapt and its tuning options (--adapt-steps N, --adapt-lr X, --adapt-round N, --adapt-windows N,
 // --adapt-window N); nullopt without --adapt. The tuning options alone are an error.
 std::optional<AdaptSettings> adapt_options(Args& args);
+// --lanes N | --fast (consumed) as CompressOptions::lanes: 1 (one context per file) when absent,
+// N, or 0 for --fast; both together are an error.
+int lanes_option(Args& args);
 // --weights fp32|bf16 (consumed): nullopt when absent (the model's own format).
 std::optional<WeightFormat> weights_option(Args& args);
 extern const char* const kWeightsHelp;

@@ -80,6 +80,13 @@ std::optional<WeightFormat> weights_option(Args& args) {
   return parse_weight_format(w, "--weights");
 }
 
+int lanes_option(Args& args) {
+  const bool fast = args.flag("--fast");
+  const int lanes = int(args.int_value("--lanes", "", 0, 1, 1024));  // 0: not given
+  if (fast && lanes) throw Error("--fast and --lanes cannot be used together");
+  return fast ? 0 : lanes ? lanes : 1;
+}
+
 std::optional<AdaptSettings> adapt_options(Args& args) {
   const bool on = args.flag("--adapt");
   AdaptSettings s;
@@ -131,9 +138,7 @@ int cmd_compress(Args& args) {
   const bool verify = args.flag("--verify");
   const bool model_only = args.flag("--model-only");                         // benchmarks and tests: no stored fallbacks
   const int segment = int(args.int_value("--segment", "", 0, 0, 16 << 20));  // 0: automatic
-  const bool fast = args.flag("--fast");
-  const int lanes = int(args.int_value("--lanes", "", 0, 1, 1024));  // 0: not given
-  if (fast && lanes) throw Error("--fast and --lanes cannot be used together");
+  const int lanes = lanes_option(args);
   const int threads = args.threads();
   const auto inputs = args.positionals();
   if (model_path.empty()) throw Error("-m MODEL is required");
@@ -161,7 +166,7 @@ int cmd_compress(Args& args) {
     CompressOptions options;
     options.force_raw = raw;
     options.segment_bytes = size_t(segment);
-    options.lanes = fast ? 0 : lanes ? lanes : 1;
+    options.lanes = lanes;
     options.model_only = model_only;
     options.adapt = adapt;
     options.mix = mix;

@@ -184,9 +184,9 @@ void ByteDataset::read_window(uint64_t start_patch, int T, uint8_t* out) const {
   int done = 0;
   while (done < T) {
     // The training stream holding `pos`, and how much of it to copy.
-    const size_t s = size_t(std::upper_bound(packed_start_.begin(), packed_start_.end(), pos) - packed_start_.begin()) - 1;
+    const size_t s = train_stream_at(pos / uint64_t(P_));
     const StreamSpan& span = train_[s];
-    const uint64_t stream_end = s + 1 < packed_start_.size() ? packed_start_[s + 1] : packed_size_;
+    const uint64_t stream_end = packed_start_[s] + train_stream_bytes(s);
     const uint64_t in_stream = pos - packed_start_[s];
     const uint64_t n = std::min<uint64_t>(uint64_t(T - done), stream_end - pos);
     for (uint64_t i = 0; i < n; i++) {

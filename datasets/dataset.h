@@ -79,7 +79,7 @@ class ByteDataset {
   // A uniformly random patch-aligned window; advances rng.
   void sample_window(Rng& rng, int T, uint8_t* out) const;
   uint64_t train_patches() const { return packed_size_ / P_; }
-  // The training streams one by one (carried-state training walks each from its start): how many,
+  // The training streams one by one (carried-state training walks them window by window): how many,
   // the one holding packed patch `patch`, a stream's length in bytes (header and padding to whole
   // patches included), and T bytes of stream s from byte `offset` (a multiple of P), zeros past
   // its end.

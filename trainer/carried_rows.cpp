@@ -22,7 +22,6 @@ CarriedRows::CarriedRows(const ByteDataset& data, Model& model, int micro_batche
 }
 
 void CarriedRows::next_windows(Rng& rng, uint8_t* batch) {
-  padding_ = 0;
   for (size_t w = 0; w < cursors_.size(); w++) {
     Cursor& c = cursors_[w];
     c.reset = c.stream < 0;
@@ -34,7 +33,6 @@ void CarriedRows::next_windows(Rng& rng, uint8_t* batch) {
     }
     const uint64_t len = data_.train_stream_bytes(size_t(c.stream));
     data_.read_stream_window(size_t(c.stream), c.offset, T_, batch + w * size_t(T_));
-    if (len - c.offset < uint64_t(T_)) padding_ += uint64_t(T_) - (len - c.offset);
     c.last = {c.stream, c.offset};
     c.offset += uint64_t(T_);
     if (c.offset >= len || --c.remaining == 0) c.stream = -1;  // the next step starts elsewhere

@@ -38,8 +38,6 @@ class CarriedRows {
   std::vector<Window> last_windows() const;
   // The stream to forward micro-batch m with (rows that start a stream this step are reset).
   GlobalStream& stream(int micro);
-  // Bytes of the last next_windows that were padding past a stream's end (for the notes).
-  uint64_t padding_bytes() const { return padding_; }
 
   // Checkpoints: every rank sends the micro-batches it owns (micro_batches_of) so all hold all.
   void gather(Communicator& comm);
@@ -61,7 +59,6 @@ class CarriedRows {
   int64_t walk_windows_;         // mean windows a row walks (carry_bytes / T, at least 1)
   std::vector<Cursor> cursors_;  // [micros * B]
   std::vector<std::unique_ptr<GlobalStream>> streams_;
-  uint64_t padding_ = 0;
 };
 
 }  // namespace rb

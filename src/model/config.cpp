@@ -70,16 +70,16 @@ void validate_config(const ModelConfig& c, const std::string& source) {
 
 std::vector<float> retention_gammas(const ModelConfig& c) {
   std::vector<float> g;
+  // Horizon of head h in patches: 2^e, e from 5 to log2(longest_memory / P) in equal steps;
+  // decay 1 - 2^-e, computed in double with the project's own exp/log (the same bits everywhere).
+  const double ln2 = dmath::log(2.0), last = c.longest_memory ? dmath::log(double(c.longest_memory) / c.P) / ln2 : 0.0;
   for (int h = 0; h < c.H_G; h++) {
     if (c.longest_memory == 0) {
       g.push_back(retention_gamma(h));
       continue;
     }
-    // Horizon of head h in patches: 2^e, e from 5 to log2(longest_memory / P) in equal steps;
-    // decay 1 - 2^-e, computed in double with the project's own exp/log (the same bits everywhere).
-    const double last = dmath::log(double(c.longest_memory) / c.P) / dmath::log(2.0);
     const double e = c.H_G == 1 ? last : 5.0 + (last - 5.0) * h / (c.H_G - 1);
-    g.push_back(float(1.0 - dmath::exp(-e * dmath::log(2.0))));
+    g.push_back(float(1.0 - dmath::exp(-e * ln2)));
   }
   return g;
 }

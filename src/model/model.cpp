@@ -1,5 +1,6 @@
 #include "src/model/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
@@ -471,7 +472,8 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
   a.training = mode == Mode::Train;
   a.continued.assign(size_t(B), 0);
   for (int b = 0; b < B; b++) a.continued[size_t(b)] = stream && !stream->fresh_[size_t(b)];
-  if (stream) be_.upload_index(a.prev_patch, stream->last_patch_.data(), size_t(B) * P);
+  if (std::find(a.continued.begin(), a.continued.end(), 1) != a.continued.end())
+    be_.upload_index(a.prev_patch, stream->last_patch_.data(), size_t(B) * P);
   for (int b = 0; b < B; b++) {
     float* rows = a.g_res[0] + size_t(b) * K * DG;
     if (a.continued[size_t(b)])
