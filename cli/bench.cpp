@@ -525,6 +525,7 @@ int cmd_bench(Args& args) {
   if (which == "kernels") return bench_kernels(args);
   if (which == "bpb") return bench_bpb(args);
   if (which == "codec") return bench_codec(args);
+  if (which == "mixer") return bench_mixer(args);
   static const char* kList =
       "usage: retbyte bench BENCHMARK [options]   (retbyte bench BENCHMARK --help for its options)\n"
       "  fwdbwd   forward+backward of one training step, bytes/s (beside OpenBLAS sgemm)\n"
@@ -532,12 +533,13 @@ int cmd_bench(Args& args) {
       "  decode   generation bytes/s and memory at 1 KiB, 64 KiB, 1 MiB context, retention vs attention\n"
       "  kernels  GEMM GFLOP/s per CPU path beside the measured FMA peak and OpenBLAS\n"
       "  codec    compress and decompress bytes/s of the .rbz codec beside zstd -19\n"
+      "  mixer    bits per byte and bytes/s of the context-mixing stage alone (no model)\n"
       "  bpb      bits per byte per file and modality beside gzip, xz, zstd, PNG/WebP/JPEG-XL, FLAC\n";
   if (which.empty() || which == "--help" || which == "-h") {
     std::cout << kList;
     return which.empty() ? 1 : 0;
   }
-  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode, kernels, codec, bpb)");
+  throw Error("unknown benchmark '" + which + "' (available: fwdbwd, train, decode, kernels, codec, mixer, bpb)");
 }
 
 }  // namespace rb::cli

@@ -57,6 +57,7 @@ void check_outputs(const std::vector<std::string>& outputs, const std::vector<st
 bool same_file(const std::string& a, const std::string& b);  // both exist and are one file
 
 int cmd_bench(Args& args);
+int bench_mixer(Args& args);  // cli/bench_mixer.cpp
 int cmd_info(Args& args);
 int cmd_train(Args& args);
 int cmd_eval(Args& args);

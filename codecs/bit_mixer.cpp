@@ -1,0 +1,272 @@
+#include "codecs/bit_mixer.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "codecs/bit_mixer_contexts.h"
+
+namespace rb {
+
+namespace {
+
+using cm::BitHistory;
+
+constexpr int kDirect = 2;                                 // orders 0 and 1, in direct tables
+constexpr int kMaxModels = kDirect + cm::kMaxHashedContexts;
+constexpr int kMatchModels = 2;
+constexpr int kMatchMin[kMatchModels] = {12, 6};             // bytes that must repeat
+constexpr int kOrderCounted = 6;                           // hashed contexts whose hits pick a weight set
+constexpr int kMaxInputs = kMaxModels + kMatchModels + 2;  // + network + bias
+constexpr int kMixers = 6;
+
+// 16 bytes: a check byte and the bit histories of the 15 bit positions of one nibble.
+struct Bucket {
+  uint8_t check;
+  uint8_t s[15];
+};
+
+int length_bits(size_t n, int lo, int hi) {
+  int b = 0;
+  while (b < hi && (size_t(1) << b) < n) b++;
+  return std::max(lo, b);
+}
+
+// The bytes that followed the last occurrence of the current `min` bytes: a pointer into the
+// lane's history and how long the match is (verified backwards, then grown while it holds).
+struct MatchModel {
+  int min = 6;
+  std::vector<uint32_t> table;  // hash of the last `min` bytes -> position after them
+  uint32_t mask = 0;
+  size_t ptr = 0;
+  uint32_t len = 0;
+  bool miss = false;  // the predicted byte already disagreed in this byte's bits
+
+  void init(int m, size_t lane) {
+    min = m;
+    const int bits = length_bits(lane, 10, 22);
+    table.assign(size_t(1) << bits, 0);
+    mask = (uint32_t(1) << bits) - 1;
+  }
+  void update(const std::vector<uint8_t>& h) {
+    const size_t t = h.size();
+    if (len && h[ptr] == h[t - 1])
+      len = std::min<uint32_t>(len + 1, 65535), ptr++;
+    else
+      len = 0;
+    miss = false;
+    if (t < size_t(min)) return;
+    uint32_t hash = 0;
+    for (size_t i = t - size_t(min); i < t; i++) hash = (hash + h[i] + 1) * 0x9E3779B1u;
+    hash = (hash ^ hash >> 16) & mask;
+    if (len == 0 && table[hash]) {
+      const size_t cand = table[hash];
+      uint32_t n = 0;
+      while (n < 400 && n < cand && h[cand - 1 - n] == h[t - 1 - n]) n++;
+      if (n >= uint32_t(min)) ptr = cand, len = n;
+    }
+    table[hash] = uint32_t(t);
+  }
+  // The predicted bit at this bit position and a context for its reliability (0: no prediction).
+  int context(const std::vector<uint8_t>& h, int c0, int bitpos, int* bit) const {
+    if (!len || miss) return 0;
+    const int expected = h[ptr] | 256;
+    if ((expected >> (8 - bitpos)) != c0) return 0;
+    *bit = (expected >> (7 - bitpos)) & 1;
+    const int q = len < 16 ? int(len) : std::min(31, 16 + int(len - 16) / 8);
+    return (q * 2 + *bit) * 2 + 1;  // odd: a prediction
+  }
+};
+
+}  // namespace
+
+struct BitMixer::State {
+  LaneShape shape;
+  std::vector<uint8_t> hist;
+  cm::LaneContexts contexts;
+  int hashed;  // hashed contexts in use
+  std::vector<Bucket> table;
+  uint32_t table_mask;
+  std::array<Bucket*, cm::kMaxHashedContexts> bucket{};
+  std::array<uint8_t, 256> order0{};
+  std::vector<uint8_t> order1;
+  std::array<uint8_t*, kMaxModels> state{};  // the bit history of each model at this bit
+  std::vector<cm::StateMap> maps;
+  std::array<MatchModel, kMatchModels> match;
+  std::array<cm::StateMap, kMatchModels> match_maps;
+  std::array<int, kMatchModels> match_ctx{};
+  std::vector<cm::Mixer> mixers;
+  cm::Mixer final_mixer;
+  cm::Apm apm_order0, apm_order1, apm_order2, apm_model;
+  std::array<int, kMaxInputs> x{};
+  std::array<int, kMixers + 1> mixed{};
+  int inputs = 0;
+  int c0 = 1, bitpos = 0, nibble_node = 1;
+  uint32_t c4 = 0;
+  int model_p = 2048, pr = 2048, p_final = 2048;
+  int apm_p[4] = {};
+
+  explicit State(const LaneShape& s)
+      : shape(s),
+        contexts(s),
+        hashed(contexts.count()),
+        order1(65536, 0),
+        final_mixer(kMixers + 1, 8 * 3, 2, 65536 / kMixers),
+        apm_order0(256, 7),
+        apm_order1(65536, 7),
+        apm_order2(65536, 7),
+        apm_model(256 * 33, 7) {
+    const int bits = length_bits(s.length * 2, 12, 22);
+    table.assign(size_t(1) << bits, Bucket{});
+    table_mask = (uint32_t(1) << bits) - 1;
+    for (int i = 0; i < kDirect + hashed; i++) {
+      maps.emplace_back(256, 1023);
+      for (int st = 0; st < BitHistory::count(); st++) {  // start each state at its counts' estimate
+        const int n0 = BitHistory::zeros(uint8_t(st)), n1 = BitHistory::ones(uint8_t(st));
+        maps.back().set(size_t(st), (n1 * 2 + 1) * 4096 / (n0 * 2 + n1 * 2 + 2));
+      }
+    }
+    for (int m = 0; m < kMatchModels; m++) {
+      match[size_t(m)].init(kMatchMin[m], s.length);
+      match_maps[size_t(m)] = cm::StateMap(128, 1023);
+    }
+    inputs = kDirect + hashed + kMatchModels + 2;
+    const int32_t w0 = 1 << 14;
+    mixers.emplace_back(inputs, 256, 6, w0);                                // the partial byte
+    mixers.emplace_back(inputs, 17 * 17, 6, w0);                           // both match states
+    mixers.emplace_back(inputs, 16 * 8, 6, w0);                             // the network's confidence
+    mixers.emplace_back(inputs, 256 * 8, 6, w0);                            // the previous byte
+    mixers.emplace_back(inputs, (kOrderCounted + 1) * 8, 6, w0);            // how many orders know this context
+    mixers.emplace_back(inputs, cm::kKindSelectors * 8, 6, w0);             // the lane kind's own selector
+    next_nibble();
+  }
+
+  Bucket* find(uint32_t h) {
+    const uint8_t check = uint8_t(h >> 24);
+    const uint32_t i = h & table_mask;
+    Bucket* victim = nullptr;
+    int lowest = 1 << 30;
+    for (uint32_t k = 0; k < 3; k++) {
+      Bucket* b = &table[(i ^ k) & table_mask];
+      if (b->check == check && b->s[0]) return b;
+      const int priority = b->s[0] ? BitHistory::zeros(b->s[0]) + BitHistory::ones(b->s[0]) : -1;
+      if (priority < lowest) lowest = priority, victim = b;
+    }
+    *victim = Bucket{};
+    victim->check = check;
+    return victim;
+  }
+
+  void next_nibble() {
+    const uint32_t* h = contexts.hashes();
+    const uint32_t salt = bitpos == 0 ? 0 : uint32_t(c0) * 0x3C6EF372u;
+    for (int i = 0; i < hashed; i++) bucket[size_t(i)] = find(bitpos == 0 ? h[i] : cm::context_hash(h[i], salt, 99));
+    nibble_node = 1;
+  }
+
+  // P(next bit = 1), 12 bits.
+  int predict(const uint32_t* model_cum) {
+    const int c1 = int(c4 & 0xff);
+    state[0] = &order0[size_t(c0)];
+    state[1] = &order1[size_t(c1 << 8 | c0)];
+    for (int i = 0; i < hashed; i++) state[size_t(kDirect + i)] = &bucket[size_t(i)]->s[nibble_node - 1];
+    int k = 0, known = 0;
+    for (int i = 0; i < kDirect + hashed; i++) {
+      const uint8_t st = *state[size_t(i)];
+      x[size_t(k++)] = cm::stretch(maps[size_t(i)].p(st));
+      if (i >= kDirect && i < kDirect + kOrderCounted && st) known++;
+    }
+    int match_sel = 0;
+    for (int m = 0; m < kMatchModels; m++) {
+      int bit = 0;
+      const int ctx = match[size_t(m)].context(hist, c0, bitpos, &bit);
+      match_ctx[size_t(m)] = ctx;
+      x[size_t(k++)] = ctx ? cm::stretch(match_maps[size_t(m)].p(size_t(ctx))) : 0;
+      match_sel = match_sel * 17 + (ctx ? 1 + std::min(7, (ctx >> 2) / 2) * 2 + bit : 0);
+    }
+    // The network: the share of the consistent symbols' probability mass with a 1 here.
+    model_p = 2048;
+    if (model_cum) {
+      const int width = 256 >> bitpos, base = (c0 - (1 << bitpos)) * width;
+      const uint64_t lo = model_cum[base], mid = model_cum[base + width / 2], hi = model_cum[base + width];
+      model_p = int(std::clamp<uint64_t>(((hi - mid) * 4096 + (hi - lo) / 2) / (hi - lo), 1, 4095));
+    }
+    const int st_model = cm::stretch(model_p);
+    x[size_t(k++)] = st_model;
+    x[size_t(k++)] = 256;
+    const int confidence = std::min(15, std::abs(st_model) >> 7);
+    mixed[0] = cm::stretch(mixers[0].mix(x.data(), c0));
+    mixed[1] = cm::stretch(mixers[1].mix(x.data(), match_sel));
+    mixed[2] = cm::stretch(mixers[2].mix(x.data(), confidence * 8 + bitpos));
+    mixed[3] = cm::stretch(mixers[3].mix(x.data(), c1 * 8 + bitpos));
+    mixed[4] = cm::stretch(mixers[4].mix(x.data(), known * 8 + bitpos));
+    mixed[5] = cm::stretch(mixers[5].mix(x.data(), contexts.selector() * 8 + bitpos));
+    mixed[kMixers] = 256;
+    pr = final_mixer.mix(mixed.data(), bitpos * 3 + (match_ctx[0] ? 2 : match_ctx[1] ? 1 : 0));
+    // Secondary estimation: the mixed probability refined by the partial byte, by one and two
+    // previous bytes, and by the network's own stretched probability.
+    apm_p[0] = apm_order0.refine(pr, size_t(c0));
+    apm_p[1] = apm_order1.refine(pr, size_t(c1 << 8 | c0));
+    apm_p[2] = apm_order2.refine(pr, size_t((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | uint32_t(c0)) & 0xffff);
+    apm_p[3] = apm_model.refine(pr, size_t(c0) * 33 + size_t((st_model + 2048) >> 7));
+    p_final = std::clamp((2 * pr + apm_p[0] + 2 * apm_p[1] + 2 * apm_p[2] + apm_p[3] + 4) >> 3, 1, 4095);
+    return p_final;
+  }
+
+  void update(int bit) {
+    for (int i = 0; i < kDirect + hashed; i++) {
+      maps[size_t(i)].update(bit);
+      *state[size_t(i)] = BitHistory::next(*state[size_t(i)], bit);
+    }
+    for (int m = 0; m < kMatchModels; m++) {
+      if (match_ctx[size_t(m)]) {
+        match_maps[size_t(m)].update(bit);
+        if (((match_ctx[size_t(m)] >> 1) & 1) != bit) match[size_t(m)].miss = true;
+      }
+    }
+    for (cm::Mixer& m : mixers) m.update(bit);
+    final_mixer.update(bit);
+    apm_order0.update(bit);
+    apm_order1.update(bit);
+    apm_order2.update(bit);
+    apm_model.update(bit);
+    c0 = c0 * 2 + bit;
+    bitpos++;
+    nibble_node = nibble_node * 2 + bit;
+    if (bitpos == 8) {
+      const uint8_t byte = uint8_t(c0);
+      hist.push_back(byte);
+      c4 = c4 << 8 | byte;
+      contexts.update(hist);
+      for (MatchModel& m : match) m.update(hist);
+      c0 = 1, bitpos = 0;
+      next_nibble();
+    } else if (bitpos == 4) {
+      next_nibble();
+    }
+  }
+};
+
+BitMixer::BitMixer(const LaneShape& shape) : s_(std::make_unique<State>(shape)) {}
+BitMixer::~BitMixer() = default;
+BitMixer::BitMixer(BitMixer&&) noexcept = default;
+BitMixer& BitMixer::operator=(BitMixer&&) noexcept = default;
+
+double BitMixer::encode(cm::BinaryEncoder& enc, const uint32_t* model_cum, uint8_t byte) {
+  double bits = 0;
+  for (int i = 7; i >= 0; i--) {
+    const int bit = (byte >> i) & 1;
+    const int p = s_->predict(model_cum);
+    enc.encode(bit, p);
+    bits -= std::log2(double(bit ? p : 4096 - p) / 4096.0);
+    s_->update(bit);
+  }
+  return bits;
+}
+
+uint8_t BitMixer::decode(cm::BinaryDecoder& dec, const uint32_t* model_cum) {
+  for (int i = 0; i < 8; i++) s_->update(dec.decode(s_->predict(model_cum)));
+  return s_->hist.back();
+}
+
+}  // namespace rb
