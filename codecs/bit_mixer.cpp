@@ -31,6 +31,7 @@ int length_bits(size_t n, int lo, int hi) {
   while (b < hi && (size_t(1) << b) < n) b++;
   return std::max(lo, b);
 }
+int apm_bits(size_t lane) { return length_bits(lane, 8, 16) - 8; }  // 256 << this contexts
 
 // The bytes that followed the last occurrence of the current `min` bytes: a pointer into the
 // lane's history and how long the match is (verified backwards, then grown while it holds).
@@ -103,8 +104,9 @@ struct BitMixer::State {
   int inputs = 0;
   int c0 = 1, bitpos = 0, nibble_node = 1;
   uint32_t c4 = 0;
-  int model_p = 2048, pr = 2048, p_final = 2048;
+  int pr = 2048, p_final = 2048;
   int apm_p[4] = {};
+  uint32_t apm_mask;  // order-1 and order-2 APM contexts, fewer for short lanes
 
   explicit State(const LaneShape& s)
       : shape(s),
@@ -113,9 +115,10 @@ struct BitMixer::State {
         order1(65536, 0),
         final_mixer(kMixers + 1, 8 * 3, 2, 65536 / kMixers),
         apm_order0(256, 7),
-        apm_order1(65536, 7),
-        apm_order2(65536, 7),
+        apm_order1(size_t(256) << apm_bits(s.length), 7),
+        apm_order2(size_t(256) << apm_bits(s.length), 7),
         apm_model(256 * 33, 7) {
+    apm_mask = (uint32_t(256) << apm_bits(s.length)) - 1;
     const int bits = length_bits(s.length * 2, 12, 22);
     table.assign(size_t(1) << bits, Bucket{});
     table_mask = (uint32_t(1) << bits) - 1;
@@ -185,13 +188,15 @@ struct BitMixer::State {
       match_sel = match_sel * 17 + (ctx ? 1 + std::min(7, (ctx >> 2) / 2) * 2 + bit : 0);
     }
     // The network: the share of the consistent symbols' probability mass with a 1 here.
-    model_p = 2048;
+    // Its stretch is ln(P(1) / P(0)) from the two halves' masses (Q16 log2 tables, exact on every
+    // CPU), finer than stretching a 12-bit probability where the network is confident.
+    int st_model = 0;
     if (model_cum) {
       const int width = 256 >> bitpos, base = (c0 - (1 << bitpos)) * width;
-      const uint64_t lo = model_cum[base], mid = model_cum[base + width / 2], hi = model_cum[base + width];
-      model_p = int(std::clamp<uint64_t>(((hi - mid) * 4096 + (hi - lo) / 2) / (hi - lo), 1, 4095));
+      const uint32_t lo = model_cum[base], mid = model_cum[base + width / 2], hi = model_cum[base + width];
+      const int64_t log_ratio = int64_t(log2_q16(hi - mid)) - log2_q16(mid - lo);  // each half holds >= 1
+      st_model = int(std::clamp<int64_t>((log_ratio * 11629080) >> 32, -2047, 2047));  // x ln 2 x 256
     }
-    const int st_model = cm::stretch(model_p);
     x[size_t(k++)] = st_model;
     x[size_t(k++)] = 256;
     const int confidence = std::min(15, std::abs(st_model) >> 7);
@@ -206,8 +211,8 @@ struct BitMixer::State {
     // Secondary estimation: the mixed probability refined by the partial byte, by one and two
     // previous bytes, and by the network's own stretched probability.
     apm_p[0] = apm_order0.refine(pr, size_t(c0));
-    apm_p[1] = apm_order1.refine(pr, size_t(c1 << 8 | c0));
-    apm_p[2] = apm_order2.refine(pr, size_t((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | uint32_t(c0)) & 0xffff);
+    apm_p[1] = apm_order1.refine(pr, size_t(uint32_t(c1 << 8 | c0) & apm_mask));
+    apm_p[2] = apm_order2.refine(pr, size_t(((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | uint32_t(c0)) & apm_mask));
     apm_p[3] = apm_model.refine(pr, size_t(c0) * 33 + size_t((st_model + 2048) >> 7));
     p_final = std::clamp((2 * pr + apm_p[0] + 2 * apm_p[1] + 2 * apm_p[2] + apm_p[3] + 4) >> 3, 1, 4095);
     return p_final;

@@ -92,8 +92,9 @@ class BinaryDecoder {
  public:
   BinaryDecoder(const uint8_t* data, size_t n);
   int decode(int p1);
-  // Every byte read, none wanted past the end: anything else means damaged data.
-  bool finished_cleanly() const { return pos_ == n_ && !overrun_; }
+  // Every byte read, none wanted past the end, and the last four are the encoder's final lower
+  // bound: anything else means damaged data.
+  bool finished_cleanly() const { return pos_ == n_ && !overrun_ && x_ == x1_; }
   bool overrun() const { return overrun_; }
 
  private:

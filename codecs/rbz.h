@@ -71,6 +71,7 @@ struct RbzHeaderInfo {
   uint32_t numerics_version = 0;
   std::optional<AdaptSettings> adapt;  // set when coded with online adaptation
   bool mixed = false;                  // model-coded blocks use context mixing
+  uint8_t mixer_version = 0;           // ... of this version (1: byte-wise, 2: bitwise, codecs/bit_mixer.h)
   bool bf16_weights = false;           // ... by the model with its weights rounded to bf16
   bool one_context = false;            // each file (up to 16 MiB) coded as one context (the default)
 };

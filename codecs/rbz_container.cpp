@@ -1,6 +1,7 @@
 // The .rbz container: the header and block table written and parsed (doc/rbz_format.md).
 #include <xxhash.h>
 
+#include "codecs/bit_mixer.h"
 #include "codecs/rbz_internal.h"
 #include "kernels/numerics.h"
 
@@ -34,7 +35,7 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
     w.u8(kResidualTransformVersion);
     w.u8(uint8_t(residual_channels));
   }
-  if (mixed) w.u8(kMixerVersion);
+  if (mixed) w.u8(kBitMixerVersion);
   for (const Block& b : blocks) {
     w.u8(uint8_t(b.kind));
     w.u64(b.length);
@@ -86,10 +87,11 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   }
   if (flags & kFlagMixed) {
     const uint8_t version = uint8_t(r.get(1));
-    if (version != kMixerVersion)
-      throw Error(path + ": context mixer version " + std::to_string(version) + " is not supported (this build has version " +
-                  std::to_string(kMixerVersion) + ")");
+    if (version != kMixerVersion && version != kBitMixerVersion)
+      throw Error(path + ": context mixer version " + std::to_string(version) + " is not supported (this build has versions " +
+                  std::to_string(kMixerVersion) + " and " + std::to_string(kBitMixerVersion) + ")");
     ps.info.mixed = true;
+    ps.info.mixer_version = version;
   }
   ps.info.bf16_weights = (flags & kFlagBf16) != 0;
   ps.info.one_context = (flags & kFlagOneContext) != 0;

@@ -67,6 +67,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     so.progress = progress;
     so.times = times;
     so.mix_shapes = std::move(mix_shapes);
+    so.mixer_version = info.mixer_version;
     std::optional<WeightsSnapshot> pretrained;
     std::optional<OnlineAdapter> adapter;
     if (info.adapt) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <optional>
 
+#include "codecs/bit_mixer.h"
 #include "codecs/byte_frequencies.h"
 #include "codecs/rans.h"
 #include "src/common/errors.h"
@@ -28,6 +29,11 @@ struct Stopwatch {
   }
 };
 
+void check_mixer_version(const SegmentCoderOptions& o) {
+  if (!o.mix_shapes.empty() && o.mixer_version != kMixerVersion && o.mixer_version != kBitMixerVersion)
+    throw Error("context mixer version " + std::to_string(o.mixer_version) + " is not supported");
+}
+
 void check_model(const Model& model, const std::vector<uint8_t>& context) {
   const ModelConfig& c = model.config();
   if (c.global != GlobalKind::Retention)
@@ -42,6 +48,8 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
   check_model(model, context);
   if (!options.mix_shapes.empty() && options.mix_shapes.size() != segments.size())
     throw Error("encode_segments: one mixing shape per segment");
+  check_mixer_version(options);
+  const bool bitwise = !options.mix_shapes.empty() && options.mixer_version == kBitMixerVersion;
   const int P = model.config().P;
   const int W = std::max(P, options.window / P * P);
   const size_t C = context.size();
@@ -58,17 +66,27 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
   std::vector<std::vector<uint32_t>> ranges;
   uint32_t model_cum[257], mixed_cum[257];
   std::vector<LaneMixer> mixers;
+  std::vector<BitMixer> bit_mixers;
+  std::vector<cm::BinaryEncoder> bit_coders;
   for (size_t g0 = 0; g0 < segments.size(); g0 += size_t(options.lockstep)) {
     const int B = int(std::min(segments.size() - g0, size_t(options.lockstep)));
     size_t longest = 0;
     for (int b = 0; b < B; b++) longest = std::max(longest, segments[g0 + b].size);
     if (longest == 0) continue;  // empty segments code to nothing
     mixers.clear();
+    bit_mixers.clear();
+    bit_coders.assign(bitwise ? size_t(B) : 0, cm::BinaryEncoder{});
     if (!options.mix_shapes.empty())
-      for (int b = 0; b < B; b++) mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
+      for (int b = 0; b < B; b++) {
+        if (bitwise)
+          bit_mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
+        else
+          mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
+      }
     StreamState state(model, B);
     ranges.assign(size_t(B), {});
-    for (int b = 0; b < B; b++) ranges[size_t(b)].reserve(2 * segments[g0 + b].size);
+    if (!bitwise)
+      for (int b = 0; b < B; b++) ranges[size_t(b)].reserve(2 * segments[g0 + b].size);
     x.assign(size_t(B) * W, 0);
     const size_t length = C + longest;  // positions of the longest stream
     for (size_t w0 = 0; w0 < length; w0 += size_t(W)) {
@@ -95,6 +113,12 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
           if (at < C || at - C >= seg.size) continue;
           logits_to_cumulative(logits + (size_t(b) * W + size_t(i)) * 256, model_cum);
           const uint8_t byte = seg.data[at - C];
+          if (bitwise) {
+            const double bits = bit_mixers[size_t(b)].encode(bit_coders[size_t(b)], model_cum, byte);
+            if (options.segment_bits) (*options.segment_bits)[g0 + size_t(b)] += bits;
+            done++;
+            continue;
+          }
           const uint32_t* cum = model_cum;
           if (!mixers.empty()) {
             mixers[size_t(b)].mix(model_cum, mixed_cum);
@@ -113,6 +137,10 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
     }
     Stopwatch side(options.times ? &options.times->side_s : nullptr);
     for (int b = 0; b < B; b++) {
+      if (bitwise) {
+        if (segments[g0 + size_t(b)].size) out[g0 + size_t(b)] = bit_coders[size_t(b)].finish();
+        continue;
+      }
       RansEncoder enc;
       const std::vector<uint32_t>& r = ranges[size_t(b)];
       for (size_t i = r.size(); i >= 2; i -= 2) enc.put(r[i - 2], r[i - 1]);
@@ -128,6 +156,8 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
   if (payloads.size() != outputs.size()) throw Error("decode_segments: payload and output counts differ");
   if (!options.mix_shapes.empty() && options.mix_shapes.size() != payloads.size())
     throw Error("decode_segments: one mixing shape per payload");
+  check_mixer_version(options);
+  const bool bitwise = !options.mix_shapes.empty() && options.mixer_version == kBitMixerVersion;
   const int P = model.config().P;
   const size_t C = context.size();
   uint64_t total = 0, done = 0;
@@ -139,18 +169,27 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
   std::vector<uint8_t> contexts, bytes(static_cast<size_t>(width));
   uint32_t model_cum[257], mixed_cum[257];
   std::vector<LaneMixer> mixers;
+  std::vector<BitMixer> bit_mixers;
   for (size_t g0 = 0; g0 < payloads.size(); g0 += size_t(width)) {
     const int B = int(std::min(payloads.size() - g0, size_t(width)));
     mixers.clear();
+    bit_mixers.clear();
     if (!options.mix_shapes.empty())
-      for (int b = 0; b < B; b++) mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
+      for (int b = 0; b < B; b++) {
+        if (bitwise)
+          bit_mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
+        else
+          mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
+      }
     size_t longest = 0;
     std::vector<std::optional<RansDecoder>> dec(static_cast<size_t>(B));
+    std::vector<std::optional<cm::BinaryDecoder>> bit_dec(static_cast<size_t>(B));
     for (int b = 0; b < B; b++) {
       const size_t n = outputs[g0 + b].size;
       longest = std::max(longest, n);
       if (n == 0 && payloads[g0 + b].size != 0) throw Error("damaged model-coded block (data for an empty segment)");
-      if (n) dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
+      if (n && bitwise) bit_dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
+      if (n && !bitwise) dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
     }
     if (longest == 0) continue;
     StreamState state(model, B);
@@ -172,6 +211,14 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
         uint8_t byte = 0;
         if (at < out.size) {
           logits_to_cumulative(logits + size_t(b) * 256, model_cum);
+          if (bitwise) {
+            cm::BinaryDecoder& d = *bit_dec[size_t(b)];
+            out.data[at] = byte = bit_mixers[size_t(b)].decode(d, model_cum);
+            if (d.overrun()) throw Error("damaged model-coded block (its data ends early)");
+            bytes[size_t(b)] = byte;
+            done++;
+            continue;
+          }
           const uint32_t* cum = model_cum;
           if (!mixers.empty()) {
             mixers[size_t(b)].mix(model_cum, mixed_cum);
@@ -199,7 +246,7 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
       }
     }
     for (int b = 0; b < B; b++)
-      if (outputs[g0 + b].size && !dec[size_t(b)]->finished_cleanly())
+      if (outputs[g0 + b].size && !(bitwise ? bit_dec[size_t(b)]->finished_cleanly() : dec[size_t(b)]->finished_cleanly()))
         throw Error("damaged model-coded block (it does not end where its encoder ended)");
   }
   if (options.progress) options.progress(done, total);

@@ -36,9 +36,11 @@ struct SegmentCoderOptions {
   std::function<void(size_t)> after_round;
   // Encoder: if set, gets each segment's ideal code length in bits under the frequency tables.
   std::vector<double>* segment_bits = nullptr;
-  // Context mixing (codecs/context_mixer.h): empty, or one shape per segment (payload); each
-  // lane then codes with its LaneMixer's tables instead of the model's.
+  // Context mixing: empty, or one shape per segment (payload); each lane then codes with a mixer
+  // on top of the model: version 2 (kBitMixerVersion, codecs/bit_mixer.h) bit by bit with a
+  // binary arithmetic coder, version 1 (codecs/context_mixer.h) byte by byte with rANS.
   std::vector<LaneShape> mix_shapes;
+  uint8_t mixer_version = 2;
   // If set, seconds spent stepping the model (`model_s`) and in the codec's own per-byte work:
   // frequency tables, the mixer and rANS (`side_s`). Added to, not reset.
   struct Times {
