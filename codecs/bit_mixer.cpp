@@ -134,7 +134,7 @@ struct BitMixer::State {
       match_maps[size_t(m)] = cm::StateMap(128, 1023);
     }
     inputs = kDirect + hashed + kMatchModels + 2;
-    const int32_t w0 = 1 << 14;
+    const int32_t w0 = 1 << 13;
     mixers.emplace_back(inputs, 256, 6, w0);                                // the partial byte
     mixers.emplace_back(inputs, 17 * 17, 6, w0);                           // both match states
     mixers.emplace_back(inputs, 16 * 8, 6, w0);                             // the network's confidence
@@ -214,7 +214,7 @@ struct BitMixer::State {
     apm_p[1] = apm_order1.refine(pr, size_t(uint32_t(c1 << 8 | c0) & apm_mask));
     apm_p[2] = apm_order2.refine(pr, size_t(((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | uint32_t(c0)) & apm_mask));
     apm_p[3] = apm_model.refine(pr, size_t(c0) * 33 + size_t((st_model + 2048) >> 7));
-    p_final = std::clamp((2 * pr + apm_p[0] + 2 * apm_p[1] + 2 * apm_p[2] + apm_p[3] + 4) >> 3, 1, 4095);
+    p_final = std::clamp((pr + apm_p[0] + 2 * apm_p[1] + 3 * apm_p[2] + apm_p[3] + 4) >> 3, 1, 4095);
     return p_final;
   }
 

@@ -26,11 +26,11 @@ int char_class(uint8_t c) {
 LaneContexts::LaneContexts(const LaneShape& shape) : shape_(shape) {
   switch (shape.kind) {
     case LaneShape::Kind::Bytes:
-      count_ = 12;
+      count_ = 14;
       break;
     case LaneShape::Kind::ImagePixels:
     case LaneShape::Kind::ImageResiduals:
-      count_ = (shape.row_bytes && shape.channels > 0) ? 11 : 12;
+      count_ = (shape.row_bytes && shape.channels > 0) ? 11 : 14;
       break;
     case LaneShape::Kind::AudioSamples:
     case LaneShape::Kind::AudioResiduals:
@@ -44,7 +44,7 @@ void LaneContexts::update(const std::vector<uint8_t>& history) {
   const uint8_t c = history.back();
   c8_ = c8_ << 8 | c4_ >> 24;
   c4_ = c4_ << 8 | c;
-  if (shape_.kind == LaneShape::Kind::Bytes || count_ == 12) return text(history);
+  if (shape_.kind == LaneShape::Kind::Bytes || count_ == 14) return text(history);
   if (shape_.kind == LaneShape::Kind::ImagePixels || shape_.kind == LaneShape::Kind::ImageResiduals) return image(history);
   audio(history);
 }
@@ -76,6 +76,13 @@ void LaneContexts::text(const std::vector<uint8_t>& hist) {
   h[9] = context_hash(c4_ >> 16, 0, 9);            // bytes 3 and 4 back
   h[10] = context_hash(above, c1, 10);             // columns of line-structured text
   h[11] = context_hash(above, uint32_t(std::min<size_t>(col, 255)) << 8 | (col < prev_len + 1 ? 1 : 0), 11);
+  // Indirect: the byte that followed the last occurrence of the previous two bytes.
+  const uint32_t pair = (c4_ >> 8) & 0xffff;
+  const uint32_t followed = indirect_[pair];
+  indirect_[pair] = uint8_t(c1);
+  const uint32_t predicted = indirect_[c4_ & 0xffff];
+  h[12] = context_hash(predicted << 8 | c1, followed, 12);
+  h[13] = context_hash(c1 << 8 | ((c4_ >> 16) & 0xff), 0, 13);  // bytes 1 and 3 back
   selector_ = char_class(uint8_t(c1)) * 8 + char_class(uint8_t(c4_ >> 8));
 }
 
