@@ -429,7 +429,7 @@ int bench_codec(Args& args) {
     for (const auto& variant : variants) {
       const std::string name = input + (variant ? " (adapt)" : "");
       CompressOptions o;
-      o.model_only = true;  // time the model coder, not the fallbacks
+      o.model_only = true;   // time the model coder, not the fallbacks
       o.force_raw = !modes;  // the bytes as given (media modes time pixel/sample decoding too)
       o.lockstep = lockstep;
       o.lanes = lanes;

@@ -12,10 +12,10 @@ namespace {
 
 using cm::BitHistory;
 
-constexpr int kDirect = 2;                                 // orders 0 and 1, in direct tables
+constexpr int kDirect = 2;  // orders 0 and 1, in direct tables
 constexpr int kMaxModels = kDirect + cm::kMaxHashedContexts;
 constexpr int kMatchModels = 2;
-constexpr int kMatchMin[kMatchModels] = {12, 6};             // bytes that must repeat
+constexpr int kMatchMin[kMatchModels] = {12, 6};           // bytes that must repeat
 constexpr int kOrderCounted = 6;                           // hashed contexts whose hits pick a weight set
 constexpr int kMaxInputs = kMaxModels + kMatchModels + 2;  // + network + bias
 constexpr int kMixers = 6;
@@ -135,12 +135,12 @@ struct BitMixer::State {
     }
     inputs = kDirect + hashed + kMatchModels + 2;
     const int32_t w0 = 1 << 13;
-    mixers.emplace_back(inputs, 256, 6, w0);                                // the partial byte
-    mixers.emplace_back(inputs, 17 * 17, 6, w0);                           // both match states
-    mixers.emplace_back(inputs, 16 * 8, 6, w0);                             // the network's confidence
-    mixers.emplace_back(inputs, 256 * 8, 6, w0);                            // the previous byte
-    mixers.emplace_back(inputs, (kOrderCounted + 1) * 8, 6, w0);            // how many orders know this context
-    mixers.emplace_back(inputs, cm::kKindSelectors * 8, 6, w0);             // the lane kind's own selector
+    mixers.emplace_back(inputs, 256, 6, w0);                      // the partial byte
+    mixers.emplace_back(inputs, 17 * 17, 6, w0);                  // both match states
+    mixers.emplace_back(inputs, 16 * 8, 6, w0);                   // the network's confidence
+    mixers.emplace_back(inputs, 256 * 8, 6, w0);                  // the previous byte
+    mixers.emplace_back(inputs, (kOrderCounted + 1) * 8, 6, w0);  // how many orders know this context
+    mixers.emplace_back(inputs, cm::kKindSelectors * 8, 6, w0);   // the lane kind's own selector
     next_nibble();
   }
 
@@ -194,7 +194,7 @@ struct BitMixer::State {
     if (model_cum) {
       const int width = 256 >> bitpos, base = (c0 - (1 << bitpos)) * width;
       const uint32_t lo = model_cum[base], mid = model_cum[base + width / 2], hi = model_cum[base + width];
-      const int64_t log_ratio = int64_t(log2_q16(hi - mid)) - log2_q16(mid - lo);  // each half holds >= 1
+      const int64_t log_ratio = int64_t(log2_q16(hi - mid)) - log2_q16(mid - lo);      // each half holds >= 1
       st_model = int(std::clamp<int64_t>((log_ratio * 11629080) >> 32, -2047, 2047));  // x ln 2 x 256
     }
     x[size_t(k++)] = st_model;

@@ -16,9 +16,14 @@ int magnitude_bucket(uint32_t v, int buckets) {  // 0, then one per power of two
 }
 bool word_byte(uint8_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 128; }
 int char_class(uint8_t c) {
-  return c >= 'a' && c <= 'z' ? 0 : c >= 'A' && c <= 'Z' ? 1 : c >= '0' && c <= '9' ? 2 : c == ' ' ? 3 : c == '\n' ? 4 : c >= 128 ? 5
-         : c < 32                                                                                           ? 6
-                                                                                                            : 7;
+  return c >= 'a' && c <= 'z'   ? 0
+         : c >= 'A' && c <= 'Z' ? 1
+         : c >= '0' && c <= '9' ? 2
+         : c == ' '             ? 3
+         : c == '\n'            ? 4
+         : c >= 128             ? 5
+         : c < 32               ? 6
+                                : 7;
 }
 
 }  // namespace
@@ -127,7 +132,7 @@ void LaneContexts::audio(const std::vector<uint8_t>& hist) {
   };
   auto sample = [&](size_t k) { return s0 >= k * frame ? value(s0 - k * frame) : 0; };  // k frames back, this channel
   const int s1 = sample(1), s2 = sample(2), s3 = sample(3);
-  const int o = ch > 0 && s0 >= 2 * ch ? value(s0 - 2 * ch) : 0;                 // channel 0 in this frame
+  const int o = ch > 0 && s0 >= 2 * ch ? value(s0 - 2 * ch) : 0;                   // channel 0 in this frame
   const int o1 = ch > 0 && s0 >= 2 * ch + frame ? value(s0 - 2 * ch - frame) : 0;  // ... and in the frame before
   const int preds[5] = {s1, 2 * s1 - s2, 3 * s1 - 3 * s2 + s3, (s1 * 3 + s2) / 4 + (s1 - s2) / 2, s1 + o - o1};
   uint32_t* h = h_;
@@ -138,7 +143,8 @@ void LaneContexts::audio(const std::vector<uint8_t>& hist) {
     // MSB: the predicted top byte, finer in a second context; LSB: the MSB just coded and where
     // the prediction puts the low byte.
     h[2 * k] = lo ? context_hash(msb << 16 | (u >> 2), c, 2 * k) : context_hash(u >> 8, c, 2 * k);
-    h[2 * k + 1] = lo ? context_hash(msb << 8 | uint32_t(std::clamp(preds[k] - int(int16_t(msb << 8)), -128, 127) + 128), c << 4 | 1, 2 * k + 1)
+    h[2 * k + 1] = lo ? context_hash(msb << 8 | uint32_t(std::clamp(preds[k] - int(int16_t(msb << 8)), -128, 127) + 128),
+                                     c << 4 | 1, 2 * k + 1)
                       : context_hash(u >> 5, c << 4 | uint32_t(magnitude_bucket(uint32_t(std::abs(s1 - s2)), 16)), 2 * k + 1);
   }
   selector_ = (lo ? 32 : 0) + int(std::min<size_t>(ch, 1)) * 16 + magnitude_bucket(uint32_t(std::abs(s1 - s2)), 16);

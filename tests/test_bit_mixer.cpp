@@ -33,13 +33,15 @@ TEST(BitMixer, BitHistoriesCountAndDiscountAsDefined) {
       {"1", 0, 1},
       {"0", 1, 0},
       {"1111", 0, 4},
-      {"10", 1, 1},        // a count of 1 or 2 survives the other bit
+      {"10", 1, 1},  // a count of 1 or 2 survives the other bit
       {"110", 1, 2},
-      {"11110", 1, 3},     // 4 -> 4 / 2 + 1
-      {"1111111111" "0", 1, 6},
-      {std::string(60, '0'), 40, 0},          // capped at 40 while the other count is 0
-      {"1" + std::string(60, '0'), 20, 1},    // ... at 20 while it is 1
-      {std::string(30, '1') + "00", 2, 9},    // ones 30 -> 16 -> 9 as zeros count 1, 2 (cap 3)
+      {"11110", 1, 3},  // 4 -> 4 / 2 + 1
+      {"1111111111"
+       "0",
+       1, 6},
+      {std::string(60, '0'), 40, 0},        // capped at 40 while the other count is 0
+      {"1" + std::string(60, '0'), 20, 1},  // ... at 20 while it is 1
+      {std::string(30, '1') + "00", 2, 9},  // ones 30 -> 16 -> 9 as zeros count 1, 2 (cap 3)
   };
   for (const Case& c : cases) {
     const uint8_t s = history_of(c.bits);
