@@ -257,7 +257,33 @@ BitMixer::~BitMixer() = default;
 BitMixer::BitMixer(BitMixer&&) noexcept = default;
 BitMixer& BitMixer::operator=(BitMixer&&) noexcept = default;
 
+namespace {
+// Images in residual form are coded as the plane values the residuals stand for (value =
+// prediction + residual), whose bits the pixel contexts predict better than a folded residual's
+// (whose last bit is its sign). The network's table is permuted to match.
+uint8_t fold8(int error) {
+  const int s = int(int8_t(uint8_t(error)));
+  return uint8_t(s >= 0 ? 2 * s : -2 * s - 1);
+}
+int unfold8(uint8_t r) { return (r & 1) ? -(int(r) + 1) / 2 : int(r) / 2; }
+const uint32_t* values_table(const uint32_t* residual_cum, int prediction, uint32_t* cum) {
+  if (!residual_cum) return nullptr;
+  cum[0] = 0;
+  for (int v = 0; v < 256; v++) {
+    const uint8_t r = fold8(v - prediction);
+    cum[v + 1] = cum[v] + (residual_cum[r + 1] - residual_cum[r]);
+  }
+  return cum;
+}
+}  // namespace
+
 double BitMixer::encode(cm::BinaryEncoder& enc, const uint32_t* model_cum, uint8_t byte) {
+  if (s_->shape.kind == LaneShape::Kind::ImageResiduals) {
+    const int pred = s_->contexts.prediction();
+    uint32_t cum[257];
+    model_cum = values_table(model_cum, pred, cum);
+    byte = uint8_t(pred + unfold8(byte));
+  }
   double bits = 0;
   for (int i = 7; i >= 0; i--) {
     const int bit = (byte >> i) & 1;
@@ -270,8 +296,12 @@ double BitMixer::encode(cm::BinaryEncoder& enc, const uint32_t* model_cum, uint8
 }
 
 uint8_t BitMixer::decode(cm::BinaryDecoder& dec, const uint32_t* model_cum) {
+  const bool values = s_->shape.kind == LaneShape::Kind::ImageResiduals;
+  const int pred = values ? s_->contexts.prediction() : 0;
+  uint32_t cum[257];
+  if (values) model_cum = values_table(model_cum, pred, cum);
   for (int i = 0; i < 8; i++) s_->update(dec.decode(s_->predict(model_cum)));
-  return s_->hist.back();
+  return values ? fold8(s_->hist.back() - pred) : s_->hist.back();
 }
 
 }  // namespace rb

@@ -95,6 +95,17 @@ void LaneContexts::image(const std::vector<uint8_t>& hist) {
   const size_t t = hist.size(), C = size_t(shape_.channels), rb = shape_.row_bytes;
   const size_t x = (shape_.start + t) % rb, ch = x % C;
   const uint8_t* p = hist.data();
+  if (shape_.kind == LaneShape::Kind::ImageResiduals) {
+    // The median edge detector of the residual form (datasets/media_residuals.h) on the planes
+    // the mixer codes (it codes residual lanes as plane values: BitMixer).
+    const int l = x >= C ? p[t - C] : 0, u = t >= rb ? p[t - rb] : 0, ul = t >= rb && x >= C ? p[t - rb - C] : 0;
+    if (t < rb)
+      prediction_ = x < C ? 0 : l;
+    else if (x < C)
+      prediction_ = u;
+    else
+      prediction_ = ul >= std::max(l, u) ? std::min(l, u) : ul <= std::min(l, u) ? std::max(l, u) : l + u - ul;
+  }
   // Neighbours of the next byte (0 outside the lane or the image).
   auto at = [&](size_t back, bool ok) -> int { return ok && t >= back ? p[t - back] : 0; };
   const bool has_w = x >= C, has_ww = x >= 2 * C, has_ne = x + C < rb;

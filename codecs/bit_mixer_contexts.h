@@ -29,6 +29,9 @@ class LaneContexts {
   // A small context (< kKindSelectors) that picks one mixer's weights: character class for text,
   // channel and activity for images, byte of the sample and channel for audio.
   int selector() const { return selector_; }
+  // Images in residual form: the residual transform's prediction of the next plane value, from
+  // the plane values coded so far (a residual lane's history holds those, see BitMixer).
+  int prediction() const { return prediction_; }
 
  private:
   void text(const std::vector<uint8_t>& h);
@@ -36,7 +39,7 @@ class LaneContexts {
   void audio(const std::vector<uint8_t>& h);
 
   LaneShape shape_;
-  int count_ = 0, selector_ = 0;
+  int count_ = 0, selector_ = 0, prediction_ = 0;
   uint32_t h_[kMaxHashedContexts] = {};
   // Text: the last 8 bytes, words, lines.
   uint32_t c4_ = 0, c8_ = 0, word_ = 0, prev_word_ = 0;
