@@ -35,7 +35,7 @@ LaneContexts::LaneContexts(const LaneShape& shape) : shape_(shape) {
       break;
     case LaneShape::Kind::ImagePixels:
     case LaneShape::Kind::ImageResiduals:
-      count_ = (shape.row_bytes && shape.channels > 0) ? 11 : 14;
+      count_ = 14;
       break;
     case LaneShape::Kind::AudioSamples:
     case LaneShape::Kind::AudioResiduals:
@@ -49,9 +49,16 @@ void LaneContexts::update(const std::vector<uint8_t>& history) {
   const uint8_t c = history.back();
   c8_ = c8_ << 8 | c4_ >> 24;
   c4_ = c4_ << 8 | c;
-  if (shape_.kind == LaneShape::Kind::Bytes || count_ == 14) return text(history);
-  if (shape_.kind == LaneShape::Kind::ImagePixels || shape_.kind == LaneShape::Kind::ImageResiduals) return image(history);
-  audio(history);
+  switch (shape_.kind) {
+    case LaneShape::Kind::Bytes:
+      return text(history);
+    case LaneShape::Kind::ImagePixels:
+    case LaneShape::Kind::ImageResiduals:
+      return shape_.row_bytes && shape_.channels > 0 ? image(history) : text(history);  // no geometry: as bytes
+    case LaneShape::Kind::AudioSamples:
+    case LaneShape::Kind::AudioResiduals:
+      return audio(history);
+  }
 }
 
 void LaneContexts::text(const std::vector<uint8_t>& hist) {
@@ -127,6 +134,13 @@ void LaneContexts::image(const std::vector<uint8_t>& hist) {
   h[8] = context_hash(clamp8(W + P - PW) << 8 | clamp8(N + P - PN), c, 8);
   h[9] = context_hash(uint32_t(W >> 3) << 10 | uint32_t(N >> 3) << 5 | uint32_t(NE >> 3), uint32_t(P >> 3) << 2 | c, 9);
   h[10] = context_hash(uint32_t(std::abs(W - NW) + std::abs(N - NW) + std::abs(N - NE)) >> 2, uint32_t(P), 10);
+  const int NNE = has_ne && t >= 2 * rb - C ? p[t - 2 * rb + C] : 0;
+  const int P2 = ch > 1 ? at(2, true) : 0;  // the pixel's first channel (R-G beside B-G)
+  h[11] = context_hash(clamp8(N + NE - NNE) << 8 | clamp8(W + NE - N), c, 11);
+  h[12] = context_hash(uint32_t(P2) << 16 | uint32_t(P) << 8 | clamp8(W + N - NW), c, 12);
+  auto sbucket = [](int d) { return uint32_t(d < -16 ? 0 : d < -4 ? 1 : d < 0 ? 2 : d == 0 ? 3 : d <= 4 ? 4 : d <= 16 ? 5 : 6); };
+  h[13] =
+      context_hash(sbucket(W - NW) * 49 + sbucket(N - NW) * 7 + sbucket(NE - N), uint32_t((W + N + NW + NE) >> 4) << 2 | c, 13);
   const int activity = magnitude_bucket(uint32_t(std::abs(W - NW) + std::abs(N - NW) + std::abs(NE - N)), 8);
   selector_ = int(std::min<size_t>(ch, 3)) * 16 + activity * 2 + (t >= rb ? 1 : 0);
 }
