@@ -38,8 +38,10 @@ LaneContexts::LaneContexts(const LaneShape& shape) : shape_(shape) {
       count_ = 14;
       break;
     case LaneShape::Kind::AudioSamples:
-    case LaneShape::Kind::AudioResiduals:
       count_ = 10;
+      break;
+    case LaneShape::Kind::AudioResiduals:
+      count_ = 14;
       break;
   }
   for (int i = 0; i < count_; i++) h_[i] = context_hash(0, 0, uint32_t(i));
@@ -159,10 +161,30 @@ void LaneContexts::audio(const std::vector<uint8_t>& hist) {
   const int s1 = sample(1), s2 = sample(2), s3 = sample(3);
   const int o = ch > 0 && s0 >= 2 * ch ? value(s0 - 2 * ch) : 0;                   // channel 0 in this frame
   const int o1 = ch > 0 && s0 >= 2 * ch + frame ? value(s0 - 2 * ch - frame) : 0;  // ... and in the frame before
-  const int preds[5] = {s1, 2 * s1 - s2, 3 * s1 - 3 * s2 + s3, (s1 * 3 + s2) / 4 + (s1 - s2) / 2, s1 + o - o1};
   uint32_t* h = h_;
   const uint32_t c = uint32_t(std::min<size_t>(ch, 3));
   const uint32_t msb = lo ? hist[t - 1] : 0;
+  if (residual) {
+    // Residuals are prediction errors already: what tells their size is how large the recent
+    // errors were (this channel's last ones, its running average, the other channel's now).
+    if (!lo && t >= 2) {  // a sample was completed: fold its size into its channel's average
+      const size_t done = (a / 2 + C - 1) % C;
+      const int r = std::abs(value(t - 2));
+      int& avg = error_average_[std::min<size_t>(done, 1)];
+      avg += ((r << 4) - avg) >> 4;
+    }
+    const uint32_t s3v = uint32_t(std::abs(s3));
+    const uint32_t m1 = uint32_t(magnitude_bucket(uint32_t(std::abs(s1)), 16)),
+                   m2 = uint32_t(magnitude_bucket(uint32_t(std::abs(s2)), 16));
+    const uint32_t mavg = uint32_t(magnitude_bucket(uint32_t(error_average_[std::min<size_t>(ch, 1)]), 20));
+    const uint32_t mo = uint32_t(magnitude_bucket(uint32_t(std::abs(o)), 16));
+    const uint32_t sum4 =
+        uint32_t(magnitude_bucket(uint32_t(std::abs(s1) + std::abs(s2)) + s3v + uint32_t(std::abs(sample(4))), 20));
+    const uint32_t keys[4] = {mavg, mavg << 5 | m1, sum4 << 4 | mo, m1 << 8 | m2 << 4 | uint32_t(magnitude_bucket(s3v, 16))};
+    for (uint32_t k = 0; k < 4; k++) h[10 + k] = context_hash(keys[k] << 9 | msb << 1 | (lo ? 1 : 0), c, 10 + k);
+    selector_ = (lo ? 32 : 0) + int(std::min<size_t>(ch, 1)) * 16 + int(std::min<uint32_t>(mavg, 15));
+  }
+  const int preds[5] = {s1, 2 * s1 - s2, 3 * s1 - 3 * s2 + s3, (s1 * 3 + s2) / 4 + (s1 - s2) / 2, s1 + o - o1};
   for (uint32_t k = 0; k < 5; k++) {
     const uint32_t u = uint32_t(std::clamp(preds[k] + 32768, 0, 65535));
     // MSB: the predicted top byte, finer in a second context; LSB: the MSB just coded and where
@@ -172,7 +194,8 @@ void LaneContexts::audio(const std::vector<uint8_t>& hist) {
                                      c << 4 | 1, 2 * k + 1)
                       : context_hash(u >> 5, c << 4 | uint32_t(magnitude_bucket(uint32_t(std::abs(s1 - s2)), 16)), 2 * k + 1);
   }
-  selector_ = (lo ? 32 : 0) + int(std::min<size_t>(ch, 1)) * 16 + magnitude_bucket(uint32_t(std::abs(s1 - s2)), 16);
+  if (!residual)
+    selector_ = (lo ? 32 : 0) + int(std::min<size_t>(ch, 1)) * 16 + magnitude_bucket(uint32_t(std::abs(s1 - s2)), 16);
 }
 
 }  // namespace rb::cm

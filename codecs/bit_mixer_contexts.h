@@ -44,6 +44,7 @@ class LaneContexts {
   // Text: the last 8 bytes, words, lines.
   uint32_t c4_ = 0, c8_ = 0, word_ = 0, prev_word_ = 0;
   size_t line_start_ = 0, prev_line_start_ = 0;
+  int error_average_[2] = {0, 0};                                // audio residuals: running mean size per channel (x 16)
   std::vector<uint8_t> indirect_ = std::vector<uint8_t>(65536);  // byte after each byte pair
 };
 
