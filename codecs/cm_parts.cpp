@@ -39,7 +39,7 @@ const LogisticTables& logistic() {
 // either way is still uncertain), larger ones are roughly halved.
 int discount(int n) { return n < 3 ? n : n / 2 + 1; }
 // The largest count a bit may reach while the other bit's count is `other`.
-int cap(int other) { return other == 0 ? 40 : other == 1 ? 20 : other == 2 ? 12 : other <= 4 ? 7 : other <= 7 ? 5 : 3; }
+int cap(int other) { return other == 0 ? 60 : other == 1 ? 30 : other == 2 ? 16 : other <= 4 ? 9 : other <= 7 ? 6 : 3; }
 
 struct StateTable {
   std::vector<std::array<uint8_t, 2>> next;
