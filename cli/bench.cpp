@@ -381,11 +381,12 @@ int bench_codec(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--lanes N | --fast] "
                  "[--adapt ...] "
-                 "[--no-mix] [--modes] [-t N] [FILE...]\n"
+                 "[--no-mix | --mixer-version 1] [--modes] [-t N] [FILE...]\n"
                  "  times compress and decompress (every block model-coded) of each FILE, or of N bytes of\n"
                  "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip.\n"
                  "  Lanes as compress cuts them: one context per input by default; --lanes N, --fast.\n"
                  "  --adapt: each input also with online adaptation (its cost in bytes/s and its bpb)\n"
+                 "  --mixer-version 1: the earlier byte-wise mixer (rANS), to compare with the bitwise one (2)\n"
                  "  --modes: images and audio in their modes (pixels, samples) as compress codes them; bpb is\n"
                  "  then of the file's bytes (the default codes every input's bytes as given)\n"
               << kAdaptHelp << kMixHelp;
@@ -399,6 +400,7 @@ int bench_codec(Args& args) {
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
   const bool modes = args.flag("--modes");
+  const int mixer_version = int(args.int_value("--mixer-version", "", 2, 1, 2));
   const std::optional<WeightFormat> weights = weights_option(args);
   const int threads = args.threads();
   const auto files = args.positionals();
@@ -435,6 +437,7 @@ int bench_codec(Args& args) {
       o.lanes = lanes;
       o.adapt = variant;
       o.mix = mix;
+      o.mixer_version = uint8_t(mixer_version);
       CoderTimes ctimes, dtimes;  // the model's share and the codec's own (tables, mixer, rANS)
       o.times = &ctimes;
       double t0 = now_s();
@@ -486,6 +489,7 @@ int bench_codec(Args& args) {
   j["lockstep"] = lockstep;
   j["lanes"] = lanes == 0 ? "fast" : std::to_string(lanes);
   j["mixed"] = mix;
+  j["mixer_version"] = mix ? mixer_version : 0;
   j["results"] = results;
   j["peak_rss_mb"] = peak_rss_mb();
   std::cout << j.dump() << std::endl;

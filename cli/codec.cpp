@@ -67,8 +67,8 @@ const char* const kAdaptHelp =
     "     of --adapt-window bytes (1024) at --adapt-lr (3e-4); ~0.3x compression and ~0.5x decompression speed\n";
 
 const char* const kMixHelp =
-    "  --no-mix: code with the model's probabilities alone, without context mixing (a match model and, for\n"
-    "     images and audio, an activity context model mixed with the model's; codecs/context_mixer.h)\n";
+    "  --no-mix: code with the model's probabilities alone, without context mixing (context models of\n"
+    "     orders, words, neighbours or predictors and match models mixed with the model's; codecs/bit_mixer.h)\n";
 
 const char* const kWeightsHelp =
     "  --weights fp32|bf16: bf16 rounds every weight to bf16 and decoding streams half the bytes; a model file of\n"

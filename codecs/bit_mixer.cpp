@@ -132,15 +132,21 @@ struct BitMixer::State {
     for (int m = 0; m < kMatchModels; m++) {
       match[size_t(m)].init(kMatchMin[m], s.length);
       match_maps[size_t(m)] = cm::StateMap(128, 1023);
+      for (int q = 0; q < 32; q++)  // a prior: a longer match is likelier to go on
+        for (int bit = 0; bit < 2; bit++) {
+          const int miss = std::max(64, 1024 >> std::min(q, 4));
+          match_maps[size_t(m)].set(size_t((q * 2 + bit) * 2 + 1), bit ? 4096 - miss : miss);
+        }
     }
     inputs = kDirect + hashed + kMatchModels + 2;
     const int32_t w0 = 1 << 13;
-    mixers.emplace_back(inputs, 256, 6, w0);                      // the partial byte
-    mixers.emplace_back(inputs, 17 * 17, 6, w0);                  // both match states
-    mixers.emplace_back(inputs, 16 * 8, 6, w0);                   // the network's confidence
-    mixers.emplace_back(inputs, 256 * 8, 6, w0);                  // the previous byte
-    mixers.emplace_back(inputs, (kOrderCounted + 1) * 8, 6, w0);  // how many orders know this context
-    mixers.emplace_back(inputs, cm::kKindSelectors * 8, 6, w0);   // the lane kind's own selector
+    mixers.emplace_back(inputs, 256, 6, w0);                        // the partial byte
+    mixers.emplace_back(inputs, 17 * 17, 6, w0);                    // both match states
+    mixers.emplace_back(inputs, 16 * 8, 6, w0);                     // the network's confidence
+    mixers.emplace_back(inputs, 256 * 8, 6, w0);                    // the previous byte
+    mixers.emplace_back(inputs, (kOrderCounted + 1) * 8, 6, w0);    // how many orders know this context
+    mixers.emplace_back(inputs, cm::kKindSelectors * 8, 6, w0);     // the lane kind's own selector
+    for (cm::Mixer& m : mixers) m.set_weight(inputs - 2, 1 << 16);  // the network's input: it starts trusted
     next_nibble();
   }
 

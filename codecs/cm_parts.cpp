@@ -121,6 +121,10 @@ void Apm::update(int bit) {
 Mixer::Mixer(int inputs, int sets, int learning_rate, int32_t initial_weight)
     : n_(inputs), lr_(learning_rate), w_(size_t(inputs) * size_t(sets), initial_weight) {}
 
+void Mixer::set_weight(int input, int32_t w) {
+  for (size_t i = size_t(input); i < w_.size(); i += size_t(n_)) w_[i] = w;
+}
+
 int Mixer::mix(const int* x, int set) {
   x_ = x;
   set_ = size_t(set) * size_t(n_);

@@ -64,7 +64,8 @@ class Apm {
 class Mixer {
  public:
   Mixer(int inputs, int sets, int learning_rate, int32_t initial_weight);
-  int mix(const int* x, int set);  // returns p; remembers x and the set for update()
+  void set_weight(int input, int32_t w);  // that input's weight in every set
+  int mix(const int* x, int set);         // returns p; remembers x and the set for update()
   void update(int bit);
   int inputs() const { return n_; }
 

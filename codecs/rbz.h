@@ -35,7 +35,8 @@ struct CompressOptions {
   bool model_only = false;             // tests and benchmarks: model-code every block, no fallbacks
   bool whole_file_fallback = true;     // tests: keep the per-block choice even when zstd of the file is smaller
   std::optional<AdaptSettings> adapt;  // --adapt: learn the file while coding it (codecs/adaptation.h)
-  bool mix = true;                     // context mixing on top of the model (codecs/context_mixer.h); --no-mix turns it off
+  bool mix = true;                     // context mixing on top of the model (codecs/bit_mixer.h); --no-mix turns it off
+  uint8_t mixer_version = 2;           // 2: bitwise (codecs/bit_mixer.h); 1: the earlier byte-wise mixer, for comparisons
   std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, bytes total)
   CoderTimes* times = nullptr;                       // bench codec: the model's share and the codec's own
 };

@@ -80,6 +80,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     so.times = options.times;
     std::vector<double> bits;
     so.segment_bits = &bits;
+    so.mixer_version = options.mixer_version;
     if (options.mix)
       for (const ByteSpan& s : segments)
         so.mix_shapes.push_back(lane_shape(c.mode, c.extra, c.residual_channels, size_t(s.data - c.body), s.size));
@@ -118,7 +119,8 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     const uint64_t original = c.restores_content ? c.size : file.size();
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
                    adapted ? options.adapt : std::nullopt, c.residual_channels, mixed,
-                   !fingerprint.empty() && model->weight_format() == WeightFormat::BF16, one_context && !fingerprint.empty());
+                   !fingerprint.empty() && model->weight_format() == WeightFormat::BF16, one_context && !fingerprint.empty(),
+                   options.mixer_version);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());

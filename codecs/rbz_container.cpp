@@ -10,7 +10,7 @@ namespace rb::rbz_detail {
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
                               const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
                               const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt, int residual_channels,
-                              bool mixed, bool bf16, bool one_context) {
+                              bool mixed, bool bf16, bool one_context, uint8_t mixer_version) {
   Writer w;
   w.bytes(kMagic, 4);
   w.u16(kRbzVersion);
@@ -35,7 +35,7 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
     w.u8(kResidualTransformVersion);
     w.u8(uint8_t(residual_channels));
   }
-  if (mixed) w.u8(kBitMixerVersion);
+  if (mixed) w.u8(mixer_version);
   for (const Block& b : blocks) {
     w.u8(uint8_t(b.kind));
     w.u64(b.length);

@@ -99,7 +99,8 @@ struct Parsed {
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
                               const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
                               const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt = std::nullopt,
-                              int residual_channels = 0, bool mixed = false, bool bf16 = false, bool one_context = false);
+                              int residual_channels = 0, bool mixed = false, bool bf16 = false, bool one_context = false,
+                              uint8_t mixer_version = 2);
 // Parses and checks the header and block table (throws rb::Error naming `path`).
 Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz);
 

@@ -237,6 +237,30 @@ TEST_F(Codec, EachFileIsOneContextByDefaultAndLanesOrFastCutIt) {
   EXPECT_EQ(segment_bytes_for(1000, 1, 32), 1000u);
 }
 
+// Both mixers: version 2 (bitwise, the default) and version 1 (byte-wise, still written on request
+// for comparisons) are recorded in the header and decode on every CPU path and thread count; both
+// code repetitive text in well under a bit per byte; an unknown version is refused.
+TEST_F(Codec, BothMixerVersionsAreRecordedAndDecodeOnEveryPath) {
+  std::vector<uint8_t> in = repetitive_text(4000);
+  CompressOptions o;
+  o.model_only = true;
+  o.lockstep = 4;
+  o.segment_bytes = 1500;  // lanes: three mixers side by side
+  std::vector<size_t> sizes;
+  for (uint8_t version : {uint8_t(1), uint8_t(2)}) {
+    o.mixer_version = version;
+    const std::vector<uint8_t> rbz = expect_the_same_archive_and_file_on_every_path(in, o, model_path());
+    const RbzHeaderInfo info = read_rbz_header("in.txt.rbz", rbz);
+    EXPECT_TRUE(info.mixed);
+    EXPECT_EQ(info.mixer_version, version);
+    sizes.push_back(rbz.size());
+  }
+  for (size_t size : sizes) EXPECT_LT(double(size), 0.5 * double(in.size()) / 8);
+  Loaded m(model_path(), 1);
+  o.mixer_version = 3;
+  expect_error_containing([&] { compress_file("in.txt", in, m.model.get(), o); }, "context mixer version 3");
+}
+
 // Online adaptation: encoder and decoder take the same training steps between rounds, so a file
 // adapted on one CPU path and thread count decodes on every other; a lane stored with zstd or raw
 // still feeds the adaptation (the decoder knows its bytes up front); the caller's weights come back.
