@@ -98,14 +98,14 @@ struct BitMixer::State {
   std::array<int, kMatchModels> match_ctx{};
   std::vector<cm::Mixer> mixers;
   cm::Mixer final_mixer;
-  cm::Apm apm_order0, apm_order1, apm_order2, apm_model;
+  cm::Apm apm_order0, apm_order1, apm_order2, apm_model, apm_kind;
   std::array<int, kMaxInputs> x{};
   std::array<int, kMixers + 1> mixed{};
   int inputs = 0;
   int c0 = 1, bitpos = 0, nibble_node = 1;
   uint32_t c4 = 0;
   int pr = 2048, p_final = 2048;
-  int apm_p[4] = {};
+  int apm_p[5] = {};
   uint32_t apm_mask;  // order-1 and order-2 APM contexts, fewer for short lanes
 
   explicit State(const LaneShape& s)
@@ -117,7 +117,8 @@ struct BitMixer::State {
         apm_order0(256, 7),
         apm_order1(size_t(256) << apm_bits(s.length), 7),
         apm_order2(size_t(256) << apm_bits(s.length), 7),
-        apm_model(256 * 33, 7) {
+        apm_model(256 * 33, 7),
+        apm_kind(size_t(cm::kKindSelectors) * 256, 7) {
     apm_mask = (uint32_t(256) << apm_bits(s.length)) - 1;
     const int bits = length_bits(s.length * 2, 12, 22);
     table.assign(size_t(1) << bits, Bucket{});
@@ -220,7 +221,8 @@ struct BitMixer::State {
     apm_p[1] = apm_order1.refine(pr, size_t(uint32_t(c1 << 8 | c0) & apm_mask));
     apm_p[2] = apm_order2.refine(pr, size_t(((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | uint32_t(c0)) & apm_mask));
     apm_p[3] = apm_model.refine(pr, size_t(c0) * 33 + size_t((st_model + 2048) >> 7));
-    p_final = std::clamp((pr + apm_p[0] + 2 * apm_p[1] + 3 * apm_p[2] + apm_p[3] + 4) >> 3, 1, 4095);
+    apm_p[4] = apm_kind.refine(pr, size_t(contexts.selector()) * 256 + size_t(c0));
+    p_final = std::clamp((pr + apm_p[0] + 2 * apm_p[1] + 2 * apm_p[2] + apm_p[3] + apm_p[4] + 4) >> 3, 1, 4095);
     return p_final;
   }
 
@@ -241,6 +243,7 @@ struct BitMixer::State {
     apm_order1.update(bit);
     apm_order2.update(bit);
     apm_model.update(bit);
+    apm_kind.update(bit);
     c0 = c0 * 2 + bit;
     bitpos++;
     nibble_node = nibble_node * 2 + bit;

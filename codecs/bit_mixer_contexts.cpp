@@ -35,7 +35,7 @@ LaneContexts::LaneContexts(const LaneShape& shape) : shape_(shape) {
       break;
     case LaneShape::Kind::ImagePixels:
     case LaneShape::Kind::ImageResiduals:
-      count_ = 14;
+      count_ = shape.row_bytes && shape.channels > 0 ? 18 : 14;
       break;
     case LaneShape::Kind::AudioSamples:
       count_ = 10;
@@ -143,6 +143,10 @@ void LaneContexts::image(const std::vector<uint8_t>& hist) {
   auto sbucket = [](int d) { return uint32_t(d < -16 ? 0 : d < -4 ? 1 : d < 0 ? 2 : d == 0 ? 3 : d <= 4 ? 4 : d <= 16 ? 5 : 6); };
   h[13] =
       context_hash(sbucket(W - NW) * 49 + sbucket(N - NW) * 7 + sbucket(NE - N), uint32_t((W + N + NW + NE) >> 4) << 2 | c, 13);
+  h[14] = context_hash(clamp8((W + N + 1) / 2 + (NE - NW) / 4), c, 14);
+  h[15] = context_hash(clamp8(2 * N - NN) >> 1 << 8 | clamp8(2 * W - WW) >> 1, c, 15);
+  h[16] = context_hash(uint32_t(W) << 8 | uint32_t(NW), c, 16);
+  h[17] = context_hash(uint32_t(N) << 16 | uint32_t(NN) << 8 | uint32_t(NE >> 2), c, 17);
   const int activity = magnitude_bucket(uint32_t(std::abs(W - NW) + std::abs(N - NW) + std::abs(NE - N)), 8);
   selector_ = int(std::min<size_t>(ch, 3)) * 16 + activity * 2 + (t >= rb ? 1 : 0);
 }

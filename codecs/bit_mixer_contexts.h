@@ -8,7 +8,7 @@
 
 namespace rb::cm {
 
-constexpr int kMaxHashedContexts = 14;
+constexpr int kMaxHashedContexts = 18;
 constexpr int kKindSelectors = 64;  // values of LaneContexts::selector()
 
 // A 32-bit hash of (a, b) for context number i: well mixed in every bit (bucket index and check).
