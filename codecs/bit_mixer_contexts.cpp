@@ -31,7 +31,7 @@ int char_class(uint8_t c) {
 LaneContexts::LaneContexts(const LaneShape& shape) : shape_(shape) {
   switch (shape.kind) {
     case LaneShape::Kind::Bytes:
-      count_ = 14;
+      count_ = 16;
       break;
     case LaneShape::Kind::ImagePixels:
     case LaneShape::Kind::ImageResiduals:
@@ -97,6 +97,9 @@ void LaneContexts::text(const std::vector<uint8_t>& hist) {
   const uint32_t predicted = indirect_[c4_ & 0xffff];
   h[12] = context_hash(predicted << 8 | c1, followed, 12);
   h[13] = context_hash(c1 << 8 | ((c4_ >> 16) & 0xff), 0, 13);  // bytes 1 and 3 back
+  h[14] = context_hash(word_, c4_ & 0xffff, 14);                // the word and two bytes
+  h[15] = context_hash(hist[line_start_ < t ? line_start_ : t - 1], uint32_t(std::min<size_t>(col, 63)) << 8 | c1,
+                       15);  // the line's first byte
   selector_ = char_class(uint8_t(c1)) * 8 + char_class(uint8_t(c4_ >> 8));
 }
 
