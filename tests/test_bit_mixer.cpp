@@ -9,6 +9,7 @@
 #include <string>
 
 #include "codecs/bit_mixer.h"
+#include "codecs/bit_mixer_contexts.h"
 #include "codecs/byte_frequencies.h"
 #include "datasets/media.h"
 #include "datasets/media_residuals.h"
@@ -251,6 +252,69 @@ TEST(BitMixer, EncoderAndDecoderAgreeOnEveryKindOfLane) {
     s.kind = k, s.channels = 2, s.start = 4;  // a lane that starts on a whole frame inside the content
     EXPECT_LT(round_trip(s, audio, false, true).bits / double(audio.size()), 7.0);
   }
+}
+
+// A residual image lane is coded as plane values: the contexts' prediction must be the residual
+// transform's, so that value - prediction folds to exactly the residual the transform wrote.
+TEST(BitMixer, ResidualImageLanesPredictAsTheResidualTransformDoes) {
+  Rng rng(9);
+  Image img;
+  img.width = 23, img.height = 17, img.channels = 3;
+  for (int i = 0; i < img.width * img.height * 3; i++) img.pixels.push_back(uint8_t(i % 7 * 30 + int(rng.below(40))));
+  const std::vector<uint8_t> residuals = image_residuals(img);
+  LaneShape s;
+  s.kind = LaneShape::Kind::ImageResiduals, s.channels = 3, s.row_bytes = size_t(img.width) * 3, s.length = residuals.size();
+  cm::LaneContexts ctx(s);
+  std::vector<uint8_t> planes;
+  for (size_t i = 0; i < img.pixels.size(); i++) {
+    const size_t c = i % 3;
+    const uint8_t plane = c == 1 ? img.pixels[i] : uint8_t(img.pixels[i] - img.pixels[i - c + 1]);  // R-G, G, B-G
+    const int error = int(int8_t(uint8_t(plane - ctx.prediction())));
+    ASSERT_EQ(error >= 0 ? 2 * error : -2 * error - 1, residuals[i]) << i;
+    planes.push_back(plane);
+    ctx.update(planes);
+  }
+}
+
+// Contexts name what they say: in text, a byte's column context is the same on every line where the
+// byte above and the byte before agree, whatever came earlier; images' neighbour contexts likewise.
+TEST(BitMixer, ContextsDependOnTheNeighboursTheyName) {
+  LaneShape text;
+  text.length = 64;
+  auto hashes_after = [](const LaneShape& shape, const std::string& s) {
+    cm::LaneContexts ctx(shape);
+    std::vector<uint8_t> h;
+    for (char c : s) {
+      h.push_back(uint8_t(c));
+      ctx.update(h);
+    }
+    return std::vector<uint32_t>(ctx.hashes(), ctx.hashes() + ctx.count());
+  };
+  const auto a = hashes_after(text, "alpha 12\nbeta  34\ngamma 5"), b = hashes_after(text, "zzzzz 99\nqqqqq 74\nfffff 5");
+  EXPECT_EQ(a[0], b[0]) << "order 2: ' 5'";
+  EXPECT_NE(a[2], b[2]) << "order 4 differs";
+  EXPECT_EQ(a[10], b[10]) << "column: the byte above ('4') and the byte before ('5')";
+  EXPECT_EQ(a[11], b[11]) << "column: the byte above and the column";
+  EXPECT_NE(a[6], b[6]) << "the word before differs";
+  // Two images equal around the last pixel (W, N, NW, NE and the rows above) share its neighbour contexts.
+  LaneShape im;
+  im.kind = LaneShape::Kind::ImagePixels, im.channels = 1, im.row_bytes = 4, im.length = 12;
+  auto image_hashes = [&](std::vector<uint8_t> px) {
+    cm::LaneContexts ctx(im);
+    std::vector<uint8_t> h;
+    for (uint8_t p : px) {
+      h.push_back(p);
+      ctx.update(h);
+    }
+    return std::vector<uint32_t>(ctx.hashes(), ctx.hashes() + ctx.count());
+  };
+  const auto p = image_hashes({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}), q = image_hashes({1, 2, 3, 4, 5, 6, 7, 8, 99, 10});
+  // The next pixel is (x 2, y 2): W 10, N 7, NW 6, NE 8 in both; WW is 9 or 99.
+  EXPECT_EQ(p[0], q[0]) << "W";
+  EXPECT_EQ(p[1], q[1]) << "N";
+  EXPECT_EQ(p[2], q[2]) << "W and N";
+  EXPECT_EQ(p[3], q[3]) << "W + N - NW";
+  EXPECT_NE(p[6], q[6]) << "2W - WW";
 }
 
 }  // namespace
