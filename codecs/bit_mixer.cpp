@@ -287,9 +287,9 @@ const uint32_t* values_table(const uint32_t* residual_cum, int prediction, uint3
 }  // namespace
 
 double BitMixer::encode(cm::BinaryEncoder& enc, const uint32_t* model_cum, uint8_t byte) {
+  uint32_t cum[257];  // outlives the loop below, which reads it through model_cum
   if (s_->shape.kind == LaneShape::Kind::ImageResiduals) {
     const int pred = s_->contexts.prediction();
-    uint32_t cum[257];
     model_cum = values_table(model_cum, pred, cum);
     byte = uint8_t(pred + unfold8(byte));
   }
