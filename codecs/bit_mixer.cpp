@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "codecs/bit_mixer_contexts.h"
+#include "datasets/media_residuals.h"
 
 namespace rb {
 
@@ -270,11 +271,6 @@ namespace {
 // Images in residual form are coded as the plane values the residuals stand for (value =
 // prediction + residual), whose bits the pixel contexts predict better than a folded residual's
 // (whose last bit is its sign). The network's table is permuted to match.
-uint8_t fold8(int error) {
-  const int s = int(int8_t(uint8_t(error)));
-  return uint8_t(s >= 0 ? 2 * s : -2 * s - 1);
-}
-int unfold8(uint8_t r) { return (r & 1) ? -(int(r) + 1) / 2 : int(r) / 2; }
 const uint32_t* values_table(const uint32_t* residual_cum, int prediction, uint32_t* cum) {
   if (!residual_cum) return nullptr;
   cum[0] = 0;

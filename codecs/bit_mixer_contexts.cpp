@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "datasets/media.h"
+#include "datasets/media_residuals.h"
 
 namespace rb::cm {
 
@@ -116,7 +117,7 @@ void LaneContexts::image(const std::vector<uint8_t>& hist) {
     else if (x < C)
       prediction_ = u;
     else
-      prediction_ = ul >= std::max(l, u) ? std::min(l, u) : ul <= std::min(l, u) ? std::max(l, u) : l + u - ul;
+      prediction_ = median_edge(l, u, ul);
   }
   // Neighbours of the next byte (0 outside the lane or the image).
   auto at = [&](size_t back, bool ok) -> int { return ok && t >= back ? p[t - back] : 0; };
@@ -162,7 +163,7 @@ void LaneContexts::audio(const std::vector<uint8_t>& hist) {
   const bool residual = shape_.kind == LaneShape::Kind::AudioResiduals;
   auto value = [&](size_t start) -> int {
     const uint16_t v = load_msb16(hist.data() + start);
-    return residual ? ((v & 1) ? -(int(v) + 1) / 2 : int(v) / 2) : int(int16_t(v));
+    return residual ? unfold16(v) : int(int16_t(v));
   };
   auto sample = [&](size_t k) { return s0 >= k * frame ? value(s0 - k * frame) : 0; };  // k frames back, this channel
   const int s1 = sample(1), s2 = sample(2), s3 = sample(3);

@@ -11,21 +11,9 @@ namespace rb {
 
 namespace {
 
-uint8_t fold8(int error) {  // error mod 256 as a signed byte, then 0, -1, 1, -2, ... -> 0, 1, 2, 3, ...
-  const int s = int(int8_t(uint8_t(error)));
-  return uint8_t(s >= 0 ? 2 * s : -2 * s - 1);
-}
 uint16_t fold16(int error) {
   const int s = int(int16_t(uint16_t(error)));
   return uint16_t(s >= 0 ? 2 * s : -2 * s - 1);
-}
-int unfold16(uint16_t r) { return (r & 1) ? -(int(r) + 1) / 2 : int(r) / 2; }
-
-// LOCO-I's median edge detector: the left or upper neighbour across an edge, else the plane's gradient.
-int med(int left, int up, int up_left) {
-  if (up_left >= std::max(left, up)) return std::min(left, up);
-  if (up_left <= std::min(left, up)) return std::max(left, up);
-  return left + up - up_left;
 }
 
 // The image's planes with the green subtracted from red and blue (3 or 4 channels), mod 256.
@@ -40,7 +28,7 @@ int predict_pixel(const uint8_t* plane, int width, int channels, int y, int x, i
   const uint8_t* at = plane + size_t(y) * row + size_t(x) * size_t(channels) + size_t(c);
   if (y == 0) return x == 0 ? 0 : at[-channels];
   if (x == 0) return at[-long(row)];
-  return med(at[-channels], at[-long(row)], at[-long(row) - channels]);
+  return median_edge(at[-channels], at[-long(row)], at[-long(row) - channels]);
 }
 
 // Sign-sign LMS: prediction = (w . history) >> shift; each weight moves by mu towards reducing the

@@ -26,8 +26,21 @@ struct Audio;
 // Residual bytes of image.pixels (same size and layout) and the inverse. `residuals` must hold
 // width * height * channels bytes; the inverse writes pixels of the same geometry.
 std::vector<uint8_t> image_residuals(const Image& image);
+// The fold: an error mod 256 as a signed byte, then 0, -1, 1, -2, ... -> 0, 1, 2, 3, ...
+inline uint8_t fold8(int error) {
+  const int s = int(int8_t(uint8_t(error)));
+  return uint8_t(s >= 0 ? 2 * s : -2 * s - 1);
+}
 // The signed error an image residual byte stands for (the inverse of the fold above).
 inline int unfold8(uint8_t r) { return (r & 1) ? -(int(r) + 1) / 2 : int(r) / 2; }
+// The same for a 16-bit audio residual.
+inline int unfold16(uint16_t r) { return (r & 1) ? -(int(r) + 1) / 2 : int(r) / 2; }
+// LOCO-I's median edge detector: the left or upper neighbour across an edge, else the plane's gradient.
+inline int median_edge(int left, int up, int up_left) {
+  if (up_left >= (left > up ? left : up)) return left < up ? left : up;
+  if (up_left <= (left < up ? left : up)) return left > up ? left : up;
+  return left + up - up_left;
+}
 void pixels_from_residuals(const uint8_t* residuals, Image* image);  // image: geometry set, pixels filled
 
 // Folded 16-bit residuals of audio.samples (same count, channels interleaved) and the inverse.
