@@ -499,17 +499,17 @@ int bench_codec(Args& args) {
 // bpb per file and per modality on a folder, beside gzip, xz, zstd and the media codecs (doc/SPEC.md §6).
 int bench_bpb(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte bench bpb -m MODEL [--raw] [-t N] DIR...\n"
+    std::cout << "usage: retbyte bench bpb [-m MODEL] [--raw] [-t N] DIR...\n"
                  "  bits per byte per file and per modality beside gzip -9, xz -9, zstd -19, and PNG, WebP,\n"
                  "  JPEG-XL or FLAC on the same pixels or samples where installed: a table, then a JSON line\n";
     return 0;
   }
-  const std::string model_path = args.value("--model", "-m", "");
+  const std::string model_arg = args.value("--model", "-m", "");
   const bool raw = args.flag("--raw");
   const int threads = args.threads();
   const auto paths = args.positionals();
-  if (model_path.empty()) throw Error("bench bpb: -m MODEL is required");
   if (paths.empty()) throw Error("bench bpb: give a DIR (or files) to score");
+  const std::string model_path = model_or_default(model_arg);
   auto be = make_cpu_backend(threads);
   auto model = Model::load(model_path, *be);
   const double t0 = now_s();

@@ -56,6 +56,12 @@ void check_outputs(const std::vector<std::string>& outputs, const std::vector<st
                    const std::string& force_flag);
 bool same_file(const std::string& a, const std::string& b);  // both exist and are one file
 
+// -m MODEL when given, else the default model: $RETBYTE_MODEL, then PREFIX/share/retbyte beside
+// the installed binary, then the source tree's models/ folder. Throws an rb::Error naming the
+// places it looked when none holds one.
+std::string model_or_default(const std::string& given);
+std::vector<std::string> default_model_candidates();  // the installed and the source tree's path
+
 int cmd_bench(Args& args);
 int bench_mixer(Args& args);  // cli/bench_mixer.cpp
 int cmd_info(Args& args);
@@ -81,6 +87,7 @@ int lanes_option(Args& args);
 // --weights fp32|bf16 (consumed): nullopt when absent (the model's own format).
 std::optional<WeightFormat> weights_option(Args& args);
 extern const char* const kWeightsHelp;
+extern const char* const kModelHelp;  // where a command finds its model without -m
 extern const char* const kAdaptHelp;
 extern const char* const kMixHelp;
 

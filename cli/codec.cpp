@@ -114,7 +114,7 @@ std::optional<AdaptSettings> adapt_options(Args& args) {
 
 int cmd_compress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte compress -m MODEL IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--weights "
+    std::cout << "usage: retbyte compress [-m MODEL] IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--weights "
                  "bf16] [--lanes N | --fast] "
                  "[--segment BYTES] [-t N]\n"
                  "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
@@ -124,10 +124,10 @@ int cmd_compress(Args& args) {
                  "  Each file is coded as one context (its end with its whole beginning in the model's state;\n"
                  "  files over 16 MiB in lanes of 16 MiB). --lanes N: N lanes of at least 64 KiB, each from a fresh\n"
                  "  state (faster to decode, larger); --fast: as many lanes as decoding batches well (64 KiB-1 MiB).\n"
-              << kAdaptHelp << kMixHelp << kWeightsHelp;
+              << kModelHelp << kAdaptHelp << kMixHelp << kWeightsHelp;
     return 0;
   }
-  const std::string model_path = args.value("--model", "-m", "");
+  const std::string model_arg = args.value("--model", "-m", "");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const std::optional<WeightFormat> weights = weights_option(args);
   const bool mix = !args.flag("--no-mix");
@@ -141,8 +141,8 @@ int cmd_compress(Args& args) {
   const int lanes = lanes_option(args);
   const int threads = args.threads();
   const auto inputs = args.positionals();
-  if (model_path.empty()) throw Error("-m MODEL is required");
   if (inputs.empty()) throw Error("give at least one file to compress");
+  const std::string model_path = model_or_default(model_arg);
   if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
   if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
   if (to_stdout && isatty(STDOUT_FILENO)) throw Error("stdout is a terminal: refusing to write compressed data there (use -o)");
@@ -235,11 +235,15 @@ int cmd_decompress(Args& args) {
   for (size_t i = 0; i < plan.size(); i++) {
     const auto& [in, out] = plan[i];
     if (!infos[i].model_fingerprint.empty() && !model) {
-      if (model_path.empty())
+      std::string path = model_path;
+      try {
+        path = model_or_default(model_path);
+      } catch (const Error&) {
         throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint +
-                    "); give it with -m");
+                    "); give it with -m (no default model was found)");
+      }
       be = make_cpu_backend(threads);
-      model = Model::load(model_path, *be);
+      model = Model::load(path, *be);
     }
     Progress progress{"retbyte decompress: " + in};
     const auto t0 = std::chrono::steady_clock::now();

@@ -70,6 +70,7 @@ int cmd_train(Args& args) {
 namespace {
 void print_train_help() {
   std::cout << "usage: retbyte train --config C --data PATH... --out DIR [--steps N] [--minutes M] [--resume] [-t N]\n"
+               "       retbyte train --init MODEL [--config C] --data PATH... --out DIR ...   (fine-tuning)\n"
                "                     [--device cpu|cuda[:N]] [--tf32]\n"
                "  C: tiny, small, base, or a JSON file with model keys (or \"config\": NAME) and training keys\n"
                "     (lr beta1 beta2 eps weight_decay min_lr_ratio warmup_steps steps grad_clip accum_steps seed\n"
@@ -78,6 +79,9 @@ void print_train_help() {
                "  --steps N    total optimiser steps (also the schedule's horizon)\n"
                "  --minutes M  stop after M minutes (the horizon is estimated from the first steps if --steps is not given)\n"
                "  --resume     continue the run in DIR exactly where its last checkpoint left it\n"
+               "  --init MODEL start from MODEL's weights instead of random ones (fine-tuning); without --config the run\n"
+               "               takes MODEL's shape and media form and the default training settings; with it, the\n"
+               "               shapes must match (T and B may differ). --resume continues such a run as any other\n"
                "  Ctrl-C / SIGTERM saves a checkpoint and stops.\n"
                "  mpirun -np N retbyte train ...: data-parallel over N ranks, bitwise the weights of one process; each\n"
                "     rank computes accum_steps/N of every step's micro-batches (accum_steps >= N). -t is per rank\n"
@@ -93,6 +97,7 @@ int train_ranks(Args& args, Communicator& comm) {
   const int64_t steps = args.int_value("--steps", "", 0, 0, int64_t(1) << 40);
   const std::string minutes_s = args.value("--minutes", "", "0");
   const bool resume = args.flag("--resume");
+  const std::string init = args.value("--init", "", "");
   int threads = args.threads();
   if (threads == 0 && comm.local_size() > 1) threads = std::max(1, available_cpus() / comm.local_size());
   auto be = device_backend(args, threads);
@@ -104,7 +109,7 @@ int train_ranks(Args& args, Communicator& comm) {
   }
   args.allow_repeats(false);
   args.no_positionals();
-  if (config.empty()) throw Error("--config is required (tiny, small, base or a JSON file)");
+  if (config.empty() && init.empty()) throw Error("--config is required (tiny, small, base or a JSON file), or --init MODEL");
   if (out.empty()) throw Error("--out DIR is required");
   if (data.empty()) throw Error("--data PATH... is required");
   char* end = nullptr;
@@ -113,9 +118,16 @@ int train_ranks(Args& args, Communicator& comm) {
     throw Error("--minutes: '" + minutes_s + "' is not a non-negative number");
   if (steps < 0) throw Error("--steps must be positive");
 
-  const TrainConfig cfg = parse_train_config(config);
+  TrainConfig cfg;
+  if (!config.empty()) {
+    cfg = parse_train_config(config);
+  } else {  // fine-tuning with the model's own shape and media form, default training settings
+    const auto src = Model::load(init, *be);
+    cfg.model = src->config();
+    cfg.media = src->media_form;
+  }
   check_activation_memory(cfg.model, cfg.model.B, cfg.model.T, config);  // before the run folder is made
-  Trainer trainer(cfg, data, out, *be, resume, &comm);
+  Trainer trainer(cfg, data, out, *be, resume, &comm, init);
   const bool leader = comm.rank() == 0;
   const ByteDataset& ds = trainer.data();
   if (leader) {
@@ -127,7 +139,10 @@ int train_ranks(Args& args, Communicator& comm) {
     if (cfg.carry_state)
       std::fprintf(stderr, "retbyte train: state carried across windows (%d rows, each walking ~%lld bytes of a stream)\n",
                    cfg.model.B * cfg.accum_steps, (long long)cfg.carry_bytes);
-    if (resume) std::fprintf(stderr, "retbyte train: resuming %s at step %lld\n", out.c_str(), (long long)trainer.step());
+    if (resume)
+      std::fprintf(stderr, "retbyte train: resuming %s at step %lld\n", out.c_str(), (long long)trainer.step());
+    else if (!init.empty())
+      std::fprintf(stderr, "retbyte train: starting from the weights of %s\n", init.c_str());
   }
 
   // Ctrl-C / SIGTERM: checkpoint, then stop. Under mpirun a signal may also mean that another rank
@@ -291,22 +306,23 @@ nlohmann::ordered_json adapt_report(Model& model, const std::vector<std::string>
 
 int cmd_eval(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
-    std::cout << "usage: retbyte eval -m MODEL [--raw] [--adapt ... [--no-mix]] [--by-position [--reset-every B] [--svg OUT.svg] "
-                 "[-f]]\n"
-                 "                    [--weights bf16] [-t N] [--device cpu|cuda[:N]] PATH...\n"
-                 "  --by-position: bpb per position bucket (0-4K, 4-16K, 16-64K, 64-256K, 256K-1M, 1M-4M, 4M+) with the\n"
-                 "     retention state carried through each file and reset every B bytes (default 4096); --svg draws it\n"
-                 "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
-                 "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
-                 "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
-                 "  not scored. --raw: the file's bytes, no header.\n"
-                 "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
-                 "  ideal code length in bits per content byte, and the .rbz sizes)\n"
-              << kAdaptHelp << kMixHelp << kDeviceHelp
-              << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
+    std::cout
+        << "usage: retbyte eval [-m MODEL] [--raw] [--adapt ... [--no-mix]] [--by-position [--reset-every B] [--svg OUT.svg] "
+           "[-f]]\n"
+           "                    [--weights bf16] [-t N] [--device cpu|cuda[:N]] PATH...\n"
+           "  --by-position: bpb per position bucket (0-4K, 4-16K, 16-64K, 64-256K, 256K-1M, 1M-4M, 4M+) with the\n"
+           "     retention state carried through each file and reset every B bytes (default 4096); --svg draws it\n"
+           "  bits per byte of each file, per modality and in total, beside zstd -19, xz -9 and gzip -9 on the\n"
+           "  same bytes (and PNG, WebP, JPEG-XL or FLAC where installed). Images and audio (from\n"
+           "  content) are scored on their decoded pixels or 16-bit samples; the header is context and\n"
+           "  not scored. --raw: the file's bytes, no header.\n"
+           "  --adapt: instead, each file through compress's lanes without and with online adaptation (the\n"
+           "  ideal code length in bits per content byte, and the .rbz sizes)\n"
+        << kModelHelp << kAdaptHelp << kMixHelp << kDeviceHelp
+        << "  (--adapt runs the codec, which is CPU-only: it needs bit-exact logits)\n";
     return 0;
   }
-  const std::string model_path = args.value("--model", "-m", "");
+  const std::string model_arg = args.value("--model", "-m", "");
   const bool raw = args.flag("--raw");
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
@@ -321,7 +337,7 @@ int cmd_eval(Args& args) {
   const int threads = args.threads();
   auto be = device_backend(args, threads, adapt ? "cpu" : nullptr);  // the codec is CPU-only
   const auto paths = args.positionals();
-  if (model_path.empty()) throw Error("-m MODEL is required");
+  const std::string model_path = model_or_default(model_arg);
   if (paths.empty()) throw Error("give at least one PATH to evaluate");
   if (adapt && be->name() != "cpu")
     throw Error("eval --adapt runs the codec, which is CPU-only (bit-exact logits): add --device cpu");

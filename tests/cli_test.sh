@@ -244,5 +244,25 @@ for f in deep.pgm low.pgm; do
   "$bin" decompress -m "$model" "$tmp/$f.rbz" -c | cmp -s - "$tmp/$f" || fail "$f does not come back byte for byte"
 done
 
+# Without -m: $RETBYTE_MODEL, else the model installed beside the binary (PREFIX/share/retbyte), else
+# the source tree's. Archives record the model, so another model is refused by fingerprint.
+printf 'the default model codes this line, and this line, and this line again.\n%.0s' 1 2 3 4 5 6 7 8 > "$tmp/d.txt"
+RETBYTE_MODEL="$model" "$bin" compress --model-only "$tmp/d.txt" -o "$tmp/d.rbz" 2> /dev/null || fail "compress with \$RETBYTE_MODEL"
+RETBYTE_MODEL="$model" "$bin" decompress "$tmp/d.rbz" -c | cmp -s - "$tmp/d.txt" || fail "decompress with \$RETBYTE_MODEL"
+"$bin" decompress -m "$model" "$tmp/d.rbz" -c | cmp -s - "$tmp/d.txt" || fail "the \$RETBYTE_MODEL archive does not decode with -m"
+RETBYTE_MODEL="$tmp/none.safetensors" expect_error "none.safetensors: no such model file (from \$RETBYTE_MODEL)" "$bin" compress "$tmp/d.txt" -o "$tmp/never.rbz"
+mkdir -p "$tmp/prefix/bin" "$tmp/prefix/share/retbyte" "$tmp/elsewhere"
+cp "$bin" "$tmp/prefix/bin/retbyte"
+cp "$model" "$tmp/prefix/share/retbyte/retbyte-default.safetensors"
+(cd "$tmp/elsewhere" && env -u RETBYTE_MODEL "$tmp/prefix/bin/retbyte" compress --model-only ../d.txt -o d.rbz 2> /dev/null) || fail "compress with the installed model"
+"$bin" decompress -m "$model" "$tmp/elsewhere/d.rbz" -c | cmp -s - "$tmp/d.txt" || fail "the installed model is not the one that was copied there"
+"$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/other" --steps 1 > /dev/null 2>&1 || fail "train another model"
+expect_error "compressed with model" "$bin" decompress -m "$tmp/other/model.safetensors" "$tmp/d.rbz" -o "$tmp/never.txt"
+# Fine-tuning: --init takes the model's shape; the run records where it started.
+"$bin" train --init "$model" --data "$data" --out "$tmp/tuned" --steps 2 -t 1 > /dev/null 2> "$tmp/tune.err" || fail "train --init: $(cat "$tmp/tune.err")"
+grep -q "starting from the weights of" "$tmp/tune.err" || fail "train --init does not say where it starts"
+"$bin" info "$tmp/tuned/model.safetensors" | grep -q '"init"' || fail "the fine-tuned model does not record its init model"
+expect_error "--config is required" "$bin" train --data "$data" --out "$tmp/never"
+
 [ $failures -eq 0 ] && echo "cli_test: all checks passed"
 exit $failures

@@ -249,6 +249,51 @@ TEST(Trainer, StoppedAndResumedCarriedStateRunEqualsTheUninterruptedOne) {
   expect_resumed_run_equals_the_uninterrupted_one(true);
 }
 
+// Fine-tuning: a fresh run with an init model starts from exactly its weights, learns the new
+// data, records where it started, and resumes bit-exactly like any other run.
+TEST(Trainer, InitStartsFromAModelsWeightsAndResumesExactly) {
+  TempDir d("init");
+  const std::string base_data = d.write("base.txt", fixture_text());
+  d.write("tune/a.txt", std::string(1500, 'a') + "the tune data: " + fixture_text().substr(0, 500));
+  const std::string tune = d.path + "/tune";
+  TrainConfig cfg = small_run_config();
+  auto be = make_cpu_backend(2);
+  Trainer(cfg, {base_data}, d.path + "/base", *be, false).run(3, 0, nullptr, nullptr);
+  const std::string init = d.path + "/base/model.safetensors";
+  const auto base = Model::load(init, *be);
+  const std::vector<float> base_params(base->params(), base->params() + base->num_params());
+
+  const int K = 4;
+  Trainer straight(cfg, {tune}, d.path + "/a", *be, false, nullptr, init);
+  ASSERT_EQ(straight.model().num_params(), base_params.size());
+  EXPECT_EQ(0, std::memcmp(straight.model().params(), base_params.data(), base_params.size() * sizeof(float)));
+  straight.run(2 * K, 0, nullptr, nullptr);
+  EXPECT_LT(straight.step_losses().back(), straight.step_losses().front());
+  {
+    Trainer first(cfg, {tune}, d.path + "/b", *be, false, nullptr, init);
+    first.run(K, 0, nullptr, nullptr);
+  }
+  Trainer resumed(cfg, {tune}, d.path + "/b", *be, true);  // the state holds the weights: no --init needed
+  resumed.run(2 * K, 0, nullptr, nullptr);
+  for (int i = 0; i < K; i++) EXPECT_EQ(resumed.step_losses()[i], straight.step_losses()[K + i]) << "step " << K + i + 1;
+  EXPECT_EQ(0, std::memcmp(straight.model().params(), resumed.model().params(), base_params.size() * sizeof(float)));
+  SafetensorsReader state(d.path + "/b/state.safetensors");
+  ASSERT_TRUE(state.metadata().count("init"));
+  EXPECT_EQ(state.metadata().at("init"), model_fingerprint(*base));
+  SafetensorsReader tuned(d.path + "/b/model.safetensors");
+  EXPECT_NE(tuned.metadata().at("training").find(model_fingerprint(*base)), std::string::npos);
+
+  // Another shape or media form, or a missing file, is refused with a clear error.
+  TrainConfig other = cfg;
+  other.model.D_L = 32;
+  expect_error_containing([&] { Trainer(other, {tune}, d.path + "/c", *be, false, nullptr, init); }, "--init model has config");
+  TrainConfig residual = cfg;
+  residual.media = MediaForm::Residual;
+  expect_error_containing([&] { Trainer(residual, {tune}, d.path + "/e", *be, false, nullptr, init); }, "media in plain form");
+  expect_error_containing([&] { Trainer(cfg, {tune}, d.path + "/f", *be, false, nullptr, d.path + "/none.safetensors"); },
+                          "none.safetensors");
+}
+
 // Each row walks its stream window after window from a random start, until the stream ends or
 // its budget is spent; then it starts elsewhere. Windows past a stream's end are zeros.
 TEST(CarriedRows, EachRowWalksOneStreamWindowAfterWindow) {

@@ -57,7 +57,7 @@ RunFolderLock::~RunFolderLock() {
 Trainer::~Trainer() = default;
 
 Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, const std::string& out_dir, Backend& backend,
-                 bool resume, Communicator* comm)
+                 bool resume, Communicator* comm, const std::string& init)
     : cfg_(cfg),
       own_comm_(comm ? nullptr : make_single_process_communicator()),
       comm_(comm ? *comm : *own_comm_),
@@ -91,13 +91,33 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, c
         if (fs::exists(out_dir_ + f))
           throw Error(out_dir_ + ": already holds a training run (" + std::string(f + 1) +
                       "); use --resume to continue it or choose another --out");
-      model_->init_random(cfg.seed);
+      if (init.empty())
+        model_->init_random(cfg.seed);
+      else
+        start_from(init);
       std::ofstream(out_dir_ + "/metrics.jsonl", std::ios::trunc);
     }
   }
   share_state_from_rank_zero();
   batch_.resize(size_t(cfg.model.B) * cfg.model.T * size_t(cfg.accum_steps));
   grad_sum_ = std::make_unique<OrderedGradientSum>(be_, model_->num_params());
+}
+
+// Fine-tuning: the weights of an existing model, which must have this run's shape and media form.
+void Trainer::start_from(const std::string& path) {
+  const auto src = Model::load(path, be_);
+  ModelConfig shape = src->config();
+  shape.T = cfg_.model.T, shape.B = cfg_.model.B;  // training shapes, not the weights'
+  if (!(shape == cfg_.model))
+    throw Error(path + ": --init model has config " + config_to_json(src->config()) + ", but the run's is " +
+                config_to_json(cfg_.model) + " (omit --config to train with the model's own)");
+  if (src->media_form != cfg_.media)
+    throw Error(path + ": --init model was trained on media in " + media_form_name(src->media_form) +
+                " form, but the run's config says " + media_form_name(cfg_.media));
+  std::vector<float> params(model_->num_params());
+  src->backend().download(params.data(), src->params(), params.size());
+  model_->backend().upload(model_->params(), params.data(), params.size());
+  init_fingerprint_ = model_fingerprint(*src);
 }
 
 // Every rank starts from rank 0's weights, optimiser moments, step and RNG (fresh or resumed), so
@@ -191,6 +211,7 @@ void Trainer::load_checkpoint() {
   for (int i = 0; i < 4; i++) rs >> rng_.raw_state()[i];
   if (!rs) throw Error(path + ": bad \"rng\" in __metadata__ (damaged file?)");
   if (carried_) carried_->load(state, path);
+  if (meta.count("init")) init_fingerprint_ = meta.at("init");
   last_saved_step_ = step_;
   // Metrics logged after the checkpoint (later steps, or skipped steps at its step) belong to a
   // run that did not reach its next checkpoint: they will be logged again.
@@ -230,6 +251,7 @@ void Trainer::save_checkpoint() {
                                              {"rng", rng_to_string(rng_)},
                                              {"bytes_seen", std::to_string(bytes_seen_)},
                                              {"nonfinite_streak", std::to_string(nonfinite_streak_)}};
+  if (!init_fingerprint_.empty()) meta["init"] = init_fingerprint_;
   std::vector<float> carried_states;
   if (carried_) carried_->save(t, meta, carried_states);
   write_safetensors(out_dir_ + "/state.safetensors", t, meta);
@@ -238,6 +260,7 @@ void Trainer::save_checkpoint() {
                             {"bytes_seen", bytes_seen_},
                             {"val_bpb", last_val_bpb_},
                             {"train_files", data_.num_files()}};
+  if (!init_fingerprint_.empty()) summary["init"] = init_fingerprint_;
   model_->save(out_dir_ + "/model.safetensors", {{"train_step", std::to_string(step_)}, {"training", summary.dump()}});
   last_saved_step_ = step_;
 }

@@ -49,8 +49,11 @@ class Trainer {
   // With a communicator of N ranks each rank computes its share of every step's micro-batches;
   // rank 0 alone touches out_dir, validates and decides when to stop, and the weights are bitwise
   // those of one process (the default world of one).
+  // `init`: a model file whose weights a fresh run starts from (fine-tuning) instead of random
+  // ones; its shape keys must equal cfg.model's (T and B may differ). A resumed run ignores it:
+  // its weights come from its state, which records the init model's fingerprint.
   Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, const std::string& out_dir, Backend& backend, bool resume,
-          Communicator* comm = nullptr);
+          Communicator* comm = nullptr, const std::string& init = "");
   ~Trainer();
 
   enum class Stop { Finished, TimeUp, Interrupted };
@@ -77,6 +80,7 @@ class Trainer {
  private:
   StepReport train_step();
   void load_checkpoint();
+  void start_from(const std::string& init_model);
   void share_state_from_rank_zero();
   void append_metrics(const StepReport& r);
   void write_curves() const;  // DIR/curves.svg from metrics.jsonl
@@ -87,6 +91,7 @@ class Trainer {
   std::unique_ptr<RunFolderLock> lock_;
   Backend& be_;
   std::string out_dir_;
+  std::string init_fingerprint_;  // of the model a fine-tuning run started from; empty: random start
   ByteDataset data_;
   std::unique_ptr<Model> model_;
   AdamW opt_;
