@@ -65,6 +65,7 @@ std::vector<std::string> default_model_candidates();  // the installed and the s
 int cmd_bench(Args& args);
 int bench_mixer(Args& args);  // cli/bench_mixer.cpp
 int cmd_info(Args& args);
+int cmd_convert(Args& args);  // cli/main.cpp: a model with its weights in another format
 int cmd_train(Args& args);
 int cmd_eval(Args& args);
 int cmd_plot(Args& args);

@@ -4,7 +4,7 @@ set -euo pipefail
 packages=(build-essential cmake libopenblas-openmp-dev nlohmann-json3-dev libgtest-dev
           libzstd-dev liblzma-dev zlib1g-dev libxxhash-dev libsndfile1-dev libstb-dev zstd xz-utils
           libopenmpi-dev openmpi-bin  # data-parallel training (mpirun -np N retbyte train)
-          webp libjxl-tools optipng flac)  # the last four: eval's image and audio baselines
+          webp libjxl-tools optipng flac zpaq)  # the last five: baselines in eval and the demo
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
