@@ -6,14 +6,14 @@
 # compress it losslessly and check the round trip, and run the speed benchmark. Training is
 # bit-identical on every CPU and thread count (README, numerics contract), so the printed held-out
 # bpb is the same everywhere.
-#   STEPS=400 OUT=out/demo bash scripts/demo.sh
+#   STEPS=400 OUT=out/train-demo bash scripts/train-demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j "$(nproc)" --target retbyte
 steps=${STEPS:-400}
-out=${OUT:-out/demo}
+out=${OUT:-out/train-demo}
 licenses=/usr/share/common-licenses
 held_out=$licenses/GPL-2
 mapfile -t files < <(find -L "$licenses" -type f ! -name GPL-2 | sort)
