@@ -22,17 +22,7 @@ out=$(cd "$out" && pwd)
 work="$out/.work"
 mkdir -p "$work/debs" "$work/x"
 
-tools=(netpbm webp sox libsox-fmt-all)
-missing=()
-for p in "${tools[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash "$(dirname "$0")/install-deps.sh" netpbm webp sox libsox-fmt-all  # decoders and scalers
 
 # split kind package cap_MB recipe regex (on the path inside the package)
 # Recipes: text (as is; .gz/.dz unpacked), image (PNG, longest side fitted to 1024, 512 and 256,
