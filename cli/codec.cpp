@@ -247,7 +247,14 @@ int cmd_decompress(Args& args) {
     }
     Progress progress{"retbyte decompress: " + in};
     const auto t0 = std::chrono::steady_clock::now();
-    const std::vector<uint8_t> restored = decompress_file(in, files[i], model.get(), std::ref(progress));
+    std::vector<uint8_t> restored;
+    try {
+      restored = decompress_file(in, files[i], model.get(), std::ref(progress));
+    } catch (const Error& e) {  // the default model stood in for a missing -m: say which model is needed
+      if (!model_path.empty() || std::string(e.what()).find("but the given model is") == std::string::npos) throw;
+      throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint +
+                  "), not the default model (" + model_fingerprint(*model) + "); give it with -m");
+    }
     const double secs = seconds_since(t0);
     progress.clear();
     write_output(out, restored, force);
