@@ -60,7 +60,6 @@ bool same_file(const std::string& a, const std::string& b);  // both exist and a
 // the installed binary, then the source tree's models/ folder. Throws an rb::Error naming the
 // places it looked when none holds one.
 std::string model_or_default(const std::string& given);
-std::vector<std::string> default_model_candidates();  // the installed and the source tree's path
 
 int cmd_bench(Args& args);
 int bench_mixer(Args& args);  // cli/bench_mixer.cpp

@@ -1,7 +1,5 @@
 // Which model a command uses when -m is not given: $RETBYTE_MODEL, then the model installed
 // beside the binary (cmake --install puts it in PREFIX/share/retbyte), then the repository's.
-#include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -25,8 +23,8 @@ std::string executable_dir() {
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   return ec ? std::string() : exe.parent_path().string();
 }
-}  // namespace
 
+// The installed model's path, then the source tree's.
 std::vector<std::string> default_model_candidates() {
   std::vector<std::string> places;
   const std::string dir = executable_dir();
@@ -36,6 +34,7 @@ std::vector<std::string> default_model_candidates() {
 #endif
   return places;
 }
+}  // namespace
 
 std::string model_or_default(const std::string& given) {
   if (!given.empty()) return given;
