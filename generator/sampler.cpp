@@ -14,8 +14,10 @@ uint8_t sample_byte(const float* logits, const SamplingParams& sp, Rng& rng) {
   if (sp.top_k == 0 && sp.top_p >= 1.0f) {  // plain sampling: no ordering needed
     const double mx = *std::max_element(logits, logits + 256);
     std::array<double, 256> prob;
+    for (int i = 0; i < 256; i++) prob[i] = (double(logits[i]) - mx) / sp.temperature;
+    dmath::exp_many(prob.data(), prob.data(), 256);
     double sum = 0;
-    for (int i = 0; i < 256; i++) sum += prob[i] = dmath::exp((double(logits[i]) - mx) / sp.temperature);
+    for (int i = 0; i < 256; i++) sum += prob[i];
     const double u = rng.uniform() * sum;
     double cum = 0;
     for (int i = 0; i < 256; i++)
@@ -28,8 +30,10 @@ uint8_t sample_byte(const float* logits, const SamplingParams& sp, Rng& rng) {
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
   const double mx = logits[order[0]];
   std::array<double, 256> prob;
+  for (int i = 0; i < 256; i++) prob[i] = (double(logits[order[i]]) - mx) / sp.temperature;
+  dmath::exp_many(prob.data(), prob.data(), 256);
   double sum = 0;
-  for (int i = 0; i < 256; i++) sum += prob[i] = dmath::exp((double(logits[order[i]]) - mx) / sp.temperature);
+  for (int i = 0; i < 256; i++) sum += prob[i];
   int keep = 256;
   if (sp.top_k > 0) keep = std::min(keep, sp.top_k);
   if (sp.top_p < 1.0f) {

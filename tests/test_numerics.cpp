@@ -427,5 +427,37 @@ TEST(NumericsHostMath, DmathIsWithinAFewUlpOfLibm) {
   EXPECT_EQ(dmath::exp(-1000.0), 0.0);
 }
 
+// exp_many (the sampler's) is bitwise exp, value by value: across the range, at the halfway points
+// where the rounding of x / ln 2 decides, near the limits where exp() takes its other branches,
+// and for NaN and infinities, at every block length.
+TEST(NumericsHostMath, ExpManyIsBitwiseExp) {
+  std::vector<double> xs = {0.0, -0.0, 1.0, -1.0, 690.0, -690.0, 690.5, -690.5, 700.0, -700.0, 709.7, 709.8, -745.0,
+                            -745.2, -1e9, 1e9, HUGE_VAL, -HUGE_VAL, NAN, 1e-300, -1e-300, 5e-324};
+  for (int k = -1000; k <= 1000; k++) {
+    const double half = (k + 0.5) * 0.69314718055994530942;  // x / ln 2 lands near k + 1/2
+    xs.push_back(half);
+    xs.push_back(std::nextafter(half, 0.0));
+    xs.push_back(std::nextafter(half, 1e9));
+  }
+  uint64_t state = 12345;
+  for (int i = 0; i < 20000; i++) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    xs.push_back((double(state >> 11) / 9007199254740992.0 - 0.7) * 1500.0);  // [-1050, 750]
+  }
+  for (int n : {1, 7, 8, 9, 256, int(xs.size())}) {
+    std::vector<double> out(size_t(n), -1.0);
+    dmath::exp_many(xs.data(), out.data(), n);
+    for (int i = 0; i < n; i++) {
+      const double want = dmath::exp(xs[size_t(i)]);
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(out[size_t(i)])) << "x = " << xs[size_t(i)];
+      } else {
+        EXPECT_EQ(std::memcmp(&out[size_t(i)], &want, sizeof want), 0) << "x = " << xs[size_t(i)] << ": " << out[size_t(i)]
+                                                                       << " vs " << want;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace rb

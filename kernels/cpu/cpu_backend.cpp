@@ -96,12 +96,14 @@ void CpuBackend::gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha,
 }
 
 namespace {
-// Columns per chunk of a few-row product: about two chunks per thread (claimed dynamically), in
-// whole 16-float vectors, at most 128 (one register group). N = 128 on two threads: four chunks
-// of 32, where one chunk of 128 left the second thread idle.
+// Columns per chunk of a few-row product: one chunk per thread, in whole 16-float vectors. The
+// caller claims the first chunk and a hot worker the second, so each core streams the same half
+// of each matrix product after product (it stays in that core's L2); a descheduled worker only
+// means the caller takes its chunk too. (Two smaller chunks per thread left 2-vector FMA chains,
+// latency-bound, and moved the halves between cores.)
 int few_row_chunk(int N, int threads) {
-  const int per = (N + 2 * threads - 1) / (2 * threads);
-  return std::clamp((per + 15) / 16 * 16, 16, 128);
+  const int per = (N + threads - 1) / threads;
+  return std::max(16, (per + 15) / 16 * 16);
 }
 }  // namespace
 
@@ -229,17 +231,23 @@ void CpuBackend::rope(float* x, int ld, int rows, int heads, int hd, int seq_len
   const int half = hd / 2;
   const int npos = std::min(rows, seq_len);
   // Angles in double with the project's own exp/log/sin/cos, so every CPU has the same table.
-  std::vector<float> cs(size_t(npos) * half), sn(size_t(npos) * half);
-  const double log_base = dmath::log(10000.0);
-  for (int i = 0; i < half; i++) {
-    const double theta = dmath::exp(-(2.0 * i / hd) * log_base);
-    for (int p = 0; p < npos; p++) {
-      double s, c;
-      dmath::sincos(double(pos0 + p) * theta, &s, &c);
-      cs[size_t(p) * half + i] = float(c);
-      sn[size_t(p) * half + i] = float(inverse ? -s : s);
+  RopeTable& t = rope_table_;
+  if (t.pos0 != pos0 || t.npos != npos || t.hd != hd || t.inverse != inverse) {
+    t.cs.resize(size_t(npos) * half);
+    t.sn.resize(size_t(npos) * half);
+    const double log_base = dmath::log(10000.0);
+    for (int i = 0; i < half; i++) {
+      const double theta = dmath::exp(-(2.0 * i / hd) * log_base);
+      for (int p = 0; p < npos; p++) {
+        double s, c;
+        dmath::sincos(double(pos0 + p) * theta, &s, &c);
+        t.cs[size_t(p) * half + i] = float(c);
+        t.sn[size_t(p) * half + i] = float(inverse ? -s : s);
+      }
     }
+    t.pos0 = pos0, t.npos = npos, t.hd = hd, t.inverse = inverse;
   }
+  const std::vector<float>&cs = t.cs, &sn = t.sn;
   for_rows(rows, int64_t(heads) * hd, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       const float* c = cs.data() + size_t(r % seq_len) * half;

@@ -83,6 +83,14 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   std::vector<float> bpack_;           // the shared packed block of op(B) (gemm on the pool)
   std::vector<float> reduce_scratch_;  // column sums' per-block partials
+  // The last RoPE angle table: decoding rotates q and k of every layer at one position, training
+  // every window at positions 0..T-1, so the table repeats call after call.
+  struct RopeTable {
+    int64_t pos0 = -1;
+    int npos = 0, hd = 0;
+    bool inverse = false;
+    std::vector<float> cs, sn;  // [npos, hd/2]
+  } rope_table_;
 };
 
 // Number of CPUs this process may run on.

@@ -42,6 +42,10 @@ static inline double exp(double x) {
   return p * scale;
 }
 
+// exp of n values, each bitwise dmath::exp (src/common/dmath.cpp: written so the compiler runs
+// several lanes at once; the sampler takes 256 per byte).
+void exp_many(const double* x, double* out, int n);
+
 static inline double log(double x) {
   if (x != x || x < 0) return NAN;
   if (x == 0) return -HUGE_VAL;
