@@ -4,7 +4,15 @@
 
 namespace rb {
 
-void DeviceOps::gemm_bf16(int, int, int, float, const float*, int, const uint16_t*, int, float, float*, int) {
+void pack_bf16_panels(const uint16_t* B, int K, int N, int ldb, uint16_t* out) {
+  for (int p0 = 0; p0 < N; p0 += kBf16Panel) {
+    const int w = N - p0 < kBf16Panel ? N - p0 : kBf16Panel;
+    for (int k = 0; k < K; k++)
+      for (int j = 0; j < w; j++) *out++ = B[size_t(k) * ldb + p0 + j];
+  }
+}
+
+void DeviceOps::gemm_bf16(int, int, int, float, const float*, int, const uint16_t*, float, float*, int, const float*) {
   throw Error("this backend has no bf16 weight products (use fp32 weights)");
 }
 

@@ -68,18 +68,26 @@ class DeviceMemory {
 
 // The op table the model, trainer and decoder are written against: every computation, on device
 // memory. Each op's contract (shapes, accumulation, reduction order) is stated once, here.
+// bf16 weight panels (gemm_bf16): columns in panels of kBf16Panel; panel p holds columns
+// [p kBf16Panel, p kBf16Panel + w) as a [K, w] row-major block, w = min(kBf16Panel, N - p kBf16Panel),
+// the panels one after another. `B` is [K, N] row-major (ldb) bf16; `out` has K N values.
+constexpr int kBf16Panel = 128;
+void pack_bf16_panels(const uint16_t* B, int K, int N, int ldb, uint16_t* out);
+
 class DeviceOps {
  public:
   virtual ~DeviceOps() = default;
   // C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, row-major with leading dimensions.
   virtual void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
                     int ldb, float beta, float* C, int ldc) = 0;
-  // The same product with B [K, N] (ldb) held as bf16 (weights rounded to bf16; decoding's few-row
-  // products read them at half the bytes). bf16 widens to float exactly, so the result is bitwise
-  // gemm(false, false, ...) on the widened values. Backends without it say so and are never asked.
+  // The same product, then + bias[N] when given (C = alpha A B + beta C, then C + bias), with
+  // B [K, N] held as bf16 in column panels (pack_bf16_panels): weights rounded to bf16, read by
+  // decoding's few-row products at half the bytes, each panel contiguous so a core streams its
+  // columns in order. bf16 widens to float exactly, so the result is bitwise gemm(false, false, ...)
+  // on the widened values followed by add_bias. Backends without it say so and are never asked.
   virtual bool has_gemm_bf16() const { return false; }
-  virtual void gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B, int ldb, float beta,
-                         float* C, int ldc);
+  virtual void gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels, float beta,
+                         float* C, int ldc, const float* bias = nullptr);
   // y[rows, out] = x[rows, in] W^T (+ bias): W stored [out, in] like torch.nn.Linear.
   void linear_forward(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out);
   // dx = dy W (or += with accumulate_dx); dW += dy^T x; dbias += column sums of dy.

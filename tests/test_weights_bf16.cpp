@@ -23,23 +23,34 @@ float widen(uint16_t h) { return bf16_widen(h); }
 
 TEST(Bf16Weights, ProductEqualsTheFp32ProductOfTheWidenedValuesOnEveryPath) {
   Rng rng(11);
-  for (const auto& [M, N, K] : {std::tuple{1, 300, 600}, std::tuple{3, 129, 40}, std::tuple{33, 256, 257}}) {
+  for (const auto& [M, N, K] : {std::tuple{1, 300, 600}, std::tuple{3, 129, 40}, std::tuple{33, 256, 257},
+                              std::tuple{1, 384, 128}, std::tuple{2, 1536, 256}, std::tuple{1, 77, 512}}) {
     std::vector<float> A = test::random_vec(size_t(M) * K, rng), widened(size_t(K) * N), C0(size_t(M) * N, 0.5f);
     std::vector<uint16_t> B(size_t(K) * N);
     for (size_t i = 0; i < B.size(); i++) {
       B[i] = bf16_round(float(rng.normal()));
       widened[i] = widen(B[i]);
     }
+    std::vector<uint16_t> panels(B.size());
+    pack_bf16_panels(B.data(), K, N, N, panels.data());
+    const std::vector<float> bias = test::random_vec(size_t(N), rng);
+    const float beta = N % 2 ? 1.0f : 0.0f;
     std::vector<float> ref;
     for (CpuPath path : test::runnable_cpu_paths())
       for (int threads : {1, 2}) {
         auto be = make_cpu_backend(threads, path);
         std::vector<float> want = C0, got = C0;
-        be->gemm(false, false, M, N, K, 0.75f, A.data(), K, widened.data(), N, 0.25f, want.data(), N);
-        be->gemm_bf16(M, N, K, 0.75f, A.data(), K, B.data(), N, 0.25f, got.data(), N);
+        be->gemm(false, false, M, N, K, 0.75f, A.data(), K, widened.data(), N, beta, want.data(), N);
+        be->gemm_bf16(M, N, K, 0.75f, A.data(), K, panels.data(), beta, got.data(), N);
         EXPECT_TRUE(test::bitwise_equal(got, want)) << cpu_path_name(path) << " " << threads << " threads, M " << M;
         if (ref.empty()) ref = got;
         EXPECT_TRUE(test::bitwise_equal(got, ref)) << "differs from the portable path: " << cpu_path_name(path);
+        // With a bias: the product, then add_bias, each thread on its own columns.
+        std::vector<float> want_b = C0, got_b = C0;
+        be->gemm(false, false, M, N, K, 0.75f, A.data(), K, widened.data(), N, beta, want_b.data(), N);
+        be->add_bias(want_b.data(), bias.data(), M, N);
+        be->gemm_bf16(M, N, K, 0.75f, A.data(), K, panels.data(), beta, got_b.data(), N, bias.data());
+        EXPECT_TRUE(test::bitwise_equal(got_b, want_b)) << cpu_path_name(path) << " " << threads << " threads, M " << M;
       }
   }
   EXPECT_EQ(bf16_round(1.0f), 0x3F80);

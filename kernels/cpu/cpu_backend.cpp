@@ -153,15 +153,16 @@ void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const 
   }
 }
 
-void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B, int ldb, float beta,
-                           float* C, int ldc) {
+void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels, float beta,
+                           float* C, int ldc, const float* bias) {
   if (M <= 0 || N <= 0) return;
-  // Columns across the pool, as few-row fp32 products: each core streams its part of B.
+  // Columns across the pool, as few-row fp32 products: each core streams its part of B and adds
+  // the bias to its own columns.
   if (threads() == 1 || int64_t(M) * N * std::max(K, 1) < (int64_t(1) << 14))
-    return k_.gemm_cols_bf16(M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return k_.gemm_cols_bf16(M, 0, N, N, K, alpha, A, lda, B_panels, beta, C, ldc, bias);
   const int cols = few_row_chunk(N, threads());
   pool_.parallel_for((N + cols - 1) / cols, 1, [&](int64_t c0, int64_t c1) {
-    k_.gemm_cols_bf16(M, int(c0) * cols, std::min<int>(N, int(c1) * cols), K, alpha, A, lda, B, ldb, beta, C, ldc);
+    k_.gemm_cols_bf16(M, int(c0) * cols, std::min<int>(N, int(c1) * cols), N, K, alpha, A, lda, B_panels, beta, C, ldc, bias);
   });
 }
 

@@ -34,10 +34,11 @@ struct CpuKernels {
   // Columns [j0, j1) of the same product for all M rows, without packing A (few rows: decoding).
   void (*gemm_cols)(bool ta, bool tb, int M, int j0, int j1, int K, float alpha, const float* A, int lda, const float* B, int ldb,
                     float beta, float* C, int ldc);
-  // The same with B [K, ldb] in bf16 (weights rounded to bf16, widened exactly): the bits of
-  // gemm_cols on the widened values.
-  void (*gemm_cols_bf16)(int M, int j0, int j1, int K, float alpha, const float* A, int lda, const uint16_t* B, int ldb,
-                         float beta, float* C, int ldc);
+  // The same with B [K, N] in bf16 panels (backend.h, pack_bf16_panels; weights rounded to bf16,
+  // widened exactly), then + bias[j] when given: the bits of gemm_cols on the widened values, then
+  // add_bias_rows.
+  void (*gemm_cols_bf16)(int M, int j0, int j1, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels,
+                         float beta, float* C, int ldc, const float* bias);
 
   void (*layernorm_rows)(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int r0, int r1,
                          int C);

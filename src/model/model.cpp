@@ -246,10 +246,9 @@ void Model::linear(float* y, const float* x, const float* W, const float* bias, 
   constexpr int kFewRows = 64;
   if (rows < kFewRows) {
     const float* t = transposed(W, out, in);
-    if (bf16_copies())
-      be_.gemm_bf16(rows, out, in, 1.0f, x, in, reinterpret_cast<const uint16_t*>(t), out, beta, y, out);
-    else
-      be_.gemm(false, false, rows, out, in, 1.0f, x, in, t, out, beta, y, out);
+    if (bf16_copies())  // the bias is added by each thread to its own columns
+      return be_.gemm_bf16(rows, out, in, 1.0f, x, in, reinterpret_cast<const uint16_t*>(t), beta, y, out, bias);
+    be_.gemm(false, false, rows, out, in, 1.0f, x, in, t, out, beta, y, out);
   } else {
     be_.gemm(false, true, rows, out, in, 1.0f, x, in, W, in, beta, y, out);
   }
@@ -263,10 +262,11 @@ const float* Model::transposed(const float* W, int out, int in) {
     be_.download(w.data(), W, w.size());
     for (int o = 0; o < out; o++)
       for (int i = 0; i < in; i++) t[size_t(i) * out + o] = w[size_t(o) * in + i];
-    if (bf16_copies()) {  // the upper halves (the weights are already bf16 values): half the bytes to stream
-      std::vector<float> packed((t.size() + 1) / 2, 0.0f);
-      uint16_t* h = reinterpret_cast<uint16_t*>(packed.data());
+    if (bf16_copies()) {  // the upper halves (the weights are already bf16 values), in column panels
+      std::vector<uint16_t> h(t.size());
       for (size_t i = 0; i < t.size(); i++) h[i] = bf16_round(t[i]);  // exact: t[i] is a bf16 value
+      std::vector<float> packed((t.size() + 1) / 2, 0.0f);
+      pack_bf16_panels(h.data(), in, out, out, reinterpret_cast<uint16_t*>(packed.data()));
       t = std::move(packed);
     }
     Buffer buf(be_, t.size());
