@@ -37,7 +37,7 @@ CpuBackend::CpuBackend(int threads, CpuPath path) : k_(cpu_kernels(path)), pool_
 std::unique_ptr<Backend> make_cpu_backend(int threads, CpuPath path) { return std::make_unique<CpuBackend>(threads, path); }
 std::unique_ptr<Backend> make_cpu_backend(int threads) { return make_cpu_backend(threads, selected_cpu_path()); }
 
-void CpuBackend::for_rows(int64_t rows, int64_t per_row, const std::function<void(int64_t, int64_t)>& fn) {
+void CpuBackend::for_rows(int64_t rows, int64_t per_row, RangeFn fn) {
   if (rows <= 0) return;
   const int64_t grain = std::max<int64_t>(1, kParallelMin / std::max<int64_t>(1, per_row));
   pool_.parallel_for(rows, grain, fn);
@@ -96,14 +96,14 @@ void CpuBackend::gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha,
 }
 
 namespace {
-// Columns per chunk of a few-row product: one chunk per thread, in whole 16-float vectors. The
-// caller claims the first chunk and a hot worker the second, so each core streams the same half
-// of each matrix product after product (it stays in that core's L2); a descheduled worker only
-// means the caller takes its chunk too. (Two smaller chunks per thread left 2-vector FMA chains,
-// latency-bound, and moved the halves between cores.)
+// Columns per chunk of a few-row product: one register group of 128 (8 vectors) for wide
+// products, 64 for narrower ones, so that N = 128 still splits in two and each chunk keeps 4+
+// independent FMA chains. The caller claims chunks from the front and the worker from the back:
+// at an even pace each core streams the same columns product after product (its share of the
+// weights stays in its L2); a slowed worker just claims fewer.
 int few_row_chunk(int N, int threads) {
-  const int per = (N + threads - 1) / threads;
-  return std::max(16, (per + 15) / 16 * 16);
+  if (threads <= 1) return N;
+  return N >= 512 ? 128 : 64;
 }
 }  // namespace
 

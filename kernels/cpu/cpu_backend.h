@@ -78,7 +78,7 @@ class CpuBackend final : public Backend {
 
  private:
   // Rows [0, rows) in chunks of about `work_per_chunk / per_row` rows across the pool.
-  void for_rows(int64_t rows, int64_t per_row, const std::function<void(int64_t, int64_t)>& fn);
+  void for_rows(int64_t rows, int64_t per_row, RangeFn fn);
   CpuKernels k_;
   ThreadPool pool_;
   std::vector<float> bpack_;           // the shared packed block of op(B) (gemm on the pool)

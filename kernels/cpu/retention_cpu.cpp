@@ -154,7 +154,11 @@ void CpuBackend::retention_recurrent_forward(float* o, const float* q, const flo
   const int n = s.n, dk = s.dk, dv = s.dv, H = s.H, ldo = H * dv;
   const size_t ssz = size_t(dk) * dv;
   const int64_t per_task = int64_t(n) * ssz * 2;
-  pool_.parallel_for(int64_t(s.B) * H, std::max<int64_t>(1, 65536 / per_task), [&](int64_t t0, int64_t t1) {
+  // At least ~64K floats of work per chunk, but never fewer chunks than threads: a decoding step
+  // (n = 1) splits its heads evenly, so each core keeps updating the same heads' states.
+  const int64_t tasks = int64_t(s.B) * H;
+  const int64_t grain = std::max<int64_t>(1, std::min<int64_t>(65536 / per_task, (tasks + threads() - 1) / threads()));
+  pool_.parallel_for(tasks, grain, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; task++) {
       const int b = int(task / H), h = int(task % H);
       const size_t row = size_t(b) * n;

@@ -26,10 +26,12 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::run_chunks() {
+void ThreadPool::run_chunks(bool from_front) {
   for (;;) {
-    const int64_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed);
-    if (c >= nchunks_) return;
+    const uint64_t before = claims_.fetch_add(from_front ? 1 : uint64_t(1) << 32, std::memory_order_relaxed);
+    const int64_t front = int64_t(before & 0xFFFFFFFFu), back = int64_t(before >> 32);
+    if (front + back >= nchunks_) return;
+    const int64_t c = from_front ? front : nchunks_ - 1 - back;
     const int64_t b = c * grain_, e = b + grain_ < n_ ? b + grain_ : n_;
     (*fn_)(b, e);
     chunks_done_.fetch_add(1, std::memory_order_release);
@@ -54,12 +56,12 @@ void ThreadPool::worker_loop(uint32_t seen) {
     seen = g;
     if (stop_.load()) return;
     inside_.fetch_add(1);
-    if (open_.load()) run_chunks();
+    if (open_.load()) run_chunks(false);
     inside_.fetch_sub(1);
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   if (workers_.empty() || n <= grain || tls_in_job) {
@@ -71,12 +73,12 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   grain_ = grain;
   nchunks_ = (n + grain - 1) / grain;
   chunks_done_.store(0, std::memory_order_relaxed);
-  next_chunk_.store(0, std::memory_order_relaxed);
+  claims_.store(0, std::memory_order_relaxed);
   open_.store(true);
   generation_.fetch_add(1);
   if (sleepers_.load() > 0) generation_.notify_all();  // a futex call only when someone sleeps
   tls_in_job = true;
-  run_chunks();
+  run_chunks(true);
   tls_in_job = false;
   // Chunks a worker claimed may still be running; wait for them, then for every worker to leave.
   for (int spins = 0; chunks_done_.load(std::memory_order_acquire) < nchunks_; spins++) {

@@ -1,6 +1,8 @@
 // The CPU backend's worker threads. The calling thread takes part in every job and chunks are
-// claimed dynamically, so a worker the OS has descheduled (another program busy on its core)
-// never holds the caller up: the caller just does that work itself. Idle workers spin briefly
+// claimed dynamically, the caller's from the front, the workers' from the back: with two threads
+// each core gets the same part of a job every time it runs at an even pace (its part of a weight
+// matrix stays in its cache), and a worker the OS has descheduled or slowed (another program busy
+// on its core) never holds the caller up: the caller just claims more of the chunks. Idle workers spin briefly
 // (jobs come back-to-back while decoding) and then sleep on a futex, so they do not steal a
 // shared machine's cores the way spinning OpenMP threads do.
 //
@@ -9,11 +11,24 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <thread>
 #include <vector>
 
 namespace rb {
+
+// A non-owning reference to a callable taking (begin, end): what a job runs. Unlike std::function
+// it never allocates (decoding starts ~10 jobs a byte); the callable must outlive the call, as it
+// does for parallel_for, which returns only when the job is done.
+class RangeFn {
+ public:
+  template <class F>
+  RangeFn(const F& f) : obj_(&f), call_([](const void* o, int64_t b, int64_t e) { (*static_cast<const F*>(o))(b, e); }) {}
+  void operator()(int64_t b, int64_t e) const { call_(obj_, b, e); }
+
+ private:
+  const void* obj_;
+  void (*call_)(const void*, int64_t, int64_t);
+};
 
 class ThreadPool {
  public:
@@ -26,17 +41,20 @@ class ThreadPool {
   // Calls fn(begin, end) on disjoint chunks covering [0, n), each at most `grain` long, across
   // the pool; returns when all are done. Runs serially when n <= grain, when the pool has one
   // thread, or when called from inside another job.
-  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+  void parallel_for(int64_t n, int64_t grain, RangeFn fn);
 
  private:
   void worker_loop(uint32_t seen);  // seen: the generation when the pool was made
-  void run_chunks();
+  void run_chunks(bool from_front);
 
   std::vector<std::thread> workers_;
   // The current job (written only while no worker is inside it).
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  const RangeFn* fn_ = nullptr;
   int64_t n_ = 0, grain_ = 1, nchunks_ = 0;
-  std::atomic<int64_t> next_chunk_{0}, chunks_done_{0};
+  // Chunks claimed so far: from the front (the caller) in the low 32 bits, from the back (the
+  // workers) in the high 32; one word, so a claim sees both counts at once.
+  std::atomic<uint64_t> claims_{0};
+  std::atomic<int64_t> chunks_done_{0};
   std::atomic<bool> open_{false};
   std::atomic<int> inside_{0};
   std::atomic<int> sleepers_{0};  // workers currently looking at the job
