@@ -431,8 +431,8 @@ TEST(NumericsHostMath, DmathIsWithinAFewUlpOfLibm) {
 // where the rounding of x / ln 2 decides, near the limits where exp() takes its other branches,
 // and for NaN and infinities, at every block length.
 TEST(NumericsHostMath, ExpManyIsBitwiseExp) {
-  std::vector<double> xs = {0.0, -0.0, 1.0, -1.0, 690.0, -690.0, 690.5, -690.5, 700.0, -700.0, 709.7, 709.8, -745.0,
-                            -745.2, -1e9, 1e9, HUGE_VAL, -HUGE_VAL, NAN, 1e-300, -1e-300, 5e-324};
+  std::vector<double> xs = {0.0,   -0.0,   1.0,    -1.0, 690.0, -690.0,   690.5,     -690.5, 700.0,  -700.0,  709.7,
+                            709.8, -745.0, -745.2, -1e9, 1e9,   HUGE_VAL, -HUGE_VAL, NAN,    1e-300, -1e-300, 5e-324};
   for (int k = -1000; k <= 1000; k++) {
     const double half = (k + 0.5) * 0.69314718055994530942;  // x / ln 2 lands near k + 1/2
     xs.push_back(half);
@@ -452,8 +452,8 @@ TEST(NumericsHostMath, ExpManyIsBitwiseExp) {
       if (std::isnan(want)) {
         EXPECT_TRUE(std::isnan(out[size_t(i)])) << "x = " << xs[size_t(i)];
       } else {
-        EXPECT_EQ(std::memcmp(&out[size_t(i)], &want, sizeof want), 0) << "x = " << xs[size_t(i)] << ": " << out[size_t(i)]
-                                                                       << " vs " << want;
+        EXPECT_EQ(std::memcmp(&out[size_t(i)], &want, sizeof want), 0)
+            << "x = " << xs[size_t(i)] << ": " << out[size_t(i)] << " vs " << want;
       }
     }
   }

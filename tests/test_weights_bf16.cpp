@@ -24,7 +24,7 @@ float widen(uint16_t h) { return bf16_widen(h); }
 TEST(Bf16Weights, ProductEqualsTheFp32ProductOfTheWidenedValuesOnEveryPath) {
   Rng rng(11);
   for (const auto& [M, N, K] : {std::tuple{1, 300, 600}, std::tuple{3, 129, 40}, std::tuple{33, 256, 257},
-                              std::tuple{1, 384, 128}, std::tuple{2, 1536, 256}, std::tuple{1, 77, 512}}) {
+                                std::tuple{1, 384, 128}, std::tuple{2, 1536, 256}, std::tuple{1, 77, 512}}) {
     std::vector<float> A = test::random_vec(size_t(M) * K, rng), widened(size_t(K) * N), C0(size_t(M) * N, 0.5f);
     std::vector<uint16_t> B(size_t(K) * N);
     for (size_t i = 0; i < B.size(); i++) {

@@ -1,5 +1,8 @@
 #include "kernels/cpu/thread_pool.h"
 
+#include <algorithm>
+#include <chrono>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define RB_PAUSE() _mm_pause()
@@ -12,6 +15,10 @@ namespace rb {
 namespace {
 // A worker polls this many times (~20-40 us) before sleeping; decode jobs arrive every few us.
 constexpr int kSpinBeforeSleep = 2000;
+// Workers are judged over windows of kWindowJobs jobs; a bad window sends the next kSerialJobs jobs
+// (a few hundred bytes of decoding, ~10-50 ms) to the caller alone.
+constexpr int kWindowJobs = 256, kSerialJobs = 4096;
+constexpr int kLateMicros = 50;  // a wait beyond 4 of the caller's chunks and this is late
 thread_local bool tls_in_job = false;
 }  // namespace
 
@@ -26,11 +33,11 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::run_chunks(bool from_front) {
-  for (;;) {
+int64_t ThreadPool::run_chunks(bool from_front) {
+  for (int64_t ran = 0;; ran++) {
     const uint64_t before = claims_.fetch_add(from_front ? 1 : uint64_t(1) << 32, std::memory_order_relaxed);
     const int64_t front = int64_t(before & 0xFFFFFFFFu), back = int64_t(before >> 32);
-    if (front + back >= nchunks_) return;
+    if (front + back >= nchunks_) return ran;
     const int64_t c = from_front ? front : nchunks_ - 1 - back;
     const int64_t b = c * grain_, e = b + grain_ < n_ ? b + grain_ : n_;
     (*fn_)(b, e);
@@ -68,6 +75,11 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
     fn(0, n);
     return;
   }
+  if (serial_jobs_left_ > 0) {  // the workers kept us waiting lately (their cores are busy): go alone
+    serial_jobs_left_--;
+    fn(0, n);
+    return;
+  }
   fn_ = &fn;
   n_ = n;
   grain_ = grain;
@@ -78,7 +90,9 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   generation_.fetch_add(1);
   if (sleepers_.load() > 0) generation_.notify_all();  // a futex call only when someone sleeps
   tls_in_job = true;
-  run_chunks(true);
+  const auto t_start = std::chrono::steady_clock::now();
+  const int64_t ran = run_chunks(true);
+  const auto t_ran = std::chrono::steady_clock::now();
   tls_in_job = false;
   // Chunks a worker claimed may still be running; wait for them, then for every worker to leave.
   for (int spins = 0; chunks_done_.load(std::memory_order_acquire) < nchunks_; spins++) {
@@ -89,6 +103,20 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   }
   open_.store(false);
   while (inside_.load() != 0) std::this_thread::yield();
+  const auto waited = std::chrono::steady_clock::now() - t_ran;
+  // Whether the workers pay: a wait of several chunks' time means a worker lost its core mid-job,
+  // and a worker that claims nothing is not getting a core at all (another program runs there;
+  // the three threads then also slow the caller). When either happens often in a window of jobs,
+  // the next jobs run on the calling thread alone (idle workers go to sleep), then the workers are
+  // tried again. Results never depend on it: any split gives the same bits.
+  const auto per_chunk = (t_ran - t_start) / std::max<int64_t>(1, ran);
+  window_jobs_++;
+  window_late_ += waited > 4 * per_chunk + std::chrono::microseconds(kLateMicros);
+  window_helped_ += ran < nchunks_;
+  if (window_jobs_ == kWindowJobs) {
+    if (window_late_ * 16 > kWindowJobs || window_helped_ * 4 < kWindowJobs) serial_jobs_left_ = kSerialJobs;
+    window_jobs_ = window_late_ = window_helped_ = 0;
+  }
 }
 
 }  // namespace rb

@@ -39,13 +39,14 @@ class ThreadPool {
 
   int size() const { return int(workers_.size()) + 1; }
   // Calls fn(begin, end) on disjoint chunks covering [0, n), each at most `grain` long, across
-  // the pool; returns when all are done. Runs serially when n <= grain, when the pool has one
-  // thread, or when called from inside another job.
+  // the pool; returns when all are done. Calls fn(0, n) on the calling thread instead when
+  // n <= grain, when the pool has one thread, when called from inside another job, or while the
+  // workers are left out (they kept the caller waiting lately: their cores are busy elsewhere).
   void parallel_for(int64_t n, int64_t grain, RangeFn fn);
 
  private:
-  void worker_loop(uint32_t seen);  // seen: the generation when the pool was made
-  void run_chunks(bool from_front);
+  void worker_loop(uint32_t seen);      // seen: the generation when the pool was made
+  int64_t run_chunks(bool from_front);  // returns the number of chunks it ran
 
   std::vector<std::thread> workers_;
   // The current job (written only while no worker is inside it).
@@ -60,6 +61,9 @@ class ThreadPool {
   std::atomic<int> sleepers_{0};  // workers currently looking at the job
   std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
+  // Caller-only state: this window's jobs, those that waited for a descheduled worker and those a
+  // worker helped with; jobs to run on the caller alone before trying the workers again.
+  int window_jobs_ = 0, window_late_ = 0, window_helped_ = 0, serial_jobs_left_ = 0;
 };
 
 }  // namespace rb
