@@ -15,10 +15,12 @@ namespace rb {
 namespace {
 // A worker polls this many times (~20-40 us) before sleeping; decode jobs arrive every few us.
 constexpr int kSpinBeforeSleep = 2000;
-// Workers are judged over windows of kWindowJobs jobs; a bad window sends the next kSerialJobs jobs
+// Workers are judged over windows of kWindowJobs jobs (bad: a quarter of the timed jobs late, or
+// under a quarter helped); a bad window sends the next kSerialJobs jobs
 // (a few hundred bytes of decoding, ~10-50 ms) to the caller alone.
 constexpr int kWindowJobs = 256, kSerialJobs = 4096;
 constexpr int kLateMicros = 50;  // a wait beyond 4 of the caller's chunks and this is late
+constexpr int kTimedEvery = 8;   // jobs judged for lateness: one in kTimedEvery
 thread_local bool tls_in_job = false;
 }  // namespace
 
@@ -90,9 +92,12 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   generation_.fetch_add(1);
   if (sleepers_.load() > 0) generation_.notify_all();  // a futex call only when someone sleeps
   tls_in_job = true;
-  const auto t_start = std::chrono::steady_clock::now();
+  // One job in kTimedEvery is timed (a clock read costs ~25 ns; decoding runs ~10 jobs a byte).
+  using Clock = std::chrono::steady_clock;
+  const bool timed = window_jobs_ % kTimedEvery == 0;
+  const Clock::time_point t_start = timed ? Clock::now() : Clock::time_point{};
   const int64_t ran = run_chunks(true);
-  const auto t_ran = std::chrono::steady_clock::now();
+  const Clock::time_point t_ran = timed ? Clock::now() : Clock::time_point{};
   tls_in_job = false;
   // Chunks a worker claimed may still be running; wait for them, then for every worker to leave.
   for (int spins = 0; chunks_done_.load(std::memory_order_acquire) < nchunks_; spins++) {
@@ -103,18 +108,19 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   }
   open_.store(false);
   while (inside_.load() != 0) std::this_thread::yield();
-  const auto waited = std::chrono::steady_clock::now() - t_ran;
   // Whether the workers pay: a wait of several chunks' time means a worker lost its core mid-job,
   // and a worker that claims nothing is not getting a core at all (another program runs there;
   // the three threads then also slow the caller). When either happens often in a window of jobs,
   // the next jobs run on the calling thread alone (idle workers go to sleep), then the workers are
   // tried again. Results never depend on it: any split gives the same bits.
-  const auto per_chunk = (t_ran - t_start) / std::max<int64_t>(1, ran);
+  if (timed) {
+    const auto per_chunk = (t_ran - t_start) / std::max<int64_t>(1, ran);
+    window_late_ += Clock::now() - t_ran > 4 * per_chunk + std::chrono::microseconds(kLateMicros);
+  }
   window_jobs_++;
-  window_late_ += waited > 4 * per_chunk + std::chrono::microseconds(kLateMicros);
   window_helped_ += ran < nchunks_;
   if (window_jobs_ == kWindowJobs) {
-    if (window_late_ * 16 > kWindowJobs || window_helped_ * 4 < kWindowJobs) serial_jobs_left_ = kSerialJobs;
+    if (window_late_ * 4 > kWindowJobs / kTimedEvery || window_helped_ * 4 < kWindowJobs) serial_jobs_left_ = kSerialJobs;
     window_jobs_ = window_late_ = window_helped_ = 0;
   }
 }
