@@ -250,8 +250,8 @@ int cmd_decompress(Args& args) {
     std::vector<uint8_t> restored;
     try {
       restored = decompress_file(in, files[i], model.get(), std::ref(progress));
-    } catch (const Error& e) {  // the default model stood in for a missing -m: say which model is needed
-      if (!model_path.empty() || std::string(e.what()).find("but the given model is") == std::string::npos) throw;
+    } catch (const ModelMismatchError&) {  // the default model stood in for a missing -m: say which model is needed
+      if (!model_path.empty()) throw;
       throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint +
                   "), not the default model (" + model_fingerprint(*model) + "); give it with -m");
     }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "codecs/adaptation.h"
+#include "src/common/errors.h"
 #include "src/model/model.h"
 
 namespace rb {
@@ -78,6 +79,14 @@ struct RbzHeaderInfo {
 };
 // Parses and checks the header (throws rb::Error naming `path`).
 RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t>& rbz);
+
+// decompress_file's error when the archive names another model than the one given (a subclass
+// of Error, so callers that only report errors need not know it): the CLI then says which model
+// to give when the default model stood in for a missing -m.
+class ModelMismatchError : public Error {
+ public:
+  using Error::Error;
+};
 
 // The restored file's bytes (for image mode, a PNG). `model` may be null when no block is
 // model-coded; otherwise its fingerprint must match. Everything is checked (header checksum,

@@ -27,7 +27,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     if (info.bf16_weights) model->set_weight_format(WeightFormat::BF16);
     const std::string have = model_fingerprint(*model);
     if (have != info.model_fingerprint)
-      throw Error(path + ": compressed with model " + info.model_fingerprint + ", but the given model is " + have);
+      throw ModelMismatchError(path + ": compressed with model " + info.model_fingerprint + ", but the given model is " + have);
     if (ps.context.size() % size_t(model->config().P) != 0) throw Error(path + ": damaged .rbz header (context)");
   }
   uint64_t content_size = 0;
