@@ -43,6 +43,8 @@ struct MatchModel {
   size_t ptr = 0;
   uint32_t len = 0;
   bool miss = false;  // the predicted byte already disagreed in this byte's bits
+  bool pending = false;
+  uint32_t pending_hash = 0;
 
   void init(int m, size_t lane) {
     min = m;
@@ -50,17 +52,28 @@ struct MatchModel {
     table.assign(size_t(1) << bits, 0);
     mask = (uint32_t(1) << bits) - 1;
   }
-  void update(const std::vector<uint8_t>& h) {
+  // After each byte, in two halves: begin() hashes the last `min` bytes and asks for the table
+  // entry and the predicted byte's cache lines; finish() does the rest, the next time a bit is
+  // predicted. In decoding the network steps in between, so the lines arrive meanwhile.
+  void begin_update(const std::vector<uint8_t>& h) {
+    const size_t t = h.size();
+    pending = t >= size_t(min);
+    if (len) __builtin_prefetch(&h[ptr]);
+    if (!pending) return;
+    uint32_t hash = 0;
+    for (size_t i = t - size_t(min); i < t; i++) hash = (hash + h[i] + 1) * 0x9E3779B1u;
+    pending_hash = (hash ^ hash >> 16) & mask;
+    __builtin_prefetch(&table[pending_hash]);
+  }
+  void finish_update(const std::vector<uint8_t>& h) {
     const size_t t = h.size();
     if (len && h[ptr] == h[t - 1])
       len = std::min<uint32_t>(len + 1, 65535), ptr++;
     else
       len = 0;
     miss = false;
-    if (t < size_t(min)) return;
-    uint32_t hash = 0;
-    for (size_t i = t - size_t(min); i < t; i++) hash = (hash + h[i] + 1) * 0x9E3779B1u;
-    hash = (hash ^ hash >> 16) & mask;
+    if (!pending) return;
+    const uint32_t hash = pending_hash;
     if (len == 0 && table[hash]) {
       const size_t cand = table[hash];
       uint32_t n = 0;
@@ -107,7 +120,10 @@ struct BitMixer::State {
   uint32_t c4 = 0;
   int pr = 2048, p_final = 2048;
   int apm_p[5] = {};
-  uint32_t apm_mask;  // order-1 and order-2 APM contexts, fewer for short lanes
+  uint32_t apm_mask;          // order-1 and order-2 APM contexts, fewer for short lanes
+  bool byte_pending = false;  // the byte's match updates and first lookups wait for its first bit
+  const int16_t* stretch = cm::logistic_tables().stretch;
+  const uint8_t* next_state = BitHistory::next_table();
 
   explicit State(const LaneShape& s)
       : shape(s),
@@ -168,6 +184,33 @@ struct BitMixer::State {
     return victim;
   }
 
+  // The next byte's first-nibble buckets and match entries, asked for now and looked up at its
+  // first bit (see MatchModel::begin_update).
+  void begin_byte() {
+    const uint32_t* h = contexts.hashes();
+    for (int i = 0; i < hashed; i++) {
+      const uint32_t at = h[i] & table_mask;
+      __builtin_prefetch(&table[at & ~3u]);  // find() probes at, at ^ 1 and at ^ 2
+      __builtin_prefetch(&table[at | 3u]);
+    }
+    for (MatchModel& m : match) m.begin_update(hist);
+    // What the byte's bits read for certain: its order-1 row, the weight sets picked by the
+    // previous byte and by the lane's selector, and the first bit's APM points.
+    const uint32_t c1 = c4 & 0xff;
+    for (int b = 0; b < 256; b += 64) __builtin_prefetch(&order1[c1 << 8 | uint32_t(b)]);
+    mixers[3].prefetch(int(c1) * 8, 8);
+    mixers[5].prefetch(contexts.selector() * 8, 8);
+    apm_order1.prefetch((c1 << 8 | 1) & apm_mask);
+    apm_order2.prefetch(((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | 1) & apm_mask);
+    apm_kind.prefetch(size_t(contexts.selector()) * 256 + 1);
+    byte_pending = true;
+  }
+  void finish_byte() {
+    for (MatchModel& m : match) m.finish_update(hist);
+    next_nibble();
+    byte_pending = false;
+  }
+
   void next_nibble() {
     const uint32_t* h = contexts.hashes();
     const uint32_t salt = bitpos == 0 ? 0 : uint32_t(c0) * 0x3C6EF372u;
@@ -177,6 +220,7 @@ struct BitMixer::State {
 
   // P(next bit = 1), 12 bits.
   int predict(const uint32_t* model_cum) {
+    if (byte_pending) finish_byte();
     const int c1 = int(c4 & 0xff);
     state[0] = &order0[size_t(c0)];
     state[1] = &order1[size_t(c1 << 8 | c0)];
@@ -184,7 +228,7 @@ struct BitMixer::State {
     int k = 0, known = 0;
     for (int i = 0; i < kDirect + hashed; i++) {
       const uint8_t st = *state[size_t(i)];
-      x[size_t(k++)] = cm::stretch(maps[size_t(i)].p(st));
+      x[size_t(k++)] = stretch[maps[size_t(i)].p(st)];
       if (i >= kDirect && i < kDirect + kOrderCounted && st) known++;
     }
     int match_sel = 0;
@@ -192,7 +236,7 @@ struct BitMixer::State {
       int bit = 0;
       const int ctx = match[size_t(m)].context(hist, c0, bitpos, &bit);
       match_ctx[size_t(m)] = ctx;
-      x[size_t(k++)] = ctx ? cm::stretch(match_maps[size_t(m)].p(size_t(ctx))) : 0;
+      x[size_t(k++)] = ctx ? stretch[match_maps[size_t(m)].p(size_t(ctx))] : 0;
       match_sel = match_sel * 17 + (ctx ? 1 + std::min(7, (ctx >> 2) / 2) * 2 + bit : 0);
     }
     // The network: the share of the consistent symbols' probability mass with a 1 here.
@@ -208,12 +252,12 @@ struct BitMixer::State {
     x[size_t(k++)] = st_model;
     x[size_t(k++)] = 256;
     const int confidence = std::min(15, std::abs(st_model) >> 7);
-    mixed[0] = cm::stretch(mixers[0].mix(x.data(), c0));
-    mixed[1] = cm::stretch(mixers[1].mix(x.data(), match_sel));
-    mixed[2] = cm::stretch(mixers[2].mix(x.data(), confidence * 8 + bitpos));
-    mixed[3] = cm::stretch(mixers[3].mix(x.data(), c1 * 8 + bitpos));
-    mixed[4] = cm::stretch(mixers[4].mix(x.data(), known * 8 + bitpos));
-    mixed[5] = cm::stretch(mixers[5].mix(x.data(), contexts.selector() * 8 + bitpos));
+    mixed[0] = stretch[mixers[0].mix(x.data(), c0)];
+    mixed[1] = stretch[mixers[1].mix(x.data(), match_sel)];
+    mixed[2] = stretch[mixers[2].mix(x.data(), confidence * 8 + bitpos)];
+    mixed[3] = stretch[mixers[3].mix(x.data(), c1 * 8 + bitpos)];
+    mixed[4] = stretch[mixers[4].mix(x.data(), known * 8 + bitpos)];
+    mixed[5] = stretch[mixers[5].mix(x.data(), contexts.selector() * 8 + bitpos)];
     mixed[kMixers] = 256;
     pr = final_mixer.mix(mixed.data(), bitpos * 3 + (match_ctx[0] ? 2 : match_ctx[1] ? 1 : 0));
     // Secondary estimation: the mixed probability refined by the partial byte, by one and two
@@ -230,7 +274,7 @@ struct BitMixer::State {
   void update(int bit) {
     for (int i = 0; i < kDirect + hashed; i++) {
       maps[size_t(i)].update(bit);
-      *state[size_t(i)] = BitHistory::next(*state[size_t(i)], bit);
+      *state[size_t(i)] = next_state[*state[size_t(i)] * 2 + bit];
     }
     for (int m = 0; m < kMatchModels; m++) {
       if (match_ctx[size_t(m)]) {
@@ -253,9 +297,8 @@ struct BitMixer::State {
       hist.push_back(byte);
       c4 = c4 << 8 | byte;
       contexts.update(hist);
-      for (MatchModel& m : match) m.update(hist);
       c0 = 1, bitpos = 0;
-      next_nibble();
+      begin_byte();
     } else if (bitpos == 4) {
       next_nibble();
     }

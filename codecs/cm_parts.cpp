@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <map>
 #include <utility>
 
@@ -12,10 +13,8 @@ namespace rb::cm {
 
 namespace {
 
-struct LogisticTables {
-  std::array<int16_t, 4095> squash;  // index x + 2047
-  std::array<int16_t, 4096> stretch;
-  LogisticTables() {
+struct BuiltLogisticTables : LogisticTables {
+  BuiltLogisticTables() {
     for (int x = -2047; x <= 2047; x++) {
       const double v = 4096.0 / (1.0 + dmath::exp(-double(x) / 256.0));
       squash[size_t(x + 2047)] = int16_t(std::clamp(int(v), 1, 4095));
@@ -31,9 +30,17 @@ struct LogisticTables {
 };
 
 const LogisticTables& logistic() {
-  static const LogisticTables t;
+  static const BuiltLogisticTables t;
   return t;
 }
+
+// 2 / (2n + 3) in 16 bits for every count a StateMap keeps (0..1023).
+struct StateMapRates {
+  int32_t rate[1024];
+  StateMapRates() {
+    for (int n = 0; n < 1024; n++) rate[n] = int32_t(65536 * 2 / (2 * n + 3));
+  }
+};
 
 // The count that survives when the other bit is seen: small counts stay (a context seen once
 // either way is still uncertain), larger ones are roughly halved.
@@ -43,6 +50,7 @@ int cap(int other) { return other == 0 ? 60 : other == 1 ? 30 : other == 2 ? 16 
 
 struct StateTable {
   std::vector<std::array<uint8_t, 2>> next;
+  std::vector<uint8_t> next_flat;           // next[state][bit] at state * 2 + bit, 256 states
   std::vector<std::pair<int, int>> counts;  // (n0, n1)
   StateTable() {
     std::map<std::pair<int, int>, int> index;
@@ -66,6 +74,8 @@ struct StateTable {
       next.push_back(to);
     }
     if (counts.size() > 256) throw Error("internal: bit history table has more than 256 states");
+    next_flat.assign(512, 0);
+    for (size_t i = 0; i < next.size(); i++) next_flat[2 * i] = next[i][0], next_flat[2 * i + 1] = next[i][1];
   }
 };
 
@@ -74,7 +84,14 @@ const StateTable& states() {
   return t;
 }
 
+const StateMapRates& state_map_rates() {
+  static const StateMapRates t;
+  return t;
+}
+
 }  // namespace
+
+const LogisticTables& logistic_tables() { return logistic(); }
 
 int squash(int x) { return logistic().squash[size_t(std::clamp(x, -2047, 2047) + 2047)]; }
 int stretch(int p) { return logistic().stretch[size_t(p)]; }
@@ -83,64 +100,53 @@ uint8_t BitHistory::next(uint8_t state, int bit) { return states().next[state][s
 int BitHistory::zeros(uint8_t state) { return states().counts[state].first; }
 int BitHistory::ones(uint8_t state) { return states().counts[state].second; }
 int BitHistory::count() { return int(states().counts.size()); }
+const uint8_t* BitHistory::next_table() { return states().next_flat.data(); }
 
-StateMap::StateMap(size_t contexts, int limit) : t_(contexts, uint32_t(2048) << 20), limit_(std::min(limit, 1023)) {}
+StateMap::StateMap(size_t contexts, int limit)
+    : t_(contexts, uint32_t(2048) << 20), limit_(std::min(limit, 1023)), rate_(state_map_rates().rate) {}
 
 void StateMap::set(size_t i, int p) { t_[i] = uint32_t(std::clamp(p, 1, 4095)) << 20; }
 
-void StateMap::update(int bit) {
-  uint32_t& e = t_[last_];
-  const uint32_t n = e & 1023, p = e >> 10;  // p: 22 bits
-  // p += (target - p) / (n + 1.5), in integers: 2 / (2n + 3) as a 16-bit reciprocal.
-  const int64_t target = bit ? (int64_t(1) << 22) - 1 : 0;
-  const int64_t step = ((target - int64_t(p)) * (65536 * 2 / (2 * int64_t(n) + 3))) >> 16;
-  const uint32_t np = uint32_t(std::clamp<int64_t>(int64_t(p) + step, 1 << 10, (int64_t(1) << 22) - (1 << 10)));
-  e = (np << 10) | (n < uint32_t(limit_) ? n + 1 : n);
-}
-
-Apm::Apm(size_t contexts, int rate) : t_(contexts * 33), rate_(rate) {
+Apm::Apm(size_t contexts, int rate) : t_(contexts * 33), rate_(rate), stretch_(logistic().stretch) {
   for (size_t c = 0; c < contexts; c++)
     for (int j = 0; j < 33; j++) t_[c * 33 + size_t(j)] = uint16_t(squash((j - 16) * 128) * 16);
 }
 
-int Apm::refine(int p, size_t context) {
-  const int s = stretch(p) + 2048;  // 1..4095
-  const int lo = s >> 7, w = s & 127;
-  const size_t at = context * 33 + size_t(lo);
-  index_ = at + (w >= 64 ? 1 : 0);
-  return std::clamp((int(t_[at]) * (128 - w) + int(t_[at + 1]) * w) >> 11, 1, 4095);
-}
-
-void Apm::update(int bit) {
-  const int target = bit ? 65535 : 0;
-  int v = t_[index_];
-  v += (target - v) >> rate_;
-  t_[index_] = uint16_t(std::clamp(v, 16, 65535 - 16));
-}
-
 Mixer::Mixer(int inputs, int sets, int learning_rate, int32_t initial_weight)
-    : n_(inputs), lr_(learning_rate), w_(size_t(inputs) * size_t(sets), initial_weight) {}
+    : n_(inputs), lr_(learning_rate), w_(size_t(inputs) * size_t(sets), initial_weight), squash_(logistic().squash) {
+  // The bounds that keep mixer_dot's and mixer_train's 32-bit sums exact.
+  if (inputs < 1 || inputs > 256 || learning_rate < 0 || learning_rate > 255 || std::abs(initial_weight) > (1 << 22))
+    throw Error("internal: mixer shape out of range");
+}
 
 void Mixer::set_weight(int input, int32_t w) {
+  w = std::clamp(w, -(1 << 22), 1 << 22);
   for (size_t i = size_t(input); i < w_.size(); i += size_t(n_)) w_[i] = w;
 }
 
-int Mixer::mix(const int* x, int set) {
-  x_ = x;
-  set_ = size_t(set) * size_t(n_);
-  const int32_t* w = w_.data() + set_;
-  int64_t dot = 0;
-  for (int i = 0; i < n_; i++) dot += int64_t(x[i]) * w[i];
-  p_ = squash(int(std::clamp<int64_t>(dot >> 16, -2047, 2047)));
-  return p_;
+// Vector lanes where the CPU has them; integer arithmetic, so every clone gives the same result.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define RB_CM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RB_CM_CLONES
+#endif
+
+// |x| <= 2047 and |w| <= 2^22: w = hi 2^11 + lo with |hi| <= 2^11 and 0 <= lo < 2^11, so each
+// product is under 2^22 and n <= 256 of them sum within 32 bits.
+RB_CM_CLONES int64_t Mixer::mixer_dot(const int* x, const int32_t* w, int n) {
+  int32_t hi = 0, lo = 0;
+  for (int i = 0; i < n; i++) {
+    hi += x[i] * (w[i] >> 11);
+    lo += x[i] * (w[i] & 2047);
+  }
+  return int64_t(hi) * 2048 + lo;
 }
 
-void Mixer::update(int bit) {
-  const int err = ((bit << 12) - p_) * lr_;
-  int32_t* w = w_.data() + set_;
-  for (int i = 0; i < n_; i++) {
-    const int64_t v = int64_t(w[i]) + ((int64_t(x_[i]) * err) >> 14);
-    w[i] = int32_t(std::clamp<int64_t>(v, -(int64_t(1) << 22), int64_t(1) << 22));
+// |err| <= 4095 x 255 and |x| <= 2047: the product fits in 32 bits, and so does w plus its shift.
+RB_CM_CLONES void Mixer::mixer_train(int32_t* w, const int* x, int n, int err) {
+  for (int i = 0; i < n; i++) {
+    const int32_t v = w[i] + ((x[i] * err) >> 14);
+    w[i] = v < -(1 << 22) ? -(1 << 22) : v > (1 << 22) ? (1 << 22) : v;
   }
 }
 

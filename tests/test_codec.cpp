@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -82,6 +83,69 @@ TEST(Rans, RoundTripsSkewedTablesAtNearlyTheirEntropy) {
     ASSERT_TRUE(dec.advance(cum[size_t(s)], cum[size_t(s) + 1] - cum[size_t(s)]));
   }
   EXPECT_TRUE(dec.finished_cleanly());
+}
+
+// logits_to_cumulative as it was first written: one scalar pass per step, with branches. The
+// library's form runs in vector lanes (and splits the maximum into interleaved runs); every
+// archive ever written depends on the two giving the same table.
+void one_pass_cumulative(const float* logits, uint32_t cum[257]) {
+  auto exp_nonpositive = [](float x) {
+    float t = x * 1.44269504f;
+    if (!(t >= -126.0f)) t = -126.0f;
+    int n = int(t);
+    if (float(n) > t) n -= 1;
+    const float f = t - float(n);
+    float p = 1.5316e-4f;
+    for (float c : {1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f, 2.4022651e-1f, 6.9314718e-1f, 1.0f}) p = p * f + c;
+    const uint32_t bits = uint32_t(n + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+  };
+  float mx = logits[0];
+  for (int i = 1; i < 256; i++) mx = logits[i] > mx ? logits[i] : mx;
+  float e[256];
+  double sum = 0.0;
+  for (int i = 0; i < 256; i++) sum += double(e[i] = exp_nonpositive(logits[i] - mx));
+  if (!(sum >= 1.0 && sum <= 256.0)) {
+    for (int i = 0; i <= 256; i++) cum[i] = uint32_t(i) << (kFreqBits - 8);
+    return;
+  }
+  const double scale = double(kFreqTotal - 256) / sum;
+  uint32_t freq[256], total = 0;
+  int best = 0;
+  for (int i = 0; i < 256; i++) {
+    freq[i] = 1 + uint32_t(double(e[i]) * scale);
+    total += freq[i];
+    if (e[i] > e[best]) best = i;
+  }
+  freq[best] = uint32_t(int64_t(freq[best]) + int64_t(kFreqTotal) - int64_t(total));
+  cum[0] = 0;
+  for (int i = 0; i < 256; i++) cum[i + 1] = cum[i] + freq[i];
+}
+
+TEST(ByteFrequencies, TheVectorFormGivesTheOnePassTable) {
+  Rng rng(11);
+  const float inf = INFINITY, nan = NAN;
+  for (int trial = 0; trial < 3000; trial++) {
+    std::vector<float> logits(256);
+    const double sharp = trial % 4 == 0 ? 0.0 : trial % 4 == 1 ? 3.0 : trial % 4 == 2 ? 30.0 : 300.0;
+    for (float& v : logits) v = float(sharp * rng.normal());
+    // Ties for the maximum (the first must win), signed zeros, and non-finite values anywhere.
+    const int kind = trial % 9;
+    if (kind == 1) logits[rng.below(256)] = logits[rng.below(256)] = 1e3f;
+    if (kind == 2) logits.assign(256, -0.0f), logits[rng.below(256)] = 0.0f;
+    if (kind == 3) logits[rng.below(256)] = nan;
+    if (kind == 4) logits[0] = nan;
+    if (kind == 5) logits[rng.below(256)] = inf;
+    if (kind == 6) logits[rng.below(256)] = -inf;
+    if (kind == 7) logits.assign(256, 5.0f);
+    if (kind == 8) logits[17] = logits[200] = 88.0f, logits[5] = 87.99999f;
+    uint32_t got[257], want[257];
+    logits_to_cumulative(logits.data(), got);
+    one_pass_cumulative(logits.data(), want);
+    ASSERT_EQ(0, std::memcmp(got, want, sizeof got)) << "trial " << trial;
+  }
 }
 
 TEST(ByteFrequencies, EverySymbolKeepsAShareWhateverTheLogits) {
