@@ -381,12 +381,13 @@ int bench_codec(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte bench codec [--config small | -m MODEL] [--bytes N] [--lockstep 32] [--lanes N | --fast] "
                  "[--adapt ...] "
-                 "[--no-mix | --mixer-version 1] [--modes] [-t N] [FILE...]\n"
+                 "[--no-mix | --mixer-version 1|2] [--modes] [-t N] [FILE...]\n"
                  "  times compress and decompress (every block model-coded) of each FILE, or of N bytes of\n"
                  "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip.\n"
                  "  Lanes as compress cuts them: one context per input by default; --lanes N, --fast.\n"
                  "  --adapt: each input also with online adaptation (its cost in bytes/s and its bpb)\n"
-                 "  --mixer-version 1: the earlier byte-wise mixer (rANS), to compare with the bitwise one (2)\n"
+                 "  --mixer-version 1|2: the earlier byte-wise mixer (rANS), or the bitwise one with each lane on\n"
+                 "      its own statistics, to compare with the default (3: a file's lanes share them)\n"
                  "  --modes: images and audio in their modes (pixels, samples) as compress codes them; bpb is\n"
                  "  then of the file's bytes (the default codes every input's bytes as given)\n"
               << kAdaptHelp << kMixHelp;
@@ -400,7 +401,7 @@ int bench_codec(Args& args) {
   const std::optional<AdaptSettings> adapt = adapt_options(args);
   const bool mix = !args.flag("--no-mix");
   const bool modes = args.flag("--modes");
-  const int mixer_version = int(args.int_value("--mixer-version", "", 2, 1, 2));
+  const int mixer_version = int(args.int_value("--mixer-version", "", 3, 1, 3));
   const std::optional<WeightFormat> weights = weights_option(args);
   const int threads = args.threads();
   const auto files = args.positionals();

@@ -6,6 +6,7 @@
 
 #include "codecs/bit_mixer_contexts.h"
 #include "datasets/media_residuals.h"
+#include "src/common/errors.h"
 
 namespace rb {
 
@@ -95,49 +96,33 @@ struct MatchModel {
 
 }  // namespace
 
-struct BitMixer::State {
-  LaneShape shape;
-  std::vector<uint8_t> hist;
-  cm::LaneContexts contexts;
-  int hashed;  // hashed contexts in use
+// What a lane's mixer learns: context tables, maps, mixer weights and APMs. A lane owns its own
+// (mixer version 2) or shares one with the other lanes of its file (version 3).
+struct BitMixer::Statistics {
+  int hashed;
   std::vector<Bucket> table;
   uint32_t table_mask;
-  std::array<Bucket*, cm::kMaxHashedContexts> bucket{};
   std::array<uint8_t, 256> order0{};
   std::vector<uint8_t> order1;
-  std::array<uint8_t*, kMaxModels> state{};  // the bit history of each model at this bit
   std::vector<cm::StateMap> maps;
-  std::array<MatchModel, kMatchModels> match;
   std::array<cm::StateMap, kMatchModels> match_maps;
-  std::array<int, kMatchModels> match_ctx{};
   std::vector<cm::Mixer> mixers;
   cm::Mixer final_mixer;
   cm::Apm apm_order0, apm_order1, apm_order2, apm_model, apm_kind;
-  std::array<int, kMaxInputs> x{};
-  std::array<int, kMixers + 1> mixed{};
-  int inputs = 0;
-  int c0 = 1, bitpos = 0, nibble_node = 1;
-  uint32_t c4 = 0;
-  int pr = 2048, p_final = 2048;
-  int apm_p[5] = {};
-  uint32_t apm_mask;          // order-1 and order-2 APM contexts, fewer for short lanes
-  bool byte_pending = false;  // the byte's match updates and first lookups wait for its first bit
-  const int16_t* stretch = cm::logistic_tables().stretch;
-  const uint8_t* next_state = BitHistory::next_table();
+  uint32_t apm_mask;  // order-1 and order-2 APM contexts, fewer for short content
 
-  explicit State(const LaneShape& s)
-      : shape(s),
-        contexts(s),
-        hashed(contexts.count()),
+  // hashed: the lanes' hashed contexts; length: the bytes they code together (sizes the tables).
+  Statistics(int hashed_contexts, size_t length)
+      : hashed(hashed_contexts),
         order1(65536, 0),
         final_mixer(kMixers + 1, 8 * 3, 2, 65536 / kMixers),
         apm_order0(256, 7),
-        apm_order1(size_t(256) << apm_bits(s.length), 7),
-        apm_order2(size_t(256) << apm_bits(s.length), 7),
+        apm_order1(size_t(256) << apm_bits(length), 7),
+        apm_order2(size_t(256) << apm_bits(length), 7),
         apm_model(256 * 33, 7),
         apm_kind(size_t(cm::kKindSelectors) * 256, 7) {
-    apm_mask = (uint32_t(256) << apm_bits(s.length)) - 1;
-    const int bits = length_bits(s.length * 2, 12, 22);
+    apm_mask = (uint32_t(256) << apm_bits(length)) - 1;
+    const int bits = length_bits(length * 2, 12, 22);
     table.assign(size_t(1) << bits, Bucket{});
     table_mask = (uint32_t(1) << bits) - 1;
     for (int i = 0; i < kDirect + hashed; i++) {
@@ -148,7 +133,6 @@ struct BitMixer::State {
       }
     }
     for (int m = 0; m < kMatchModels; m++) {
-      match[size_t(m)].init(kMatchMin[m], s.length);
       match_maps[size_t(m)] = cm::StateMap(128, 1023);
       for (int q = 0; q < 32; q++)  // a prior: a longer match is likelier to go on
         for (int bit = 0; bit < 2; bit++) {
@@ -156,7 +140,7 @@ struct BitMixer::State {
           match_maps[size_t(m)].set(size_t((q * 2 + bit) * 2 + 1), bit ? 4096 - miss : miss);
         }
     }
-    inputs = kDirect + hashed + kMatchModels + 2;
+    const int inputs = kDirect + hashed + kMatchModels + 2;
     const int32_t w0 = 1 << 13;
     mixers.emplace_back(inputs, 256, 6, w0);                        // the partial byte
     mixers.emplace_back(inputs, 17 * 17, 6, w0);                    // both match states
@@ -165,7 +149,66 @@ struct BitMixer::State {
     mixers.emplace_back(inputs, (kOrderCounted + 1) * 8, 6, w0);    // how many orders know this context
     mixers.emplace_back(inputs, cm::kKindSelectors * 8, 6, w0);     // the lane kind's own selector
     for (cm::Mixer& m : mixers) m.set_weight(inputs - 2, 1 << 16);  // the network's input: it starts trusted
-    next_nibble();
+  }
+};
+
+// A lane's own state: its history, contexts, match models and the bit being coded; what it
+// learns lives in `stats` (the names below refer into it).
+struct BitMixer::State {
+  LaneShape shape;
+  std::vector<uint8_t> hist;
+  cm::LaneContexts contexts;
+  int hashed;  // hashed contexts in use
+  std::shared_ptr<Statistics> stats;
+  std::vector<Bucket>& table;
+  const uint32_t table_mask;
+  std::array<uint8_t, 256>& order0;
+  std::vector<uint8_t>& order1;
+  std::vector<cm::StateMap>& maps;
+  std::array<cm::StateMap, kMatchModels>& match_maps;
+  std::vector<cm::Mixer>& mixers;
+  cm::Mixer& final_mixer;
+  cm::Apm &apm_order0, &apm_order1, &apm_order2, &apm_model, &apm_kind;
+  const uint32_t apm_mask;
+  std::array<Bucket*, cm::kMaxHashedContexts> bucket{};
+  std::array<uint8_t*, kMaxModels> state{};  // the bit history of each model at this bit
+  std::array<MatchModel, kMatchModels> match;
+  std::array<int, kMatchModels> match_ctx{};
+  std::array<int, kMaxInputs> x{};
+  std::array<int, kMixers + 1> mixed{};
+  int inputs = 0;
+  int c0 = 1, bitpos = 0, nibble_node = 1;
+  uint32_t c4 = 0;
+  int pr = 2048, p_final = 2048;
+  int apm_p[5] = {};
+  // The byte's match updates and first lookups wait for its first bit (also the first byte's:
+  // lanes that share statistics touch them only while coding, in the coding order).
+  bool byte_pending = true;
+  const int16_t* stretch = cm::logistic_tables().stretch;
+  const uint8_t* next_state = BitHistory::next_table();
+
+  State(const LaneShape& s, std::shared_ptr<Statistics> shared)
+      : shape(s),
+        contexts(s),
+        hashed(contexts.count()),
+        stats(shared ? std::move(shared) : std::make_shared<Statistics>(hashed, s.length)),
+        table(stats->table),
+        table_mask(stats->table_mask),
+        order0(stats->order0),
+        order1(stats->order1),
+        maps(stats->maps),
+        match_maps(stats->match_maps),
+        mixers(stats->mixers),
+        final_mixer(stats->final_mixer),
+        apm_order0(stats->apm_order0),
+        apm_order1(stats->apm_order1),
+        apm_order2(stats->apm_order2),
+        apm_model(stats->apm_model),
+        apm_kind(stats->apm_kind),
+        apm_mask(stats->apm_mask) {
+    if (stats->hashed != hashed) throw Error("internal: lanes sharing mixer statistics differ in kind");
+    for (int m = 0; m < kMatchModels; m++) match[size_t(m)].init(kMatchMin[m], s.length);
+    inputs = kDirect + hashed + kMatchModels + 2;
   }
 
   Bucket* find(uint32_t h) {
@@ -305,7 +348,12 @@ struct BitMixer::State {
   }
 };
 
-BitMixer::BitMixer(const LaneShape& shape) : s_(std::make_unique<State>(shape)) {}
+BitMixer::BitMixer(const LaneShape& shape) : s_(std::make_unique<State>(shape, nullptr)) {}
+BitMixer::BitMixer(const LaneShape& shape, std::shared_ptr<Statistics> shared)
+    : s_(std::make_unique<State>(shape, std::move(shared))) {}
+std::shared_ptr<BitMixer::Statistics> BitMixer::shared_statistics(const LaneShape& whole) {
+  return std::make_shared<Statistics>(cm::LaneContexts(whole).count(), whole.length);
+}
 BitMixer::~BitMixer() = default;
 BitMixer::BitMixer(BitMixer&&) noexcept = default;
 BitMixer& BitMixer::operator=(BitMixer&&) noexcept = default;

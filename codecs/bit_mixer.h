@@ -22,10 +22,22 @@ namespace rb {
 
 // The mixer version of .rbz files coded bit by bit (version 1 is LaneMixer's byte-wise mixing).
 constexpr uint8_t kBitMixerVersion = 2;
+// Version 3: the same, with the lanes of one file sharing what their mixers learn.
+constexpr uint8_t kSharedBitMixerVersion = 3;
+// Lanes that share statistics step together: more than this many are coded as version 2.
+constexpr size_t kMaxSharedLanes = 256;
 
 class BitMixer {
  public:
   explicit BitMixer(const LaneShape& shape);
+  // Lanes of one file may share what their mixers learn (context tables, maps, mixer weights,
+  // APMs; version 3), each keeping its own history, contexts and match models, so that every lane
+  // codes with what all lanes have seen. They must then be coded in one order on both sides, each
+  // byte whole: position by position, lanes in index order. `whole`: the file's content as one
+  // lane (its kind and length size the tables).
+  struct Statistics;
+  static std::shared_ptr<Statistics> shared_statistics(const LaneShape& whole);
+  BitMixer(const LaneShape& shape, std::shared_ptr<Statistics> shared);
   ~BitMixer();
   BitMixer(BitMixer&&) noexcept;
   BitMixer& operator=(BitMixer&&) noexcept;

@@ -37,7 +37,10 @@ struct CompressOptions {
   bool whole_file_fallback = true;     // tests: keep the per-block choice even when zstd of the file is smaller
   std::optional<AdaptSettings> adapt;  // --adapt: learn the file while coding it (codecs/adaptation.h)
   bool mix = true;                     // context mixing on top of the model (codecs/bit_mixer.h); --no-mix turns it off
-  uint8_t mixer_version = 2;           // 2: bitwise (codecs/bit_mixer.h); 1: the earlier byte-wise mixer, for comparisons
+  // 3: bitwise (codecs/bit_mixer.h), the lanes of a file sharing what the mixer learns (a file in
+  // one lane is written as version 2, which codes it the same); 2: bitwise, each lane on its own;
+  // 1: the earlier byte-wise mixer. 2 and 1 for comparisons.
+  uint8_t mixer_version = 3;
   std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, bytes total)
   CoderTimes* times = nullptr;                       // bench codec: the model's share and the codec's own
 };
@@ -73,7 +76,7 @@ struct RbzHeaderInfo {
   uint32_t numerics_version = 0;
   std::optional<AdaptSettings> adapt;  // set when coded with online adaptation
   bool mixed = false;                  // model-coded blocks use context mixing
-  uint8_t mixer_version = 0;           // ... of this version (1: byte-wise, 2: bitwise, codecs/bit_mixer.h)
+  uint8_t mixer_version = 0;           // ... of this version (1: byte-wise, 2: bitwise, 3: bitwise with shared lanes)
   bool bf16_weights = false;           // ... by the model with its weights rounded to bf16
   bool one_context = false;            // each file (up to 16 MiB) coded as one context (the default)
 };

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "codecs/bit_mixer.h"
 #include "codecs/rbz_internal.h"
 
 namespace rb {
@@ -53,6 +54,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   }
   std::vector<Block> blocks;
   std::string fingerprint;
+  uint8_t written_mixer_version = options.mixer_version;
   bool one_context = false;
   if (model && c.size > 0) {
     // Segments start where the model expects a stream to: on a patch boundary and on a whole pixel
@@ -80,7 +82,12 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     so.times = options.times;
     std::vector<double> bits;
     so.segment_bits = &bits;
-    so.mixer_version = options.mixer_version;
+    // Lanes that share mixer statistics: version 3, all of them model-coded and stepped in one
+    // group (so at most kMaxSharedLanes); one lane codes the same as version 2 and is written so.
+    const bool share = options.mixer_version == kSharedBitMixerVersion;
+    const uint8_t mixer_version =
+        share && (segments.size() == 1 || segments.size() > kMaxSharedLanes) ? kBitMixerVersion : options.mixer_version;
+    so.mixer_version = written_mixer_version = mixer_version;
     if (options.mix)
       for (const ByteSpan& s : segments)
         so.mix_shapes.push_back(lane_shape(c.mode, c.extra, c.residual_channels, size_t(s.data - c.body), s.size));
@@ -107,7 +114,9 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
       std::vector<uint8_t> z = zstd19(segments[i].data, segments[i].size);
       Block b{BlockKind::Raw, segments[i].size, std::vector<uint8_t>(segments[i].data, segments[i].data + segments[i].size)};
       if (z.size() < b.payload.size()) b = {BlockKind::Zstd, segments[i].size, std::move(z)};
-      if (coded[i].size() < b.payload.size() || options.model_only) b = {BlockKind::Model, segments[i].size, std::move(coded[i])};
+      // Shared statistics need every lane decoded through the mixer: none is stored on its own.
+      if (coded[i].size() < b.payload.size() || options.model_only || written_mixer_version == kSharedBitMixerVersion)
+        b = {BlockKind::Model, segments[i].size, std::move(coded[i])};
       if (b.kind == BlockKind::Model) fingerprint = model_id;
       blocks.push_back(std::move(b));
     }
@@ -120,7 +129,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     out = assemble(c.mode, original, hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra, blocks,
                    adapted ? options.adapt : std::nullopt, c.residual_channels, mixed,
                    !fingerprint.empty() && model->weight_format() == WeightFormat::BF16, one_context && !fingerprint.empty(),
-                   options.mixer_version);
+                   written_mixer_version);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
   std::vector<uint8_t> z = zstd19(file.data(), file.size());

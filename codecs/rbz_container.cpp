@@ -87,9 +87,9 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   }
   if (flags & kFlagMixed) {
     const uint8_t version = uint8_t(r.get(1));
-    if (version != kMixerVersion && version != kBitMixerVersion)
+    if (version != kMixerVersion && version != kBitMixerVersion && version != kSharedBitMixerVersion)
       throw Error(path + ": context mixer version " + std::to_string(version) + " is not supported (this build has versions " +
-                  std::to_string(kMixerVersion) + " and " + std::to_string(kBitMixerVersion) + ")");
+                  std::to_string(kMixerVersion) + " to " + std::to_string(kSharedBitMixerVersion) + ")");
     ps.info.mixed = true;
     ps.info.mixer_version = version;
   }

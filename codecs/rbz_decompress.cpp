@@ -3,6 +3,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "codecs/bit_mixer.h"
 #include "codecs/rbz_internal.h"
 #include "kernels/numerics.h"
 
@@ -61,6 +62,10 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     segments.push_back({content.data() + at, size_t(b.length)});
     at += size_t(b.length);
   }
+  if (info.mixed && info.mixer_version == kSharedBitMixerVersion &&
+      (payloads.size() != ps.blocks.size() || payloads.size() > kMaxSharedLanes))
+    throw Error(path + ": damaged .rbz header (lanes that share mixer statistics must all be model-coded, at most " +
+                std::to_string(kMaxSharedLanes) + ")");
   if (!payloads.empty()) {
     SegmentCoderOptions so;
     so.lockstep = lockstep;

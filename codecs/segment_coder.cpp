@@ -30,7 +30,8 @@ struct Stopwatch {
 };
 
 void check_mixer_version(const SegmentCoderOptions& o) {
-  if (!o.mix_shapes.empty() && o.mixer_version != kMixerVersion && o.mixer_version != kBitMixerVersion)
+  if (!o.mix_shapes.empty() && o.mixer_version != kMixerVersion && o.mixer_version != kBitMixerVersion &&
+      o.mixer_version != kSharedBitMixerVersion)
     throw Error("context mixer version " + std::to_string(o.mixer_version) + " is not supported");
 }
 
@@ -41,6 +42,27 @@ void check_model(const Model& model, const std::vector<uint8_t>& context) {
   if (context.size() % size_t(c.P) != 0) throw Error("codec context is not a whole number of patches");
 }
 
+bool bitwise_mixing(const SegmentCoderOptions& o) {
+  return !o.mix_shapes.empty() && (o.mixer_version == kBitMixerVersion || o.mixer_version == kSharedBitMixerVersion);
+}
+bool shared_mixing(const SegmentCoderOptions& o) { return !o.mix_shapes.empty() && o.mixer_version == kSharedBitMixerVersion; }
+
+// One mixer per lane of a group, sharing one set of statistics sized for all lanes (version 3)
+// or each with its own.
+std::vector<BitMixer> bit_mixers_for(const std::vector<LaneShape>& shapes, size_t first, int count, bool shared) {
+  std::shared_ptr<BitMixer::Statistics> stats;
+  if (shared) {
+    LaneShape whole = shapes[first];
+    whole.start = 0;
+    whole.length = 0;
+    for (const LaneShape& s : shapes) whole.length += s.length;
+    stats = BitMixer::shared_statistics(whole);
+  }
+  std::vector<BitMixer> mixers;
+  for (int b = 0; b < count; b++) mixers.emplace_back(shapes[first + size_t(b)], stats);
+  return mixers;
+}
+
 }  // namespace
 
 std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vector<uint8_t>& context,
@@ -49,17 +71,19 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
   if (!options.mix_shapes.empty() && options.mix_shapes.size() != segments.size())
     throw Error("encode_segments: one mixing shape per segment");
   check_mixer_version(options);
-  const bool bitwise = !options.mix_shapes.empty() && options.mixer_version == kBitMixerVersion;
+  const bool bitwise = bitwise_mixing(options), shared = shared_mixing(options);
+  // Lanes that share statistics are coded in one group, position by position (the decoder's order).
+  const int lockstep = shared ? std::max(1, int(segments.size())) : options.lockstep;
   const int P = model.config().P;
   const int W = std::max(P, options.window / P * P);
   const size_t C = context.size();
   const size_t round = options.round_positions;
-  if (round && (round % size_t(W) != 0 || segments.size() > size_t(options.lockstep)))
+  if (round && (round % size_t(W) != 0 || segments.size() > size_t(lockstep)))
     throw Error("adaptation needs rounds of whole windows and every segment in one lockstep group");
   if (options.segment_bits) options.segment_bits->assign(segments.size(), 0.0);
   uint64_t total = 0, done = 0;
   for (const ByteSpan& s : segments) total += s.size;
-  Stepper stepper(model, std::min(options.lockstep, std::max(1, int(segments.size()))));
+  Stepper stepper(model, std::min(lockstep, std::max(1, int(segments.size()))));
   std::vector<std::vector<uint8_t>> out(segments.size());
   std::vector<uint8_t> x;
   // (start, freq) of every byte of the group's segments, for the reverse pass of rANS.
@@ -68,21 +92,18 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
   std::vector<LaneMixer> mixers;
   std::vector<BitMixer> bit_mixers;
   std::vector<cm::BinaryEncoder> bit_coders;
-  for (size_t g0 = 0; g0 < segments.size(); g0 += size_t(options.lockstep)) {
-    const int B = int(std::min(segments.size() - g0, size_t(options.lockstep)));
+  for (size_t g0 = 0; g0 < segments.size(); g0 += size_t(lockstep)) {
+    const int B = int(std::min(segments.size() - g0, size_t(lockstep)));
     size_t longest = 0;
     for (int b = 0; b < B; b++) longest = std::max(longest, segments[g0 + b].size);
     if (longest == 0) continue;  // empty segments code to nothing
     mixers.clear();
     bit_mixers.clear();
     bit_coders.assign(bitwise ? size_t(B) : 0, cm::BinaryEncoder{});
-    if (!options.mix_shapes.empty())
-      for (int b = 0; b < B; b++) {
-        if (bitwise)
-          bit_mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
-        else
-          mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
-      }
+    if (bitwise)
+      bit_mixers = bit_mixers_for(options.mix_shapes, g0, B, shared);
+    else if (!options.mix_shapes.empty())
+      for (int b = 0; b < B; b++) mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
     StreamState state(model, B);
     ranges.assign(size_t(B), {});
     if (!bitwise)
@@ -106,31 +127,36 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
         logits = stepper.score(state, x.data(), W);  // teacher forcing, bitwise what the decoder's steps give
       }
       Stopwatch side(options.times ? &options.times->side_s : nullptr);
-      for (int b = 0; b < B; b++) {
+      auto code = [&](int b, int i) {
         const ByteSpan& seg = segments[g0 + b];
-        for (int i = 0; i < W; i++) {
-          const size_t at = w0 + size_t(i);
-          if (at < C || at - C >= seg.size) continue;
-          logits_to_cumulative(logits + (size_t(b) * W + size_t(i)) * 256, model_cum);
-          const uint8_t byte = seg.data[at - C];
-          if (bitwise) {
-            const double bits = bit_mixers[size_t(b)].encode(bit_coders[size_t(b)], model_cum, byte);
-            if (options.segment_bits) (*options.segment_bits)[g0 + size_t(b)] += bits;
-            done++;
-            continue;
-          }
-          const uint32_t* cum = model_cum;
-          if (!mixers.empty()) {
-            mixers[size_t(b)].mix(model_cum, mixed_cum);
-            mixers[size_t(b)].update(byte);
-            cum = mixed_cum;
-          }
-          ranges[size_t(b)].push_back(cum[byte]);
-          ranges[size_t(b)].push_back(cum[byte + 1] - cum[byte]);
-          if (options.segment_bits)
-            (*options.segment_bits)[g0 + size_t(b)] += double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte]));
+        const size_t at = w0 + size_t(i);
+        if (at < C || at - C >= seg.size) return;
+        logits_to_cumulative(logits + (size_t(b) * W + size_t(i)) * 256, model_cum);
+        const uint8_t byte = seg.data[at - C];
+        if (bitwise) {
+          const double bits = bit_mixers[size_t(b)].encode(bit_coders[size_t(b)], model_cum, byte);
+          if (options.segment_bits) (*options.segment_bits)[g0 + size_t(b)] += bits;
           done++;
+          return;
         }
+        const uint32_t* cum = model_cum;
+        if (!mixers.empty()) {
+          mixers[size_t(b)].mix(model_cum, mixed_cum);
+          mixers[size_t(b)].update(byte);
+          cum = mixed_cum;
+        }
+        ranges[size_t(b)].push_back(cum[byte]);
+        ranges[size_t(b)].push_back(cum[byte + 1] - cum[byte]);
+        if (options.segment_bits)
+          (*options.segment_bits)[g0 + size_t(b)] += double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte]));
+        done++;
+      };
+      if (shared) {  // position by position, as the decoder goes
+        for (int i = 0; i < W; i++)
+          for (int b = 0; b < B; b++) code(b, i);
+      } else {
+        for (int b = 0; b < B; b++)
+          for (int i = 0; i < W; i++) code(b, i);
       }
       if (options.progress) options.progress(done, total);
       if (round && (w0 + size_t(W)) % round == 0 && w0 + size_t(W) < length) options.after_round(w0 + size_t(W));
@@ -157,14 +183,15 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
   if (!options.mix_shapes.empty() && options.mix_shapes.size() != payloads.size())
     throw Error("decode_segments: one mixing shape per payload");
   check_mixer_version(options);
-  const bool bitwise = !options.mix_shapes.empty() && options.mixer_version == kBitMixerVersion;
+  const bool bitwise = bitwise_mixing(options), shared = shared_mixing(options);
   const int P = model.config().P;
   const size_t C = context.size();
   uint64_t total = 0, done = 0;
   for (const MutableByteSpan& o : outputs) total += o.size;
   const size_t round = options.round_positions;
-  // With adaptation every lane steps in one group, so rounds fall at the same positions for all.
-  const int width = std::max(1, round ? int(payloads.size()) : std::min(options.lockstep, int(payloads.size())));
+  // With adaptation every lane steps in one group, so rounds fall at the same positions for all;
+  // lanes that share mixer statistics too, so that they are coded in the encoder's order.
+  const int width = std::max(1, round || shared ? int(payloads.size()) : std::min(options.lockstep, int(payloads.size())));
   Stepper stepper(model, width);
   std::vector<uint8_t> contexts, bytes(static_cast<size_t>(width));
   uint32_t model_cum[257], mixed_cum[257];
@@ -174,13 +201,10 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
     const int B = int(std::min(payloads.size() - g0, size_t(width)));
     mixers.clear();
     bit_mixers.clear();
-    if (!options.mix_shapes.empty())
-      for (int b = 0; b < B; b++) {
-        if (bitwise)
-          bit_mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
-        else
-          mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
-      }
+    if (bitwise)
+      bit_mixers = bit_mixers_for(options.mix_shapes, g0, B, shared);
+    else if (!options.mix_shapes.empty())
+      for (int b = 0; b < B; b++) mixers.emplace_back(options.mix_shapes[g0 + size_t(b)]);
     size_t longest = 0;
     std::vector<std::optional<RansDecoder>> dec(static_cast<size_t>(B));
     std::vector<std::optional<cm::BinaryDecoder>> bit_dec(static_cast<size_t>(B));

@@ -256,6 +256,53 @@ TEST(BitMixer, EncoderAndDecoderAgreeOnEveryKindOfLane) {
   }
 }
 
+// Lanes of one file may share what their mixers learn (version 3), coded position by position in
+// lane order: a lane that repeats another's bytes then codes them almost free, while a lane on
+// its own statistics (version 2) pays as much as the first; both decode in the same order.
+TEST(BitMixer, LanesThatShareStatisticsLearnFromEachOther) {
+  Rng rng(12);
+  std::vector<uint8_t> first(4000), other(4000);
+  for (auto& b : first) b = uint8_t('a' + rng.below(26));
+  for (auto& b : other) b = uint8_t('a' + rng.below(26));
+  const std::vector<std::vector<uint8_t>> lanes = {first, first, other};
+  LaneShape whole;
+  whole.length = 3 * first.size();
+  for (bool shared : {false, true}) {
+    auto stats = shared ? BitMixer::shared_statistics(whole) : nullptr;
+    std::vector<BitMixer> enc, dec;
+    std::vector<cm::BinaryEncoder> coders(lanes.size());
+    std::vector<double> bits(lanes.size(), 0.0);
+    for (size_t b = 0; b < lanes.size(); b++) {
+      LaneShape s;
+      s.start = b * first.size(), s.length = first.size();
+      enc.emplace_back(s, stats);
+    }
+    for (size_t i = 0; i < first.size(); i++)
+      for (size_t b = 0; b < lanes.size(); b++) bits[b] += enc[b].encode(coders[b], nullptr, lanes[b][i]);
+    std::vector<std::vector<uint8_t>> payloads;
+    for (auto& c : coders) payloads.push_back(c.finish());
+    auto dec_stats = shared ? BitMixer::shared_statistics(whole) : nullptr;
+    std::vector<cm::BinaryDecoder> decoders;
+    for (size_t b = 0; b < lanes.size(); b++) {
+      LaneShape s;
+      s.start = b * first.size(), s.length = first.size();
+      dec.emplace_back(s, dec_stats);
+      decoders.emplace_back(payloads[b].data(), payloads[b].size());
+    }
+    for (size_t i = 0; i < first.size(); i++)
+      for (size_t b = 0; b < lanes.size(); b++) ASSERT_EQ(dec[b].decode(decoders[b], nullptr), lanes[b][i]) << b << " " << i;
+    for (auto& d : decoders) EXPECT_TRUE(d.finished_cleanly());
+    const double per_byte = 1.0 / double(first.size());
+    EXPECT_NEAR(bits[0] * per_byte, std::log2(26.0), 0.35) << "random letters cost their entropy";
+    if (shared) {
+      EXPECT_LT(bits[1] * per_byte, 1.0) << "the repeating lane reads the first lane's statistics";
+    } else {
+      EXPECT_NEAR(bits[1], bits[0], bits[0] * 0.001) << "on its own statistics a lane codes as if alone";
+    }
+    EXPECT_NEAR(bits[2] * per_byte, std::log2(26.0), 0.35);
+  }
+}
+
 // A residual image lane is coded as plane values: the contexts' prediction must be the residual
 // transform's, so that value - prediction folds to exactly the residual the transform wrote.
 TEST(BitMixer, ResidualImageLanesPredictAsTheResidualTransformDoes) {

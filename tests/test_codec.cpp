@@ -301,17 +301,18 @@ TEST_F(Codec, EachFileIsOneContextByDefaultAndLanesOrFastCutIt) {
   EXPECT_EQ(segment_bytes_for(1000, 1, 32), 1000u);
 }
 
-// Both mixers: version 2 (bitwise, the default) and version 1 (byte-wise, still written on request
-// for comparisons) are recorded in the header and decode on every CPU path and thread count; both
-// code repetitive text in well under a bit per byte; an unknown version is refused.
-TEST_F(Codec, BothMixerVersionsAreRecordedAndDecodeOnEveryPath) {
+// Every mixer version: 3 (bitwise, a file's lanes sharing statistics: the default), 2 (bitwise,
+// each lane on its own; what one lane is written as) and 1 (byte-wise), each recorded in the
+// header and decoded on every CPU path and thread count; all code repetitive text in well under a
+// bit per byte, shared statistics best; an unknown version is refused.
+TEST_F(Codec, EveryMixerVersionIsRecordedAndDecodesOnEveryPath) {
   std::vector<uint8_t> in = repetitive_text(4000);
   CompressOptions o;
   o.model_only = true;
-  o.lockstep = 4;
+  o.lockstep = 2;          // shared lanes step in one group whatever the lockstep
   o.segment_bytes = 1500;  // lanes: three mixers side by side
   std::vector<size_t> sizes;
-  for (uint8_t version : {uint8_t(1), uint8_t(2)}) {
+  for (uint8_t version : {uint8_t(1), uint8_t(2), uint8_t(3)}) {
     o.mixer_version = version;
     const std::vector<uint8_t> rbz = expect_the_same_archive_and_file_on_every_path(in, o, model_path());
     const RbzHeaderInfo info = read_rbz_header("in.txt.rbz", rbz);
@@ -320,9 +321,15 @@ TEST_F(Codec, BothMixerVersionsAreRecordedAndDecodeOnEveryPath) {
     sizes.push_back(rbz.size());
   }
   for (size_t size : sizes) EXPECT_LT(double(size), 0.5 * double(in.size()) / 8);
+  EXPECT_LT(sizes[2], sizes[1]) << "the later lanes code with what the first learned";
   Loaded m(model_path(), 1);
-  o.mixer_version = 3;
-  expect_error_containing([&] { compress_file("in.txt", in, m.model.get(), o); }, "context mixer version 3");
+  o.segment_bytes = 0;  // one lane: version 3 codes it as version 2 does, and says so
+  const auto one = compress_file("in.txt", in, m.model.get(), o);
+  EXPECT_EQ(read_rbz_header("in.txt.rbz", one).mixer_version, 2);
+  o.mixer_version = 2;
+  EXPECT_EQ(compress_file("in.txt", in, m.model.get(), o), one);
+  o.mixer_version = 4;
+  expect_error_containing([&] { compress_file("in.txt", in, m.model.get(), o); }, "context mixer version 4");
 }
 
 // Online adaptation: encoder and decoder take the same training steps between rounds, so a file
@@ -397,6 +404,7 @@ TEST_F(Codec, AStoredLaneStillFeedsTheAdaptation) {
   o.segment_bytes = 2048;
   o.lockstep = 4;
   o.whole_file_fallback = false;
+  o.mixer_version = 2;  // lanes on their own statistics may be stored (shared ones are all model-coded)
   o.adapt = AdaptSettings{1024, 2, 2, 128, 1e-4f};
   Loaded m(model_path(), 2);
   CompressStats st;
@@ -610,7 +618,8 @@ TEST(CodecFixtures, ArchivesWrittenByAnEarlierBuildStillDecode) {
     SCOPED_TRACE(cpu_path_name(path));
     auto be = make_cpu_backend(path == CpuPath::Portable ? 1 : 2, path);
     auto model = Model::load(std::string(RETBYTE_TEST_DIR) + "/golden/tiny_retention.safetensors", *be);
-    for (const char* name : {"text-mixed.rbz", "text-unmixed.rbz", "text-stored.rbz", "text-adapted.rbz"})
+    for (const char* name : {"text-mixed.rbz", "text-unmixed.rbz", "text-stored.rbz", "text-adapted.rbz", "text-one-context.rbz",
+                             "text-shared-lanes.rbz"})
       EXPECT_EQ(decompress_file(name, read(dir + name), model.get()), text) << name;
     EXPECT_EQ(decompress_file("tone.wav.rbz", read(dir + "tone.wav.rbz"), model.get()), wav);
     const auto restored = decompress_file("gradient.png.rbz", read(dir + "gradient.png.rbz"), model.get());
