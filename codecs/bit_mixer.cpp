@@ -96,8 +96,9 @@ struct MatchModel {
 
 }  // namespace
 
-// What a lane's mixer learns: context tables, maps, mixer weights and APMs. A lane owns its own
-// (mixer version 2) or shares one with the other lanes of its file (version 3).
+// What a lane's mixer learns: context tables, maps, mixer weights and APMs. A lane owns all of it
+// (mixer version 2), or shares the context tables and maps with the other lanes of its file and
+// keeps its own mixers and APMs (version 3).
 struct BitMixer::Statistics {
   int hashed;
   std::vector<Bucket> table;
@@ -111,8 +112,9 @@ struct BitMixer::Statistics {
   cm::Apm apm_order0, apm_order1, apm_order2, apm_model, apm_kind;
   uint32_t apm_mask;  // order-1 and order-2 APM contexts, fewer for short content
 
-  // hashed: the lanes' hashed contexts; length: the bytes they code together (sizes the tables).
-  Statistics(int hashed_contexts, size_t length)
+  // hashed: the lanes' hashed contexts; length: the bytes they code together (sizes the tables);
+  // with_table: false for the mixing part of a lane that shares the rest (no hashed table).
+  Statistics(int hashed_contexts, size_t length, bool with_table = true)
       : hashed(hashed_contexts),
         order1(65536, 0),
         final_mixer(kMixers + 1, 8 * 3, 2, 65536 / kMixers),
@@ -122,7 +124,7 @@ struct BitMixer::Statistics {
         apm_model(256 * 33, 7),
         apm_kind(size_t(cm::kKindSelectors) * 256, 7) {
     apm_mask = (uint32_t(256) << apm_bits(length)) - 1;
-    const int bits = length_bits(length * 2, 12, 22);
+    const int bits = with_table ? length_bits(length * 2, 12, 22) : 0;
     table.assign(size_t(1) << bits, Bucket{});
     table_mask = (uint32_t(1) << bits) - 1;
     for (int i = 0; i < kDirect + hashed; i++) {
@@ -153,12 +155,15 @@ struct BitMixer::Statistics {
 };
 
 // A lane's own state: its history, contexts, match models and the bit being coded; what it
-// learns lives in `stats` (the names below refer into it).
+// learns lives in `stats` and `own_mixing` (the names below refer into them).
 struct BitMixer::State {
   LaneShape shape;
   std::vector<uint8_t> hist;
   cm::LaneContexts contexts;
   int hashed;  // hashed contexts in use
+  // Sharing lanes: this lane's own mixers and APMs (which follow each lane's local mix of sources
+  // better than shared ones: measured on held-out text, bench/NOTES.md); the rest from `stats`.
+  std::unique_ptr<Statistics> own_mixing;
   std::shared_ptr<Statistics> stats;
   std::vector<Bucket>& table;
   const uint32_t table_mask;
@@ -191,6 +196,7 @@ struct BitMixer::State {
       : shape(s),
         contexts(s),
         hashed(contexts.count()),
+        own_mixing(shared ? std::make_unique<Statistics>(hashed, s.length, false) : nullptr),
         stats(shared ? std::move(shared) : std::make_shared<Statistics>(hashed, s.length)),
         table(stats->table),
         table_mask(stats->table_mask),
@@ -198,14 +204,14 @@ struct BitMixer::State {
         order1(stats->order1),
         maps(stats->maps),
         match_maps(stats->match_maps),
-        mixers(stats->mixers),
-        final_mixer(stats->final_mixer),
-        apm_order0(stats->apm_order0),
-        apm_order1(stats->apm_order1),
-        apm_order2(stats->apm_order2),
-        apm_model(stats->apm_model),
-        apm_kind(stats->apm_kind),
-        apm_mask(stats->apm_mask) {
+        mixers(own_mixing ? own_mixing->mixers : stats->mixers),
+        final_mixer(own_mixing ? own_mixing->final_mixer : stats->final_mixer),
+        apm_order0(own_mixing ? own_mixing->apm_order0 : stats->apm_order0),
+        apm_order1(own_mixing ? own_mixing->apm_order1 : stats->apm_order1),
+        apm_order2(own_mixing ? own_mixing->apm_order2 : stats->apm_order2),
+        apm_model(own_mixing ? own_mixing->apm_model : stats->apm_model),
+        apm_kind(own_mixing ? own_mixing->apm_kind : stats->apm_kind),
+        apm_mask(own_mixing ? own_mixing->apm_mask : stats->apm_mask) {
     if (stats->hashed != hashed) throw Error("internal: lanes sharing mixer statistics differ in kind");
     for (int m = 0; m < kMatchModels; m++) match[size_t(m)].init(kMatchMin[m], s.length);
     inputs = kDirect + hashed + kMatchModels + 2;
@@ -257,7 +263,15 @@ struct BitMixer::State {
   void next_nibble() {
     const uint32_t* h = contexts.hashes();
     const uint32_t salt = bitpos == 0 ? 0 : uint32_t(c0) * 0x3C6EF372u;
-    for (int i = 0; i < hashed; i++) bucket[size_t(i)] = find(bitpos == 0 ? h[i] : cm::context_hash(h[i], salt, 99));
+    // Every bucket asked for first, then looked up: the cache misses overlap.
+    uint32_t keys[cm::kMaxHashedContexts];
+    for (int i = 0; i < hashed; i++) {
+      keys[i] = bitpos == 0 ? h[i] : cm::context_hash(h[i], salt, 99);
+      const uint32_t at = keys[i] & table_mask;
+      __builtin_prefetch(&table[at & ~3u]);
+      __builtin_prefetch(&table[at | 3u]);
+    }
+    for (int i = 0; i < hashed; i++) bucket[size_t(i)] = find(keys[i]);
     nibble_node = 1;
   }
 
@@ -315,6 +329,14 @@ struct BitMixer::State {
   }
 
   void update(int bit) {
+    if (bitpos < 7) {  // the next bit's APM points and partial-byte weights, asked for before the updates below
+      const uint32_t next = uint32_t(c0 * 2 + bit), c1 = c4 & 0xff;
+      apm_order0.prefetch(next);
+      apm_order1.prefetch((c1 << 8 | next) & apm_mask);
+      apm_order2.prefetch(((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | next) & apm_mask);
+      apm_kind.prefetch(size_t(contexts.selector()) * 256 + next);
+      mixers[0].prefetch(int(next), 1);
+    }
     for (int i = 0; i < kDirect + hashed; i++) {
       maps[size_t(i)].update(bit);
       *state[size_t(i)] = next_state[*state[size_t(i)] * 2 + bit];

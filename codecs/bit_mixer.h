@@ -22,7 +22,7 @@ namespace rb {
 
 // The mixer version of .rbz files coded bit by bit (version 1 is LaneMixer's byte-wise mixing).
 constexpr uint8_t kBitMixerVersion = 2;
-// Version 3: the same, with the lanes of one file sharing what their mixers learn.
+// Version 3: the same, with the lanes of one file sharing what their context models learn.
 constexpr uint8_t kSharedBitMixerVersion = 3;
 // Lanes that share statistics step together: more than this many are coded as version 2.
 constexpr size_t kMaxSharedLanes = 256;
@@ -30,11 +30,11 @@ constexpr size_t kMaxSharedLanes = 256;
 class BitMixer {
  public:
   explicit BitMixer(const LaneShape& shape);
-  // Lanes of one file may share what their mixers learn (context tables, maps, mixer weights,
-  // APMs; version 3), each keeping its own history, contexts and match models, so that every lane
-  // codes with what all lanes have seen. They must then be coded in one order on both sides, each
-  // byte whole: position by position, lanes in index order. `whole`: the file's content as one
-  // lane (its kind and length size the tables).
+  // Lanes of one file may share what their context models learn (the hashed context table, the
+  // order-0 and order-1 tables and the state maps; version 3), each keeping its own history,
+  // contexts, match models, mixers and APMs, so that every lane codes with the statistics of all
+  // lanes so far. They must then be coded in one order on both sides, each byte whole: position by
+  // position, lanes in index order. `whole`: the file's content as one lane (sizes the tables).
   struct Statistics;
   static std::shared_ptr<Statistics> shared_statistics(const LaneShape& whole);
   BitMixer(const LaneShape& shape, std::shared_ptr<Statistics> shared);
