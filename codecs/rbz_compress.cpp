@@ -28,9 +28,14 @@ size_t segment_bytes_for(uint64_t n, int lanes, int lockstep) {
 std::vector<uint8_t> compress_file(const std::string& path, const std::vector<uint8_t>& file, Model* model,
                                    const CompressOptions& options, CompressStats* stats) {
   if (options.segment_bytes > kMaxModelBlock) throw Error("segment size over the limit of 16 MiB");
-  // Adaptation trains the weights in fp32: they would stop being bf16 values halfway through.
-  if (options.adapt && model && model->weight_format() == WeightFormat::BF16)
-    throw Error(path + ": --adapt needs fp32 weights (the model's are bf16)");
+  // Adaptation trains the weights in fp32 (they stop being bf16 values after its first step): a
+  // bf16 model codes such a file on the fp32 kernels with its values as they are (the same bits
+  // until then; the archive records fp32 weights of the same fingerprint), and is bf16 again after.
+  Bf16Again bf16_again;
+  if (options.adapt && model && model->weight_format() == WeightFormat::BF16) {
+    model->widen_to_fp32();
+    bf16_again.model = model;
+  }
   CompressStats st;
   Content c = analyse(path, file, model ? model->config().P : 0, options.force_raw);
   uint64_t hash = content_hash(file, c);  // of the pixels or samples themselves, in either form

@@ -17,6 +17,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
                                      const std::function<void(uint64_t, uint64_t)>& progress, int lockstep, CoderTimes* times) {
   const Parsed ps = parse(path, rbz);
   const RbzHeaderInfo& info = ps.info;
+  Bf16Again bf16_again;
   if (!info.model_fingerprint.empty()) {
     if (info.numerics_version != uint32_t(kNumericsVersion))
       throw Error(path + ": coded under numerics contract v" + std::to_string(info.numerics_version) +
@@ -26,6 +27,11 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
                   "); give it with -m");
     // The encoder's weights: rounded to bf16 when the header says so (the fingerprint is of those).
     if (info.bf16_weights) model->set_weight_format(WeightFormat::BF16);
+    // An adapted file coded by a bf16 model ran on the fp32 kernels (compress_file).
+    if (info.adapt && !info.bf16_weights && model->weight_format() == WeightFormat::BF16) {
+      model->widen_to_fp32();
+      bf16_again.model = model;
+    }
     const std::string have = model_fingerprint(*model);
     if (have != info.model_fingerprint)
       throw ModelMismatchError(path + ": compressed with model " + info.model_fingerprint + ", but the given model is " + have);

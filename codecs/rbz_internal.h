@@ -17,6 +17,21 @@
 namespace rb::rbz_detail {
 
 constexpr uint8_t kMagic[4] = {'R', 'B', 'Z', 0x1a};
+
+// Puts a bf16 model that coded an adapted file on the fp32 kernels (Model::widen_to_fp32) back on
+// its bf16 ones when the file is done; its weights are the pretrained bf16 values again by then.
+struct Bf16Again {
+  Model* model = nullptr;
+  Bf16Again() = default;
+  Bf16Again(const Bf16Again&) = delete;
+  Bf16Again& operator=(const Bf16Again&) = delete;
+  ~Bf16Again() {
+    try {
+      if (model) model->set_weight_format(WeightFormat::BF16);
+    } catch (const std::exception&) {  // out of memory: the model stays on the fp32 kernels, slower but right
+    }
+  }
+};
 enum class BlockKind : uint8_t { Model = 1, Zstd = 2, Raw = 3 };
 constexpr uint8_t kWavContainer = 0, kFlacContainer = 1;  // audio mode's first extra byte
 constexpr size_t kMaxContext = 4096, kMaxModelBlock = size_t(16) << 20;

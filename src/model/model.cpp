@@ -302,6 +302,12 @@ void Model::set_weight_format(WeightFormat f) {
   format_ = f;
 }
 
+void Model::widen_to_fp32() {
+  if (format_ == WeightFormat::F32) return;
+  transposed_.clear();  // the bf16 panels
+  format_ = WeightFormat::F32;
+}
+
 void Model::prepare_decoding() {
   const int DG = cfg_.D_G(), DL = cfg_.D_L;
   for (const GlobalLayerWeights& L : w_.g) {

@@ -92,6 +92,9 @@ class Model {
   // Rounds every weight to bf16 (BF16) for inference; F32 after BF16 is an error. Changes the
   // fingerprint (the weights change).
   void set_weight_format(WeightFormat f);
+  // A bf16 model's weights on the fp32 kernels, their values unchanged (widening is exact, and the
+  // fingerprint stays): what training steps need, which leave values bf16 cannot hold.
+  void widen_to_fp32();
   WeightFormat weight_format() const { return format_; }
   // Writable parameters: drops the transposed copies used by few-row products (they go stale).
   float* params() {
