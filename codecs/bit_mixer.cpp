@@ -112,19 +112,21 @@ struct BitMixer::Statistics {
   cm::Apm apm_order0, apm_order1, apm_order2, apm_model, apm_kind;
   uint32_t apm_mask;  // order-1 and order-2 APM contexts, fewer for short content
 
-  // hashed: the lanes' hashed contexts; length: the bytes they code together (sizes the tables);
-  // with_table: false for the mixing part of a lane that shares the rest (no hashed table).
-  Statistics(int hashed_contexts, size_t length, bool with_table = true)
+  // hashed: the lanes' hashed contexts; length: the bytes they code together (sizes the tables).
+  // Lanes that share statistics hold two: the shared one without mixers and APMs (`mixing` false)
+  // and each lane's own without the context tables (`contexts` false); the unused parts are left
+  // minimal.
+  Statistics(int hashed_contexts, size_t length, bool contexts = true, bool mixing = true)
       : hashed(hashed_contexts),
-        order1(65536, 0),
-        final_mixer(kMixers + 1, 8 * 3, 2, 65536 / kMixers),
-        apm_order0(256, 7),
-        apm_order1(size_t(256) << apm_bits(length), 7),
-        apm_order2(size_t(256) << apm_bits(length), 7),
-        apm_model(256 * 33, 7),
-        apm_kind(size_t(cm::kKindSelectors) * 256, 7) {
+        order1(contexts ? 65536 : 0, 0),
+        final_mixer(kMixers + 1, mixing ? 8 * 3 : 1, 2, 65536 / kMixers),
+        apm_order0(mixing ? 256 : 1, 7),
+        apm_order1(mixing ? size_t(256) << apm_bits(length) : 1, 7),
+        apm_order2(mixing ? size_t(256) << apm_bits(length) : 1, 7),
+        apm_model(mixing ? 256 * 33 : 1, 7),
+        apm_kind(mixing ? size_t(cm::kKindSelectors) * 256 : 1, 7) {
     apm_mask = (uint32_t(256) << apm_bits(length)) - 1;
-    const int bits = with_table ? length_bits(length * 2, 12, 22) : 0;
+    const int bits = contexts ? length_bits(length * 2, 12, 22) : 0;
     table.assign(size_t(1) << bits, Bucket{});
     table_mask = (uint32_t(1) << bits) - 1;
     for (int i = 0; i < kDirect + hashed; i++) {
@@ -142,6 +144,7 @@ struct BitMixer::Statistics {
           match_maps[size_t(m)].set(size_t((q * 2 + bit) * 2 + 1), bit ? 4096 - miss : miss);
         }
     }
+    if (!mixing) return;
     const int inputs = kDirect + hashed + kMatchModels + 2;
     const int32_t w0 = 1 << 13;
     mixers.emplace_back(inputs, 256, 6, w0);                        // the partial byte
@@ -196,7 +199,7 @@ struct BitMixer::State {
       : shape(s),
         contexts(s),
         hashed(contexts.count()),
-        own_mixing(shared ? std::make_unique<Statistics>(hashed, s.length, false) : nullptr),
+        own_mixing(shared ? std::make_unique<Statistics>(hashed, s.length, false, true) : nullptr),
         stats(shared ? std::move(shared) : std::make_shared<Statistics>(hashed, s.length)),
         table(stats->table),
         table_mask(stats->table_mask),
@@ -374,7 +377,7 @@ BitMixer::BitMixer(const LaneShape& shape) : s_(std::make_unique<State>(shape, n
 BitMixer::BitMixer(const LaneShape& shape, std::shared_ptr<Statistics> shared)
     : s_(std::make_unique<State>(shape, std::move(shared))) {}
 std::shared_ptr<BitMixer::Statistics> BitMixer::shared_statistics(const LaneShape& whole) {
-  return std::make_shared<Statistics>(cm::LaneContexts(whole).count(), whole.length);
+  return std::make_shared<Statistics>(cm::LaneContexts(whole).count(), whole.length, true, false);
 }
 BitMixer::~BitMixer() = default;
 BitMixer::BitMixer(BitMixer&&) noexcept = default;

@@ -24,8 +24,10 @@ namespace rb {
 constexpr uint8_t kBitMixerVersion = 2;
 // Version 3: the same, with the lanes of one file sharing what their context models learn.
 constexpr uint8_t kSharedBitMixerVersion = 3;
-// Lanes that share statistics step together: more than this many are coded as version 2.
-constexpr size_t kMaxSharedLanes = 256;
+// Lanes that share statistics are alive and step together: more than this many (as many as a
+// lockstep group of lanes on their own statistics, so memory stays what it was) are coded as
+// version 2.
+constexpr size_t kMaxSharedLanes = 32;
 
 class BitMixer {
  public:

@@ -89,7 +89,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
     so.segment_bits = &bits;
     // Lanes that share mixer statistics: version 3, all of them model-coded and stepped in one
     // group (so at most kMaxSharedLanes); one lane codes the same as version 2 and is written so.
-    const bool share = options.mixer_version == kSharedBitMixerVersion;
+    const bool share = options.mix && options.mixer_version == kSharedBitMixerVersion;
     const uint8_t mixer_version =
         share && (segments.size() == 1 || segments.size() > kMaxSharedLanes) ? kBitMixerVersion : options.mixer_version;
     so.mixer_version = written_mixer_version = mixer_version;
