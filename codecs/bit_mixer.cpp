@@ -236,15 +236,29 @@ struct BitMixer::State {
     return victim;
   }
 
+  // The cache lines find() probes for `key` (at, at ^ 1 and at ^ 2).
+  void prefetch_bucket(uint32_t key) const {
+    const uint32_t at = key & table_mask;
+    __builtin_prefetch(&table[at & ~3u]);
+    __builtin_prefetch(&table[at | 3u]);
+  }
+  // The order-2 APM's context for partial byte `partial` (c0).
+  uint32_t order2_context(uint32_t partial) const { return ((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | partial) & apm_mask; }
+  // The APM points and partial-byte weights that predicting with partial byte `partial` reads.
+  void prefetch_bit(uint32_t partial) const {
+    const uint32_t c1 = c4 & 0xff;
+    apm_order0.prefetch(partial);
+    apm_order1.prefetch((c1 << 8 | partial) & apm_mask);
+    apm_order2.prefetch(order2_context(partial));
+    apm_kind.prefetch(size_t(contexts.selector()) * 256 + partial);
+    mixers[0].prefetch(int(partial), 1);
+  }
+
   // The next byte's first-nibble buckets and match entries, asked for now and looked up at its
   // first bit (see MatchModel::begin_update).
   void begin_byte() {
     const uint32_t* h = contexts.hashes();
-    for (int i = 0; i < hashed; i++) {
-      const uint32_t at = h[i] & table_mask;
-      __builtin_prefetch(&table[at & ~3u]);  // find() probes at, at ^ 1 and at ^ 2
-      __builtin_prefetch(&table[at | 3u]);
-    }
+    for (int i = 0; i < hashed; i++) prefetch_bucket(h[i]);
     for (MatchModel& m : match) m.begin_update(hist);
     // What the byte's bits read for certain: its order-1 row, the weight sets picked by the
     // previous byte and by the lane's selector, and the first bit's APM points.
@@ -252,9 +266,7 @@ struct BitMixer::State {
     for (int b = 0; b < 256; b += 64) __builtin_prefetch(&order1[c1 << 8 | uint32_t(b)]);
     mixers[3].prefetch(int(c1) * 8, 8);
     mixers[5].prefetch(contexts.selector() * 8, 8);
-    apm_order1.prefetch((c1 << 8 | 1) & apm_mask);
-    apm_order2.prefetch(((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | 1) & apm_mask);
-    apm_kind.prefetch(size_t(contexts.selector()) * 256 + 1);
+    prefetch_bit(1);
     byte_pending = true;
   }
   void finish_byte() {
@@ -270,9 +282,7 @@ struct BitMixer::State {
     uint32_t keys[cm::kMaxHashedContexts];
     for (int i = 0; i < hashed; i++) {
       keys[i] = bitpos == 0 ? h[i] : cm::context_hash(h[i], salt, 99);
-      const uint32_t at = keys[i] & table_mask;
-      __builtin_prefetch(&table[at & ~3u]);
-      __builtin_prefetch(&table[at | 3u]);
+      prefetch_bucket(keys[i]);
     }
     for (int i = 0; i < hashed; i++) bucket[size_t(i)] = find(keys[i]);
     nibble_node = 1;
@@ -324,7 +334,7 @@ struct BitMixer::State {
     // previous bytes, and by the network's own stretched probability.
     apm_p[0] = apm_order0.refine(pr, size_t(c0));
     apm_p[1] = apm_order1.refine(pr, size_t(uint32_t(c1 << 8 | c0) & apm_mask));
-    apm_p[2] = apm_order2.refine(pr, size_t(((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | uint32_t(c0)) & apm_mask));
+    apm_p[2] = apm_order2.refine(pr, size_t(order2_context(uint32_t(c0))));
     apm_p[3] = apm_model.refine(pr, size_t(c0) * 33 + size_t((st_model + 2048) >> 7));
     apm_p[4] = apm_kind.refine(pr, size_t(contexts.selector()) * 256 + size_t(c0));
     p_final = std::clamp((pr + apm_p[0] + 2 * apm_p[1] + 2 * apm_p[2] + apm_p[3] + apm_p[4] + 4) >> 3, 1, 4095);
@@ -332,14 +342,7 @@ struct BitMixer::State {
   }
 
   void update(int bit) {
-    if (bitpos < 7) {  // the next bit's APM points and partial-byte weights, asked for before the updates below
-      const uint32_t next = uint32_t(c0 * 2 + bit), c1 = c4 & 0xff;
-      apm_order0.prefetch(next);
-      apm_order1.prefetch((c1 << 8 | next) & apm_mask);
-      apm_order2.prefetch(((c4 & 0xffff) * 0x9E3779B1u >> 24 << 8 | next) & apm_mask);
-      apm_kind.prefetch(size_t(contexts.selector()) * 256 + next);
-      mixers[0].prefetch(int(next), 1);
-    }
+    if (bitpos < 7) prefetch_bit(uint32_t(c0 * 2 + bit));  // the next bit's rows, asked for before the updates below
     for (int i = 0; i < kDirect + hashed; i++) {
       maps[size_t(i)].update(bit);
       *state[size_t(i)] = next_state[*state[size_t(i)] * 2 + bit];

@@ -32,10 +32,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   // bf16 model codes such a file on the fp32 kernels with its values as they are (the same bits
   // until then; the archive records fp32 weights of the same fingerprint), and is bf16 again after.
   Bf16Again bf16_again;
-  if (options.adapt && model && model->weight_format() == WeightFormat::BF16) {
-    model->widen_to_fp32();
-    bf16_again.model = model;
-  }
+  if (options.adapt && model && model->weight_format() == WeightFormat::BF16) bf16_again.widen(model);
   CompressStats st;
   Content c = analyse(path, file, model ? model->config().P : 0, options.force_raw);
   uint64_t hash = content_hash(file, c);  // of the pixels or samples themselves, in either form

@@ -28,10 +28,7 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
     // The encoder's weights: rounded to bf16 when the header says so (the fingerprint is of those).
     if (info.bf16_weights) model->set_weight_format(WeightFormat::BF16);
     // An adapted file coded by a bf16 model ran on the fp32 kernels (compress_file).
-    if (info.adapt && !info.bf16_weights && model->weight_format() == WeightFormat::BF16) {
-      model->widen_to_fp32();
-      bf16_again.model = model;
-    }
+    if (info.adapt && !info.bf16_weights && model->weight_format() == WeightFormat::BF16) bf16_again.widen(model);
     const std::string have = model_fingerprint(*model);
     if (have != info.model_fingerprint)
       throw ModelMismatchError(path + ": compressed with model " + info.model_fingerprint + ", but the given model is " + have);

@@ -24,6 +24,10 @@ constexpr uint8_t kMagic[4] = {'R', 'B', 'Z', 0x1a};
 struct Bf16Again {
   Model* model = nullptr;
   Bf16Again() = default;
+  void widen(Model* m) {
+    m->widen_to_fp32();
+    model = m;
+  }
   Bf16Again(const Bf16Again&) = delete;
   Bf16Again& operator=(const Bf16Again&) = delete;
   ~Bf16Again() {
