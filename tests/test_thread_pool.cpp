@@ -29,6 +29,41 @@ TEST(ThreadPool, EveryIndexRunsExactlyOnceAtAnyThreadCountAndGrain) {
   }
 }
 
+// A job word counts at most 65535 chunks: longer jobs hand out several pieces per claim, each
+// call still at most `grain` long and every index still run once.
+TEST(ThreadPool, JobsWithMoreChunksThanTheJobWordCountsRunEveryIndexOnceInPiecesOfAtMostGrain) {
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    const int64_t n = 200003;
+    for (int64_t grain : {1, 2}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      std::atomic<int64_t> longest{0};
+      pool.parallel_for(n, grain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; i++) hits[size_t(i)]++;
+        for (int64_t l = longest.load(); e - b > l && !longest.compare_exchange_weak(l, e - b);) {}
+      });
+      EXPECT_EQ(longest.load(), grain);
+      for (int64_t i = 0; i < n; i++) ASSERT_EQ(hits[size_t(i)].load(), 1) << threads << " threads, index " << i;
+    }
+  }
+}
+
+// Idle workers go to sleep; the next job wakes them and they take part again.
+TEST(ThreadPool, SleepingWorkersWakeForTheNextJob) {
+  ThreadPool pool(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<int> on_worker{0};
+  for (int round = 0; round < 5 && on_worker.load() == 0; round++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // long past the workers' spinning
+    pool.parallel_for(16, 1, [&](int64_t, int64_t) {
+      if (std::this_thread::get_id() != caller) on_worker++;
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(500);
+      while (std::chrono::steady_clock::now() < until) {}
+    });
+  }
+  EXPECT_GT(on_worker.load(), 0) << "a sleeping worker never woke for a job of 8 ms";
+}
+
 TEST(ThreadPool, TheCallerClaimsFromTheFrontWorkersFromTheBackAndNestedJobsRunInline) {
   ThreadPool pool(2);
   const std::thread::id caller = std::this_thread::get_id();

@@ -25,7 +25,7 @@ thread_local bool tls_in_job = false;
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < threads; i++) workers_.emplace_back([this] { worker_loop(0); });
+  for (int i = 1; i < threads; i++) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -35,38 +35,47 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-int64_t ThreadPool::run_chunks(bool from_front) {
-  for (int64_t ran = 0;; ran++) {
-    const uint64_t before = claims_.fetch_add(from_front ? 1 : uint64_t(1) << 32, std::memory_order_relaxed);
-    const int64_t front = int64_t(before & 0xFFFFFFFFu), back = int64_t(before >> 32);
-    if (front + back >= nchunks_) return ran;
-    const int64_t c = from_front ? front : nchunks_ - 1 - back;
-    const int64_t b = c * grain_, e = b + grain_ < n_ ? b + grain_ : n_;
-    (*fn_)(b, e);
-    chunks_done_.fetch_add(1, std::memory_order_release);
+int64_t ThreadPool::claim(bool from_front) {
+  uint64_t w = job_.load(std::memory_order_acquire);
+  for (;;) {
+    const int64_t chunks = field(w, 1), front = field(w, 2), back = field(w, 3);
+    if (front + back >= chunks) return -1;
+    if (job_.compare_exchange_weak(w, w + (from_front ? uint64_t(1) << 16 : 1), std::memory_order_acq_rel,
+                                   std::memory_order_acquire))
+      return from_front ? front : chunks - 1 - back;
   }
 }
 
-void ThreadPool::worker_loop(uint32_t seen) {
+void ThreadPool::run_chunk(int64_t c) const {
+  const int64_t last = std::min(pieces_, (c + 1) * per_claim_);
+  for (int64_t i = c * per_claim_; i < last; i++) {
+    const int64_t b = i * grain_;
+    (*fn_)(b, std::min(n_, b + grain_));
+  }
+}
+
+void ThreadPool::worker_loop() {
   tls_in_job = true;  // a kernel called from a job never fans out again
+  const auto open = [](uint64_t w) { return field(w, 2) + field(w, 3) < field(w, 1); };
   for (;;) {
-    int spins = 0;
-    uint32_t g;
-    while ((g = generation_.load(std::memory_order_acquire)) == seen && !stop_.load()) {
+    for (int spins = 0; !open(job_.load(std::memory_order_acquire));) {
+      if (stop_.load(std::memory_order_relaxed)) return;
       if (++spins < kSpinBeforeSleep) {
         RB_PAUSE();
-      } else {
-        sleepers_.fetch_add(1);
-        generation_.wait(seen);
-        sleepers_.fetch_sub(1);
-        spins = 0;
+        continue;
       }
+      // Sleep until the caller posts a job. Either it sees sleepers_ and bumps the generation, or
+      // this thread sees its job (all three are sequentially consistent).
+      const uint32_t g = generation_.load();
+      sleepers_.fetch_add(1);
+      if (!open(job_.load()) && !stop_.load()) generation_.wait(g);
+      sleepers_.fetch_sub(1);
+      spins = 0;
     }
-    seen = g;
-    if (stop_.load()) return;
-    inside_.fetch_add(1);
-    if (open_.load()) run_chunks(false);
-    inside_.fetch_sub(1);
+    for (int64_t c; (c = claim(false)) >= 0;) {
+      run_chunk(c);
+      worker_done_.fetch_add(1, std::memory_order_release);
+    }
   }
 }
 
@@ -85,29 +94,32 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   fn_ = &fn;
   n_ = n;
   grain_ = grain;
-  nchunks_ = (n + grain - 1) / grain;
-  chunks_done_.store(0, std::memory_order_relaxed);
-  claims_.store(0, std::memory_order_relaxed);
-  open_.store(true);
-  generation_.fetch_add(1);
-  if (sleepers_.load() > 0) generation_.notify_all();  // a futex call only when someone sleeps
+  pieces_ = (n + grain - 1) / grain;
+  per_claim_ = (pieces_ + kMaxChunks - 1) / kMaxChunks;  // 1 unless the pieces overflow the job word
+  const int64_t chunks = (pieces_ + per_claim_ - 1) / per_claim_;
+  job_.store(word(++seq_, uint64_t(chunks), 1, 0));  // open, chunk 0 already the caller's
+  if (sleepers_.load() > 0) {                        // a futex call only when someone sleeps
+    generation_.fetch_add(1);
+    generation_.notify_all();
+  }
   tls_in_job = true;
   // One job in kTimedEvery is timed (a clock read costs ~25 ns; decoding runs ~10 jobs a byte).
   using Clock = std::chrono::steady_clock;
   const bool timed = window_jobs_ % kTimedEvery == 0;
   const Clock::time_point t_start = timed ? Clock::now() : Clock::time_point{};
-  const int64_t ran = run_chunks(true);
+  int64_t ran = 0;
+  for (int64_t c = 0; c >= 0; c = claim(true), ran++) run_chunk(c);
   const Clock::time_point t_ran = timed ? Clock::now() : Clock::time_point{};
   tls_in_job = false;
-  // Chunks a worker claimed may still be running; wait for them, then for every worker to leave.
-  for (int spins = 0; chunks_done_.load(std::memory_order_acquire) < nchunks_; spins++) {
+  // Every chunk is claimed; wait for those the workers took (a successful claim keeps the job's
+  // description valid until its chunk is counted here).
+  worker_done_expected_ += uint64_t(chunks - ran);
+  for (int spins = 0; worker_done_.load(std::memory_order_acquire) != worker_done_expected_; spins++) {
     if (spins < kSpinBeforeSleep)
       RB_PAUSE();
     else
       std::this_thread::yield();  // the worker holding a chunk was descheduled
   }
-  open_.store(false);
-  while (inside_.load() != 0) std::this_thread::yield();
   // Whether the workers pay: a wait of several chunks' time means a worker lost its core mid-job,
   // and a worker that claims nothing is not getting a core at all (another program runs there;
   // the three threads then also slow the caller). When either happens often in a window of jobs,
@@ -118,7 +130,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
     window_late_ += Clock::now() - t_ran > 4 * per_chunk + std::chrono::microseconds(kLateMicros);
   }
   window_jobs_++;
-  window_helped_ += ran < nchunks_;
+  window_helped_ += ran < chunks;
   if (window_jobs_ == kWindowJobs) {
     if (window_late_ * 4 > kWindowJobs / kTimedEvery || window_helped_ * 4 < kWindowJobs) serial_jobs_left_ = kSerialJobs;
     window_jobs_ = window_late_ = window_helped_ = 0;

@@ -4,7 +4,10 @@
 // matrix stays in its cache), and a worker the OS has descheduled or slowed (another program busy
 // on its core) never holds the caller up: the caller just claims more of the chunks. Idle workers spin briefly
 // (jobs come back-to-back while decoding) and then sleep on a futex, so they do not steal a
-// shared machine's cores the way spinning OpenMP threads do.
+// shared machine's cores the way spinning OpenMP threads do. A job is posted with one store and
+// claimed with compare-and-swaps on one word; the caller never waits for a worker to leave (only
+// for the chunks it took), so a hand-off costs about one round trip between the cores (~110 ns
+// measured on the Zen 5 VM, against ~300 ns for the earlier open/inside/claims/done handshake).
 //
 // Results never depend on which thread ran which chunk: the kernels make each output's
 // arithmetic independent of the partition (README, numerics contract).
@@ -45,21 +48,34 @@ class ThreadPool {
   void parallel_for(int64_t n, int64_t grain, RangeFn fn);
 
  private:
-  void worker_loop(uint32_t seen);      // seen: the generation when the pool was made
-  int64_t run_chunks(bool from_front);  // returns the number of chunks it ran
+  // The job word: [sequence:16][chunks:16][claimed from the front:16][claimed from the back:16].
+  // A job is open while front + back < chunks; claims are compare-and-swaps on the whole word, so a
+  // worker that looked at an earlier job can never claim in a later one by mistake (its swap fails)
+  // and a successful claim proves the job is still open, its description (fn_, n_, grain_) stable.
+  static constexpr int kShift[4] = {48, 32, 16, 0};
+  static uint64_t word(uint64_t seq, uint64_t chunks, uint64_t front, uint64_t back) {
+    return (seq & 0xFFFF) << 48 | chunks << 32 | front << 16 | back;
+  }
+  static int64_t field(uint64_t w, int i) { return int64_t((w >> kShift[i]) & 0xFFFF); }
+  static constexpr int64_t kMaxChunks = 0xFFFF;
+
+  void worker_loop();
+  // Claims the next chunk (from the front or back) of the job in `job_`; -1 when none is left.
+  int64_t claim(bool from_front);
+  void run_chunk(int64_t c) const;
 
   std::vector<std::thread> workers_;
-  // The current job (written only while no worker is inside it).
+  // The current job, written by the caller only while no chunk of the previous one can be running.
   const RangeFn* fn_ = nullptr;
-  int64_t n_ = 0, grain_ = 1, nchunks_ = 0;
-  // Chunks claimed so far: from the front (the caller) in the low 32 bits, from the back (the
-  // workers) in the high 32; one word, so a claim sees both counts at once.
-  std::atomic<uint64_t> claims_{0};
-  std::atomic<int64_t> chunks_done_{0};
-  std::atomic<bool> open_{false};
-  std::atomic<int> inside_{0};
-  std::atomic<int> sleepers_{0};  // workers currently looking at the job
-  std::atomic<uint32_t> generation_{0};
+  int64_t n_ = 0, grain_ = 1, pieces_ = 0, per_claim_ = 1;  // pieces of at most grain_; pieces per chunk
+  uint64_t seq_ = 0;                                        // caller-only: the sequence of the last job
+  alignas(64) std::atomic<uint64_t> job_{0};
+  // Chunks the workers finished, over the pool's life (its own cache line: the workers count here
+  // while the caller claims in job_).
+  alignas(64) std::atomic<uint64_t> worker_done_{0};
+  uint64_t worker_done_expected_ = 0;                // caller-only
+  alignas(64) std::atomic<uint32_t> generation_{0};  // bumped to wake sleeping workers
+  std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
   // Caller-only state: this window's jobs, those that waited for a descheduled worker and those a
   // worker helped with; jobs to run on the caller alone before trying the workers again.
