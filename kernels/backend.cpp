@@ -8,7 +8,11 @@ void pack_bf16_panels(const uint16_t* B, int K, int N, int ldb, uint16_t* out) {
   for (int p0 = 0; p0 < N; p0 += kBf16Panel) {
     const int w = N - p0 < kBf16Panel ? N - p0 : kBf16Panel;
     for (int k = 0; k < K; k++)
-      for (int j = 0; j < w; j++) *out++ = B[size_t(k) * ldb + p0 + j];
+      for (int j = 0; j < w; j++) {  // the full groups of 32 interleaved, the rest in order
+        const int r = j % 32, slot = j >= w / 32 * 32 ? j : j - r + (r < 16 ? 2 * r : 2 * (r - 16) + 1);
+        out[size_t(k) * w + slot] = B[size_t(k) * ldb + p0 + j];
+      }
+    out += size_t(K) * w;
   }
 }
 

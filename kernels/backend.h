@@ -70,7 +70,10 @@ class DeviceMemory {
 // memory. Each op's contract (shapes, accumulation, reduction order) is stated once, here.
 // bf16 weight panels (gemm_bf16): columns in panels of kBf16Panel; panel p holds columns
 // [p kBf16Panel, p kBf16Panel + w) as a [K, w] row-major block, w = min(kBf16Panel, N - p kBf16Panel),
-// the panels one after another. `B` is [K, N] row-major (ldb) bf16; `out` has K N values.
+// the panels one after another. In each k row the full groups of 32 columns are interleaved (slot
+// 2i holds column i of the group, 2i + 1 column 16 + i: a CPU widens a vector load of them with a
+// shift and a mask, no shuffle) and the last w % 32 columns follow in order. `B` is [K, N] row-major (ldb) bf16; `out` has K N
+// values.
 constexpr int kBf16Panel = 128;
 void pack_bf16_panels(const uint16_t* B, int K, int N, int ldb, uint16_t* out);
 

@@ -21,6 +21,33 @@ namespace {
 
 float widen(uint16_t h) { return bf16_widen(h); }
 
+// The panels interleave each full group of 32 columns: any range of columns, starting or ending
+// inside a group or in a panel's ungrouped tail, gives the bits of the whole product's columns.
+TEST(Bf16Weights, AnyColumnRangeOfThePanelsGivesTheWholeProductsColumns) {
+  Rng rng(12);
+  const int M = 2, N = 300, K = 70;  // panels of 128, 128 and 44 columns (one group and 12 more)
+  std::vector<float> A = test::random_vec(size_t(M) * K, rng), bias = test::random_vec(size_t(N), rng);
+  std::vector<uint16_t> B(size_t(K) * N), panels(B.size());
+  for (uint16_t& b : B) b = bf16_round(float(rng.normal()));
+  pack_bf16_panels(B.data(), K, N, N, panels.data());
+  for (CpuPath path : test::runnable_cpu_paths()) {
+    const CpuKernels k = cpu_kernels(path);
+    std::vector<float> whole(size_t(M) * N, 0.25f);
+    k.gemm_cols_bf16(M, 0, N, N, K, 0.5f, A.data(), K, panels.data(), 1.0f, whole.data(), N, bias.data());
+    for (const auto& [j0, j1] : {std::pair{0, 1}, std::pair{5, 77}, std::pair{16, 48}, std::pair{31, 33}, std::pair{100, 270},
+                                 std::pair{256, 288}, std::pair{290, 300}, std::pair{127, 129}}) {
+      std::vector<float> part(size_t(M) * N, 0.25f);
+      k.gemm_cols_bf16(M, j0, j1, N, K, 0.5f, A.data(), K, panels.data(), 1.0f, part.data(), N, bias.data());
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+          const float want = j >= j0 && j < j1 ? whole[size_t(i) * N + j] : 0.25f;
+          ASSERT_EQ(std::memcmp(&part[size_t(i) * N + j], &want, sizeof want), 0)
+              << cpu_path_name(path) << " columns [" << j0 << ", " << j1 << "), row " << i << " column " << j;
+        }
+    }
+  }
+}
+
 TEST(Bf16Weights, ProductEqualsTheFp32ProductOfTheWidenedValuesOnEveryPath) {
   Rng rng(11);
   for (const auto& [M, N, K] : {std::tuple{1, 300, 600}, std::tuple{3, 129, 40}, std::tuple{33, 256, 257},

@@ -23,8 +23,10 @@ inline vf v_set1(float x) { return _mm256_set1_ps(x); }
 inline vf v_zero() { return _mm256_setzero_ps(); }
 inline vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
-inline vf v_load_bf16(const uint16_t* p) {  // 8 bf16 -> 8 floats, exactly (the bits shifted up)
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+inline void v_load_bf16_pair(const uint16_t* p, vf& lo, vf& hi) {  // 16 interleaved bf16 -> 2 x 8 floats, exactly
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));                                  // even elements: the low halves shifted up
+  hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(int(0xFFFF0000u))));  // odd: the high halves as they are
 }
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1), in registers.
 inline float tree16(const float* acc) {

@@ -23,9 +23,10 @@ inline vf v_set1(float x) { return _mm512_set1_ps(x); }
 inline vf v_zero() { return _mm512_setzero_ps(); }
 inline vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf v_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
-inline vf v_load_bf16(const uint16_t* p) {  // 16 bf16 -> 16 floats, exactly (the bits shifted up)
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+inline void v_load_bf16_pair(const uint16_t* p, vf& lo, vf& hi) {  // 32 interleaved bf16 -> 2 x 16 floats, exactly
+  const __m512i w = _mm512_loadu_si512(p);
+  lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));                                  // even elements: the low halves shifted up
+  hi = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xFFFF0000u))));  // odd: the high halves as they are
 }
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1), in registers.
 inline float tree16(const float* acc) {

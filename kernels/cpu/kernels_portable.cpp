@@ -22,11 +22,10 @@ inline vf v_set1(float x) { return x; }
 inline vf v_zero() { return 0.0f; }
 inline vf v_mul(vf a, vf b) { return a * b; }
 inline vf v_fma(vf a, vf b, vf c) { return std::fma(a, b, c); }
-inline vf v_load_bf16(const uint16_t* p) {  // one bf16 -> float, exactly (the bits shifted up)
-  const uint32_t u = uint32_t(*p) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
+inline void v_load_bf16_pair(const uint16_t* p, vf& lo, vf& hi) {  // two bf16 -> two floats, exactly (the bits shifted up)
+  const uint32_t u = uint32_t(p[0]) << 16, v = uint32_t(p[1]) << 16;
+  std::memcpy(&lo, &u, sizeof lo);
+  std::memcpy(&hi, &v, sizeof hi);
 }
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1).
 inline float tree16(const float* acc) {
