@@ -16,7 +16,7 @@ void pack_bf16_panels(const uint16_t* B, int K, int N, int ldb, uint16_t* out) {
   }
 }
 
-void DeviceOps::gemm_bf16(int, int, int, float, const float*, int, const uint16_t*, float, float*, int, const float*) {
+void DeviceOps::gemm_bf16(int, int, int, float, const float*, int, const uint16_t*, float, float*, int, const float*, float*) {
   throw Error("this backend has no bf16 weight products (use fp32 weights)");
 }
 

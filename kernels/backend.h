@@ -88,9 +88,11 @@ class DeviceOps {
   // decoding's few-row products at half the bytes, each panel contiguous so a core streams its
   // columns in order. bf16 widens to float exactly, so the result is bitwise gemm(false, false, ...)
   // on the widened values followed by add_bias. Backends without it say so and are never asked.
+  // With gelu_out, also gelu_out = gelu(C) (same layout; may be C): each thread on its own columns
+  // right after computing them, bitwise gelu_forward's values.
   virtual bool has_gemm_bf16() const { return false; }
   virtual void gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels, float beta,
-                         float* C, int ldc, const float* bias = nullptr);
+                         float* C, int ldc, const float* bias = nullptr, float* gelu_out = nullptr);
   // y[rows, out] = x[rows, in] W^T (+ bias): W stored [out, in] like torch.nn.Linear.
   void linear_forward(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out);
   // dx = dy W (or += with accumulate_dx); dW += dy^T x; dbias += column sums of dy.

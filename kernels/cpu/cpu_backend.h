@@ -32,7 +32,7 @@ class CpuBackend final : public Backend {
 
   bool has_gemm_bf16() const override { return true; }
   void gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels, float beta, float* C,
-                 int ldc, const float* bias = nullptr) override;
+                 int ldc, const float* bias = nullptr, float* gelu_out = nullptr) override;
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
             float beta, float* C, int ldc) override;
   void add_bias(float* y, const float* bias, int rows, int cols) override;

@@ -240,19 +240,21 @@ void Model::ensure_acts(int B, int T, bool local) {
   train_ready_ = false;
 }
 
-void Model::linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out, float beta) {
+void Model::linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out, float beta,
+                   float* gelu_out) {
   // Up to a few dozen rows (decoding, lockstep segments) a product reads W^T in place: packing W
   // for so few rows costs more than it saves (measured: codec decoding 31-35k vs 19-26k bytes/s).
   constexpr int kFewRows = 64;
   if (rows < kFewRows) {
     const float* t = transposed(W, out, in);
-    if (bf16_copies())  // the bias is added by each thread to its own columns
-      return be_.gemm_bf16(rows, out, in, 1.0f, x, in, reinterpret_cast<const uint16_t*>(t), beta, y, out, bias);
+    if (bf16_copies())  // the bias (and gelu) applied by each thread to its own columns
+      return be_.gemm_bf16(rows, out, in, 1.0f, x, in, reinterpret_cast<const uint16_t*>(t), beta, y, out, bias, gelu_out);
     be_.gemm(false, false, rows, out, in, 1.0f, x, in, t, out, beta, y, out);
   } else {
     be_.gemm(false, true, rows, out, in, 1.0f, x, in, W, in, beta, y, out);
   }
   if (bias) be_.add_bias(y, bias, rows, out);
+  if (gelu_out) be_.gelu_forward(gelu_out, y, size_t(rows) * out);
 }
 
 const float* Model::transposed(const float* W, int out, int in) {
@@ -335,8 +337,7 @@ void Model::residual_mlp(float* out, const float* in, float* ln, float* mean, fl
                          const float* ln_b, const float* w1, const float* b1, const float* w2, const float* b2, int rows, int C,
                          int hidden) {
   be_.layernorm_forward(ln, mean, rstd, in, ln_w, ln_b, rows, C);
-  linear(h, ln, w1, b1, rows, C, hidden);
-  be_.gelu_forward(ha, h, size_t(rows) * hidden);
+  linear(h, ln, w1, b1, rows, C, hidden, 0.0f, ha);
   if (out != in) be_.copy(out, in, size_t(rows) * C);
   linear(out, ha, w2, b2, rows, hidden, C, 1.0f);
 }

@@ -182,7 +182,9 @@ class Model {
   void forward_local(int l);
   // y[rows, out] = x W^T (+ bias) (+ beta y). Fewer than 64 rows read a transposed copy of W (made
   // on first use): under the GEMM contract both give the same bits, and few-row products want W^T.
-  void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out, float beta = 0.0f);
+  // gelu_out: also gelu(y) there (the MLP's first product; fused into the bf16 decoding product).
+  void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out, float beta = 0.0f,
+              float* gelu_out = nullptr);
   const float* transposed(const float* W, int out, int in);  // W [out, in] -> cached W^T
   // out = in + W2 gelu(W1 LN(in) + b1) + b2 (the global FFN and the local MLP sub-block).
   void residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h, float* ha, const float* ln_w,
