@@ -274,12 +274,32 @@ int bench_decode(Args& args) {
   const double read_gbs = memory_read_gb_per_s();
   std::printf("weights       %s, %.2f MB read per byte; memory read %.1f GB/s (1 thread) -> ceiling %.0f bytes/s\n",
               weight_format_name(model.weight_format()), per_byte / 1e6, read_gbs, read_gbs * 1e9 / per_byte);
+  // The other ceiling: one multiply-add per weight per step at the CPU's measured FMA rate (the
+  // same independent-chain probe as bench gemm's peak, times the threads). It binds where the
+  // weights live in the caches, as a bf16 `small` does.
+  double fma_peak = 0, fma_ceiling = 0;
+  const double macs_per_byte = global_per_patch / cfg.P + local_per_byte;
+  if (be->kernel_path() == cpu_path_name(selected_cpu_path())) {
+    const CpuKernels kern = cpu_kernels(selected_cpu_path());
+    const int64_t iters = selected_cpu_path() == CpuPath::Portable ? 2000000 : 20000000;
+    volatile float sink = 0.0f;
+    fma_peak =
+        be->threads() * time_gflops(double(iters) * 12 * kern.lanes * 2, 0.3, [&] { sink = sink + kern.fma_probe(iters); });
+    fma_ceiling = fma_peak * 1e9 / (2 * macs_per_byte);
+    std::printf("compute       %.2f M multiply-adds per byte; FMA peak %.1f GFLOP/s (%d threads) -> ceiling %.0f bytes/s\n",
+                macs_per_byte / 1e6, fma_peak, be->threads(), fma_ceiling);
+  }
   nlohmann::ordered_json j;
   j["bench"] = "decode";
   j["weights"] = weight_format_name(model.weight_format());
   j["weight_bytes_per_byte"] = per_byte;
   j["memory_read_gb_per_s"] = read_gbs;
   j["ceiling_bytes_per_s"] = read_gbs * 1e9 / per_byte;
+  j["multiply_adds_per_byte"] = macs_per_byte;
+  if (fma_peak > 0) {
+    j["fma_peak_gflops"] = fma_peak;
+    j["fma_ceiling_bytes_per_s"] = fma_ceiling;
+  }
   j["global"] = global;
   j["context"] = context;
   j["context_fill"] = synthetic ? "synthetic" : "ingested";
