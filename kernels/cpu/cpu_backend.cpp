@@ -96,13 +96,21 @@ void CpuBackend::gemm_serial(bool ta, bool tb, int M, int N, int K, float alpha,
 }
 
 namespace {
-// Columns per chunk of a few-row product: two chunks per thread, whole groups of 32 columns
-// (the bf16 panels' unit), at least 64 (4+ independent FMA chains). Each claim moves the job's
-// cache line between the cores (~0.1 us), so a wide product is cut in few chunks (a 1536-column
-// one: 12 chunks took 6.0 us, 4 took 4.9-5.4 on the Zen 5 VM). The caller claims from the front
-// and the worker from the back: at an even pace each core streams the same columns product after
-// product (its share of the weights stays in its L2); a slowed worker just claims fewer.
+// Columns per chunk of a few-row fp32 product: one register group of 128 (8 vectors) for wide
+// products, 64 for narrower ones, so that N = 128 still splits in two and each chunk keeps 4+
+// independent FMA chains. The caller claims chunks from the front and the worker from the back:
+// at an even pace each core streams the same columns product after product (its share of the
+// weights stays in its L2); a slowed worker just claims fewer.
 int few_row_chunk(int N, int threads) {
+  if (threads <= 1) return N;
+  return N >= 512 ? 128 : 64;
+}
+
+// The same for bf16 panels: two chunks per thread, whole groups of 32 columns (the panels' unit),
+// at least 64. Each claim moves the job's cache line between the cores (~0.1 us), and the bf16
+// kernel is fast enough for that to show: a 1536-column product in 12 chunks took 6.0 us, in 4
+// 4.9-5.4 us (Zen 5 VM).
+int few_row_chunk_bf16(int N, int threads) {
   if (threads <= 1) return N;
   const int per_chunk = (N + 2 * threads - 1) / (2 * threads);
   return std::max(64, (per_chunk + 31) / 32 * 32);
@@ -169,7 +177,7 @@ void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int
   // other core cost more than half the work (measured on the Zen 5 VM: a 384 x 128 product 1.3 us
   // alone, 1.55 us split; 512 x 128 1.7 us alone, 1.4 us split).
   if (threads() == 1 || int64_t(M) * N * std::max(K, 1) < (int64_t(1) << 16)) return columns(0, N);
-  const int cols = few_row_chunk(N, threads());
+  const int cols = few_row_chunk_bf16(N, threads());
   pool_.parallel_for((N + cols - 1) / cols, 1,
                      [&](int64_t c0, int64_t c1) { columns(int(c0) * cols, std::min<int>(N, int(c1) * cols)); });
 }
