@@ -62,6 +62,14 @@ double time_gflops(double flop_per_call, double budget_s, const std::function<vo
   return flop_per_call * reps / (t - t0) / 1e9;
 }
 
+// The FMA peak of a CPU path: one thread running independent FMA chains, times `threads`.
+double fma_peak_gflops(CpuPath path, int threads) {
+  const CpuKernels kern = cpu_kernels(path);
+  const int64_t iters = path == CpuPath::Portable ? 2000000 : 20000000;
+  volatile float sink = 0.0f;
+  return threads * time_gflops(double(iters) * 12 * kern.lanes * 2, 0.3, [&] { sink = sink + kern.fma_probe(iters); });
+}
+
 double measure_sgemm_gflops(Backend& be, int M, int N, int K, bool openblas) {
   std::vector<float> A(size_t(M) * K, 0.01f), B(size_t(N) * K, 0.02f), C(size_t(M) * N);
   if (openblas)
@@ -280,11 +288,7 @@ int bench_decode(Args& args) {
   double fma_peak = 0, fma_ceiling = 0;
   const double macs_per_byte = global_per_patch / cfg.P + local_per_byte;
   if (be->kernel_path() == cpu_path_name(selected_cpu_path())) {
-    const CpuKernels kern = cpu_kernels(selected_cpu_path());
-    const int64_t iters = selected_cpu_path() == CpuPath::Portable ? 2000000 : 20000000;
-    volatile float sink = 0.0f;
-    fma_peak =
-        be->threads() * time_gflops(double(iters) * 12 * kern.lanes * 2, 0.3, [&] { sink = sink + kern.fma_probe(iters); });
+    fma_peak = fma_peak_gflops(selected_cpu_path(), be->threads());
     fma_ceiling = fma_peak * 1e9 / (2 * macs_per_byte);
     std::printf("compute       %.2f M multiply-adds per byte; FMA peak %.1f GFLOP/s (%d threads) -> ceiling %.0f bytes/s\n",
                 macs_per_byte / 1e6, fma_peak, be->threads(), fma_ceiling);
@@ -350,12 +354,7 @@ int bench_kernels(Args& args) {
       continue;
     }
     auto be = make_cpu_backend(threads_arg, path);
-    // Peak: the FMA rate of one thread running independent chains, times the threads.
-    const CpuKernels kern = cpu_kernels(path);
-    const int64_t iters = path == CpuPath::Portable ? 2000000 : 20000000;
-    volatile float sink = 0.0f;
-    const double peak =
-        be->threads() * time_gflops(double(iters) * 12 * kern.lanes * 2, 0.3, [&] { sink = sink + kern.fma_probe(iters); });
+    const double peak = fma_peak_gflops(path, be->threads());
     for (const Shape& sh : shapes) {
       const int M = path == CpuPath::Portable && sh.M > 1 ? std::max(1, sh.M / 16) : sh.M;
       const int K = path == CpuPath::Portable && sh.K > 1024 ? sh.K / 16 : sh.K;
