@@ -375,6 +375,27 @@ int bench_kernels(Args& args) {
       r["peak_gflops"] = peak;
       results.push_back(r);
     }
+    // bf16 weights (decoding): one stream, then streams in lockstep (the codec's lanes and files side
+    // by side), which share each load of the weights.
+    for (int M : {1, 2, 4, 8}) {
+      const int N = 512, K = 128;
+      std::vector<float> A(size_t(M) * K, 0.01f), C(size_t(M) * N);
+      std::vector<uint16_t> B(size_t(K) * N, bf16_round(0.02f)), panels(B.size());
+      pack_bf16_panels(B.data(), K, N, N, panels.data());
+      const double g = time_gflops(2.0 * M * N * K, path == CpuPath::Portable ? 0.3 : 0.6,
+                                   [&] { be->gemm_bf16(M, N, K, 1.0f, A.data(), K, panels.data(), 0.0f, C.data(), N); });
+      char name[96];
+      std::snprintf(name, sizeof name, "decode: %d row%s x bf16 W (local MLP) (%d x %d x %d)", M, M > 1 ? "s" : "", M, N, K);
+      std::printf("%-10s %-52s %8.1f %7.0f%% of %.0f\n", cpu_path_name(path), name, g, 100.0 * g / peak, peak);
+      nlohmann::ordered_json r;
+      r["cpu_path"] = cpu_path_name(path);
+      r["product"] = "decode: rows x bf16 W (local MLP)";
+      r["M"] = M, r["N"] = N, r["K"] = K;
+      r["threads"] = be->threads();
+      r["gflops"] = g;
+      r["peak_gflops"] = peak;
+      results.push_back(r);
+    }
   }
   {
     auto be = make_cpu_backend(threads_arg);

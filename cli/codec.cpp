@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <iostream>
 #include <memory>
 
@@ -160,37 +161,64 @@ int cmd_compress(Args& args) {
   auto be = make_cpu_backend(threads);
   auto model = Model::load(model_path, *be);
   if (weights) model->set_weight_format(*weights);
-  for (const auto& [in, out] : plan) {
-    const std::vector<uint8_t> file = read_file_bytes(in, max_held_bytes());
-    Progress progress{"retbyte compress: " + in};
-    CompressOptions options;
-    options.force_raw = raw;
-    options.segment_bytes = size_t(segment);
-    options.lanes = lanes;
-    options.model_only = model_only;
-    options.adapt = adapt;
-    options.mix = mix;
+  CompressOptions options;
+  options.force_raw = raw;
+  options.segment_bytes = size_t(segment);
+  options.lanes = lanes;
+  options.model_only = model_only;
+  options.adapt = adapt;
+  options.mix = mix;
+  // Files are read and coded in groups: each file one context, a group's files side by side
+  // (compress_files), each archive written as soon as its group is done.
+  for (size_t first = 0; first < plan.size();) {
+    std::vector<std::vector<uint8_t>> held;
+    std::vector<std::string> paths;
+    uint64_t bytes = 0;
+    std::exception_ptr unreadable;  // thrown once the files before it are written, as one at a time would
+    while (first + held.size() < plan.size() && held.size() < size_t(options.lockstep) &&
+           (held.empty() || bytes < kSideBySideBytes)) {
+      try {
+        held.push_back(read_file_bytes(plan[first + held.size()].first, max_held_bytes()));
+      } catch (const Error&) {
+        if (held.empty()) throw;
+        unreadable = std::current_exception();
+        break;
+      }
+      paths.push_back(plan[first + paths.size()].first);
+      bytes += held.back().size();
+    }
+    std::vector<const std::vector<uint8_t>*> files;
+    for (const auto& f : held) files.push_back(&f);
+    Progress progress{"retbyte compress: " + (paths.size() == 1 ? paths[0] : std::to_string(paths.size()) + " files")};
     options.progress = std::ref(progress);
-    CompressStats stats;
+    std::vector<CompressStats> stats;
     const auto t0 = std::chrono::steady_clock::now();
-    const std::vector<uint8_t> rbz = compress_file(in, file, model.get(), options, &stats);
+    std::vector<std::vector<uint8_t>> rbzs = compress_files(paths, files, model.get(), options, &stats);
     const double secs = seconds_since(t0);
     progress.clear();
-    if (verify) {
-      const std::vector<uint8_t> back = decompress_file(in + " (verifying)", rbz, model.get());
-      if (stats.mode != RbzMode::Image && back != file)
-        throw Error(in + ": verification failed: decoding does not give the file back");
+    for (size_t k = 0; k < paths.size(); k++) {
+      const std::string& in = paths[k];
+      const std::vector<uint8_t>& file = held[k];
+      const CompressStats& st = stats[k];
+      if (verify) {
+        const std::vector<uint8_t> back = decompress_file(in + " (verifying)", rbzs[k], model.get());
+        if (st.mode != RbzMode::Image && back != file)
+          throw Error(in + ": verification failed: decoding does not give the file back");
+      }
+      write_output(plan[first + k].second, rbzs[k], force);
+      std::string when = paths.size() == 1 ? "" : " (" + std::to_string(paths.size()) + " files side by side)";
+      std::fprintf(stderr,
+                   "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f "
+                   "s%s, %.1f kB/s%s\n",
+                   in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbzs[k].size(),
+                   file.empty() ? 0.0 : 8.0 * double(rbzs[k].size()) / double(file.size()), rbz_mode_name(st.mode), st.blocks,
+                   st.model_blocks, st.zstd_blocks, st.raw_blocks,
+                   st.whole_file_fallback ? "; zstd of the whole file was smaller" : "", st.adapted ? "; adapted" : "",
+                   st.mixed ? "; mixed" : "", secs, when.c_str(), double(bytes) / std::max(secs, 1e-9) / 1e3,
+                   verify ? "; verified" : "");
     }
-    write_output(out, rbz, force);
-    std::fprintf(stderr,
-                 "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f "
-                 "s, %.1f kB/s%s\n",
-                 in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbz.size(),
-                 file.empty() ? 0.0 : 8.0 * double(rbz.size()) / double(file.size()), rbz_mode_name(stats.mode), stats.blocks,
-                 stats.model_blocks, stats.zstd_blocks, stats.raw_blocks,
-                 stats.whole_file_fallback ? "; zstd of the whole file was smaller" : "", stats.adapted ? "; adapted" : "",
-                 stats.mixed ? "; mixed" : "", secs, double(file.size()) / std::max(secs, 1e-9) / 1e3,
-                 verify ? "; verified" : "");
+    first += paths.size();
+    if (unreadable) std::rethrow_exception(unreadable);
   }
   return 0;
 }
@@ -232,36 +260,52 @@ int cmd_decompress(Args& args) {
   check_outputs(outs, ins, force, "-f");
   std::unique_ptr<Backend> be;
   std::unique_ptr<Model> model;
-  for (size_t i = 0; i < plan.size(); i++) {
-    const auto& [in, out] = plan[i];
-    if (!infos[i].model_fingerprint.empty() && !model) {
-      std::string path = model_path;
-      try {
-        path = model_or_default(model_path);
-      } catch (const Error&) {
-        throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint +
-                    "); give it with -m (no default model was found)");
+  // Archives are restored in groups (one-context archives side by side, decompress_files), each
+  // output written as soon as its group is done.
+  for (size_t first = 0; first < plan.size();) {
+    std::vector<std::string> paths;
+    std::vector<const std::vector<uint8_t>*> group;
+    uint64_t bytes = 0;
+    for (size_t i = first; i < plan.size() && group.size() < 32 && (group.empty() || bytes < kSideBySideBytes); i++) {
+      paths.push_back(plan[i].first);
+      group.push_back(&files[i]);
+      bytes += infos[i].original_size;
+      if (!infos[i].model_fingerprint.empty() && !model) {
+        std::string path = model_path;
+        try {
+          path = model_or_default(model_path);
+        } catch (const Error&) {
+          throw Error(plan[i].first + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint +
+                      "); give it with -m (no default model was found)");
+        }
+        be = make_cpu_backend(threads);
+        model = Model::load(path, *be);
       }
-      be = make_cpu_backend(threads);
-      model = Model::load(path, *be);
     }
-    Progress progress{"retbyte decompress: " + in};
+    Progress progress{"retbyte decompress: " + (paths.size() == 1 ? paths[0] : std::to_string(paths.size()) + " files")};
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<uint8_t> restored;
+    std::vector<std::vector<uint8_t>> restored;
     try {
-      restored = decompress_file(in, files[i], model.get(), std::ref(progress));
-    } catch (const ModelMismatchError&) {  // the default model stood in for a missing -m: say which model is needed
+      restored = decompress_files(paths, group, model.get(), std::ref(progress));
+    } catch (const ModelMismatchError& e) {  // the default model stood in for a missing -m: say which model is needed
       if (!model_path.empty()) throw;
-      throw Error(in + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint +
+      size_t k = first;
+      while (k + 1 < plan.size() && plan[k].first != e.path()) k++;
+      throw Error(e.path() + ": needs the model it was compressed with (fingerprint " + infos[k].model_fingerprint +
                   "), not the default model (" + model_fingerprint(*model) + "); give it with -m");
     }
     const double secs = seconds_since(t0);
     progress.clear();
-    write_output(out, restored, force);
-    if (out != "-")
-      std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s, %.1f kB/s\n", in.c_str(),
-                   (unsigned long long)restored.size(), out.c_str(), rbz_mode_name(infos[i].mode), secs,
-                   double(restored.size()) / std::max(secs, 1e-9) / 1e3);
+    for (size_t k = 0; k < paths.size(); k++) {
+      const auto& [in, out] = plan[first + k];
+      write_output(out, restored[k], force);
+      std::string when = paths.size() == 1 ? "" : " (" + std::to_string(paths.size()) + " files side by side)";
+      if (out != "-")
+        std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s%s, %.1f kB/s\n", in.c_str(),
+                     (unsigned long long)restored[k].size(), out.c_str(), rbz_mode_name(infos[first + k].mode), secs,
+                     when.c_str(), double(bytes) / std::max(secs, 1e-9) / 1e3);
+    }
+    first += paths.size();
   }
   return 0;
 }

@@ -69,6 +69,17 @@ size_t segment_bytes_for(uint64_t n, int lanes, int lockstep);
 std::vector<uint8_t> compress_file(const std::string& path, const std::vector<uint8_t>& file, Model* model,
                                    const CompressOptions& options, CompressStats* stats = nullptr);
 
+// Several files, each compressed as compress_file would (the same archives, byte for byte), the
+// files coded as one context each stepping side by side as the rows of one batch: decoding and
+// coding many files costs fewer passes over the weights. Files cut into several lanes, and all
+// files under --adapt (it changes the weights file by file), are coded one at a time. A group of
+// files side by side holds at most `lockstep` files and kSideBySideBytes of content (the context
+// mixers' tables are sized to their files). `stats` (if set) gets one entry per file.
+constexpr uint64_t kSideBySideBytes = uint64_t(64) << 20;
+std::vector<std::vector<uint8_t>> compress_files(const std::vector<std::string>& paths,
+                                                 const std::vector<const std::vector<uint8_t>*>& files, Model* model,
+                                                 const CompressOptions& options, std::vector<CompressStats>* stats = nullptr);
+
 struct RbzHeaderInfo {
   RbzMode mode = RbzMode::Raw;
   uint64_t original_size = 0;
@@ -88,7 +99,11 @@ RbzHeaderInfo read_rbz_header(const std::string& path, const std::vector<uint8_t
 // to give when the default model stood in for a missing -m.
 class ModelMismatchError : public Error {
  public:
-  using Error::Error;
+  ModelMismatchError(std::string path, const std::string& what) : Error(what), path_(std::move(path)) {}
+  const std::string& path() const { return path_; }  // the archive that names another model
+
+ private:
+  std::string path_;
 };
 
 // The restored file's bytes (for image mode, a PNG). `model` may be null when no block is
@@ -97,5 +112,13 @@ class ModelMismatchError : public Error {
 std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<uint8_t>& rbz, Model* model,
                                      const std::function<void(uint64_t, uint64_t)>& progress = nullptr, int lockstep = 32,
                                      CoderTimes* times = nullptr);
+
+// Several archives, each restored as decompress_file would: consecutive archives of one lane each
+// (the default for files up to 16 MiB) coded alike decode side by side as the rows of one batch,
+// at most `lockstep` of them and kSideBySideBytes of content at a time; the others one by one.
+std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string>& paths,
+                                                   const std::vector<const std::vector<uint8_t>*>& rbzs, Model* model,
+                                                   const std::function<void(uint64_t, uint64_t)>& progress = nullptr,
+                                                   int lockstep = 32);
 
 }  // namespace rb

@@ -35,11 +35,23 @@ void check_mixer_version(const SegmentCoderOptions& o) {
     throw Error("context mixer version " + std::to_string(o.mixer_version) + " is not supported");
 }
 
-void check_model(const Model& model, const std::vector<uint8_t>& context) {
+// The lanes' common context length, checked: a whole number of patches, one length for all (rows
+// of one batch step together from their first position).
+size_t check_model(const Model& model, const std::vector<ByteSpan>& contexts, size_t lanes) {
   const ModelConfig& c = model.config();
   if (c.global != GlobalKind::Retention)
     throw Error("model-coded compression needs a retention-global model (the attention baseline has no recurrent form)");
-  if (context.size() % size_t(c.P) != 0) throw Error("codec context is not a whole number of patches");
+  if (contexts.size() != lanes) throw Error("codec: one context per lane");
+  const size_t C = contexts.empty() ? 0 : contexts[0].size;
+  for (const ByteSpan& x : contexts) {
+    if (x.size % size_t(c.P) != 0) throw Error("codec context is not a whole number of patches");
+    if (x.size != C) throw Error("codec: lanes coded together need contexts of one length");
+  }
+  return C;
+}
+
+std::vector<ByteSpan> same_context(const std::vector<uint8_t>& context, size_t lanes) {
+  return std::vector<ByteSpan>(lanes, ByteSpan{context.data(), context.size()});
 }
 
 bool bitwise_mixing(const SegmentCoderOptions& o) {
@@ -67,7 +79,12 @@ std::vector<BitMixer> bit_mixers_for(const std::vector<LaneShape>& shapes, size_
 
 std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vector<uint8_t>& context,
                                                   const std::vector<ByteSpan>& segments, const SegmentCoderOptions& options) {
-  check_model(model, context);
+  return encode_lanes(model, same_context(context, segments.size()), segments, options);
+}
+
+std::vector<std::vector<uint8_t>> encode_lanes(Model& model, const std::vector<ByteSpan>& contexts,
+                                               const std::vector<ByteSpan>& segments, const SegmentCoderOptions& options) {
+  const size_t C = check_model(model, contexts, segments.size());
   if (!options.mix_shapes.empty() && options.mix_shapes.size() != segments.size())
     throw Error("encode_segments: one mixing shape per segment");
   check_mixer_version(options);
@@ -76,7 +93,6 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
   const int lockstep = shared ? std::max(1, int(segments.size())) : options.lockstep;
   const int P = model.config().P;
   const int W = std::max(P, options.window / P * P);
-  const size_t C = context.size();
   const size_t round = options.round_positions;
   if (round && (round % size_t(W) != 0 || segments.size() > size_t(lockstep)))
     throw Error("adaptation needs rounds of whole windows and every segment in one lockstep group");
@@ -114,11 +130,11 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
       // Row b: positions [w0, w0 + W) of context + segment b, zeros past its end (causal: padding
       // after every scored byte changes nothing that is scored).
       for (int b = 0; b < B; b++) {
-        const ByteSpan& seg = segments[g0 + b];
+        const ByteSpan &seg = segments[g0 + b], &context = contexts[g0 + b];
         uint8_t* row = x.data() + size_t(b) * W;
         for (int i = 0; i < W; i++) {
           const size_t at = w0 + size_t(i);
-          row[i] = at < C ? context[at] : at - C < seg.size ? seg.data[at - C] : 0;
+          row[i] = at < C ? context.data[at] : at - C < seg.size ? seg.data[at - C] : 0;
         }
       }
       const float* logits;
@@ -178,14 +194,18 @@ std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vecto
 
 void decode_segments(Model& model, const std::vector<uint8_t>& context, const std::vector<ByteSpan>& payloads,
                      const std::vector<MutableByteSpan>& outputs, const SegmentCoderOptions& options) {
-  check_model(model, context);
+  decode_lanes(model, same_context(context, payloads.size()), payloads, outputs, options);
+}
+
+void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std::vector<ByteSpan>& payloads,
+                  const std::vector<MutableByteSpan>& outputs, const SegmentCoderOptions& options) {
+  const size_t C = check_model(model, contexts, payloads.size());
   if (payloads.size() != outputs.size()) throw Error("decode_segments: payload and output counts differ");
   if (!options.mix_shapes.empty() && options.mix_shapes.size() != payloads.size())
     throw Error("decode_segments: one mixing shape per payload");
   check_mixer_version(options);
   const bool bitwise = bitwise_mixing(options), shared = shared_mixing(options);
   const int P = model.config().P;
-  const size_t C = context.size();
   uint64_t total = 0, done = 0;
   for (const MutableByteSpan& o : outputs) total += o.size;
   const size_t round = options.round_positions;
@@ -193,7 +213,7 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
   // lanes that share mixer statistics too, so that they are coded in the encoder's order.
   const int width = std::max(1, round || shared ? int(payloads.size()) : std::min(options.lockstep, int(payloads.size())));
   Stepper stepper(model, width);
-  std::vector<uint8_t> contexts, bytes(static_cast<size_t>(width));
+  std::vector<uint8_t> context_rows, bytes(static_cast<size_t>(width));
   uint32_t model_cum[257], mixed_cum[257];
   std::vector<LaneMixer> mixers;
   std::vector<BitMixer> bit_mixers;
@@ -217,9 +237,9 @@ void decode_segments(Model& model, const std::vector<uint8_t>& context, const st
     }
     if (longest == 0) continue;
     StreamState state(model, B);
-    contexts.clear();  // every lane reads the same context first
-    for (int b = 0; b < B; b++) contexts.insert(contexts.end(), context.begin(), context.end());
-    stepper.ingest(state, contexts.data(), C);
+    context_rows.clear();  // every lane reads its context first
+    for (int b = 0; b < B; b++) context_rows.insert(context_rows.end(), contexts[g0 + b].data, contexts[g0 + b].data + C);
+    stepper.ingest(state, context_rows.data(), C);
     // Lanes past their end decode nothing: the encoder padded them with zeros.
     double* model_s = options.times ? &options.times->model_s : nullptr;
     double* side_s = options.times ? &options.times->side_s : nullptr;

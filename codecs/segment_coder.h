@@ -54,9 +54,17 @@ using CoderTimes = SegmentCoderOptions::Times;
 std::vector<std::vector<uint8_t>> encode_segments(Model& model, const std::vector<uint8_t>& context,
                                                   const std::vector<ByteSpan>& segments, const SegmentCoderOptions& options = {});
 
+// As encode_segments, each segment with its own context (several files coded side by side, each
+// file one lane after its own stream header); the contexts must all have one length.
+std::vector<std::vector<uint8_t>> encode_lanes(Model& model, const std::vector<ByteSpan>& contexts,
+                                               const std::vector<ByteSpan>& segments, const SegmentCoderOptions& options = {});
+
 // Decodes payloads[i] into outputs[i] (whose sizes are the segments' lengths). Throws rb::Error
 // ("damaged") when a payload does not decode cleanly.
 void decode_segments(Model& model, const std::vector<uint8_t>& context, const std::vector<ByteSpan>& payloads,
                      const std::vector<MutableByteSpan>& outputs, const SegmentCoderOptions& options = {});
+// As decode_segments, each payload after its own context (encode_lanes).
+void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std::vector<ByteSpan>& payloads,
+                  const std::vector<MutableByteSpan>& outputs, const SegmentCoderOptions& options = {});
 
 }  // namespace rb

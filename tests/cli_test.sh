@@ -96,6 +96,19 @@ for how in "--lanes 3" "--fast"; do
   "$bin" compress -m "$model" "$tmp/c.txt" --model-only $how -o "$tmp/lanes.rbz" -f 2> /dev/null || fail "compress $how"
   "$bin" decompress -m "$model" "$tmp/lanes.rbz" -c | cmp -s - "$tmp/c.orig" || fail "decompress of a file coded with $how"
 done
+# Several files in one run: coded side by side, each archive the one compressing it alone writes.
+mkdir -p "$tmp/many" && head -c 3000 "$tmp/c.orig" > "$tmp/many/a.txt" && tail -c 2000 "$tmp/c.orig" > "$tmp/many/b.txt"
+cp "$tmp/c.orig" "$tmp/many/c.txt"
+"$bin" compress -m "$model" --model-only "$tmp/many/a.txt" "$tmp/many/b.txt" "$tmp/many/c.txt" 2> "$tmp/many.err" ||
+  fail "compress of three files: $(cat "$tmp/many.err")"
+grep -q "3 files side by side" "$tmp/many.err" || fail "three files were not coded side by side: $(cat "$tmp/many.err")"
+"$bin" compress -m "$model" --model-only "$tmp/many/b.txt" -o "$tmp/b-alone.rbz" 2> /dev/null || fail "compress b.txt alone"
+cmp -s "$tmp/many/b.txt.rbz" "$tmp/b-alone.rbz" || fail "a file coded beside others differs from it coded alone"
+mv "$tmp/many/a.txt" "$tmp/many/a.orig" && mv "$tmp/many/b.txt" "$tmp/many/b.orig" && rm "$tmp/many/c.txt"
+"$bin" decompress -m "$model" "$tmp/many/a.txt.rbz" "$tmp/many/b.txt.rbz" "$tmp/many/c.txt.rbz" 2> "$tmp/many.err" ||
+  fail "decompress of three archives: $(cat "$tmp/many.err")"
+cmp -s "$tmp/many/a.txt" "$tmp/many/a.orig" && cmp -s "$tmp/many/b.txt" "$tmp/many/b.orig" &&
+  cmp -s "$tmp/many/c.txt" "$tmp/c.orig" || fail "decompress side by side did not restore the files"
 expect_error "--fast and --lanes cannot be used together" "$bin" compress -m "$model" "$tmp/c.txt" --fast --lanes 2 -o "$tmp/never.rbz"
 expect_error "--lanes: 0 is out of range (1 to 1024)" "$bin" compress -m "$model" "$tmp/c.txt" --lanes 0 -o "$tmp/never.rbz"
 expect_error "--no-mix needs --adapt" "$bin" eval -m "$model" --no-mix "$tmp/c.orig"

@@ -301,6 +301,79 @@ TEST_F(Codec, EachFileIsOneContextByDefaultAndLanesOrFastCutIt) {
   EXPECT_EQ(segment_bytes_for(1000, 1, 32), 1000u);
 }
 
+// Several files side by side (compress_files, decompress_files: each file one context, the rows
+// of one batch): every archive is byte for byte the one compress_file writes for its file alone,
+// on every CPU path and thread count, and decoding side by side restores every file, archives that
+// cannot join a batch (several lanes, stored blocks, another context length) included; a damaged
+// archive among them is an error naming it.
+TEST_F(Codec, FilesSideBySideGiveEachFilesOwnArchiveOnEveryPath) {
+  const std::string png = temp_path("side.png");
+  Image img{11, 7, 3, std::vector<uint8_t>(11 * 7 * 3)};
+  for (size_t i = 0; i < img.pixels.size(); i++) img.pixels[i] = uint8_t(i * 5 % 253);
+  write_png(png, img);
+  std::vector<uint8_t> long_text = repetitive_text(3000), digits(1777);
+  for (size_t i = 0; i < digits.size(); i++) digits[i] = uint8_t('0' + i * i % 10);
+  const std::vector<std::vector<uint8_t>> files = {long_text, random_bytes(1000, 5), {}, repetitive_text(5), slurp(png),
+                                                   digits,    repetitive_text(900)};
+  const std::vector<std::string> paths = {"a.txt", "b.bin", "c.empty", "d.txt", png, "f.txt", "g.txt"};
+  std::vector<const std::vector<uint8_t>*> views;
+  for (const auto& f : files) views.push_back(&f);
+  CompressOptions o;
+  o.lockstep = 2;                 // several groups, a ragged last one
+  o.whole_file_fallback = false;  // the image stays in image mode
+  std::vector<std::vector<uint8_t>> alone;
+  {
+    Loaded m(model_path(), 2);
+    for (size_t i = 0; i < files.size(); i++) alone.push_back(compress_file(paths[i], files[i], m.model.get(), o));
+  }
+  EXPECT_TRUE(read_rbz_header("a.txt.rbz", alone[0]).one_context);
+  EXPECT_TRUE(read_rbz_header("f.txt.rbz", alone[5]).one_context);
+  EXPECT_TRUE(read_rbz_header(png + ".rbz", alone[4]).mode == RbzMode::Image);
+  // f.txt again in two lanes: it decodes on its own between the others.
+  CompressOptions two_lanes = o;
+  two_lanes.segment_bytes = 896;
+  two_lanes.model_only = true;
+  std::vector<std::vector<uint8_t>> archives = alone;
+  std::vector<std::string> archive_paths;
+  for (const std::string& p : paths) archive_paths.push_back(p + ".rbz");
+  {
+    Loaded m(model_path(), 2);
+    archives.push_back(compress_file("f2.txt", digits, m.model.get(), two_lanes));
+    archive_paths.push_back("f2.txt.rbz");
+    archives.push_back(alone[6]);
+    archive_paths.push_back("g2.txt.rbz");
+  }
+  EXPECT_FALSE(read_rbz_header("f2.txt.rbz", archives[7]).one_context);
+  std::vector<const std::vector<uint8_t>*> archive_views;
+  for (const auto& a : archives) archive_views.push_back(&a);
+  for (CpuPath path : test::runnable_cpu_paths())
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(std::string(cpu_path_name(path)) + ", " + std::to_string(threads) + " threads");
+      Loaded m(model_path(), threads, path);
+      std::vector<CompressStats> stats;
+      const auto together = compress_files(paths, views, m.model.get(), o, &stats);
+      ASSERT_EQ(together.size(), files.size());
+      ASSERT_EQ(stats.size(), files.size());
+      for (size_t i = 0; i < files.size(); i++) EXPECT_EQ(together[i], alone[i]) << paths[i];
+      EXPECT_EQ(stats[4].mode, RbzMode::Image);
+      EXPECT_EQ(stats[0].model_blocks, 1u);
+      const auto restored = decompress_files(archive_paths, archive_views, m.model.get(), nullptr, 3);
+      ASSERT_EQ(restored.size(), archives.size());
+      for (size_t i = 0; i < archives.size(); i++) {
+        const std::vector<uint8_t>& want = i == 7 ? digits : i == 8 ? files[6] : i == 4 ? restored[4] : files[i];
+        EXPECT_EQ(restored[i], want) << archive_paths[i];
+      }
+      EXPECT_EQ(restored[4], decompress_file(png + ".rbz", alone[4], m.model.get()));
+    }
+  // A damaged lane in the middle of a batch: the error names its archive.
+  std::vector<uint8_t> damaged = alone[5];
+  damaged[damaged.size() - 3] ^= 0x40;
+  archive_views[5] = &damaged;
+  Loaded m(model_path(), 2);
+  expect_error_containing([&] { decompress_files(archive_paths, archive_views, m.model.get(), nullptr, 3); }, "f.txt.rbz");
+  fs::remove(png);
+}
+
 // Every mixer version: 3 (bitwise, a file's lanes sharing statistics: the default), 2 (bitwise,
 // each lane on its own; what one lane is written as) and 1 (byte-wise), each recorded in the
 // header and decoded on every CPU path and thread count; all code repetitive text in well under a
