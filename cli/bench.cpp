@@ -425,6 +425,8 @@ int bench_codec(Args& args) {
                  "  times compress and decompress (every block model-coded) of each FILE, or of N bytes of\n"
                  "  random data (default 262144), beside zstd -19 on the same bytes; checks the round trip.\n"
                  "  Lanes as compress cuts them: one context per input by default; --lanes N, --fast.\n"
+                 "  With several FILEs, also all of them in one run side by side (as compress and decompress\n"
+                 "  code the files they are given), beside the same inputs one at a time.\n"
                  "  --adapt: each input also with online adaptation (its cost in bytes/s and its bpb)\n"
                  "  --mixer-version 1|2: the earlier byte-wise mixer (rANS), or the bitwise one with each lane on\n"
                  "      its own statistics, to compare with the default (3: a file's lanes share them)\n"
@@ -468,6 +470,7 @@ int bench_codec(Args& args) {
               "zstd-19 d B/s", "rbz bpb", "zstd bpb");
   std::vector<std::optional<AdaptSettings>> variants = {std::nullopt};
   if (adapt) variants.push_back(adapt);
+  double one_by_one_c_s = 0, one_by_one_d_s = 0;  // the inputs' times one at a time (without adaptation)
   for (const auto& [input, data] : inputs) {
     for (const auto& variant : variants) {
       const std::string name = input + (variant ? " (adapt)" : "");
@@ -488,6 +491,7 @@ int bench_codec(Args& args) {
       t0 = now_s();
       const std::vector<uint8_t> back = decompress_file(input, rbz, model.get(), nullptr, lockstep, &dtimes);
       const double d_s = now_s() - t0;
+      if (!variant) one_by_one_c_s += c_s, one_by_one_d_s += d_s;
       // Image mode restores a PNG of the same pixels (the codec checks their hash), not the file's bytes.
       if (back != data && st.mode != RbzMode::Image) throw Error(input + ": round trip failed");
       std::vector<uint8_t> z(ZSTD_compressBound(data.size()));
@@ -520,6 +524,41 @@ int bench_codec(Args& args) {
                          {"rbz_bpb", 8.0 * double(rbz.size()) / n},
                          {"zstd19_bpb", 8.0 * double(zn) / n}});
     }
+  }
+  // Every input in one run, side by side (compress_files / decompress_files: each a row of one
+  // batch), beside the sum of their times one at a time above.
+  if (inputs.size() > 1) {
+    CompressOptions o;
+    o.model_only = true;
+    o.force_raw = !modes;
+    o.lockstep = lockstep;
+    o.lanes = lanes;
+    o.mix = mix;
+    o.mixer_version = uint8_t(mixer_version);
+    std::vector<std::string> names;
+    std::vector<const std::vector<uint8_t>*> views;
+    double n = 0;
+    for (const auto& [input, data] : inputs) names.push_back(input), views.push_back(&data), n += double(data.size());
+    double t0 = now_s();
+    const std::vector<std::vector<uint8_t>> rbzs = compress_files(names, views, model.get(), o);
+    const double c_s = now_s() - t0;
+    std::vector<const std::vector<uint8_t>*> rbz_views;
+    for (const auto& r : rbzs) rbz_views.push_back(&r);
+    t0 = now_s();
+    const std::vector<std::vector<uint8_t>> back = decompress_files(names, rbz_views, model.get(), nullptr, lockstep);
+    const double d_s = now_s() - t0;
+    for (size_t i = 0; i < inputs.size(); i++)
+      if (back[i] != inputs[i].second && read_rbz_header(names[i], rbzs[i]).mode != RbzMode::Image)
+        throw Error(names[i] + ": round trip side by side failed");
+    const std::string name = "all " + std::to_string(inputs.size()) + " side by side";
+    std::printf("%-40s %10.0f %14.0f %14.0f   (one at a time: %.0f / %.0f B/s)\n", name.c_str(), n, n / c_s, n / d_s,
+                n / one_by_one_c_s, n / one_by_one_d_s);
+    results.push_back({{"input", name},
+                       {"bytes", n},
+                       {"compress_bytes_per_s", n / c_s},
+                       {"decompress_bytes_per_s", n / d_s},
+                       {"one_at_a_time_compress_bytes_per_s", n / one_by_one_c_s},
+                       {"one_at_a_time_decompress_bytes_per_s", n / one_by_one_d_s}});
   }
   nlohmann::ordered_json j;
   j["bench"] = "codec";

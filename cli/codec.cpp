@@ -125,6 +125,7 @@ int cmd_compress(Args& args) {
                  "  Each file is coded as one context (its end with its whole beginning in the model's state;\n"
                  "  files over 16 MiB in lanes of 16 MiB). --lanes N: N lanes of at least 64 KiB, each from a fresh\n"
                  "  state (faster to decode, larger); --fast: as many lanes as decoding batches well (64 KiB-1 MiB).\n"
+                 "  Several files are coded side by side, each its own context (the same archives as one by one).\n"
               << kModelHelp << kAdaptHelp << kMixHelp << kWeightsHelp;
     return 0;
   }
@@ -227,7 +228,8 @@ int cmd_decompress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte decompress [-m MODEL] IN.rbz... [-o OUT] [-c] [-f] [-t N]\n"
                  "  restores IN (the name without .rbz; image mode writes a PNG). -m is needed when a block is\n"
-                 "  model-coded (the error names the model's fingerprint). -f overwrites existing outputs.\n";
+                 "  model-coded (the error names the model's fingerprint). -f overwrites existing outputs.\n"
+                 "  Several archives of one context each decode side by side (faster than one by one).\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");

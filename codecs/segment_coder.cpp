@@ -143,7 +143,8 @@ std::vector<std::vector<uint8_t>> encode_lanes(Model& model, const std::vector<B
         logits = stepper.score(state, x.data(), W);  // teacher forcing, bitwise what the decoder's steps give
       }
       Stopwatch side(options.times ? &options.times->side_s : nullptr);
-      auto code = [&](int b, int i) {
+      // Position i of lane b through its own coder and mixer (uses the arrays given).
+      auto code = [&](int b, int i, uint32_t* model_cum, uint32_t* mixed_cum) {
         const ByteSpan& seg = segments[g0 + b];
         const size_t at = w0 + size_t(i);
         if (at < C || at - C >= seg.size) return;
@@ -152,7 +153,6 @@ std::vector<std::vector<uint8_t>> encode_lanes(Model& model, const std::vector<B
         if (bitwise) {
           const double bits = bit_mixers[size_t(b)].encode(bit_coders[size_t(b)], model_cum, byte);
           if (options.segment_bits) (*options.segment_bits)[g0 + size_t(b)] += bits;
-          done++;
           return;
         }
         const uint32_t* cum = model_cum;
@@ -165,14 +165,20 @@ std::vector<std::vector<uint8_t>> encode_lanes(Model& model, const std::vector<B
         ranges[size_t(b)].push_back(cum[byte + 1] - cum[byte]);
         if (options.segment_bits)
           (*options.segment_bits)[g0 + size_t(b)] += double(kFreqBits) - std::log2(double(cum[byte + 1] - cum[byte]));
-        done++;
       };
       if (shared) {  // position by position, as the decoder goes
         for (int i = 0; i < W; i++)
-          for (int b = 0; b < B; b++) code(b, i);
-      } else {
-        for (int b = 0; b < B; b++)
-          for (int i = 0; i < W; i++) code(b, i);
+          for (int b = 0; b < B; b++) code(b, i, model_cum, mixed_cum);
+      } else {  // lanes of their own: across the host threads
+        model.backend().host_parallel_for(B, [&](int64_t b0, int64_t b1) {
+          uint32_t own_model_cum[257], own_mixed_cum[257];
+          for (int64_t b = b0; b < b1; b++)
+            for (int i = 0; i < W; i++) code(int(b), i, own_model_cum, own_mixed_cum);
+        });
+      }
+      for (int b = 0; b < B; b++) {  // positions of the window inside lane b's segment
+        const size_t first = std::max(w0, C), last = std::min(w0 + size_t(W), C + segments[g0 + b].size);
+        done += last > first ? last - first : 0;
       }
       if (options.progress) options.progress(done, total);
       if (round && (w0 + size_t(W)) % round == 0 && w0 + size_t(W) < length) options.after_round(w0 + size_t(W));
@@ -213,7 +219,7 @@ void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std
   // lanes that share mixer statistics too, so that they are coded in the encoder's order.
   const int width = std::max(1, round || shared ? int(payloads.size()) : std::min(options.lockstep, int(payloads.size())));
   Stepper stepper(model, width);
-  std::vector<uint8_t> context_rows, bytes(static_cast<size_t>(width));
+  std::vector<uint8_t> context_rows, bytes(static_cast<size_t>(width)), lane_ok;
   uint32_t model_cum[257], mixed_cum[257];
   std::vector<LaneMixer> mixers;
   std::vector<BitMixer> bit_mixers;
@@ -250,34 +256,42 @@ void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std
         logits = stepper.next_logits(state);
       }
       Stopwatch side(side_s);
-      for (int b = 0; b < B; b++) {
+      // Each lane's byte from its own coder and mixer; false: its data ends early (damaged).
+      const auto decode_lane = [&](int b, uint32_t* model_cum, uint32_t* mixed_cum) {
         const MutableByteSpan& out = outputs[g0 + b];
-        uint8_t byte = 0;
-        if (at < out.size) {
-          logits_to_cumulative(logits + size_t(b) * 256, model_cum);
-          if (bitwise) {
-            cm::BinaryDecoder& d = *bit_dec[size_t(b)];
-            out.data[at] = byte = bit_mixers[size_t(b)].decode(d, model_cum);
-            if (d.overrun()) throw Error("damaged model-coded block (its data ends early)");
-            bytes[size_t(b)] = byte;
-            done++;
-            continue;
-          }
-          const uint32_t* cum = model_cum;
-          if (!mixers.empty()) {
-            mixers[size_t(b)].mix(model_cum, mixed_cum);
-            cum = mixed_cum;
-          }
-          RansDecoder& d = *dec[size_t(b)];
-          const int s = symbol_at(cum, d.slot());
-          if (!d.advance(cum[s], cum[s + 1] - cum[s])) throw Error("damaged model-coded block (its data ends early)");
-          byte = uint8_t(s);
-          if (!mixers.empty()) mixers[size_t(b)].update(byte);
-          out.data[at] = byte;
-          done++;
+        bytes[size_t(b)] = 0;  // lanes past their end: the encoder's zero padding
+        if (at >= out.size) return true;
+        logits_to_cumulative(logits + size_t(b) * 256, model_cum);
+        if (bitwise) {
+          cm::BinaryDecoder& d = *bit_dec[size_t(b)];
+          out.data[at] = bytes[size_t(b)] = bit_mixers[size_t(b)].decode(d, model_cum);
+          return !d.overrun();
         }
-        bytes[size_t(b)] = byte;
+        const uint32_t* cum = model_cum;
+        if (!mixers.empty()) {
+          mixers[size_t(b)].mix(model_cum, mixed_cum);
+          cum = mixed_cum;
+        }
+        RansDecoder& d = *dec[size_t(b)];
+        const int sym = symbol_at(cum, d.slot());
+        if (!d.advance(cum[sym], cum[sym + 1] - cum[sym])) return false;
+        if (!mixers.empty()) mixers[size_t(b)].update(uint8_t(sym));
+        out.data[at] = bytes[size_t(b)] = uint8_t(sym);
+        return true;
+      };
+      if (shared || B == 1) {  // shared statistics: lanes in index order, as the encoder went
+        for (int b = 0; b < B; b++)
+          if (!decode_lane(b, model_cum, mixed_cum)) throw Error("damaged model-coded block (its data ends early)");
+      } else {  // lanes of their own: across the host threads
+        lane_ok.assign(size_t(B), 1);
+        model.backend().host_parallel_for(B, [&](int64_t b0, int64_t b1) {
+          uint32_t own_model_cum[257], own_mixed_cum[257];
+          for (int64_t b = b0; b < b1; b++) lane_ok[size_t(b)] = decode_lane(int(b), own_model_cum, own_mixed_cum);
+        });
+        for (uint8_t ok : lane_ok)
+          if (!ok) throw Error("damaged model-coded block (its data ends early)");
       }
+      for (int b = 0; b < B; b++) done += at < outputs[g0 + b].size ? 1 : 0;
       side.stop();
       stepper.accept(state, bytes.data());
       const size_t end = C + at + 1;  // stream positions done

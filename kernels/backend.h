@@ -8,6 +8,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -185,6 +186,12 @@ class Backend : public DeviceMemory, public DeviceOps {
   // Which implementation runs its kernels ("avx512", "avx2", "portable" on the CPU).
   virtual std::string kernel_path() const { return name(); }
   virtual int threads() const = 0;
+  // Host work across the backend's host threads (the codec's independent lanes): fn(begin, end) on
+  // disjoint ranges covering [0, n), in any order, on any thread; returns when all are done. fn must
+  // not throw. Serial unless the backend has a pool of host threads.
+  virtual void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    if (n > 0) fn(0, n);
+  }
 };
 
 // Runs fn() between be.begin_recorded(key) and be.end_recorded(); cancels on an exception.

@@ -18,6 +18,9 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   std::string kernel_path() const override { return cpu_path_name(k_.path); }
   int threads() const override { return pool_.size(); }
+  void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override {
+    pool_.parallel_for(n, 1, [&](int64_t b, int64_t e) { fn(b, e); });
+  }
   CpuPath path() const { return k_.path; }
 
   float* alloc(size_t count) override;
