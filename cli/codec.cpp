@@ -268,7 +268,8 @@ int cmd_decompress(Args& args) {
     std::vector<std::string> paths;
     std::vector<const std::vector<uint8_t>*> group;
     uint64_t bytes = 0;
-    for (size_t i = first; i < plan.size() && group.size() < 32 && (group.empty() || bytes < kSideBySideBytes); i++) {
+    for (size_t i = first;
+         i < plan.size() && group.size() < size_t(kSideBySideFiles) && (group.empty() || bytes < kSideBySideBytes); i++) {
       paths.push_back(plan[i].first);
       group.push_back(&files[i]);
       bytes += infos[i].original_size;

@@ -76,6 +76,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
 // files side by side holds at most `lockstep` files and kSideBySideBytes of content (the context
 // mixers' tables are sized to their files). `stats` (if set) gets one entry per file.
 constexpr uint64_t kSideBySideBytes = uint64_t(64) << 20;
+constexpr int kSideBySideFiles = 32;  // the command line's groups (the lockstep width)
 std::vector<std::vector<uint8_t>> compress_files(const std::vector<std::string>& paths,
                                                  const std::vector<const std::vector<uint8_t>*>& files, Model* model,
                                                  const CompressOptions& options, std::vector<CompressStats>* stats = nullptr);
@@ -119,6 +120,6 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
 std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string>& paths,
                                                    const std::vector<const std::vector<uint8_t>*>& rbzs, Model* model,
                                                    const std::function<void(uint64_t, uint64_t)>& progress = nullptr,
-                                                   int lockstep = 32);
+                                                   int lockstep = kSideBySideFiles);
 
 }  // namespace rb
