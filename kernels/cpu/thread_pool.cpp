@@ -21,6 +21,10 @@ constexpr int kSpinBeforeSleep = 2000;
 constexpr int kWindowJobs = 256, kSerialJobs = 4096;
 constexpr int kLateMicros = 50;  // a wait beyond 4 of the caller's chunks and this is late
 constexpr int kTimedEvery = 8;   // jobs judged for lateness: one in kTimedEvery
+// Windows compared for the duel of the workers against the caller alone: at most this long (256
+// decoding jobs take ~1 ms); the losing mode probed one window in kProbeEvery.
+constexpr double kDuelMaxWindowNs = 20e6;
+constexpr int kProbeEvery = 16;
 thread_local bool tls_in_job = false;
 }  // namespace
 
@@ -86,9 +90,11 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
     fn(0, n);
     return;
   }
-  if (serial_jobs_left_ > 0) {  // the workers kept us waiting lately (their cores are busy): go alone
-    serial_jobs_left_--;
+  if (window_jobs_ == 0) window_start_ = std::chrono::steady_clock::now();
+  if (serial_jobs_left_ > 0 || window_alone_) {  // the workers kept us waiting lately, or do not pay: alone
+    serial_jobs_left_ -= serial_jobs_left_ > 0;
     fn(0, n);
+    if (++window_jobs_ == kWindowJobs) end_window(true);
     return;
   }
   fn_ = &fn;
@@ -133,7 +139,35 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   window_helped_ += ran < chunks;
   if (window_jobs_ == kWindowJobs) {
     if (window_late_ * 4 > kWindowJobs / kTimedEvery || window_helped_ * 4 < kWindowJobs) serial_jobs_left_ = kSerialJobs;
-    window_jobs_ = window_late_ = window_helped_ = 0;
+    end_window(false);
+  }
+}
+
+void ThreadPool::end_window(bool alone) {
+  const double ns =
+      double(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - window_start_).count());
+  window_jobs_ = window_late_ = window_helped_ = 0;
+  // Only windows of short jobs are compared (decoding, ~10 jobs a byte): long ones are large
+  // products, where the workers pay whatever the machine does and a probe alone would cost much.
+  if (ns > kDuelMaxWindowNs) {
+    window_alone_ = false;
+    window_ns_[0] = window_ns_[1] = 0;
+    return;
+  }
+  // A window alone by the late-worker rule was not chosen for timing: it does not count.
+  if (alone == window_alone_) {
+    double& last = window_ns_[alone ? 1 : 0];
+    last = last > 0 ? 0.5 * (last + ns) : ns;  // smoothed: one noisy window does not decide
+  }
+  // The faster mode runs; the other is tried again every kProbeEvery windows (alone first tried
+  // right after the first window with the workers).
+  const bool alone_wins = window_ns_[1] > 0 && window_ns_[0] > 0 && window_ns_[1] < window_ns_[0];
+  const bool first_probe = window_ns_[1] == 0 && window_ns_[0] > 0;
+  if (++windows_since_probe_ >= kProbeEvery) {
+    windows_since_probe_ = 0;
+    window_alone_ = !alone_wins;
+  } else {
+    window_alone_ = alone_wins || first_probe;
   }
 }
 

@@ -9,10 +9,14 @@
 // for the chunks it took), so a hand-off costs about one round trip between the cores (~110 ns
 // measured on the Zen 5 VM, against ~300 ns for the earlier open/inside/claims/done handshake).
 //
+// Which pays is also timed: whole windows of short jobs with the workers against windows on the
+// caller alone (end_window), the faster running and the other probed now and then.
+//
 // Results never depend on which thread ran which chunk: the kernels make each output's
 // arithmetic independent of the partition (README, numerics contract).
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -80,6 +84,14 @@ class ThreadPool {
   // Caller-only state: this window's jobs, those that waited for a descheduled worker and those a
   // worker helped with; jobs to run on the caller alone before trying the workers again.
   int window_jobs_ = 0, window_late_ = 0, window_helped_ = 0, serial_jobs_left_ = 0;
+  // Which pays, the workers or the caller alone, judged by the wall time of whole windows of short
+  // jobs (decoding: everything between the jobs included): the mode that lost runs one window in
+  // kProbeEvery, so the pool follows a machine whose other cores come and go.
+  void end_window(bool alone);
+  std::chrono::steady_clock::time_point window_start_{};
+  double window_ns_[2] = {0, 0};  // the last windows' wall time: [0] with the workers, [1] alone
+  bool window_alone_ = false;     // this window runs on the caller alone to be timed
+  int windows_since_probe_ = 0;
 };
 
 }  // namespace rb
