@@ -176,8 +176,7 @@ int cmd_compress(Args& args) {
     std::vector<std::string> paths;
     uint64_t bytes = 0;
     std::exception_ptr unreadable;  // thrown once the files before it are written, as one at a time would
-    while (first + held.size() < plan.size() && held.size() < size_t(options.lockstep) &&
-           (held.empty() || bytes < kSideBySideBytes)) {
+    while (first + held.size() < plan.size() && side_by_side_group_has_room(held.size(), bytes)) {
       try {
         held.push_back(read_file_bytes(plan[first + held.size()].first, max_held_bytes()));
       } catch (const Error&) {
@@ -268,8 +267,7 @@ int cmd_decompress(Args& args) {
     std::vector<std::string> paths;
     std::vector<const std::vector<uint8_t>*> group;
     uint64_t bytes = 0;
-    for (size_t i = first;
-         i < plan.size() && group.size() < size_t(kSideBySideFiles) && (group.empty() || bytes < kSideBySideBytes); i++) {
+    for (size_t i = first; i < plan.size() && side_by_side_group_has_room(group.size(), bytes); i++) {
       paths.push_back(plan[i].first);
       group.push_back(&files[i]);
       bytes += infos[i].original_size;

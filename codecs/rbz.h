@@ -77,6 +77,12 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
 // mixers' tables are sized to their files). `stats` (if set) gets one entry per file.
 constexpr uint64_t kSideBySideBytes = uint64_t(64) << 20;
 constexpr int kSideBySideFiles = 32;  // the command line's groups (the lockstep width)
+// Whether a caller's group of `files` files of `bytes` bytes in all takes one more file (the
+// command line reads and writes group by group; compress_files / decompress_files may cut a group
+// further, where files differ in kind).
+inline bool side_by_side_group_has_room(size_t files, uint64_t bytes) {
+  return files == 0 || (files < size_t(kSideBySideFiles) && bytes < kSideBySideBytes);
+}
 std::vector<std::vector<uint8_t>> compress_files(const std::vector<std::string>& paths,
                                                  const std::vector<const std::vector<uint8_t>*>& files, Model* model,
                                                  const CompressOptions& options, std::vector<CompressStats>* stats = nullptr);

@@ -141,9 +141,12 @@ std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string
   if (paths.size() != rbzs.size()) throw Error("decompress_files: one path per archive");
   std::vector<std::vector<uint8_t>> out(rbzs.size());
   for (size_t i = 0; i < rbzs.size();) {
-    Parsed first = parse(paths[i], *rbzs[i]);
-    // The next archives that decode beside this one, in the given order (the model's weight format
-    // follows each archive's header as decompress_file's would).
+    // This archive and the next ones that decode beside it, in the given order (the model's weight
+    // format follows each archive's header as decompress_file's would); their headers parsed once.
+    std::vector<Parsed> batch;
+    batch.reserve(std::min(rbzs.size() - i, size_t(std::max(1, lockstep))));  // `first` stays valid
+    batch.push_back(parse(paths[i], *rbzs[i]));
+    const Parsed& first = batch[0];
     size_t end = i + 1;
     uint64_t bytes = first.info.original_size;
     if (model && decodes_side_by_side(first))
@@ -156,6 +159,7 @@ std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string
         }
         if (!decodes_side_by_side(*next) || !same_batch(first, *next) || bytes + next->blocks[0].length > kSideBySideBytes) break;
         bytes += next->blocks[0].length;
+        batch.push_back(std::move(*next));
       }
     if (end == i + 1) {
       out[i] = decompress_file(paths[i], *rbzs[i], model, progress, lockstep);
@@ -170,10 +174,9 @@ std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string
     std::vector<ByteSpan> contexts, payloads;
     std::vector<MutableByteSpan> outputs;
     for (size_t k = i; k < end; k++) {
-      Parsed ps = parse(paths[k], *rbzs[k]);
       Bf16Again unused;  // no adaptation here: the weights' format only follows the header
-      check_model_for(paths[k], ps, model, unused);
-      group.push_back(unpack(paths[k], *rbzs[k], std::move(ps)));
+      check_model_for(paths[k], batch[k - i], model, unused);
+      group.push_back(unpack(paths[k], *rbzs[k], std::move(batch[k - i])));
     }
     for (Unpacked& u : group) {
       contexts.push_back({u.ps.context.data(), u.ps.context.size()});

@@ -279,18 +279,18 @@ void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std
         out.data[at] = bytes[size_t(b)] = uint8_t(sym);
         return true;
       };
+      lane_ok.assign(size_t(B), 1);
       if (shared || B == 1) {  // shared statistics: lanes in index order, as the encoder went
         for (int b = 0; b < B; b++)
-          if (!decode_lane(b, model_cum, mixed_cum)) throw Error("damaged model-coded block (its data ends early)");
+          if (!(lane_ok[size_t(b)] = decode_lane(b, model_cum, mixed_cum))) break;
       } else {  // lanes of their own: across the host threads
-        lane_ok.assign(size_t(B), 1);
         model.backend().host_parallel_for(B, [&](int64_t b0, int64_t b1) {
           uint32_t own_model_cum[257], own_mixed_cum[257];
           for (int64_t b = b0; b < b1; b++) lane_ok[size_t(b)] = decode_lane(int(b), own_model_cum, own_mixed_cum);
         });
-        for (uint8_t ok : lane_ok)
-          if (!ok) throw Error("damaged model-coded block (its data ends early)");
       }
+      for (uint8_t ok : lane_ok)
+        if (!ok) throw Error("damaged model-coded block (its data ends early)");
       for (int b = 0; b < B; b++) done += at < outputs[g0 + b].size ? 1 : 0;
       side.stop();
       stepper.accept(state, bytes.data());
