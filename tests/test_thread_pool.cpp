@@ -101,5 +101,40 @@ TEST(ThreadPool, WorkersThatKeepTheCallerWaitingAreLeftOutForAWhile) {
   EXPECT_EQ(on_worker.load(), 0) << "jobs right after a bad window should run on the caller alone";
 }
 
+// Where splitting small jobs costs more than it saves (cores far apart: the hand-off costs as much
+// as the job), the pool learns from the windows' wall time to run them on the caller alone.
+TEST(ThreadPool, SmallJobsThatCostMoreSplitEndUpOnTheCallerAloneLargeOnesStaySplit) {
+  ThreadPool pool(2);
+  std::atomic<int> small_split{0}, large_split{0};
+  const auto busy = [](int us) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+    while (std::chrono::steady_clock::now() < until) {}
+  };
+  // One large job to three small ones. Large: 60 us alone, 20 us a chunk split (whoever runs the
+  // chunks); small: nothing alone, 30 us a chunk split. Windows of 256 jobs then take ~1.3-2.6 ms
+  // with only the large jobs split, ~3.8 ms with none, ~7 ms or more with every job split.
+  const auto windows = [&](int count) {
+    for (int i = 0; i < 256 * count; i++) {
+      const bool large = i % 4 == 0;
+      pool.parallel_for(
+          2, 1,
+          [&](int64_t b, int64_t e) {
+            if (e - b == 2) return busy(large ? 60 : 0);  // alone: one call for both chunks
+            (large ? large_split : small_split)++;
+            busy(large ? 20 : 30);
+          },
+          large ? ThreadPool::JobSize::Large : ThreadPool::JobSize::Small);
+    }
+  };
+  windows(6);  // the start-up window, one window in each mode, then the fastest
+  small_split = large_split = 0;
+  windows(8);  // fewer windows than the probing period
+  EXPECT_EQ(small_split.load(), 0) << "small jobs that cost more split should run on the caller alone";
+  // The workers are left out altogether for 16 windows once they keep the caller waiting (a busy
+  // machine): then every job runs alone, whatever pays.
+  if (pool.workers_left_out()) GTEST_SKIP() << "the worker kept the caller waiting (a busy machine): nothing more to judge";
+  EXPECT_GT(large_split.load(), 0) << "large jobs that gain from the split should stay split";
+}
+
 }  // namespace
 }  // namespace rb

@@ -101,6 +101,13 @@ namespace {
 // independent FMA chains. The caller claims chunks from the front and the worker from the back:
 // at an even pace each core streams the same columns product after product (its share of the
 // weights stays in its L2); a slowed worker just claims fewer.
+// Decoding's products below this many multiply-adds are small jobs for the pool (ThreadPool::JobSize):
+// on a VM whose two cores were ~0.5 us apart a round trip, a 512 x 256 bf16 product (131k, 1.5 us)
+// lost 0.3 us when split and a 256 x 1536 one (393k, 5.3 us) gained 2.2 us.
+ThreadPool::JobSize job_size(int64_t multiply_adds) {
+  return multiply_adds < (int64_t(1) << 18) ? ThreadPool::JobSize::Small : ThreadPool::JobSize::Large;
+}
+
 int few_row_chunk(int N, int threads) {
   if (threads <= 1) return N;
   return N >= 512 ? 128 : 64;
@@ -127,9 +134,12 @@ void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const 
   if (nt == 1 || work < serial_below) return gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (M < kSmallM) {
     const int cols = few_row_chunk(N, nt);
-    pool_.parallel_for((N + cols - 1) / cols, 1, [&](int64_t c0, int64_t c1) {
-      k_.gemm_cols(ta, tb, M, int(c0) * cols, std::min<int>(N, int(c1) * cols), K, alpha, A, lda, B, ldb, beta, C, ldc);
-    });
+    pool_.parallel_for((N + cols - 1) / cols, 1,
+                       [&](int64_t c0, int64_t c1) {
+                         k_.gemm_cols(ta, tb, M, int(c0) * cols, std::min<int>(N, int(c1) * cols), K, alpha, A, lda, B, ldb, beta,
+                                      C, ldc);
+                       },
+                       job_size(work));
     return;
   }
   if (K <= 0) return gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -176,10 +186,11 @@ void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int
   // Below ~64k multiply-adds (~1.5 us on one core) the hand-off and the activations' trip to the
   // other core cost more than half the work (measured on the Zen 5 VM: a 384 x 128 product 1.3 us
   // alone, 1.55 us split; 512 x 128 1.7 us alone, 1.4 us split).
-  if (threads() == 1 || int64_t(M) * N * std::max(K, 1) < (int64_t(1) << 16)) return columns(0, N);
+  const int64_t work = int64_t(M) * N * std::max(K, 1);
+  if (threads() == 1 || work < (int64_t(1) << 16)) return columns(0, N);
   const int cols = few_row_chunk_bf16(N, threads());
   pool_.parallel_for((N + cols - 1) / cols, 1,
-                     [&](int64_t c0, int64_t c1) { columns(int(c0) * cols, std::min<int>(N, int(c1) * cols)); });
+                     [&](int64_t c0, int64_t c1) { columns(int(c0) * cols, std::min<int>(N, int(c1) * cols)); }, job_size(work));
 }
 
 void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {

@@ -158,15 +158,20 @@ void CpuBackend::retention_recurrent_forward(float* o, const float* q, const flo
   // (n = 1) splits its heads evenly, so each core keeps updating the same heads' states.
   const int64_t tasks = int64_t(s.B) * H;
   const int64_t grain = std::max<int64_t>(1, std::min<int64_t>(65536 / per_task, (tasks + threads() - 1) / threads()));
-  pool_.parallel_for(tasks, grain, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; task++) {
-      const int b = int(task / H), h = int(task % H);
-      const size_t row = size_t(b) * n;
-      k_.retention_recurrent_head(o + row * ldo + size_t(h) * dv, ldo, q + row * s.ld_qk + size_t(h) * dk,
-                                  k + row * s.ld_qk + size_t(h) * dk, s.ld_qk, v + row * s.ld_v + size_t(h) * dv, s.ld_v,
-                                  gammas[h], n, dk, dv, state + size_t(task) * ssz);
-    }
-  });
+  // A decoding step of one stream is a small job (ThreadPool::JobSize): ~64k floats of state.
+  const bool small = per_task * tasks < (int64_t(1) << 18);
+  pool_.parallel_for(
+      tasks, grain,
+      [&](int64_t t0, int64_t t1) {
+        for (int64_t task = t0; task < t1; task++) {
+          const int b = int(task / H), h = int(task % H);
+          const size_t row = size_t(b) * n;
+          k_.retention_recurrent_head(o + row * ldo + size_t(h) * dv, ldo, q + row * s.ld_qk + size_t(h) * dk,
+                                      k + row * s.ld_qk + size_t(h) * dk, s.ld_qk, v + row * s.ld_v + size_t(h) * dv, s.ld_v,
+                                      gammas[h], n, dk, dv, state + size_t(task) * ssz);
+        }
+      },
+      small ? ThreadPool::JobSize::Small : ThreadPool::JobSize::Large);
 }
 
 }  // namespace rb

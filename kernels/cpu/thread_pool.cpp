@@ -83,7 +83,7 @@ void ThreadPool::worker_loop() {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, JobSize size) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   if (workers_.empty() || n <= grain || tls_in_job) {
@@ -91,10 +91,12 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
     return;
   }
   if (window_jobs_ == 0) window_start_ = std::chrono::steady_clock::now();
-  if (serial_jobs_left_ > 0 || window_alone_) {  // the workers kept us waiting lately, or do not pay: alone
+  const bool by_mode = window_mode_ == kAlone || (window_mode_ == kLargeJobs && size == JobSize::Small);
+  if (serial_jobs_left_ > 0 || by_mode) {  // the workers kept us waiting lately, or do not pay here: alone
+    window_forced_ |= !by_mode;
     serial_jobs_left_ -= serial_jobs_left_ > 0;
     fn(0, n);
-    if (++window_jobs_ == kWindowJobs) end_window(true);
+    if (++window_jobs_ == kWindowJobs) end_window();
     return;
   }
   fn_ = &fn;
@@ -111,7 +113,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   tls_in_job = true;
   // One job in kTimedEvery is timed (a clock read costs ~25 ns; decoding runs ~10 jobs a byte).
   using Clock = std::chrono::steady_clock;
-  const bool timed = window_jobs_ % kTimedEvery == 0;
+  const bool timed = window_posted_ % kTimedEvery == 0;
   const Clock::time_point t_start = timed ? Clock::now() : Clock::time_point{};
   int64_t ran = 0;
   for (int64_t c = 0; c >= 0; c = claim(true), ran++) run_chunk(c);
@@ -134,40 +136,50 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   if (timed) {
     const auto per_chunk = (t_ran - t_start) / std::max<int64_t>(1, ran);
     window_late_ += Clock::now() - t_ran > 4 * per_chunk + std::chrono::microseconds(kLateMicros);
+    window_timed_++;
   }
-  window_jobs_++;
+  window_posted_++;
   window_helped_ += ran < chunks;
-  if (window_jobs_ == kWindowJobs) {
-    if (window_late_ * 4 > kWindowJobs / kTimedEvery || window_helped_ * 4 < kWindowJobs) serial_jobs_left_ = kSerialJobs;
-    end_window(false);
-  }
+  if (++window_jobs_ == kWindowJobs) end_window();
 }
 
-void ThreadPool::end_window(bool alone) {
+void ThreadPool::end_window() {
   const double ns =
       double(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - window_start_).count());
-  window_jobs_ = window_late_ = window_helped_ = 0;
+  // The late-worker rule, over the jobs the workers were given.
+  if (window_posted_ > 0 && (window_late_ * 4 > window_timed_ || window_helped_ * 4 < window_posted_))
+    serial_jobs_left_ = kSerialJobs;
+  const bool forced = window_forced_, startup = startup_window_;
+  window_jobs_ = window_posted_ = window_timed_ = window_late_ = window_helped_ = 0;
+  window_forced_ = startup_window_ = false;
   // Only windows of short jobs are compared (decoding, ~10 jobs a byte): long ones are large
   // products, where the workers pay whatever the machine does and a probe alone would cost much.
   if (ns > kDuelMaxWindowNs) {
-    window_alone_ = false;
-    window_ns_[0] = window_ns_[1] = 0;
+    window_mode_ = kEveryJob;
+    for (double& t : window_ns_) t = 0;
     return;
   }
-  // A window alone by the late-worker rule was not chosen for timing: it does not count.
-  if (alone == window_alone_) {
-    double& last = window_ns_[alone ? 1 : 0];
+  // A window the late-worker rule ran alone, or the pool's first, does not count.
+  if (!forced && !startup) {
+    double& last = window_ns_[window_mode_];
     last = last > 0 ? 0.5 * (last + ns) : ns;  // smoothed: one noisy window does not decide
   }
-  // The faster mode runs; the other is tried again every kProbeEvery windows (alone first tried
-  // right after the first window with the workers).
-  const bool alone_wins = window_ns_[1] > 0 && window_ns_[0] > 0 && window_ns_[1] < window_ns_[0];
-  const bool first_probe = window_ns_[1] == 0 && window_ns_[0] > 0;
+  // Every mode is tried once, then the fastest runs and the others are probed in turn.
+  int fastest = -1;
+  for (int m = 0; m < kModes; m++) {
+    if (window_ns_[m] == 0) {
+      if (window_ns_[kEveryJob] > 0) window_mode_ = m;  // not tried yet (every job first)
+      if (window_ns_[kEveryJob] > 0 || m == kEveryJob) return;
+    }
+    if (fastest < 0 || window_ns_[m] < window_ns_[fastest]) fastest = m;
+  }
   if (++windows_since_probe_ >= kProbeEvery) {
     windows_since_probe_ = 0;
-    window_alone_ = !alone_wins;
+    last_probe_ = (last_probe_ + 1 + (last_probe_ + 1 == fastest)) % kModes;
+    if (last_probe_ == fastest) last_probe_ = (last_probe_ + 1) % kModes;
+    window_mode_ = last_probe_;
   } else {
-    window_alone_ = alone_wins || first_probe;
+    window_mode_ = fastest;
   }
 }
 

@@ -49,7 +49,15 @@ class ThreadPool {
   // the pool; returns when all are done. Calls fn(0, n) on the calling thread instead when
   // n <= grain, when the pool has one thread, when called from inside another job, or while the
   // workers are left out (they kept the caller waiting lately: their cores are busy elsewhere).
-  void parallel_for(int64_t n, int64_t grain, RangeFn fn);
+  //
+  // `size` says whether the job is small (a product under ~256k multiply-adds, one retention step):
+  // where a hand-off between the cores costs as much as such a job (cores far apart: ~0.5 us a round
+  // trip measured on one VM, ~0.1 us on another), the pool learns to run small jobs on the caller
+  // and split only large ones.
+  enum class JobSize { Small, Large };
+  void parallel_for(int64_t n, int64_t grain, RangeFn fn, JobSize size = JobSize::Large);
+  // The late-worker rule holds now: jobs run on the caller alone for a while, whatever pays.
+  bool workers_left_out() const { return serial_jobs_left_ > 0; }
 
  private:
   // The job word: [sequence:16][chunks:16][claimed from the front:16][claimed from the back:16].
@@ -81,17 +89,22 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> generation_{0};  // bumped to wake sleeping workers
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
-  // Caller-only state: this window's jobs, those that waited for a descheduled worker and those a
-  // worker helped with; jobs to run on the caller alone before trying the workers again.
-  int window_jobs_ = 0, window_late_ = 0, window_helped_ = 0, serial_jobs_left_ = 0;
-  // Which pays, the workers or the caller alone, judged by the wall time of whole windows of short
-  // jobs (decoding: everything between the jobs included): the mode that lost runs one window in
-  // kProbeEvery, so the pool follows a machine whose other cores come and go.
-  void end_window(bool alone);
+  // Caller-only state: this window's jobs, those given to the workers, those timed, those that
+  // waited for a descheduled worker and those a worker helped with; jobs to run on the caller
+  // alone before trying the workers again.
+  int window_jobs_ = 0, window_posted_ = 0, window_timed_ = 0, window_late_ = 0, window_helped_ = 0, serial_jobs_left_ = 0;
+  bool window_forced_ = false;  // a job of this window ran alone by the late-worker rule
+  // Which pays, judged by the wall time of whole windows of short jobs (decoding: everything
+  // between the jobs included): every job with the workers, only large ones, or the caller alone.
+  // The fastest mode runs; the others are probed in turn, one window in kProbeEvery, so the pool
+  // follows a machine whose other cores come and go.
+  enum Mode { kEveryJob = 0, kLargeJobs = 1, kAlone = 2, kModes = 3 };
+  void end_window();
   std::chrono::steady_clock::time_point window_start_{};
-  double window_ns_[2] = {0, 0};  // the last windows' wall time: [0] with the workers, [1] alone
-  bool window_alone_ = false;     // this window runs on the caller alone to be timed
-  int windows_since_probe_ = 0;
+  double window_ns_[kModes] = {0, 0, 0};  // each mode's recent windows' wall time (smoothed)
+  int window_mode_ = kEveryJob;           // the mode of the window in progress
+  int windows_since_probe_ = 0, last_probe_ = 0;
+  bool startup_window_ = true;  // the pool's first window (start-up costs) is not timed
 };
 
 }  // namespace rb
