@@ -1,6 +1,8 @@
 // retbyte bench: speed measurements with a baseline (OpenBLAS sgemm) taken in the same run.
 #include <chrono>
 #include <cstdio>
+#include <memory>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -395,6 +397,59 @@ int bench_kernels(Args& args) {
       r["gflops"] = g;
       r["peak_gflops"] = peak;
       results.push_back(r);
+    }
+    // One stream's global step: 16 products over 6.3 MB of bf16 weights (L3, not L2), against the
+    // same shapes in int8 (3.1 MB) with the activations quantized to 7 bits first, as decoding would.
+    {
+      const int shapes_kn[4][2] = {{256, 1536}, {512, 256}, {256, 512}, {512, 256}}, layers = 4;
+      double flops = 0;
+      std::vector<std::unique_ptr<uint16_t[], decltype(&std::free)>> bf16;
+      std::vector<std::unique_ptr<int8_t[], decltype(&std::free)>> i8;
+      std::vector<std::vector<float>> scales;
+      std::vector<std::vector<int32_t>> sums;
+      for (int l = 0; l < layers; l++)
+        for (const auto& [K, N] : shapes_kn) {
+          flops += 2.0 * N * K;
+          std::vector<uint16_t> B(size_t(K) * N, bf16_round(0.02f));
+          // 64-byte aligned, as the model's buffers: the kernels' loads never split a cache line
+          bf16.emplace_back(static_cast<uint16_t*>(std::aligned_alloc(64, (B.size() * 2 + 63) / 64 * 64)), &std::free);
+          pack_bf16_panels(B.data(), K, N, N, bf16.back().get());
+          std::vector<float> W(size_t(N) * K, 0.02f);
+          i8.emplace_back(static_cast<int8_t*>(std::aligned_alloc(64, (i8_panel_bytes(N, K) + 63) / 64 * 64)), &std::free);
+          scales.emplace_back(size_t(N));
+          sums.emplace_back(size_t(N));
+          pack_i8_panels(W.data(), N, K, i8.back().get(), scales.back().data(), sums.back().data());
+        }
+      std::vector<float> A(512, 0.01f), C(1536), a_scale(1);
+      std::vector<uint8_t> Aq(512);
+      const double g16 = time_gflops(flops, path == CpuPath::Portable ? 0.3 : 0.6, [&] {
+        for (size_t i = 0; i < bf16.size(); i++) {
+          const int K = shapes_kn[i % 4][0], N = shapes_kn[i % 4][1];
+          be->gemm_bf16(1, N, K, 1.0f, A.data(), K, bf16[i].get(), 0.0f, C.data(), N);
+        }
+      });
+      const double g8 = time_gflops(flops, path == CpuPath::Portable ? 0.3 : 0.6, [&] {
+        for (size_t i = 0; i < i8.size(); i++) {
+          const int K = shapes_kn[i % 4][0], N = shapes_kn[i % 4][1];
+          be->quantize_rows_u7(A.data(), 1, K, K, Aq.data(), K, a_scale.data());
+          be->gemm_i8(1, N, K, Aq.data(), K, a_scale.data(), i8[i].get(), scales[i].data(), sums[i].data(), 0.0f, C.data(), N);
+        }
+      });
+      for (const auto& [g, what] : {std::pair{g16, "bf16 W, 6.3MB"}, std::pair{g8, "int8 W x 7-bit x, 3.1MB"}}) {
+        char name[96];
+        std::snprintf(name, sizeof name, "decode: global step's 16 products, %s", what);
+        if (g == g16)
+          std::printf("%-10s %-52s %8.1f %7.0f%% of %.0f\n", cpu_path_name(path), name, g, 100.0 * g / peak, peak);
+        else  // integer multiply-adds: the FMA peak does not bound them
+          std::printf("%-10s %-52s %8.1f (2 x integer multiply-adds/s)\n", cpu_path_name(path), name, g);
+        nlohmann::ordered_json r;
+        r["cpu_path"] = cpu_path_name(path);
+        r["product"] = std::string("decode: global step's 16 products, ") + what;
+        r["threads"] = be->threads();
+        r["gflops"] = g;
+        r["peak_gflops"] = peak;
+        results.push_back(r);
+      }
     }
   }
   {

@@ -1,5 +1,8 @@
 #include "kernels/backend.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "src/common/errors.h"
 
 namespace rb {
@@ -14,6 +17,45 @@ void pack_bf16_panels(const uint16_t* B, int K, int N, int ldb, uint16_t* out) {
       }
     out += size_t(K) * w;
   }
+}
+
+size_t i8_panel_bytes(int N, int K) { return size_t(N) * size_t((K + 3) / 4) * 4; }
+
+void pack_i8_panels(const float* W, int N, int K, int8_t* out, float* b_scale, int32_t* b_colsum) {
+  const int K4 = (K + 3) / 4;
+  for (int j = 0; j < N; j++) {
+    const float* w = W + size_t(j) * K;
+    float m = 0.0f;
+    for (int k = 0; k < K; k++) m = std::max(m, std::fabs(w[k]));
+    b_scale[j] = m > 0.0f ? m / 127.0f : 1.0f;
+    const int p0 = j / kI8Panel * kI8Panel, width = std::min(kI8Panel, N - p0), c = j - p0;
+    int8_t* panel = out + size_t(p0) * K4 * 4;
+    int32_t sum = 0;
+    for (int k = 0; k < 4 * K4; k++) {
+      const int q = k < K ? int(std::clamp(std::nearbyint(w[k] / b_scale[j]), -127.0f, 127.0f)) : 0;
+      panel[(size_t(k / 4) * width + c) * 4 + k % 4] = int8_t(q);
+      sum += q;
+    }
+    b_colsum[j] = sum;
+  }
+}
+
+void quantize_row_u7(const float* x, int K, uint8_t* q, float* scale) {
+  float m = 0.0f;
+  for (int k = 0; k < K; k++) m = std::max(m, std::fabs(x[k]));
+  const float s = m > 0.0f ? m / 63.0f : 1.0f;
+  for (int k = 0; k < K; k++) q[k] = uint8_t(int(std::clamp(std::nearbyint(x[k] / s), -63.0f, 63.0f)) + kI8ActivationOffset);
+  for (int k = K; k < (K + 3) / 4 * 4; k++) q[k] = uint8_t(kI8ActivationOffset);
+  *scale = s;
+}
+
+void DeviceOps::quantize_rows_u7(const float*, int, int, int, uint8_t*, int, float*) {
+  throw Error("this backend has no int8 products (use fp32 or bf16 weights)");
+}
+
+void DeviceOps::gemm_i8(int, int, int, const uint8_t*, int, const float*, const int8_t*, const float*, const int32_t*, float,
+                        float*, int, const float*, float*) {
+  throw Error("this backend has no int8 products (use fp32 or bf16 weights)");
 }
 
 void DeviceOps::gemm_bf16(int, int, int, float, const float*, int, const uint16_t*, float, float*, int, const float*, float*) {

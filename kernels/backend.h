@@ -78,6 +78,22 @@ class DeviceMemory {
 constexpr int kBf16Panel = 128;
 void pack_bf16_panels(const uint16_t* B, int K, int N, int ldb, uint16_t* out);
 
+// int8 products (gemm_i8), for inference: 8-bit integer weights times 7-bit integer activations,
+// summed exactly in 32-bit integers (so the order of the sum does not matter), then one fixed
+// fp32 epilogue. Weights: each output column rounded to int8 in [-127, 127] with its own scale
+// (max |w| / 127), in panels of kI8Panel columns; with K4 = ceil(K / 4), panel p holds columns
+// [p kI8Panel, p kI8Panel + w) as [K4][w][4] bytes (the 4 consecutive k of one column together,
+// k >= K zero), the panels one after another (N K4 4 bytes). `W` is [N, K] row-major (out x in,
+// torch.nn.Linear's layout); b_scale gets N scales, b_colsum N sums of the column's int8 values.
+constexpr int kI8Panel = 128;
+constexpr int kI8ActivationOffset = 64;  // activations are stored as q + 64 in [1, 127]
+size_t i8_panel_bytes(int N, int K);
+void pack_i8_panels(const float* W, int N, int K, int8_t* out, float* b_scale, int32_t* b_colsum);
+// One row of activations to 7 bits: scale = max |x| / 63 (1 when x is all zero), q = x / scale
+// rounded to the nearest integer (ties to even) in [-63, 63], stored as q + 64; positions
+// [K, 4 ceil(K / 4)) hold 64 (zero). Exact IEEE operations only: the same bytes on every CPU.
+void quantize_row_u7(const float* x, int K, uint8_t* q, float* scale);
+
 class DeviceOps {
  public:
   virtual ~DeviceOps() = default;
@@ -94,6 +110,17 @@ class DeviceOps {
   virtual bool has_gemm_bf16() const { return false; }
   virtual void gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels, float beta,
                          float* C, int ldc, const float* bias = nullptr, float* gelu_out = nullptr);
+  // int8 products (kI8Panel): C[M, N] from activations Aq [M, lda bytes] quantized row by row
+  // (quantize_rows_u7: a_scale one per row) and weights in int8 panels (pack_i8_panels): per
+  // output, s = the exact integer sum over k of Aq * B, then
+  //   y = float(s - 64 b_colsum[j]) * a_scale[i];  y = y * b_scale[j];
+  //   if beta != 0: y = y + beta C;  if bias: y = y + bias[j];  C = y
+  // each step one fp32 rounding, on every backend and path. With gelu_out, also gelu_out = gelu(C).
+  virtual bool has_gemm_i8() const { return false; }
+  virtual void quantize_rows_u7(const float* x, int rows, int K, int ldx, uint8_t* q, int ldq, float* scale);
+  virtual void gemm_i8(int M, int N, int K, const uint8_t* Aq, int lda, const float* a_scale, const int8_t* B_panels,
+                       const float* b_scale, const int32_t* b_colsum, float beta, float* C, int ldc, const float* bias = nullptr,
+                       float* gelu_out = nullptr);
   // y[rows, out] = x[rows, in] W^T (+ bias): W stored [out, in] like torch.nn.Linear.
   void linear_forward(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out);
   // dx = dy W (or += with accumulate_dx); dW += dy^T x; dbias += column sums of dy.

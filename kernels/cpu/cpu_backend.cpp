@@ -173,13 +173,12 @@ void CpuBackend::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const 
   }
 }
 
-void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels, float beta,
-                           float* C, int ldc, const float* bias, float* gelu_out) {
-  if (M <= 0 || N <= 0) return;
-  // Columns across the pool, as few-row fp32 products: each core streams its part of B and adds
-  // the bias (and takes the gelu) of its own columns.
+// Few-row products on weight panels (bf16, int8): columns across the pool, as few-row fp32
+// products; each core streams its part of the weights and finishes its own columns (bias, gelu).
+template <class Columns>
+void CpuBackend::panel_columns(int M, int N, int K, float* C, int ldc, float* gelu_out, const Columns& product) {
   const auto columns = [&](int j0, int j1) {
-    k_.gemm_cols_bf16(M, j0, j1, N, K, alpha, A, lda, B_panels, beta, C, ldc, bias);
+    product(j0, j1);
     if (gelu_out)
       for (int i = 0; i < M; i++) k_.gelu(gelu_out + size_t(i) * ldc + j0, C + size_t(i) * ldc + j0, size_t(j1 - j0));
   };
@@ -191,6 +190,26 @@ void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int
   const int cols = few_row_chunk_bf16(N, threads());
   pool_.parallel_for((N + cols - 1) / cols, 1,
                      [&](int64_t c0, int64_t c1) { columns(int(c0) * cols, std::min<int>(N, int(c1) * cols)); }, job_size(work));
+}
+
+void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels, float beta,
+                           float* C, int ldc, const float* bias, float* gelu_out) {
+  if (M <= 0 || N <= 0) return;
+  panel_columns(M, N, K, C, ldc, gelu_out,
+                [&](int j0, int j1) { k_.gemm_cols_bf16(M, j0, j1, N, K, alpha, A, lda, B_panels, beta, C, ldc, bias); });
+}
+
+void CpuBackend::quantize_rows_u7(const float* x, int rows, int K, int ldx, uint8_t* q, int ldq, float* scale) {
+  for (int i = 0; i < rows; i++) quantize_row_u7(x + size_t(i) * ldx, K, q + size_t(i) * ldq, scale + i);
+}
+
+void CpuBackend::gemm_i8(int M, int N, int K, const uint8_t* Aq, int lda, const float* a_scale, const int8_t* B_panels,
+                         const float* b_scale, const int32_t* b_colsum, float beta, float* C, int ldc, const float* bias,
+                         float* gelu_out) {
+  if (M <= 0 || N <= 0) return;
+  panel_columns(M, N, K, C, ldc, gelu_out, [&](int j0, int j1) {
+    k_.gemm_cols_i8(M, j0, j1, N, K, Aq, lda, a_scale, B_panels, b_scale, b_colsum, beta, C, ldc, bias);
+  });
 }
 
 void CpuBackend::add_bias(float* y, const float* bias, int rows, int cols) {

@@ -36,6 +36,11 @@ class CpuBackend final : public Backend {
   bool has_gemm_bf16() const override { return true; }
   void gemm_bf16(int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels, float beta, float* C,
                  int ldc, const float* bias = nullptr, float* gelu_out = nullptr) override;
+  bool has_gemm_i8() const override { return true; }
+  void quantize_rows_u7(const float* x, int rows, int K, int ldx, uint8_t* q, int ldq, float* scale) override;
+  void gemm_i8(int M, int N, int K, const uint8_t* Aq, int lda, const float* a_scale, const int8_t* B_panels,
+               const float* b_scale, const int32_t* b_colsum, float beta, float* C, int ldc, const float* bias = nullptr,
+               float* gelu_out = nullptr) override;
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
             float beta, float* C, int ldc) override;
   void add_bias(float* y, const float* bias, int rows, int cols) override;
@@ -80,6 +85,8 @@ class CpuBackend final : public Backend {
   ThreadPool& pool() { return pool_; }
 
  private:
+  template <class Columns>
+  void panel_columns(int M, int N, int K, float* C, int ldc, float* gelu_out, const Columns& product);
   // Rows [0, rows) in chunks of about `work_per_chunk / per_row` rows across the pool.
   void for_rows(int64_t rows, int64_t per_row, RangeFn fn);
   CpuKernels k_;

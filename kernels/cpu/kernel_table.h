@@ -39,6 +39,12 @@ struct CpuKernels {
   // add_bias_rows.
   void (*gemm_cols_bf16)(int M, int j0, int j1, int N, int K, float alpha, const float* A, int lda, const uint16_t* B_panels,
                          float beta, float* C, int ldc, const float* bias);
+  // Columns [j0, j1) of the int8 product (backend.h, gemm_i8): activations quantized by
+  // quantize_rows_u7, weights in int8 panels (pack_i8_panels); exact integer sums, then the fixed
+  // epilogue gemm_i8 states.
+  void (*gemm_cols_i8)(int M, int j0, int j1, int N, int K, const uint8_t* Aq, int lda, const float* a_scale,
+                       const int8_t* B_panels, const float* b_scale, const int32_t* b_colsum, float beta, float* C, int ldc,
+                       const float* bias);
 
   void (*layernorm_rows)(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int r0, int r1,
                          int C);

@@ -29,6 +29,14 @@ inline void v_load_bf16_pair(const uint16_t* p, vf& lo, vf& hi) {  // 16 interle
   hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(int(0xFFFF0000u))));  // odd: the high halves as they are
 }
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1), in registers.
+// int8 products (gemm_cols_i8): as on the AVX-512 path, 8 lanes.
+using vi = __m256i;
+inline vi vi_zero() { return _mm256_setzero_si256(); }
+inline vi vi_dot4(vi acc, uint32_t a4, const int8_t* w) {
+  const __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi32(int(a4)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+inline void vi_store(int32_t* p, vi x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), x); }
 inline float tree16(const float* acc) {
   const __m256 s8 = _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_loadu_ps(acc + 8));
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));

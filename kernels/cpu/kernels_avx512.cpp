@@ -28,6 +28,16 @@ inline void v_load_bf16_pair(const uint16_t* p, vf& lo, vf& hi) {  // 32 interle
   lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));                                  // even elements: the low halves shifted up
   hi = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xFFFF0000u))));  // odd: the high halves as they are
 }
+// int8 products (gemm_cols_i8): acc lane i += the 4 products of a4's bytes (7-bit, unsigned) with
+// w's bytes 4i..4i+3 (signed), summed in 16 bits by pairs (|sum| <= 2 x 127 x 127: never saturates)
+// and in 32 bits by pairs of pairs: exact, so any order gives the same integers.
+using vi = __m512i;
+inline vi vi_zero() { return _mm512_setzero_si512(); }
+inline vi vi_dot4(vi acc, uint32_t a4, const int8_t* w) {
+  const __m512i pairs = _mm512_maddubs_epi16(_mm512_set1_epi32(int(a4)), _mm512_loadu_si512(w));
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
+}
+inline void vi_store(int32_t* p, vi x) { _mm512_storeu_si512(p, x); }
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1), in registers.
 inline float tree16(const float* acc) {
   const __m512 v = _mm512_loadu_ps(acc);

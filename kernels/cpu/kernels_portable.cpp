@@ -28,6 +28,15 @@ inline void v_load_bf16_pair(const uint16_t* p, vf& lo, vf& hi) {  // two bf16 -
   std::memcpy(&hi, &v, sizeof hi);
 }
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1).
+// int8 products (gemm_cols_i8): one lane, the same integer sum.
+using vi = int32_t;
+inline vi vi_zero() { return 0; }
+inline vi vi_dot4(vi acc, uint32_t a4, const int8_t* w) {
+  int32_t s = 0;
+  for (int b = 0; b < 4; b++) s += int32_t((a4 >> (8 * b)) & 0xFF) * w[b];
+  return acc + s;
+}
+inline void vi_store(int32_t* p, vi x) { *p = x; }
 inline float tree16(const float* acc) {
   float t[16];
   for (int l = 0; l < 16; l++) t[l] = acc[l];

@@ -1,0 +1,164 @@
+// int8 products for inference (backend.h, gemm_i8): 8-bit weights times 7-bit activations summed
+// exactly in integers, then one fixed fp32 epilogue. The same bits on every CPU path, thread count
+// and column range; the integers are those of a plain loop over the quantized values; the result
+// is close to the fp32 product of the unquantized values.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "src/common/rng.h"
+#include "tests/test_util.h"
+
+namespace rb {
+namespace {
+
+struct I8Weights {
+  std::vector<int8_t> panels;
+  std::vector<float> scale;
+  std::vector<int32_t> colsum;
+};
+
+I8Weights pack(const std::vector<float>& W, int N, int K) {  // W [N, K]
+  I8Weights w{std::vector<int8_t>(i8_panel_bytes(N, K)), std::vector<float>(size_t(N)), std::vector<int32_t>(size_t(N))};
+  pack_i8_panels(W.data(), N, K, w.panels.data(), w.scale.data(), w.colsum.data());
+  return w;
+}
+
+// Column j's int8 value at k, read back from the panels.
+int i8_at(const I8Weights& w, int N, int K, int j, int k) {
+  const int K4 = (K + 3) / 4, p0 = j / kI8Panel * kI8Panel, width = std::min(kI8Panel, N - p0);
+  return w.panels[size_t(p0) * K4 * 4 + (size_t(k / 4) * width + (j - p0)) * 4 + k % 4];
+}
+
+TEST(I8Weights, QuantizedRowsAndPanelsKeepTheirRangesAndRoundTrip) {
+  Rng rng(21);
+  const int K = 70, ldq = 72;
+  std::vector<float> x = test::random_vec(size_t(K), rng);
+  x[13] = -4.0f;  // the largest magnitude: exactly -63 steps
+  std::vector<uint8_t> q(ldq, 0);
+  float s = 0;
+  quantize_row_u7(x.data(), K, q.data(), &s);
+  EXPECT_EQ(s, 4.0f / 63.0f);
+  EXPECT_EQ(q[13], kI8ActivationOffset - 63);
+  for (int k = 0; k < K; k++) {
+    ASSERT_GE(q[k], 1);
+    ASSERT_LE(q[k], 127);
+    EXPECT_LE(std::fabs((int(q[k]) - kI8ActivationOffset) * s - x[k]), 0.5f * s * 1.0001f) << k;
+  }
+  EXPECT_EQ(q[70], kI8ActivationOffset);  // padding to a multiple of 4 holds zero
+  EXPECT_EQ(q[71], kI8ActivationOffset);
+  std::vector<float> zeros(8, 0.0f);
+  quantize_row_u7(zeros.data(), 8, q.data(), &s);
+  EXPECT_EQ(s, 1.0f);
+  for (int k = 0; k < 8; k++) EXPECT_EQ(q[k], kI8ActivationOffset);
+
+  const int N = 300;  // panels of 128, 128 and 44 columns
+  std::vector<float> W = test::random_vec(size_t(N) * K, rng);
+  const I8Weights w = pack(W, N, K);
+  for (int j = 0; j < N; j++) {
+    int32_t sum = 0, biggest = 0;
+    for (int k = 0; k < K; k++) {
+      const int v = i8_at(w, N, K, j, k);
+      sum += v;
+      biggest = std::max(biggest, std::abs(v));
+      ASSERT_LE(std::fabs(v * w.scale[j] - W[size_t(j) * K + k]), 0.5f * w.scale[j] * 1.0001f) << j << " " << k;
+    }
+    EXPECT_EQ(biggest, 127) << j;  // each column's scale is its own largest magnitude
+    EXPECT_EQ(sum, w.colsum[j]) << j;
+    for (int k = K; k < 72; k++) EXPECT_EQ(i8_at(w, N, K, j, k), 0);
+  }
+}
+
+TEST(I8Weights, ProductIsTheExactIntegerSumThenTheEpilogueOnEveryPathThreadCountAndColumnRange) {
+  Rng rng(22);
+  for (const auto& [M, N, K] : {std::tuple{1, 300, 70}, std::tuple{3, 129, 40}, std::tuple{1, 1536, 256}, std::tuple{2, 256, 512},
+                                std::tuple{5, 77, 9}}) {
+    const int ldq = (K + 3) / 4 * 4;
+    std::vector<float> A = test::random_vec(size_t(M) * K, rng), W = test::random_vec(size_t(N) * K, rng);
+    const std::vector<float> bias = test::random_vec(size_t(N), rng), C0 = test::random_vec(size_t(M) * N, rng);
+    const I8Weights w = pack(W, N, K);
+    std::vector<uint8_t> Aq(size_t(M) * ldq);
+    std::vector<float> a_scale(static_cast<size_t>(M));
+    for (int i = 0; i < M; i++) quantize_row_u7(A.data() + size_t(i) * K, K, Aq.data() + size_t(i) * ldq, &a_scale[size_t(i)]);
+    for (float beta : {0.0f, 1.0f}) {
+      // The contract, written out: integers, then one rounding a step.
+      std::vector<float> want = C0;
+      double err = 0, scale = 0;
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+          int64_t s = 0;
+          double exact = 0;
+          for (int k = 0; k < K; k++) {
+            s += int64_t(Aq[size_t(i) * ldq + k]) * i8_at(w, N, K, j, k);
+            exact += double(A[size_t(i) * K + k]) * W[size_t(j) * K + k];
+          }
+          float y = float(int32_t(s) - kI8ActivationOffset * w.colsum[j]) * a_scale[i];
+          y = y * w.scale[j];
+          if (beta != 0.0f) y = y + beta * want[size_t(i) * N + j];
+          y = y + bias[j];
+          want[size_t(i) * N + j] = y;
+          exact += bias[j] + (beta != 0.0f ? double(C0[size_t(i) * N + j]) : 0.0);
+          err = std::max(err, std::fabs(exact - y));
+          scale = std::max(scale, std::fabs(exact));
+        }
+      EXPECT_LT(err, 0.03 * scale) << "M " << M << " N " << N << " K " << K << ": far from the fp32 product";
+      for (CpuPath path : test::runnable_cpu_paths()) {
+        for (int threads : {1, 2}) {
+          auto be = make_cpu_backend(threads, path);
+          std::vector<float> got = C0;
+          be->gemm_i8(M, N, K, Aq.data(), ldq, a_scale.data(), w.panels.data(), w.scale.data(), w.colsum.data(), beta, got.data(),
+                      N, bias.data());
+          EXPECT_TRUE(test::bitwise_equal(got, want))
+              << cpu_path_name(path) << " " << threads << " threads, M " << M << " N " << N << " K " << K << " beta " << beta;
+          // With gelu: the same C, and gelu_forward's values of it.
+          std::vector<float> got_g = C0, gelu(size_t(M) * N), want_gelu(size_t(M) * N);
+          be->gemm_i8(M, N, K, Aq.data(), ldq, a_scale.data(), w.panels.data(), w.scale.data(), w.colsum.data(), beta,
+                      got_g.data(), N, bias.data(), gelu.data());
+          be->gelu_forward(want_gelu.data(), want.data(), want.size());
+          EXPECT_TRUE(test::bitwise_equal(got_g, want) && test::bitwise_equal(gelu, want_gelu)) << cpu_path_name(path);
+        }
+        // Any column range gives the whole product's columns.
+        const CpuKernels k = cpu_kernels(path);
+        for (const auto& [j0, j1] :
+             {std::pair{0, 1}, std::pair{5, 77}, std::pair{16, 48}, std::pair{127, 129}, std::pair{N - 3, N}}) {
+          if (j1 > N || j0 >= j1) continue;
+          std::vector<float> part = C0;
+          k.gemm_cols_i8(M, j0, j1, N, K, Aq.data(), ldq, a_scale.data(), w.panels.data(), w.scale.data(), w.colsum.data(), beta,
+                         part.data(), N, bias.data());
+          for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+              const float expect = j >= j0 && j < j1 ? want[size_t(i) * N + j] : C0[size_t(i) * N + j];
+              ASSERT_EQ(std::memcmp(&part[size_t(i) * N + j], &expect, sizeof expect), 0)
+                  << cpu_path_name(path) << " columns [" << j0 << ", " << j1 << "), row " << i << " column " << j;
+            }
+        }
+      }
+    }
+  }
+}
+
+// The largest sums the 16-bit pairs can hold: every activation 127 and every weight +-127.
+TEST(I8Weights, ExtremeValuesNeverSaturateOnAnyPath) {
+  const int M = 1, N = 64, K = 256, ldq = K;
+  std::vector<float> W(size_t(N) * K);
+  for (int j = 0; j < N; j++)
+    for (int k = 0; k < K; k++) W[size_t(j) * K + k] = (j % 2 ? -1.0f : 1.0f) * (k % 3 ? 1.0f : -1.0f);
+  const I8Weights w = pack(W, N, K);
+  std::vector<float> A(static_cast<size_t>(K));
+  for (int k = 0; k < K; k++) A[size_t(k)] = k % 3 ? 2.0f : -2.0f;  // q = +-63: stored 127 and 1
+  std::vector<uint8_t> Aq(static_cast<size_t>(ldq));
+  float a_scale = 0;
+  quantize_row_u7(A.data(), K, Aq.data(), &a_scale);
+  for (CpuPath path : test::runnable_cpu_paths()) {
+    auto be = make_cpu_backend(1, path);
+    std::vector<float> got(size_t(N), 0.0f);
+    be->gemm_i8(M, N, K, Aq.data(), ldq, &a_scale, w.panels.data(), w.scale.data(), w.colsum.data(), 0.0f, got.data(), N);
+    for (int j = 0; j < N; j++)
+      EXPECT_EQ(got[size_t(j)], (j % 2 ? -1.0f : 1.0f) * 2.0f * K) << cpu_path_name(path) << " column " << j;
+  }
+}
+
+}  // namespace
+}  // namespace rb
