@@ -275,7 +275,7 @@ int bench_decode(Args& args) {
   std::printf("peak RSS      %8.1f MB\n", rss);
   // The ceiling of batch-1 stepping: every weight is read once per patch (global) or per byte
   // (local), so bytes/s <= memory bandwidth / weight bytes per byte (caches aside).
-  const double wbytes = model.weight_format() == WeightFormat::BF16 ? 2.0 : 4.0;
+  const double wbytes = model.weight_format() == WeightFormat::BF16 ? 2.0 : model.weight_format() == WeightFormat::I8 ? 1.0 : 4.0;
   const double DG = cfg.D_G(), DL = cfg.D_L;
   const double global_per_patch =
       cfg.L_G * (cfg.global == GlobalKind::Retention ? 6 * DG * DG + 2 * DG * DG : 4 * DG * DG) + cfg.L_G * 4 * DG * DG;

@@ -245,6 +245,7 @@ int cmd_convert(Args& args) {
   if (!path.empty()) pos.insert(pos.begin(), path);
   if (pos.size() != 1) throw Error("convert: expected one MODEL (see retbyte convert --help)");
   if (!weights) throw Error("convert: --weights FORMAT is required");
+  if (*weights == WeightFormat::I8) throw Error("convert: --weights int8 is for computing (a model file holds fp32 or bf16)");
   if (out.empty()) throw Error("convert: -o OUT is required");
   path = pos[0];
   check_outputs({out}, {path}, force, "-f");

@@ -205,6 +205,13 @@ std::vector<uint8_t> finish(Job& job, Model* model, const std::string& model_id,
   return out;
 }
 
+// The header records fp32 or bf16 weights only: an archive coded with int8 products would decode
+// on others and fail its checksum.
+void refuse_int8(const std::string& path, const Model* model) {
+  if (model && model->weight_format() == WeightFormat::I8)
+    throw Error(path + ": int8 weights are not recorded by .rbz archives yet (use --weights bf16)");
+}
+
 }  // namespace
 
 std::vector<uint8_t> compress_file(const std::string& path, const std::vector<uint8_t>& file, Model* model,
@@ -212,6 +219,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   // Adaptation trains the weights in fp32 (they stop being bf16 values after its first step): a
   // bf16 model codes such a file on the fp32 kernels with its values as they are (the same bits
   // until then; the archive records fp32 weights of the same fingerprint), and is bf16 again after.
+  refuse_int8(path, model);
   Bf16Again bf16_again;
   if (options.adapt && model && model->weight_format() == WeightFormat::BF16) bf16_again.widen(model);
   Job job = prepare(path, file, model, options);
@@ -227,6 +235,7 @@ std::vector<std::vector<uint8_t>> compress_files(const std::vector<std::string>&
                                                  const std::vector<const std::vector<uint8_t>*>& files, Model* model,
                                                  const CompressOptions& options, std::vector<CompressStats>* stats) {
   if (paths.size() != files.size()) throw Error("compress_files: one path per file");
+  if (!paths.empty()) refuse_int8(paths[0], model);
   if (options.adapt || !model) {  // adaptation changes the weights as each file goes: one file at a time
     std::vector<std::vector<uint8_t>> out;
     if (stats) stats->assign(files.size(), {});

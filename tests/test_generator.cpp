@@ -271,5 +271,20 @@ TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseWithBf16Weights) {
   }
 }
 
+// int8 products: the batched pass and the steps both quantize each product's input rows and sum
+// integers, so they agree bitwise on every path as fp32 and bf16 do.
+TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseWithInt8Weights) {
+  for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
+    SCOPED_TRACE(file);
+    expect_routes_agree_on_every_path(
+        [&](Backend& be) {
+          auto m = Model::load(kTestDir + "/golden/" + file, be);
+          m->set_weight_format(WeightFormat::I8);
+          return m;
+        },
+        4096, 2048, 1027);
+  }
+}
+
 }  // namespace
 }  // namespace rb

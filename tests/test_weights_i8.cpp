@@ -7,8 +7,11 @@
 #include <cmath>
 #include <cstring>
 
+#include "codecs/rbz.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "src/common/errors.h"
 #include "src/common/rng.h"
+#include "src/model/model.h"
 #include "tests/test_util.h"
 
 namespace rb {
@@ -158,6 +161,36 @@ TEST(I8Weights, ExtremeValuesNeverSaturateOnAnyPath) {
     for (int j = 0; j < N; j++)
       EXPECT_EQ(got[size_t(j)], (j % 2 ? -1.0f : 1.0f) * 2.0f * K) << cpu_path_name(path) << " column " << j;
   }
+}
+
+// A model computing with int8 products keeps its weights (and fingerprint), returns to the format
+// it came from, scores close to its fp32 self, and is refused where a file would have to record it.
+TEST(I8Weights, ModelKeepsItsWeightsScoresCloseAndIsRefusedWhereFilesWouldRecordIt) {
+  auto be = make_cpu_backend(1);
+  auto model = Model::load(std::string(RETBYTE_TEST_DIR) + "/golden/tiny_retention.safetensors", *be);
+  const std::string fingerprint = model_fingerprint(*model);
+  const std::string text =
+      "The int8 products round each weight column and each input row; the sums are exact integers. "
+      "The int8 products round each weight column and each input row; the sums are exact integers. ";
+  const std::vector<uint8_t> x(text.begin(), text.begin() + 128);
+  const double fp32 = model->forward(x.data(), 1, 128, Model::Mode::Eval);
+  model->set_weight_format(WeightFormat::I8);
+  EXPECT_EQ(model->weight_format(), WeightFormat::I8);
+  EXPECT_EQ(model_fingerprint(*model), fingerprint);
+  const double int8 = model->forward(x.data(), 1, 128, Model::Mode::Eval);
+  EXPECT_NE(int8, fp32);  // the products did change
+  EXPECT_LT(std::fabs(int8 - fp32), 0.02 * fp32) << "int8 loss " << int8 << " against fp32 " << fp32;
+  const std::vector<uint8_t> file(text.begin(), text.end());
+  try {
+    compress_file("note.txt", file, model.get(), CompressOptions{});
+    ADD_FAILURE() << "compressing with int8 products should be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("note.txt: int8 weights"), std::string::npos) << e.what();
+  }
+  model->set_weight_format(WeightFormat::F32);  // back to the fp32 products of the same weights
+  EXPECT_EQ(model->forward(x.data(), 1, 128, Model::Mode::Eval), fp32);
+  model->set_weight_format(WeightFormat::I8);
+  EXPECT_EQ(model->forward(x.data(), 1, 128, Model::Mode::Eval), int8);
 }
 
 }  // namespace

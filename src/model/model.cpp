@@ -245,6 +245,18 @@ void Model::linear(float* y, const float* x, const float* W, const float* bias, 
   // Up to a few dozen rows (decoding, lockstep segments) a product reads W^T in place: packing W
   // for so few rows costs more than it saves (measured: codec decoding 31-35k vs 19-26k bytes/s).
   constexpr int kFewRows = 64;
+  if (format_ == WeightFormat::I8 && be_.has_gemm_i8()) {  // every product, batched or stepped: the same bits
+    const int ldq = (in + 3) / 4 * 4;
+    if (int8_x_.size() * 4 < size_t(rows) * ldq) int8_x_ = Buffer(be_, (size_t(rows) * ldq + 3) / 4);
+    if (int8_x_scale_.size() < size_t(rows)) int8_x_scale_ = Buffer(be_, size_t(rows));
+    uint8_t* xq = reinterpret_cast<uint8_t*>(int8_x_.data());
+    be_.quantize_rows_u7(x, rows, in, in, xq, ldq, int8_x_scale_.data());
+    const float* copy = int8_copy(W, out, in);
+    const size_t scales_at = (i8_panel_bytes(out, in) + 63) / 64 * 16;  // floats, 64-byte aligned
+    be_.gemm_i8(rows, out, in, xq, ldq, int8_x_scale_.data(), reinterpret_cast<const int8_t*>(copy), copy + scales_at,
+                reinterpret_cast<const int32_t*>(copy + scales_at + out), beta, y, out, bias, gelu_out);
+    return;
+  }
   if (rows < kFewRows) {
     const float* t = transposed(W, out, in);
     if (bf16_copies())  // the bias (and gelu) applied by each thread to its own columns
@@ -278,6 +290,29 @@ const float* Model::transposed(const float* W, int out, int in) {
   return it->second.data();
 }
 
+const float* Model::int8_copy(const float* W, int out, int in) {
+  auto it = transposed_.find(W);
+  if (it == transposed_.end()) {
+    std::vector<float> w(size_t(out) * in);
+    be_.download(w.data(), W, w.size());
+    const size_t scales_at = (i8_panel_bytes(out, in) + 63) / 64 * 16;
+    std::vector<float> packed(scales_at + 2 * size_t(out), 0.0f);
+    pack_i8_panels(w.data(), out, in, reinterpret_cast<int8_t*>(packed.data()), packed.data() + scales_at,
+                   reinterpret_cast<int32_t*>(packed.data() + scales_at + out));
+    Buffer buf(be_, packed.size());
+    be_.upload(buf.data(), packed.data(), packed.size());
+    it = transposed_.emplace(W, std::move(buf)).first;
+  }
+  return it->second.data();
+}
+
+void Model::decoding_copy(const float* W, int out, int in) {
+  if (format_ == WeightFormat::I8 && be_.has_gemm_i8())
+    int8_copy(W, out, in);
+  else
+    transposed(W, out, in);
+}
+
 uint16_t bf16_round(float x) {
   uint32_t u;
   std::memcpy(&u, &x, 4);
@@ -295,6 +330,16 @@ float bf16_widen(uint16_t h) {
 
 void Model::set_weight_format(WeightFormat f) {
   if (f == format_) return;
+  if (f == WeightFormat::I8 && !be_.has_gemm_i8())
+    throw Error("int8 weights: this backend (" + be_.name() + ") has no int8 products");
+  transposed_.clear();          // copies of another format (the maps share W's address as the key)
+  if (f == WeightFormat::I8) {  // the weights stay: only the products change
+    values_ = format_;
+    format_ = f;
+    return;
+  }
+  if (format_ == WeightFormat::I8) format_ = values_;  // back to what the weights hold
+  if (f == format_) return;
   if (f == WeightFormat::F32) throw Error("weights already rounded to bf16 cannot become fp32 again (load the model file anew)");
   std::vector<float> host(num_params_);
   be_.download(host.data(), params_, host.size());
@@ -306,6 +351,7 @@ void Model::set_weight_format(WeightFormat f) {
 
 void Model::widen_to_fp32() {
   if (format_ == WeightFormat::F32) return;
+  if (format_ == WeightFormat::I8 && values_ == WeightFormat::F32) values_ = WeightFormat::F32;
   transposed_.clear();  // the bf16 panels
   format_ = WeightFormat::F32;
 }
@@ -314,23 +360,23 @@ void Model::prepare_decoding() {
   const int DG = cfg_.D_G(), DL = cfg_.D_L;
   for (const GlobalLayerWeights& L : w_.g) {
     if (cfg_.global == GlobalKind::Retention) {
-      transposed(L.wq, 6 * DG, DG);
-      transposed(L.wo, DG, 2 * DG);
+      decoding_copy(L.wq, 6 * DG, DG);
+      decoding_copy(L.wo, DG, 2 * DG);
     } else {
-      transposed(L.wqkv, 3 * DG, DG);
-      transposed(L.att_wo, DG, DG);
+      decoding_copy(L.wqkv, 3 * DG, DG);
+      decoding_copy(L.att_wo, DG, DG);
     }
-    transposed(L.w1, 2 * DG, DG);
-    transposed(L.w2, DG, 2 * DG);
+    decoding_copy(L.w1, 2 * DG, DG);
+    decoding_copy(L.w2, DG, 2 * DG);
   }
   for (const LocalLayerWeights& L : w_.l) {
-    transposed(L.wqkv, 3 * DL, DL);
-    transposed(L.wo, DL, DL);
-    transposed(L.w1, 4 * DL, DL);
-    transposed(L.w2, DL, 4 * DL);
+    decoding_copy(L.wqkv, 3 * DL, DL);
+    decoding_copy(L.wo, DL, DL);
+    decoding_copy(L.w1, 4 * DL, DL);
+    decoding_copy(L.w2, DL, 4 * DL);
   }
-  transposed(w_.g2l, DL, cfg_.D_E);
-  transposed(w_.head, 256, DL);
+  decoding_copy(w_.g2l, DL, cfg_.D_E);
+  decoding_copy(w_.head, 256, DL);
 }
 
 void Model::residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h, float* ha, const float* ln_w,

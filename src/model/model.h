@@ -72,8 +72,12 @@ struct StepScratch {
 // nearest, ties to even) and decoding's few-row products stream bf16 copies at half the bytes;
 // widening is exact, so every path (batched, stepped, any CPU) still computes the same bits, now
 // for the rounded model. Recorded by .rbz files; a model file of BF16 tensors loads as BF16.
-enum class WeightFormat { F32, BF16 };
-const char* weight_format_name(WeightFormat f);  // "fp32", "bf16"
+// I8 (inference only): the weights stay as they are, and every product (batched or stepped)
+// multiplies int8 copies (one scale per output) by its input rows rounded to 7 bits (one scale
+// per row), summed exactly in integers (Backend::gemm_i8): the same bits on every path, about half
+// the bytes of bf16 to stream, ~0.1% more bits per byte (bench/NOTES.md). Not recorded by .rbz files yet.
+enum class WeightFormat { F32, BF16, I8 };
+const char* weight_format_name(WeightFormat f);  // "fp32", "bf16", "int8"
 WeightFormat parse_weight_format(const std::string& s, const std::string& what);
 uint16_t bf16_round(float x);  // to nearest, ties to even (the upper 16 bits of the rounded float)
 float bf16_widen(uint16_t h);  // exact: the bits become the float's upper half
@@ -90,7 +94,8 @@ class Model {
   const std::vector<TensorEntry>& table() const { return table_; }
   size_t num_params() const { return num_params_; }
   // Rounds every weight to bf16 (BF16) for inference; F32 after BF16 is an error. Changes the
-  // fingerprint (the weights change).
+  // fingerprint (the weights change). I8 keeps the weights (and the fingerprint) and makes the
+  // products int8; leaving it returns to the format it came from.
   void set_weight_format(WeightFormat f);
   // A bf16 model's weights on the fp32 kernels, their values unchanged (widening is exact, and the
   // fingerprint stays): what training steps need, which leave values bf16 cannot hold.
@@ -186,6 +191,10 @@ class Model {
   void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out, float beta = 0.0f,
               float* gelu_out = nullptr);
   const float* transposed(const float* W, int out, int in);  // W [out, in] -> cached W^T
+  // W [out, in] -> cached int8 panels, then out scales, then out column sums (Backend::gemm_i8).
+  const float* int8_copy(const float* W, int out, int in);
+  // The few-row products' copy of W for the weight format (prepare_decoding).
+  void decoding_copy(const float* W, int out, int in);
   // out = in + W2 gelu(W1 LN(in) + b1) + b2 (the global FFN and the local MLP sub-block).
   void residual_mlp(float* out, const float* in, float* ln, float* mean, float* rstd, float* h, float* ha, const float* ln_w,
                     const float* ln_b, const float* w1, const float* b1, const float* w2, const float* b2, int rows, int C,
@@ -213,6 +222,8 @@ class Model {
   bool train_ready_ = false;
   std::vector<int32_t> step_idx_;  // host scratch for the step functions' indices
   WeightFormat format_ = WeightFormat::F32;
+  WeightFormat values_ = WeightFormat::F32;  // what the weights hold under I8: fp32 or bf16 values
+  Buffer int8_x_, int8_x_scale_;             // the input rows of an int8 product, rounded to 7 bits
   // Few-row products read bf16 copies of W^T when the weights are bf16 and the backend can.
   bool bf16_copies() const { return format_ == WeightFormat::BF16 && be_.has_gemm_bf16(); }
 };

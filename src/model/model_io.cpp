@@ -13,12 +13,15 @@
 
 namespace rb {
 
-const char* weight_format_name(WeightFormat f) { return f == WeightFormat::BF16 ? "bf16" : "fp32"; }
+const char* weight_format_name(WeightFormat f) {
+  return f == WeightFormat::BF16 ? "bf16" : f == WeightFormat::I8 ? "int8" : "fp32";
+}
 
 WeightFormat parse_weight_format(const std::string& s, const std::string& what) {
   if (s == "fp32" || s == "f32") return WeightFormat::F32;
   if (s == "bf16") return WeightFormat::BF16;
-  throw Error(what + ": weights '" + s + "' is not fp32 or bf16");
+  if (s == "int8") return WeightFormat::I8;
+  throw Error(what + ": weights '" + s + "' is not fp32, bf16 or int8");
 }
 
 void Model::init_random(uint64_t seed) {
@@ -50,7 +53,7 @@ void Model::save(const std::string& path, const std::map<std::string, std::strin
   std::vector<StTensorOut> out;
   // BF16 weights are stored as BF16 tensors: half the file, the same values.
   std::vector<uint16_t> half;
-  if (format_ == WeightFormat::BF16) {
+  if (format_ == WeightFormat::BF16 || (format_ == WeightFormat::I8 && values_ == WeightFormat::BF16)) {
     half.resize(num_params_);
     for (size_t i = 0; i < num_params_; i++) half[i] = bf16_round(host[i]);
   }
