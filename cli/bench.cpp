@@ -1,8 +1,9 @@
 // retbyte bench: speed measurements with a baseline (OpenBLAS sgemm) taken in the same run.
 #include <chrono>
 #include <cstdio>
-#include <memory>
 #include <cstdlib>
+#include <memory>
+#include <tuple>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -435,10 +436,11 @@ int bench_kernels(Args& args) {
           be->gemm_i8(1, N, K, Aq.data(), K, a_scale.data(), i8[i].get(), scales[i].data(), sums[i].data(), 0.0f, C.data(), N);
         }
       });
-      for (const auto& [g, what] : {std::pair{g16, "bf16 W, 6.3MB"}, std::pair{g8, "int8 W x 7-bit x, 3.1MB"}}) {
+      for (const auto& [g, what, is_fma] :
+           {std::tuple{g16, "bf16 W, 6.3MB", true}, std::tuple{g8, "int8 W x 7-bit x, 3.1MB", false}}) {
         char name[96];
         std::snprintf(name, sizeof name, "decode: global step's 16 products, %s", what);
-        if (g == g16)
+        if (is_fma)
           std::printf("%-10s %-52s %8.1f %7.0f%% of %.0f\n", cpu_path_name(path), name, g, 100.0 * g / peak, peak);
         else  // integer multiply-adds: the FMA peak does not bound them
           std::printf("%-10s %-52s %8.1f (2 x integer multiply-adds/s)\n", cpu_path_name(path), name, g);

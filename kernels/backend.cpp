@@ -19,14 +19,21 @@ void pack_bf16_panels(const uint16_t* B, int K, int N, int ldb, uint16_t* out) {
   }
 }
 
+namespace {
+float max_abs(const float* x, int n) {  // exact in any order
+  float m = 0.0f;
+  for (int i = 0; i < n; i++) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+}  // namespace
+
 size_t i8_panel_bytes(int N, int K) { return size_t(N) * size_t((K + 3) / 4) * 4; }
 
 void pack_i8_panels(const float* W, int N, int K, int8_t* out, float* b_scale, int32_t* b_colsum) {
   const int K4 = (K + 3) / 4;
   for (int j = 0; j < N; j++) {
     const float* w = W + size_t(j) * K;
-    float m = 0.0f;
-    for (int k = 0; k < K; k++) m = std::max(m, std::fabs(w[k]));
+    const float m = max_abs(w, K);
     b_scale[j] = m > 0.0f ? m / 127.0f : 1.0f;
     const int p0 = j / kI8Panel * kI8Panel, width = std::min(kI8Panel, N - p0), c = j - p0;
     int8_t* panel = out + size_t(p0) * K4 * 4;
@@ -41,8 +48,7 @@ void pack_i8_panels(const float* W, int N, int K, int8_t* out, float* b_scale, i
 }
 
 void quantize_row_u7(const float* x, int K, uint8_t* q, float* scale) {
-  float m = 0.0f;
-  for (int k = 0; k < K; k++) m = std::max(m, std::fabs(x[k]));
+  const float m = max_abs(x, K);
   const float s = m > 0.0f ? m / 63.0f : 1.0f;
   for (int k = 0; k < K; k++) q[k] = uint8_t(int(std::clamp(std::nearbyint(x[k] / s), -63.0f, 63.0f)) + kI8ActivationOffset);
   for (int k = K; k < (K + 3) / 4 * 4; k++) q[k] = uint8_t(kI8ActivationOffset);

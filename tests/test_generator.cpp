@@ -256,35 +256,28 @@ TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseSmall) {
       3072, 1024, 517);
 }
 
-// bf16 weights: the decoding products read bf16 copies, the batched pass the fp32 rounded values;
-// still the same bits everywhere.
-TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseWithBf16Weights) {
+// Both golden models with their weights in `format`: stepping, the batched pass and ingestion give
+// the same bits on every path.
+void expect_routes_agree_with_weights(WeightFormat format) {
   for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
     SCOPED_TRACE(file);
     expect_routes_agree_on_every_path(
         [&](Backend& be) {
           auto m = Model::load(kTestDir + "/golden/" + file, be);
-          m->set_weight_format(WeightFormat::BF16);
+          m->set_weight_format(format);
           return m;
         },
         4096, 2048, 1027);
   }
 }
 
+// bf16 weights: the decoding products read bf16 copies, the batched pass the fp32 rounded values;
+// still the same bits everywhere.
+TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseWithBf16Weights) { expect_routes_agree_with_weights(WeightFormat::BF16); }
+
 // int8 products: the batched pass and the steps both quantize each product's input rows and sum
 // integers, so they agree bitwise on every path as fp32 and bf16 do.
-TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseWithInt8Weights) {
-  for (const char* file : {"tiny_retention.safetensors", "tiny_attention.safetensors"}) {
-    SCOPED_TRACE(file);
-    expect_routes_agree_on_every_path(
-        [&](Backend& be) {
-          auto m = Model::load(kTestDir + "/golden/" + file, be);
-          m->set_weight_format(WeightFormat::I8);
-          return m;
-        },
-        4096, 2048, 1027);
-  }
-}
+TEST(Decoder, SteppingEqualsBatchedPassAndIngestBitwiseWithInt8Weights) { expect_routes_agree_with_weights(WeightFormat::I8); }
 
 }  // namespace
 }  // namespace rb

@@ -175,8 +175,8 @@ void ThreadPool::end_window() {
   }
   if (++windows_since_probe_ >= kProbeEvery) {
     windows_since_probe_ = 0;
-    last_probe_ = (last_probe_ + 1 + (last_probe_ + 1 == fastest)) % kModes;
-    if (last_probe_ == fastest) last_probe_ = (last_probe_ + 1) % kModes;
+    do last_probe_ = (last_probe_ + 1) % kModes;  // the next mode that is not the fastest
+    while (last_probe_ == fastest);
     window_mode_ = last_probe_;
   } else {
     window_mode_ = fastest;

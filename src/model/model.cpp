@@ -251,10 +251,8 @@ void Model::linear(float* y, const float* x, const float* W, const float* bias, 
     if (int8_x_scale_.size() < size_t(rows)) int8_x_scale_ = Buffer(be_, size_t(rows));
     uint8_t* xq = reinterpret_cast<uint8_t*>(int8_x_.data());
     be_.quantize_rows_u7(x, rows, in, in, xq, ldq, int8_x_scale_.data());
-    const float* copy = int8_copy(W, out, in);
-    const size_t scales_at = (i8_panel_bytes(out, in) + 63) / 64 * 16;  // floats, 64-byte aligned
-    be_.gemm_i8(rows, out, in, xq, ldq, int8_x_scale_.data(), reinterpret_cast<const int8_t*>(copy), copy + scales_at,
-                reinterpret_cast<const int32_t*>(copy + scales_at + out), beta, y, out, bias, gelu_out);
+    const Int8Copy w = int8_copy(W, out, in);
+    be_.gemm_i8(rows, out, in, xq, ldq, int8_x_scale_.data(), w.panels, w.scale, w.colsum, beta, y, out, bias, gelu_out);
     return;
   }
   if (rows < kFewRows) {
@@ -290,12 +288,13 @@ const float* Model::transposed(const float* W, int out, int in) {
   return it->second.data();
 }
 
-const float* Model::int8_copy(const float* W, int out, int in) {
+Model::Int8Copy Model::int8_copy(const float* W, int out, int in) {
+  // One buffer: the panels, then (64-byte aligned) the out scales, then the out column sums.
+  const size_t scales_at = (i8_panel_bytes(out, in) + 63) / 64 * 16;  // in floats
   auto it = transposed_.find(W);
   if (it == transposed_.end()) {
     std::vector<float> w(size_t(out) * in);
     be_.download(w.data(), W, w.size());
-    const size_t scales_at = (i8_panel_bytes(out, in) + 63) / 64 * 16;
     std::vector<float> packed(scales_at + 2 * size_t(out), 0.0f);
     pack_i8_panels(w.data(), out, in, reinterpret_cast<int8_t*>(packed.data()), packed.data() + scales_at,
                    reinterpret_cast<int32_t*>(packed.data() + scales_at + out));
@@ -303,7 +302,8 @@ const float* Model::int8_copy(const float* W, int out, int in) {
     be_.upload(buf.data(), packed.data(), packed.size());
     it = transposed_.emplace(W, std::move(buf)).first;
   }
-  return it->second.data();
+  const float* copy = it->second.data();
+  return {reinterpret_cast<const int8_t*>(copy), copy + scales_at, reinterpret_cast<const int32_t*>(copy + scales_at + out)};
 }
 
 void Model::decoding_copy(const float* W, int out, int in) {
@@ -351,7 +351,6 @@ void Model::set_weight_format(WeightFormat f) {
 
 void Model::widen_to_fp32() {
   if (format_ == WeightFormat::F32) return;
-  if (format_ == WeightFormat::I8 && values_ == WeightFormat::F32) values_ = WeightFormat::F32;
   transposed_.clear();  // the bf16 panels
   format_ = WeightFormat::F32;
 }

@@ -191,8 +191,13 @@ class Model {
   void linear(float* y, const float* x, const float* W, const float* bias, int rows, int in, int out, float beta = 0.0f,
               float* gelu_out = nullptr);
   const float* transposed(const float* W, int out, int in);  // W [out, in] -> cached W^T
-  // W [out, in] -> cached int8 panels, then out scales, then out column sums (Backend::gemm_i8).
-  const float* int8_copy(const float* W, int out, int in);
+  // W [out, in] -> its cached int8 copy: panels, one scale and one column sum per output (Backend::gemm_i8).
+  struct Int8Copy {
+    const int8_t* panels;
+    const float* scale;
+    const int32_t* colsum;
+  };
+  Int8Copy int8_copy(const float* W, int out, int in);
   // The few-row products' copy of W for the weight format (prepare_decoding).
   void decoding_copy(const float* W, int out, int in);
   // out = in + W2 gelu(W1 LN(in) + b1) + b2 (the global FFN and the local MLP sub-block).
