@@ -74,8 +74,8 @@ const char* const kMixHelp =
 const char* const kWeightsHelp =
     "  --weights fp32|bf16|int8: bf16 rounds every weight to bf16 and decoding streams half the bytes; a model file\n"
     "     of BF16 tensors is bf16 already. int8 multiplies int8 weights by 7-bit activations (a quarter of fp32's\n"
-    "     bytes; ~0.1% more bits per byte; not for compress yet). Bit-exact on every CPU either way; .rbz files\n"
-    "     record fp32 or bf16\n";
+    "     bytes; ~0.1% more bits per byte; not with --adapt). Bit-exact on every CPU either way; .rbz files\n"
+    "     record the format and decompress uses it\n";
 
 std::optional<WeightFormat> weights_option(Args& args) {
   const std::string w = args.value("--weights", "", "");

@@ -96,6 +96,7 @@ struct RbzHeaderInfo {
   bool mixed = false;                  // model-coded blocks use context mixing
   uint8_t mixer_version = 0;           // ... of this version (1: byte-wise, 2: bitwise, 3: bitwise with shared lanes)
   bool bf16_weights = false;           // ... by the model with its weights rounded to bf16
+  bool int8_products = false;          // ... with int8 products over those weights (WeightFormat::I8)
   bool one_context = false;            // each file (up to 16 MiB) coded as one context (the default)
 };
 // Parses and checks the header (throws rb::Error naming `path`).

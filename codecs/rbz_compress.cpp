@@ -176,7 +176,8 @@ std::vector<uint8_t> finish(Job& job, Model* model, const std::string& model_id,
     const uint64_t original = c.restores_content ? c.size : file.size();
     out = assemble(c.mode, original, job.hash, fingerprint, fingerprint.empty() ? std::vector<uint8_t>() : c.context, c.extra,
                    blocks, adapted ? options.adapt : std::nullopt, c.residual_channels, mixed,
-                   !fingerprint.empty() && model->weight_format() == WeightFormat::BF16, job.one_context && !fingerprint.empty(),
+                   !fingerprint.empty() && model->weight_values() == WeightFormat::BF16,
+                   !fingerprint.empty() && model->weight_format() == WeightFormat::I8, job.one_context && !fingerprint.empty(),
                    written_mixer_version);
   }
   // The whole file in one stored block (raw mode) when that is smaller: never worse than zstd -19.
@@ -205,11 +206,11 @@ std::vector<uint8_t> finish(Job& job, Model* model, const std::string& model_id,
   return out;
 }
 
-// The header records fp32 or bf16 weights only: an archive coded with int8 products would decode
-// on others and fail its checksum.
-void refuse_int8(const std::string& path, const Model* model) {
-  if (model && model->weight_format() == WeightFormat::I8)
-    throw Error(path + ": int8 weights are not recorded by .rbz archives yet (use --weights bf16)");
+// Adaptation trains the weights in fp32 after every round; int8 copies of them would have to be
+// quantized again each time, and the header forbids the pair.
+void refuse_int8_adaptation(const std::string& path, const Model* model, const CompressOptions& options) {
+  if (options.adapt && model && model->weight_format() == WeightFormat::I8)
+    throw Error(path + ": --adapt cannot be used with int8 weights (use --weights bf16 or fp32)");
 }
 
 }  // namespace
@@ -219,7 +220,7 @@ std::vector<uint8_t> compress_file(const std::string& path, const std::vector<ui
   // Adaptation trains the weights in fp32 (they stop being bf16 values after its first step): a
   // bf16 model codes such a file on the fp32 kernels with its values as they are (the same bits
   // until then; the archive records fp32 weights of the same fingerprint), and is bf16 again after.
-  refuse_int8(path, model);
+  refuse_int8_adaptation(path, model, options);
   Bf16Again bf16_again;
   if (options.adapt && model && model->weight_format() == WeightFormat::BF16) bf16_again.widen(model);
   Job job = prepare(path, file, model, options);
@@ -235,7 +236,7 @@ std::vector<std::vector<uint8_t>> compress_files(const std::vector<std::string>&
                                                  const std::vector<const std::vector<uint8_t>*>& files, Model* model,
                                                  const CompressOptions& options, std::vector<CompressStats>* stats) {
   if (paths.size() != files.size()) throw Error("compress_files: one path per file");
-  if (!paths.empty()) refuse_int8(paths[0], model);
+  if (!paths.empty()) refuse_int8_adaptation(paths[0], model, options);
   if (options.adapt || !model) {  // adaptation changes the weights as each file goes: one file at a time
     std::vector<std::vector<uint8_t>> out;
     if (stats) stats->assign(files.size(), {});

@@ -10,13 +10,13 @@ namespace rb::rbz_detail {
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
                               const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
                               const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt, int residual_channels,
-                              bool mixed, bool bf16, bool one_context, uint8_t mixer_version) {
+                              bool mixed, bool bf16, bool int8, bool one_context, uint8_t mixer_version) {
   Writer w;
   w.bytes(kMagic, 4);
   w.u16(kRbzVersion);
   w.u8(uint8_t(mode));
   w.u8(uint8_t((adapt ? kFlagAdapted : 0) | (residual_channels ? kFlagResidual : 0) | (mixed ? kFlagMixed : 0) |
-               (bf16 ? kFlagBf16 : 0) | (one_context ? kFlagOneContext : 0)));
+               (bf16 ? kFlagBf16 : 0) | (int8 ? kFlagInt8 : 0) | (one_context ? kFlagOneContext : 0)));
   w.u32(uint32_t(kNumericsVersion));
   w.u64(original_size);
   w.u64(hash);
@@ -62,7 +62,7 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   ps.hash = r.get(8);
   const uint64_t fp = r.get(8);
   const uint32_t nctx = uint32_t(r.get(4)), nextra = uint32_t(r.get(4)), nblocks = uint32_t(r.get(4));
-  if (mode > 2 || (flags & ~(kFlagAdapted | kFlagResidual | kFlagMixed | kFlagBf16 | kFlagOneContext)) != 0)
+  if (mode > 2 || (flags & ~(kFlagAdapted | kFlagResidual | kFlagMixed | kFlagBf16 | kFlagInt8 | kFlagOneContext)) != 0)
     throw Error(path + ": damaged .rbz header (unknown mode or flags)");
   ps.info.mode = RbzMode(mode);
   if (nctx > kMaxContext || nextra > rbz.size() || nblocks > rbz.size() / 17) throw Error(path + ": damaged .rbz header (sizes)");
@@ -94,8 +94,10 @@ Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
     ps.info.mixer_version = version;
   }
   ps.info.bf16_weights = (flags & kFlagBf16) != 0;
+  ps.info.int8_products = (flags & kFlagInt8) != 0;
   ps.info.one_context = (flags & kFlagOneContext) != 0;
   if (ps.info.bf16_weights && ps.info.adapt) throw Error(path + ": damaged .rbz header (adaptation with bf16 weights)");
+  if (ps.info.int8_products && ps.info.adapt) throw Error(path + ": damaged .rbz header (adaptation with int8 products)");
   uint64_t content = 0, stored = 0;
   bool any_model = false;
   for (uint32_t i = 0; i < nblocks; i++) {

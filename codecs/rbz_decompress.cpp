@@ -34,8 +34,11 @@ void check_model_for(const std::string& path, const Parsed& ps, Model* model, Bf
                 std::to_string(kNumericsVersion) + " and cannot reproduce its probabilities");
   if (!model)
     throw Error(path + ": needs the model it was compressed with (fingerprint " + info.model_fingerprint + "); give it with -m");
-  // The encoder's weights: rounded to bf16 when the header says so (the fingerprint is of those).
+  // The encoder's weights: rounded to bf16 when the header says so (the fingerprint is of those),
+  // and its products: int8 over those values, or not (I8 keeps the weights and the fingerprint).
   if (info.bf16_weights) model->set_weight_format(WeightFormat::BF16);
+  if (info.int8_products) model->set_weight_format(WeightFormat::I8);
+  if (!info.int8_products && model->weight_format() == WeightFormat::I8) model->set_weight_format(model->weight_values());
   // An adapted file coded by a bf16 model ran on the fp32 kernels (compress_file).
   if (info.adapt && !info.bf16_weights && model->weight_format() == WeightFormat::BF16) bf16_again.widen(model);
   const std::string have = model_fingerprint(*model);
@@ -97,7 +100,8 @@ bool decodes_side_by_side(const Parsed& ps) {
 
 // What must agree for archives to decode in one batch (one stepper, one set of coder options).
 bool same_batch(const Parsed& a, const Parsed& b) {
-  return a.context.size() == b.context.size() && a.info.bf16_weights == b.info.bf16_weights && a.info.mixed == b.info.mixed &&
+  return a.context.size() == b.context.size() && a.info.bf16_weights == b.info.bf16_weights &&
+         a.info.int8_products == b.info.int8_products && a.info.mixed == b.info.mixed &&
          a.info.mixer_version == b.info.mixer_version && a.info.model_fingerprint == b.info.model_fingerprint;
 }
 

@@ -46,7 +46,8 @@ constexpr uint8_t kFlagResidual = 2;              // the content is coded in res
 constexpr uint8_t kResidualTransformVersion = 1;  // datasets/media_residuals.h as it is now
 constexpr uint8_t kFlagBf16 = 8;                  // the model coded with its weights rounded to bf16 (Model::set_weight_format)
 constexpr uint8_t kFlagOneContext = 16;           // each model block is a whole file (up to 16 MiB) in one context, not lanes
-constexpr uint8_t kFlagMixed = 4;                 // model-coded blocks use context mixing; a mixer record (its version) follows
+constexpr uint8_t kFlagInt8 = 32;  // the model's products were int8 (WeightFormat::I8) over the weights bit 3 names
+constexpr uint8_t kFlagMixed = 4;  // model-coded blocks use context mixing; a mixer record (its version) follows
 
 struct Writer {
   std::vector<uint8_t> b;
@@ -119,8 +120,8 @@ struct Parsed {
 std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t hash, const std::string& fingerprint,
                               const std::vector<uint8_t>& context, const std::vector<uint8_t>& extra,
                               const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt = std::nullopt,
-                              int residual_channels = 0, bool mixed = false, bool bf16 = false, bool one_context = false,
-                              uint8_t mixer_version = 2);
+                              int residual_channels = 0, bool mixed = false, bool bf16 = false, bool int8 = false,
+                              bool one_context = false, uint8_t mixer_version = 2);
 // Parses and checks the header and block table (throws rb::Error naming `path`).
 Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz);
 

@@ -280,6 +280,12 @@ expect_error "compressed with model" "$bin" decompress -m "$tmp/other/model.safe
 "$bin" compress -m "$tmp/half.safetensors" --model-only "$tmp/d.txt" -o "$tmp/h.rbz" 2> /dev/null || fail "compress with bf16 model"
 "$bin" decompress -m "$tmp/half.safetensors" "$tmp/h.rbz" -c | cmp -s - "$tmp/d.txt" || fail "bf16 model round trip"
 expect_error "exists (use -f to overwrite)" "$bin" convert "$model" --weights bf16 -o "$tmp/half.safetensors"
+# int8 products: the archive records them and decompress follows it without being told.
+"$bin" compress -m "$model" --weights int8 --model-only "$tmp/d.txt" -o "$tmp/i8.rbz" 2> /dev/null || fail "compress --weights int8"
+"$bin" decompress -m "$model" "$tmp/i8.rbz" -c | cmp -s - "$tmp/d.txt" || fail "int8 round trip"
+cmp -s "$tmp/i8.rbz" "$tmp/h.rbz" && fail "int8 and bf16 archives are the same bytes"
+expect_error "--adapt cannot be used with int8" "$bin" compress -m "$model" --weights int8 --adapt "$tmp/d.txt" -o "$tmp/never.rbz"
+[ -e "$tmp/never.rbz" ] && fail "a refused compress left an output file"
 expect_error "--weights FORMAT is required" "$bin" convert "$model" -o "$tmp/never.safetensors"
 # Fine-tuning: --init takes the model's shape; the run records where it started.
 "$bin" train --init "$model" --data "$data" --out "$tmp/tuned" --steps 2 -t 1 > /dev/null 2> "$tmp/tune.err" || fail "train --init: $(cat "$tmp/tune.err")"

@@ -164,8 +164,8 @@ TEST(I8Weights, ExtremeValuesNeverSaturateOnAnyPath) {
 }
 
 // A model computing with int8 products keeps its weights (and fingerprint), returns to the format
-// it came from, scores close to its fp32 self, and is refused where a file would have to record it.
-TEST(I8Weights, ModelKeepsItsWeightsScoresCloseAndIsRefusedWhereFilesWouldRecordIt) {
+// it came from, scores close to its fp32 self, and is refused with adaptation (which trains fp32).
+TEST(I8Weights, ModelKeepsItsWeightsScoresCloseAndIsRefusedWithAdaptation) {
   auto be = make_cpu_backend(1);
   auto model = Model::load(std::string(RETBYTE_TEST_DIR) + "/golden/tiny_retention.safetensors", *be);
   const std::string fingerprint = model_fingerprint(*model);
@@ -181,16 +181,68 @@ TEST(I8Weights, ModelKeepsItsWeightsScoresCloseAndIsRefusedWhereFilesWouldRecord
   EXPECT_NE(int8, fp32);  // the products did change
   EXPECT_LT(std::fabs(int8 - fp32), 0.02 * fp32) << "int8 loss " << int8 << " against fp32 " << fp32;
   const std::vector<uint8_t> file(text.begin(), text.end());
+  CompressOptions adapt;
+  adapt.adapt = AdaptSettings{1024, 1, 2, 64, 3e-3f};
   try {
-    compress_file("note.txt", file, model.get(), CompressOptions{});
-    ADD_FAILURE() << "compressing with int8 products should be refused";
+    compress_file("note.txt", file, model.get(), adapt);
+    ADD_FAILURE() << "adapting with int8 products should be refused";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("note.txt: int8 weights"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("note.txt: --adapt cannot be used with int8"), std::string::npos) << e.what();
   }
   model->set_weight_format(WeightFormat::F32);  // back to the fp32 products of the same weights
   EXPECT_EQ(model->forward(x.data(), 1, 128, Model::Mode::Eval), fp32);
   model->set_weight_format(WeightFormat::I8);
   EXPECT_EQ(model->forward(x.data(), 1, 128, Model::Mode::Eval), int8);
+}
+
+// An archive coded with int8 products says so (bit 5), over fp32 or bf16 values (bit 3), and
+// decodes on every path and thread count whatever format the decoder's model was in; archives of
+// other products decode beside it, each with its own.
+TEST(I8Weights, ArchivesRecordInt8ProductsAndDecodeOnEveryPathFromAnyFormat) {
+  auto load = [](std::unique_ptr<Backend> be) {
+    auto m = Model::load(std::string(RETBYTE_TEST_DIR) + "/golden/tiny_retention.safetensors", *be);
+    return std::make_pair(std::move(be), std::move(m));
+  };
+  std::vector<uint8_t> text;
+  for (int i = 0; i < 5000; i++) text.push_back(uint8_t("int8 sums are exact integers; the epilogue rounds once. "[i % 56]));
+  CompressOptions o;
+  o.model_only = true;
+  std::vector<uint8_t> fp32, int8, bf16_int8;
+  {
+    auto [be, m] = load(make_cpu_backend(2));
+    fp32 = compress_file("t.txt", text, m.get(), o);
+    m->set_weight_format(WeightFormat::I8);
+    int8 = compress_file("t.txt", text, m.get(), o);
+    m->set_weight_format(WeightFormat::BF16);  // leaves int8, rounds the values
+    m->set_weight_format(WeightFormat::I8);
+    bf16_int8 = compress_file("t.txt", text, m.get(), o);
+    EXPECT_EQ(m->weight_values(), WeightFormat::BF16);
+  }
+  const RbzHeaderInfo h32 = read_rbz_header("a.rbz", fp32), h8 = read_rbz_header("b.rbz", int8),
+                      hb8 = read_rbz_header("c.rbz", bf16_int8);
+  EXPECT_FALSE(h32.int8_products);
+  EXPECT_TRUE(h8.int8_products);
+  EXPECT_FALSE(h8.bf16_weights);
+  EXPECT_EQ(h8.model_fingerprint, h32.model_fingerprint);  // the same weights, other products
+  EXPECT_TRUE(hb8.int8_products);
+  EXPECT_TRUE(hb8.bf16_weights);
+  EXPECT_NE(int8, fp32);
+  EXPECT_NE(int8, bf16_int8);
+  for (CpuPath path : test::runnable_cpu_paths())
+    for (int threads : {1, 2}) {
+      const std::string where = std::string(cpu_path_name(path)) + " " + std::to_string(threads) + " threads";
+      auto [be, m] = load(make_cpu_backend(threads, path));
+      EXPECT_EQ(decompress_file("b.rbz", int8, m.get()), text) << where;
+      EXPECT_EQ(m->weight_format(), WeightFormat::I8) << where;
+      EXPECT_EQ(decompress_file("a.rbz", fp32, m.get()), text) << where << ": an fp32 archive leaves int8";
+      EXPECT_EQ(m->weight_format(), WeightFormat::F32) << where;
+      EXPECT_EQ(decompress_file("c.rbz", bf16_int8, m.get()), text) << where;
+      EXPECT_EQ(m->weight_values(), WeightFormat::BF16) << where;
+    }
+  auto [be, m] = load(make_cpu_backend(2));
+  const std::vector<std::vector<uint8_t>> both = decompress_files({"b.rbz", "a.rbz", "b2.rbz"}, {&int8, &fp32, &int8}, m.get());
+  ASSERT_EQ(both.size(), 3u);
+  for (const auto& out : both) EXPECT_EQ(out, text);
 }
 
 }  // namespace
