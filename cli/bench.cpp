@@ -513,7 +513,7 @@ int bench_codec(Args& args) {
     model = std::make_unique<Model>(load_model_config(config), *be);
     model->init_random(1);
   }
-  if (weights) model->set_weight_format(*weights);
+  set_codec_weights(*model, weights, adapt.has_value());
   std::vector<std::pair<std::string, std::vector<uint8_t>>> inputs;
   for (const std::string& f : files) inputs.push_back({f, read_file_bytes(f, max_held_bytes())});
   if (inputs.empty()) {

@@ -11,6 +11,7 @@ namespace rb {
 enum class WeightFormat;
 struct AdaptSettings;
 class Backend;
+class Model;
 }  // namespace rb
 
 namespace rb::cli {
@@ -84,8 +85,12 @@ std::optional<AdaptSettings> adapt_options(Args& args);
 // --lanes N | --fast (consumed) as CompressOptions::lanes: 1 (one context per file) when absent,
 // N, or 0 for --fast; both together are an error.
 int lanes_option(Args& args);
-// --weights fp32|bf16 (consumed): nullopt when absent (the model's own format).
+// --weights fp32|bf16|int8 (consumed): nullopt when absent.
 std::optional<WeightFormat> weights_option(Args& args);
+// The products compress (and bench codec) code with: --weights when given, else int8, except with
+// --adapt (which trains fp32 weights): then the model's own format.
+void set_codec_weights(Model& model, const std::optional<WeightFormat>& given, bool adapt);
+extern const char* const kCodecWeightsHelp;
 extern const char* const kWeightsHelp;
 extern const char* const kModelHelp;  // where a command finds its model without -m
 extern const char* const kAdaptHelp;

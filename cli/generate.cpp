@@ -191,6 +191,10 @@ int cmd_generate(Args& args) {
   std::unique_ptr<DecodeState> st;
   if (!state_in.empty()) {
     st = DecodeState::load(state_in, *model);
+    if (weights && *weights != model->weight_format() &&
+        (*weights == WeightFormat::I8 || model->weight_format() == WeightFormat::I8))
+      throw Error(state_in + ": decoded with " + (model->weight_format() == WeightFormat::I8 ? "int8" : "fp32 or bf16") +
+                  " products; --weights " + weight_format_name(*weights) + " would continue it with others (drop --weights)");
     if (!seed_s.empty())
       std::fprintf(stderr, "retbyte generate: -s ignored: %s carries its sampler position\n", state_in.c_str());
   } else {

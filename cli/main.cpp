@@ -15,6 +15,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/numerics.h"
 #include "codecs/rbz.h"
+#include "datasets/dataset.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cuda/cuda.h"
 #include "cli/cli.h"
@@ -176,11 +177,50 @@ int Args::threads() {
   return int(t);
 }
 
+// Whether `path` starts as a .rbz archive does ("RBZ\x1a"); false for anything unreadable, which
+// the safetensors reader then reports.
+bool has_rbz_magic(const std::string& path) {
+  unsigned char magic[4] = {};
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  const size_t got = std::fread(magic, 1, 4, f);
+  std::fclose(f);
+  return got == 4 && std::memcmp(magic, "RBZ\x1a", 4) == 0;
+}
+
+// What an archive's header says (read_rbz_header checks it whole): what it restores, how it was
+// coded and which model it needs.
+int rbz_info(const std::string& path) {
+  const std::vector<uint8_t> rbz = read_file_bytes(path, max_held_bytes());
+  const RbzHeaderInfo h = read_rbz_header(path, rbz);
+  const char* what = h.mode == RbzMode::Image ? "pixel bytes" : "bytes";  // FLAC: its samples (doc/rbz_format.md)
+  char bpb[32];
+  std::snprintf(bpb, sizeof bpb, "%.3f", h.original_size ? 8.0 * double(rbz.size()) / double(h.original_size) : 0.0);
+  std::cout << "file:   " << path << "\n"
+            << "kind:   .rbz archive (" << rbz_mode_name(h.mode) << " mode), " << rbz.size() << " bytes for " << h.original_size
+            << " " << what << " (" << bpb << " bits per byte)\n";
+  if (h.model_fingerprint.empty()) {
+    std::cout << "model:  none (every block stored)\n";
+    return 0;
+  }
+  std::cout << "model:  fingerprint " << h.model_fingerprint << " (numerics contract v" << h.numerics_version << ")\n"
+            << "weights: " << (h.bf16_weights ? "bf16" : "fp32") << " values" << (h.int8_products ? ", int8 products" : "")
+            << "\n"
+            << "coding: " << (h.one_context ? "each file one context" : "lanes") << "; "
+            << (h.mixed ? "context mixing v" + std::to_string(h.mixer_version) : std::string("the model alone"));
+  if (h.adapt)
+    std::cout << "; adapted every " << h.adapt->round_positions << " positions (" << h.adapt->steps << " steps of "
+              << h.adapt->windows << " x " << h.adapt->window << " bytes, lr " << h.adapt->lr << ")";
+  std::cout << "\n";
+  return 0;
+}
+
 int cmd_info(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte info [[-m] FILE] [-t N]\n"
                  "  a model: its config, parameter count and training summary; a training state\n"
-                 "  (state.safetensors) or a decode state (--state-out): what it holds and for which model. Without\n"
+                 "  (state.safetensors) or a decode state (--state-out): what it holds and for which model; a .rbz\n"
+                 "  archive: what it restores, how it was coded (weights, mixing, lanes) and which model it needs. Without\n"
                  "  FILE: the model that commands use without -m ($RETBYTE_MODEL, installed, or the source tree's)\n";
     return 0;
   }
@@ -191,6 +231,7 @@ int cmd_info(Args& args) {
   if (pos.empty()) pos.push_back(model_or_default(""));  // the model commands use without -m
   if (pos.size() != 1) throw Error("info: expected one FILE (see retbyte info --help)");
   path = pos[0];
+  if (has_rbz_magic(path)) return rbz_info(path);
   SafetensorsReader file(path);
   const auto& meta = file.metadata();
   auto get = [&](const char* k) {
@@ -200,7 +241,8 @@ int cmd_info(Args& args) {
   std::cout << "file:   " << path << "\n";
   if (get("format") == "retbyte-decode-state") {
     std::cout << "kind:   decode state (version " << get("version") << ", from generate --state-out)\n"
-              << "model:  fingerprint " << get("model_fingerprint") << "\n"
+              << "model:  fingerprint " << get("model_fingerprint") << (get("int8_products") == "1" ? ", int8 products" : "")
+              << "\n"
               << "config: " << get("config") << "\n"
               << "at:     " << get("patches_done") << " complete patches\n";
     return 0;

@@ -59,6 +59,7 @@ void DecodeState::save(const std::string& path, Overwrite overwrite) const {
                     {{"format", kStateFormat},
                      {"version", std::to_string(kStateVersion)},
                      {"model_fingerprint", model_fingerprint(s.model_)},
+                     {"int8_products", s.model_.weight_format() == WeightFormat::I8 ? "1" : "0"},
                      {"config", config_to_json(c)},
                      {"patches_done", std::to_string(s.patches_done_)},
                      {"global_ready", s.g_ready_ ? "1" : "0"},
@@ -79,6 +80,15 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
     throw Error(path + ": decode state version " + meta("version") + " is not supported (this build reads versions 1 and " +
                 std::to_string(kStateVersion) + ")");
   if (meta("version") != "1" && !f.has_checksum()) throw Error(path + ": decode state without its checksum (damaged file?)");
+  // int8 products keep the weights (and the fingerprint) but not the bits; states written before
+  // this key existed were decoded without them.
+  const auto int8 = m.find("int8_products");
+  if (int8 != m.end() && int8->second != "0" && int8->second != "1")
+    throw Error(path + ": bad \"int8_products\" in __metadata__ (damaged file?)");
+  if (int8 != m.end() && int8->second == "1")
+    model.set_weight_format(WeightFormat::I8);
+  else if (model.weight_format() == WeightFormat::I8)
+    model.set_weight_format(model.weight_values());
   const std::string fp = model_fingerprint(model);
   if (meta("model_fingerprint") != fp)
     throw Error(path + ": state was made with another model (fingerprint " + meta("model_fingerprint") + ", this model is " + fp +

@@ -23,7 +23,9 @@ class DecodeState {
  public:
   explicit DecodeState(Model& model) : state_(model, 1) {}
   std::unique_ptr<DecodeState> clone() const { return std::unique_ptr<DecodeState>(new DecodeState(*this)); }
-  // Atomic write; load checks magic, version, checksum, sizes and that `model` is the one it was made with.
+  // Atomic write; load checks magic, version, checksum, sizes and that `model` is the one it was made with,
+  // and puts `model` on the products the state was decoded with (int8 or not: the state records it),
+  // so that continuing gives the bytes one uninterrupted run would.
   void save(const std::string& path, Overwrite overwrite = Overwrite::Replace) const;
   static std::unique_ptr<DecodeState> load(const std::string& path, Model& model);
 

@@ -108,6 +108,39 @@ TEST(Decoder, SavedStateContinuesExactlyAndCloneIsIndependent) {
   std::remove(path.c_str());
 }
 
+// A state decoded with int8 products says so, and a model loaded anew (fp32 products) continues it
+// with int8 ones: the bytes of one uninterrupted int8 run. A state without them takes a model off
+// int8 again.
+TEST(Decoder, SavedStateRecordsInt8ProductsAndContinuesExactly) {
+  auto be = make_cpu_backend(2);
+  const std::string path = testing::TempDir() + "retbyte_state_i8_" + std::to_string(getpid());
+  const std::string model_path = kTestDir + "/golden/tiny_retention.safetensors";
+  const SamplingParams sp{1.0f, 0, 0.95f};
+  const auto prompt = text_bytes(101);
+  auto model = Model::load(model_path, *be);
+  model->set_weight_format(WeightFormat::I8);
+  DecodeState whole(*model), first(*model);
+  whole.rng().reseed(5);
+  first.rng().reseed(5);
+  Decoder(*model).ingest(whole, prompt.data(), prompt.size());
+  Decoder(*model).ingest(first, prompt.data(), prompt.size());
+  const std::string all = generate(*model, whole, 90, sp);
+  const std::string a = generate(*model, first, 37, sp);
+  first.save(path);
+  auto fresh = Model::load(model_path, *be);
+  ASSERT_EQ(fresh->weight_format(), WeightFormat::F32);
+  auto restored = DecodeState::load(path, *fresh);
+  EXPECT_EQ(fresh->weight_format(), WeightFormat::I8);
+  EXPECT_EQ(a + generate(*fresh, *restored, 53, sp), all);
+  DecodeState plain(*model);
+  model->set_weight_format(WeightFormat::F32);
+  plain.save(path);
+  fresh->set_weight_format(WeightFormat::I8);
+  DecodeState::load(path, *fresh);
+  EXPECT_EQ(fresh->weight_format(), WeightFormat::F32);
+  std::remove(path.c_str());
+}
+
 TEST(Decoder, SameSeedSameBytesAtAnyThreadCount) {
   std::string outs[2];
   for (int threads : {1, 2}) {
