@@ -22,9 +22,10 @@ constexpr int kWindowJobs = 256, kSerialJobs = 4096;
 constexpr int kLateMicros = 50;  // a wait beyond 4 of the caller's chunks and this is late
 constexpr int kTimedEvery = 8;   // jobs judged for lateness: one in kTimedEvery
 // Windows compared for the duel of the workers against the caller alone: at most this long (256
-// decoding jobs take ~1 ms); the losing mode probed one window in kProbeEvery.
+// decoding jobs take ~1 ms); the losing modes probed one window in kProbeEvery, or up to
+// kProbeEveryMost while probes keep losing (a probe of a mode that loses by half costs that much).
 constexpr double kDuelMaxWindowNs = 20e6;
-constexpr int kProbeEvery = 16;
+constexpr int kProbeEvery = 16, kProbeEveryMost = 256;
 thread_local bool tls_in_job = false;
 }  // namespace
 
@@ -154,15 +155,20 @@ void ThreadPool::end_window() {
   window_forced_ = startup_window_ = false;
   // Only windows of short jobs are compared (decoding, ~10 jobs a byte): long ones are large
   // products, where the workers pay whatever the machine does and a probe alone would cost much.
+  const bool probed = probing_;
+  probing_ = false;
   if (ns > kDuelMaxWindowNs) {
     window_mode_ = kEveryJob;
     for (double& t : window_ns_) t = 0;
+    probe_every_ = kProbeEvery;
     return;
   }
   // A window the late-worker rule ran alone, or the pool's first, does not count.
   if (!forced && !startup) {
+    // The mode running is smoothed (one noisy window does not decide); a probe's window replaces
+    // what its mode measured windows ago, when the machine may have been otherwise.
     double& last = window_ns_[window_mode_];
-    last = last > 0 ? 0.5 * (last + ns) : ns;  // smoothed: one noisy window does not decide
+    last = last > 0 && !probed ? 0.5 * (last + ns) : ns;
   }
   // Every mode is tried once, then the fastest runs and the others are probed in turn.
   int fastest = -1;
@@ -173,11 +179,13 @@ void ThreadPool::end_window() {
     }
     if (fastest < 0 || window_ns_[m] < window_ns_[fastest]) fastest = m;
   }
-  if (++windows_since_probe_ >= kProbeEvery) {
+  if (probed) probe_every_ = fastest == window_mode_ ? kProbeEvery : std::min(2 * probe_every_, kProbeEveryMost);
+  if (++windows_since_probe_ >= probe_every_) {
     windows_since_probe_ = 0;
     do last_probe_ = (last_probe_ + 1) % kModes;  // the next mode that is not the fastest
     while (last_probe_ == fastest);
     window_mode_ = last_probe_;
+    probing_ = true;
   } else {
     window_mode_ = fastest;
   }

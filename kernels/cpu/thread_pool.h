@@ -96,14 +96,16 @@ class ThreadPool {
   bool window_forced_ = false;  // a job of this window ran alone by the late-worker rule
   // Which pays, judged by the wall time of whole windows of short jobs (decoding: everything
   // between the jobs included): every job with the workers, only large ones, or the caller alone.
-  // The fastest mode runs; the others are probed in turn, one window in kProbeEvery, so the pool
-  // follows a machine whose other cores come and go.
+  // The fastest mode runs; the others are probed in turn, one window in 16, so the pool follows a
+  // machine whose other cores come and go; while probes keep losing, one in 32, 64 ... 256.
   enum Mode { kEveryJob = 0, kLargeJobs = 1, kAlone = 2, kModes = 3 };
   void end_window();
   std::chrono::steady_clock::time_point window_start_{};
   double window_ns_[kModes] = {0, 0, 0};  // each mode's recent windows' wall time (smoothed)
   int window_mode_ = kEveryJob;           // the mode of the window in progress
   int windows_since_probe_ = 0, last_probe_ = 0;
+  int probe_every_ = 16;        // windows between probes: doubles while probes lose, back to 16 when one wins
+  bool probing_ = false;        // the window in progress probes a mode that was not the fastest
   bool startup_window_ = true;  // the pool's first window (start-up costs) is not timed
 };
 
