@@ -77,7 +77,7 @@ TEST(I8Weights, QuantizedRowsAndPanelsKeepTheirRangesAndRoundTrip) {
 TEST(I8Weights, ProductIsTheExactIntegerSumThenTheEpilogueOnEveryPathThreadCountAndColumnRange) {
   Rng rng(22);
   for (const auto& [M, N, K] : {std::tuple{1, 300, 70}, std::tuple{3, 129, 40}, std::tuple{1, 1536, 256}, std::tuple{2, 256, 512},
-                                std::tuple{5, 77, 9}}) {
+                                std::tuple{5, 77, 9}, std::tuple{7, 300, 64}}) {
     const int ldq = (K + 3) / 4 * 4;
     std::vector<float> A = test::random_vec(size_t(M) * K, rng), W = test::random_vec(size_t(N) * K, rng);
     const std::vector<float> bias = test::random_vec(size_t(N), rng), C0 = test::random_vec(size_t(M) * N, rng);
