@@ -177,7 +177,7 @@ int Args::threads() {
   return int(t);
 }
 
-// Whether `path` starts as a .rbz archive does ("RBZ\x1a"); false for anything unreadable, which
+// Whether `path` starts as a .rbz archive does (kRbzMagic); false for anything unreadable, which
 // the safetensors reader then reports.
 bool has_rbz_magic(const std::string& path) {
   unsigned char magic[4] = {};
@@ -185,7 +185,7 @@ bool has_rbz_magic(const std::string& path) {
   if (!f) return false;
   const size_t got = std::fread(magic, 1, 4, f);
   std::fclose(f);
-  return got == 4 && std::memcmp(magic, "RBZ\x1a", 4) == 0;
+  return got == 4 && std::memcmp(magic, kRbzMagic, 4) == 0;
 }
 
 // What an archive's header says (read_rbz_header checks it whole): what it restores, how it was

@@ -23,6 +23,7 @@ enum class RbzMode : uint8_t { Raw = 0, Image = 1, Audio = 2 };
 const char* rbz_mode_name(RbzMode m);  // "raw", "image", "audio"
 
 constexpr uint16_t kRbzVersion = 1;
+constexpr uint8_t kRbzMagic[4] = {'R', 'B', 'Z', 0x1a};  // every .rbz file's first bytes
 
 struct CompressOptions {
   bool force_raw = false;    // --raw: the file's bytes even for images and audio

@@ -12,7 +12,7 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
                               const std::vector<Block>& blocks, const std::optional<AdaptSettings>& adapt, int residual_channels,
                               bool mixed, bool bf16, bool int8, bool one_context, uint8_t mixer_version) {
   Writer w;
-  w.bytes(kMagic, 4);
+  w.bytes(kRbzMagic, 4);
   w.u16(kRbzVersion);
   w.u8(uint8_t(mode));
   w.u8(uint8_t((adapt ? kFlagAdapted : 0) | (residual_channels ? kFlagResidual : 0) | (mixed ? kFlagMixed : 0) |
@@ -49,7 +49,7 @@ std::vector<uint8_t> assemble(RbzMode mode, uint64_t original_size, uint64_t has
 Parsed parse(const std::string& path, const std::vector<uint8_t>& rbz) {
   Parsed ps;
   Reader r{rbz.data(), rbz.size(), 0, path};
-  if (rbz.size() < 4 || std::memcmp(rbz.data(), kMagic, 4)) throw Error(path + ": not a .rbz file (bad magic)");
+  if (rbz.size() < 4 || std::memcmp(rbz.data(), kRbzMagic, 4)) throw Error(path + ": not a .rbz file (bad magic)");
   r.pos = 4;
   const uint16_t version = uint16_t(r.get(2));
   if (version != kRbzVersion)

@@ -37,8 +37,7 @@ void check_model_for(const std::string& path, const Parsed& ps, Model* model, Bf
   // The encoder's weights: rounded to bf16 when the header says so (the fingerprint is of those),
   // and its products: int8 over those values, or not (I8 keeps the weights and the fingerprint).
   if (info.bf16_weights) model->set_weight_format(WeightFormat::BF16);
-  if (info.int8_products) model->set_weight_format(WeightFormat::I8);
-  if (!info.int8_products && model->weight_format() == WeightFormat::I8) model->set_weight_format(model->weight_values());
+  model->set_int8_products(info.int8_products);
   // An adapted file coded by a bf16 model ran on the fp32 kernels (compress_file).
   if (info.adapt && !info.bf16_weights && model->weight_format() == WeightFormat::BF16) bf16_again.widen(model);
   const std::string have = model_fingerprint(*model);

@@ -17,8 +17,6 @@
 
 namespace rb::rbz_detail {
 
-constexpr uint8_t kMagic[4] = {'R', 'B', 'Z', 0x1a};
-
 // Puts a bf16 model that coded an adapted file on the fp32 kernels (Model::widen_to_fp32) back on
 // its bf16 ones when the file is done; its weights are the pretrained bf16 values again by then.
 struct Bf16Again {

@@ -85,10 +85,7 @@ std::unique_ptr<DecodeState> DecodeState::load(const std::string& path, Model& m
   const auto int8 = m.find("int8_products");
   if (int8 != m.end() && int8->second != "0" && int8->second != "1")
     throw Error(path + ": bad \"int8_products\" in __metadata__ (damaged file?)");
-  if (int8 != m.end() && int8->second == "1")
-    model.set_weight_format(WeightFormat::I8);
-  else if (model.weight_format() == WeightFormat::I8)
-    model.set_weight_format(model.weight_values());
+  model.set_int8_products(int8 != m.end() && int8->second == "1");
   const std::string fp = model_fingerprint(model);
   if (meta("model_fingerprint") != fp)
     throw Error(path + ": state was made with another model (fingerprint " + meta("model_fingerprint") + ", this model is " + fp +

@@ -101,6 +101,9 @@ class Model {
   // fingerprint stays): what training steps need, which leave values bf16 cannot hold.
   void widen_to_fp32();
   WeightFormat weight_format() const { return format_; }
+  // int8 products on (I8) or off (back to what the weights hold), as an archive or a saved
+  // decoding state says they were computed.
+  void set_int8_products(bool on) { set_weight_format(on ? WeightFormat::I8 : weight_values()); }
   // What the weights hold: fp32 or bf16 values (under I8, the format it came from).
   WeightFormat weight_values() const { return format_ == WeightFormat::I8 ? values_ : format_; }
   // Writable parameters: drops the transposed copies used by few-row products (they go stale).
