@@ -50,7 +50,10 @@ void pack_i8_panels(const float* W, int N, int K, int8_t* out, float* b_scale, i
 void quantize_row_u7(const float* x, int K, uint8_t* q, float* scale) {
   const float m = max_abs(x, K);
   const float s = m > 0.0f ? m / 63.0f : 1.0f;
-  for (int k = 0; k < K; k++) q[k] = uint8_t(int(std::clamp(std::nearbyint(x[k] / s), -63.0f, 63.0f)) + kI8ActivationOffset);
+  for (int k = 0; k < K; k++) {
+    const float v = x[k] / s;  // NaN (a NaN x, or Inf over Inf) stands for 0
+    q[k] = uint8_t(int(v != v ? 0.0f : std::clamp(std::nearbyint(v), -63.0f, 63.0f)) + kI8ActivationOffset);
+  }
   for (int k = K; k < (K + 3) / 4 * 4; k++) q[k] = uint8_t(kI8ActivationOffset);
   *scale = s;
 }

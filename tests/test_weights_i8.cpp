@@ -74,6 +74,56 @@ TEST(I8Weights, QuantizedRowsAndPanelsKeepTheirRangesAndRoundTrip) {
   }
 }
 
+// Each path's vectorised quantization gives the definition's bytes and scales, whatever the row
+// length (full vectors and tails), on rows with exact ties (x / s = k + 0.5 rounds to even),
+// values just past the clamp, signed zeros, NaN and infinities, across 1 and 2 threads.
+TEST(I8Weights, EveryPathQuantizesRowsLikeTheDefinition) {
+  Rng rng(23);
+  std::vector<std::vector<float>> rows;
+  for (int K : {1, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 70, 128, 512, 515}) rows.push_back(test::random_vec(size_t(K), rng));
+  std::vector<float> ties(64);
+  for (int k = 0; k < 64; k++) ties[size_t(k)] = (float(k) - 31.5f) * (k % 2 ? 1.0f : -1.0f);  // all halves
+  ties[0] = 63.0f, ties[5] = 62.5f;  // s = 1: every value an exact tie or an integer
+  rows.push_back(ties);
+  std::vector<float> odd = test::random_vec(40, rng);
+  odd[3] = std::nanf(""), odd[17] = -0.0f, odd[39] = std::nanf("");
+  rows.push_back(odd);
+  std::vector<float> inf = test::random_vec(21, rng);
+  inf[2] = INFINITY, inf[20] = -INFINITY;
+  rows.push_back(inf);
+  rows.push_back(std::vector<float>(19, 0.0f));
+  rows.push_back(std::vector<float>(5, std::nanf("")));
+  for (const std::vector<float>& x : rows) {
+    const int K = int(x.size()), ldq = (K + 3) / 4 * 4, R = 3;
+    std::vector<float> block;  // the row three times, strided, for the batched form
+    for (int r = 0; r < R; r++) block.insert(block.end(), x.begin(), x.end());
+    std::vector<uint8_t> want(static_cast<size_t>(ldq), 0);
+    float want_scale = 0;
+    quantize_row_u7(x.data(), K, want.data(), &want_scale);
+    for (int k = 0; k < K; k++) ASSERT_TRUE(want[size_t(k)] >= 1 && want[size_t(k)] <= 127) << "K " << K << " k " << k;
+    for (CpuPath path : test::runnable_cpu_paths())
+      for (int threads : {1, 2}) {
+        auto be = make_cpu_backend(threads, path);
+        std::vector<uint8_t> got(size_t(R) * ldq, 0xEE);
+        std::vector<float> scale(static_cast<size_t>(R), -1.0f);
+        be->quantize_rows_u7(block.data(), R, K, K, got.data(), ldq, scale.data());
+        for (int r = 0; r < R; r++) {
+          EXPECT_EQ(std::memcmp(&scale[size_t(r)], &want_scale, sizeof want_scale), 0) << cpu_path_name(path) << " K " << K;
+          EXPECT_EQ(std::memcmp(got.data() + size_t(r) * ldq, want.data(), size_t(ldq)), 0)
+              << cpu_path_name(path) << " " << threads << " threads, K " << K << " row " << r;
+        }
+      }
+  }
+  // The definition itself rounds ties to even (s = 1: pure rounding checks).
+  std::vector<float> t = {63.0f, 62.5f, -0.5f, 0.5f, 1.5f, -2.5f, -62.5f};
+  std::vector<uint8_t> q(8);
+  float s = 0;
+  quantize_row_u7(t.data(), int(t.size()), q.data(), &s);
+  EXPECT_EQ(s, 1.0f);
+  const int expect[] = {63, 62, 0, 0, 2, -2, -62};
+  for (size_t k = 0; k < t.size(); k++) EXPECT_EQ(int(q[k]) - kI8ActivationOffset, expect[k]) << k;
+}
+
 TEST(I8Weights, ProductIsTheExactIntegerSumThenTheEpilogueOnEveryPathThreadCountAndColumnRange) {
   Rng rng(22);
   for (const auto& [M, N, K] : {std::tuple{1, 300, 70}, std::tuple{3, 129, 40}, std::tuple{1, 1536, 256}, std::tuple{2, 256, 512},

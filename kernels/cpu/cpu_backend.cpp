@@ -201,7 +201,7 @@ void CpuBackend::gemm_bf16(int M, int N, int K, float alpha, const float* A, int
 
 void CpuBackend::quantize_rows_u7(const float* x, int rows, int K, int ldx, uint8_t* q, int ldq, float* scale) {
   const auto quantize = [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; i++) quantize_row_u7(x + size_t(i) * ldx, K, q + size_t(i) * ldq, scale + i);
+    for (int64_t i = r0; i < r1; i++) k_.quantize_u7(x + size_t(i) * ldx, K, q + size_t(i) * ldq, scale + i);
   };
   if (rows == 1) return quantize(0, 1);  // decoding: no hand-off for one row
   for_rows(rows, K, quantize);           // the encoder's batched rows: each row on its own, the same bytes

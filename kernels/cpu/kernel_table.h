@@ -46,6 +46,9 @@ struct CpuKernels {
                        const int8_t* B_panels, const float* b_scale, const int32_t* b_colsum, float beta, float* C, int ldc,
                        const float* bias);
 
+  // One row of activations to the 7-bit bytes gemm_cols_i8 reads (backend.h, quantize_row_u7).
+  void (*quantize_u7)(const float* x, int K, uint8_t* q, float* scale);
+
   void (*layernorm_rows)(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int r0, int r1,
                          int C);
   // dx += for rows [r0, r1) (the weight and bias gradients are column sums, done by the caller).

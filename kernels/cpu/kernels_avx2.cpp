@@ -37,6 +37,22 @@ inline vi vi_dot4(vi acc, uint32_t a4, const int8_t* w) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 inline void vi_store(int32_t* p, vi x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), x); }
+// Activation quantization (quantize_u7), as on the AVX-512 path, 8 values at a time.
+inline vf v_max_abs(vf x, vf m) { return _mm256_max_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), m); }
+inline float v_hmax(vf m) {
+  const __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  const __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  return _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
+}
+inline vf v_div(vf a, vf b) { return _mm256_div_ps(a, b); }
+inline void v_store_u7(uint8_t* q, vf v) {
+  v = _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_ORD_Q), v);
+  v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-63.0f)), _mm256_set1_ps(63.0f));
+  const __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
+                                     _mm256_set1_epi32(kI8ActivationOffset));
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(q), _mm_packus_epi16(w, w));
+}
 inline float tree16(const float* acc) {
   const __m256 s8 = _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_loadu_ps(acc + 8));
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));

@@ -38,6 +38,19 @@ inline vi vi_dot4(vi acc, uint32_t a4, const int8_t* w) {
   return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
 }
 inline void vi_store(int32_t* p, vi x) { _mm512_storeu_si512(p, x); }
+// Activation quantization (quantize_u7): max |x| keeping m where x is NaN (maxps returns its
+// second operand then), the largest lane, exact division, and 16 values to 7-bit bytes: NaN to 0,
+// clamped to [-63, 63], rounded to nearest even, + 64.
+inline vf v_max_abs(vf x, vf m) { return _mm512_max_ps(_mm512_abs_ps(x), m); }
+inline float v_hmax(vf m) { return _mm512_reduce_max_ps(m); }
+inline vf v_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+inline void v_store_u7(uint8_t* q, vf v) {
+  v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+  v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-63.0f)), _mm512_set1_ps(63.0f));
+  const __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
+                                     _mm512_set1_epi32(kI8ActivationOffset));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(i));
+}
 // The contract's tree over 16 lanes: (l, l+8), (l, l+4), (l, l+2), (l, l+1), in registers.
 inline float tree16(const float* acc) {
   const __m512 v = _mm512_loadu_ps(acc);

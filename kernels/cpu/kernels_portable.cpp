@@ -37,6 +37,18 @@ inline vi vi_dot4(vi acc, uint32_t a4, const int8_t* w) {
   return acc + s;
 }
 inline void vi_store(int32_t* p, vi x) { *p = x; }
+// Activation quantization (quantize_u7): the definition the vector paths match. A NaN x leaves
+// the maximum as it is; a NaN quotient gives 0; rounding to nearest even by adding and removing
+// 1.5 * 2^23 (exact for |v| <= 63, no library call).
+inline vf v_max_abs(vf x, vf m) { return std::fabs(x) > m ? std::fabs(x) : m; }
+inline float v_hmax(vf m) { return m; }
+inline vf v_div(vf a, vf b) { return a / b; }
+inline void v_store_u7(uint8_t* q, vf v) {
+  v = v != v ? 0.0f : v;
+  v = v < -63.0f ? -63.0f : (v > 63.0f ? 63.0f : v);
+  const float r = (v + 12582912.0f) - 12582912.0f;
+  *q = uint8_t(int(r) + kI8ActivationOffset);
+}
 inline float tree16(const float* acc) {
   float t[16];
   for (int l = 0; l < 16; l++) t[l] = acc[l];
