@@ -88,7 +88,12 @@ uint64_t most_pixel_bytes_held(const std::vector<uint8_t>& f) {
       if (!std::memcmp(f.data() + at + 4, "IDAT", 4)) idat += std::min(len, n - at - 8);
       at += 12 + len;
     }
-    return idat * 1032 + 4096;
+    // Rows of 1-, 2- or 4-bit samples (drawings, palettes) hold up to 8 pixels a byte, and each
+    // pixel becomes up to 4 bytes (a palette entry with alpha): bound by the header's bits per pixel.
+    static const int kSamples[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type (0, 2, 3, 4, 6 are valid)
+    int bits_per_pixel = 1;
+    if (n >= 26 && f[25] < 7 && kSamples[f[25]] > 0 && f[24] > 0) bits_per_pixel = kSamples[f[25]] * f[24];
+    return idat * 1032 * 8 / uint64_t(bits_per_pixel) * 4 + 4096;
   }
   if (n >= 6 && !std::memcmp(f.data(), "GIF8", 4)) return n * 2731 + 4096;
   if (n >= 3 && f[0] == 0xff && f[1] == 0xd8) return n * 2048 + 4096;  // progressive: 1 bit per block and scan, 4:2:0

@@ -229,8 +229,9 @@ TEST(Media, EightBitAudioIsConvertedWithANotice) {
   std::remove(path.c_str());
 }
 
-// A 16-bit greyscale PNG, made by hand (stb writes only 8-bit): stored rows of big-endian samples.
-std::string png16_gray(int w, int h, const std::vector<uint16_t>& v) {
+// A PNG made by hand (stb writes only 8-bit RGB/grey): `raw` is the filtered rows (a filter byte,
+// then the row's packed samples), deflated into one IDAT; a palette when given (colour type 3).
+std::string png_by_hand(int w, int h, int bit_depth, int colour_type, const std::string& raw, const std::string& palette = "") {
   auto u32 = [](std::string& s, uint32_t x) {
     for (int sh = 24; sh >= 0; sh -= 8) s += char((x >> sh) & 255);
   };
@@ -243,21 +244,68 @@ std::string png16_gray(int w, int h, const std::vector<uint16_t>& v) {
   std::string ihdr;
   u32(ihdr, uint32_t(w));
   u32(ihdr, uint32_t(h));
-  ihdr += std::string("\x10\x00\x00\x00\x00", 5);  // 16 bits, greyscale, deflate, no filter, no interlace
+  ihdr += char(bit_depth), ihdr += char(colour_type);
+  ihdr += std::string(3, '\0');  // deflate, adaptive filters, no interlace
+  std::string z(compressBound(uLong(raw.size())), '\0');
+  uLongf zn = uLongf(z.size());
+  compress2(reinterpret_cast<Bytef*>(z.data()), &zn, reinterpret_cast<const Bytef*>(raw.data()), uLong(raw.size()), 9);
+  z.resize(zn);
+  std::string out = "\x89PNG\r\n\x1a\n";
+  chunk(out, "IHDR", ihdr);
+  if (!palette.empty()) chunk(out, "PLTE", palette);
+  chunk(out, "IDAT", z);
+  chunk(out, "IEND", "");
+  return out;
+}
+
+// A 16-bit greyscale PNG: stored rows of big-endian samples.
+std::string png16_gray(int w, int h, const std::vector<uint16_t>& v) {
   std::string raw;
   for (int y = 0; y < h; y++) {
     raw += '\0';
     for (int x = 0; x < w; x++) raw += char(v[size_t(y) * w + x] >> 8), raw += char(v[size_t(y) * w + x] & 255);
   }
-  std::string z(compressBound(uLong(raw.size())), '\0');
-  uLongf zn = uLongf(z.size());
-  compress(reinterpret_cast<Bytef*>(z.data()), &zn, reinterpret_cast<const Bytef*>(raw.data()), uLong(raw.size()));
-  z.resize(zn);
-  std::string out = "\x89PNG\r\n\x1a\n";
-  chunk(out, "IHDR", ihdr);
-  chunk(out, "IDAT", z);
-  chunk(out, "IEND", "");
-  return out;
+  return png_by_hand(w, h, 16, 0, raw);
+}
+
+// Drawings: 1-bit rows deflate far past 1032 decoded bytes per file byte once each bit becomes a
+// byte (or three, through a palette). Such files are legitimate and load; the header check still
+// refuses a size that no IDAT of the file could hold.
+TEST(Media, HighlyCompressibleOneBitPngsLoad) {
+  const int w = 4096, h = 4096;
+  std::string raw;  // white, with a black dot on the diagonal every 512 rows
+  for (int y = 0; y < h; y++) {
+    std::string row(size_t(w / 8), char(0xFF));
+    if (y % 512 == 0) row[size_t(y / 8)] = char(0xFF ^ (0x80 >> (y % 8)));
+    raw += '\0' + row;
+  }
+  const std::string path = temp_file("drawing.png");
+  const std::string gray = png_by_hand(w, h, 1, 0, raw);
+  ASSERT_LT(gray.size() * 1032, size_t(w) * h);  // past the plain deflate bound of the decoded bytes
+  spit(path, gray);
+  Image img = read_image(path);
+  ASSERT_EQ(img.width, w);
+  ASSERT_EQ(img.height, h);
+  ASSERT_EQ(img.channels, 1);
+  for (int y : {0, 1, 512, 4095}) {
+    EXPECT_EQ(img.pixels[size_t(y) * w + y], y % 512 == 0 ? 0 : 255) << y;
+    EXPECT_EQ(img.pixels[size_t(y) * w + (y + 1) % w], 255) << y;
+  }
+  // The same rows through a two-colour palette: three bytes a pixel.
+  spit(path, png_by_hand(w, h, 1, 3, raw, std::string("\x10\x20\x30\xF0\xE0\xD0", 6)));
+  img = read_image(path);
+  ASSERT_EQ(img.channels, 3);
+  EXPECT_EQ(img.pixels[0], 0x10);
+  EXPECT_EQ(img.pixels[3 * (size_t(512) * w + 512) + 2], 0x30);
+  EXPECT_EQ(img.pixels[3 * (size_t(512) * w + 513) + 2], 0xD0);
+  // A header claiming 64 times the rows: more than the file's IDAT can hold even at 1 bit.
+  std::string lie = gray;
+  lie[20] = char(0), lie[21] = char(4), lie[22] = char(0), lie[23] = char(0);  // height 262144: 1 GiB
+  const uint32_t crc = uint32_t(crc32(0, reinterpret_cast<const Bytef*>(lie.data() + 12), 17));
+  for (int i = 0; i < 4; i++) lie[29 + i] = char(uint8_t(crc >> (24 - 8 * i)));
+  spit(path, lie);
+  test::expect_error_containing([&] { read_image(path); }, "more than its");
+  std::remove(path.c_str());
 }
 
 TEST(Media, SixteenBitPngIsReducedToEightBitsWithANotice) {
