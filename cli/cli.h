@@ -55,6 +55,11 @@ int stop_signal();
 // the same file. "" and "-" (stdout) are skipped.
 void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
                    const std::string& force_flag);
+// The two halves of check_outputs. Between files: no output is an input or another output (a
+// mistake in the command: nothing is done). Of one output: not a folder, not an existing file
+// without force (compress and decompress skip that file, say why, and go on with the others).
+void check_output_conflicts(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs);
+void check_output_free(const std::string& out, bool force, const std::string& force_flag);
 bool same_file(const std::string& a, const std::string& b);  // both exist and are one file
 
 // -m MODEL when given, else the default model: $RETBYTE_MODEL, then PREFIX/share/retbyte beside

@@ -57,7 +57,9 @@ struct Progress {
   }
   void clear() {
     if (tty && shown) std::fprintf(stderr, "\r\033[K");
+    shown = false;
   }
+  ~Progress() { clear(); }  // also when coding throws: the error line starts on a clean line
 };
 
 }  // namespace
@@ -126,6 +128,35 @@ std::optional<AdaptSettings> adapt_options(Args& args) {
   return s;
 }
 
+// Commands over many files go on past a bad one (zstd's and gzip's rule): its one line is printed
+// and counted, and the exit status is 1 at the end.
+struct SkippedFiles {
+  const char* command;
+  int count = 0;
+  void report(const Error& e) {
+    std::fprintf(stderr, "retbyte %s: %s\n", command, e.what());
+    count++;
+  }
+};
+
+// Runs a group of files side by side; when that throws, runs them one at a time, so that one bad
+// file (refused while the group is prepared, damaged mid-stream) costs only itself.
+template <class T, class Run>
+void group_or_one_by_one(const std::vector<T>& group, const Run& run, SkippedFiles& skipped) {
+  try {
+    run(group);
+  } catch (const Error& e) {
+    if (group.size() == 1) return skipped.report(e);
+    for (const T& one : group) {
+      try {
+        run(std::vector<T>{one});
+      } catch (const Error& e1) {
+        skipped.report(e1);
+      }
+    }
+  }
+}
+
 int cmd_compress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte compress [-m MODEL] IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--weights "
@@ -138,7 +169,8 @@ int cmd_compress(Args& args) {
                  "  Each file is coded as one context (its end with its whole beginning in the model's state;\n"
                  "  files over 16 MiB in lanes of 16 MiB). --lanes N: N lanes of at least 64 KiB, each from a fresh\n"
                  "  state (faster to decode, larger); --fast: as many lanes as decoding batches well (64 KiB-1 MiB).\n"
-                 "  Several files are coded side by side, each its own context (the same archives as one by one).\n"
+                 "  Several files are coded side by side, each its own context (the same archives as one by one);\n"
+                 "  a file that cannot be compressed gets one line and is skipped, the others are done (exit 1).\n"
               << kModelHelp << kAdaptHelp << kMixHelp << kWeightsHelp << kCodecWeightsHelp;
     return 0;
   }
@@ -166,12 +198,23 @@ int cmd_compress(Args& args) {
   for (const std::string& in : inputs) plan.push_back({in, to_stdout ? "-" : !out_path.empty() ? out_path : in + ".rbz"});
   for (const auto& io : plan) outs.push_back(io.second);
   ins.push_back(model_path);
-  check_outputs(outs, ins, force, "-f");
-  for (const auto& [in, _] : plan) {
-    struct stat st;
-    if (::stat(in.c_str(), &st) != 0) throw Error(in + ": " + std::strerror(errno));
-    if (!S_ISREG(st.st_mode)) throw Error(in + ": not a regular file");
+  check_output_conflicts(outs, ins);
+  // A file that cannot be compressed (missing, unreadable, refused by its loader, its output in the
+  // way) gets its one line and is skipped; the others are compressed; the exit status says so.
+  SkippedFiles skipped{"compress"};
+  std::vector<std::pair<std::string, std::string>> todo;
+  for (const auto& [in, out] : plan) {
+    try {
+      struct stat st;
+      if (::stat(in.c_str(), &st) != 0) throw Error(in + ": " + std::strerror(errno));
+      if (!S_ISREG(st.st_mode)) throw Error(in + ": not a regular file");
+      check_output_free(out, force, "-f");
+      todo.push_back({in, out});
+    } catch (const Error& e) {
+      skipped.report(e);
+    }
   }
+  if (todo.empty()) return 1;
   auto be = make_cpu_backend(threads);
   auto model = Model::load(model_path, *be);
   set_codec_weights(*model, weights, adapt.has_value());
@@ -182,58 +225,70 @@ int cmd_compress(Args& args) {
   options.model_only = model_only;
   options.adapt = adapt;
   options.mix = mix;
+  // Verifies (with --verify), writes and reports one archive.
+  const auto finish = [&](const std::string& in, const std::string& out, const std::vector<uint8_t>& file,
+                          const std::vector<uint8_t>& rbz, const CompressStats& st, double secs, size_t side_by_side,
+                          uint64_t group_bytes) {
+    if (verify) {
+      const std::vector<uint8_t> back = decompress_file(in + " (verifying)", rbz, model.get());
+      if (st.mode != RbzMode::Image && back != file)
+        throw Error(in + ": verification failed: decoding does not give the file back");
+    }
+    write_output(out, rbz, force);
+    std::string when = side_by_side == 1 ? "" : " (" + std::to_string(side_by_side) + " files side by side)";
+    std::fprintf(stderr,
+                 "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f "
+                 "s%s, %.1f kB/s%s\n",
+                 in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbz.size(),
+                 file.empty() ? 0.0 : 8.0 * double(rbz.size()) / double(file.size()), rbz_mode_name(st.mode), st.blocks,
+                 st.model_blocks, st.zstd_blocks, st.raw_blocks,
+                 st.whole_file_fallback ? "; zstd of the whole file was smaller" : "", st.adapted ? "; adapted" : "",
+                 st.mixed ? "; mixed" : "", secs, when.c_str(), double(group_bytes) / std::max(secs, 1e-9) / 1e3,
+                 verify ? "; verified" : "");
+  };
   // Files are read and coded in groups: each file one context, a group's files side by side
   // (compress_files), each archive written as soon as its group is done.
-  for (size_t first = 0; first < plan.size();) {
+  for (size_t next = 0; next < todo.size();) {
     std::vector<std::vector<uint8_t>> held;
-    std::vector<std::string> paths;
+    std::vector<std::string> paths, outs_of;
     uint64_t bytes = 0;
-    std::exception_ptr unreadable;  // thrown once the files before it are written, as one at a time would
-    while (first + held.size() < plan.size() && side_by_side_group_has_room(held.size(), bytes)) {
+    for (; next < todo.size() && side_by_side_group_has_room(held.size(), bytes); next++) {
       try {
-        held.push_back(read_file_bytes(plan[first + held.size()].first, max_held_bytes()));
-      } catch (const Error&) {
-        if (held.empty()) throw;
-        unreadable = std::current_exception();
-        break;
+        held.push_back(read_file_bytes(todo[next].first, max_held_bytes()));
+      } catch (const Error& e) {
+        skipped.report(e);
+        continue;
       }
-      paths.push_back(plan[first + paths.size()].first);
+      paths.push_back(todo[next].first);
+      outs_of.push_back(todo[next].second);
       bytes += held.back().size();
     }
-    std::vector<const std::vector<uint8_t>*> files;
-    for (const auto& f : held) files.push_back(&f);
-    Progress progress{"retbyte compress: " + (paths.size() == 1 ? paths[0] : std::to_string(paths.size()) + " files")};
-    options.progress = std::ref(progress);
-    std::vector<CompressStats> stats;
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::vector<uint8_t>> rbzs = compress_files(paths, files, model.get(), options, &stats);
-    const double secs = seconds_since(t0);
-    progress.clear();
-    for (size_t k = 0; k < paths.size(); k++) {
-      const std::string& in = paths[k];
-      const std::vector<uint8_t>& file = held[k];
-      const CompressStats& st = stats[k];
-      if (verify) {
-        const std::vector<uint8_t> back = decompress_file(in + " (verifying)", rbzs[k], model.get());
-        if (st.mode != RbzMode::Image && back != file)
-          throw Error(in + ": verification failed: decoding does not give the file back");
+    if (paths.empty()) continue;
+    const auto code = [&](const std::vector<size_t>& which) {
+      std::vector<std::string> names;
+      std::vector<const std::vector<uint8_t>*> files;
+      uint64_t group_bytes = 0;
+      for (size_t k : which) names.push_back(paths[k]), files.push_back(&held[k]), group_bytes += held[k].size();
+      Progress progress{"retbyte compress: " + (names.size() == 1 ? names[0] : std::to_string(names.size()) + " files")};
+      options.progress = std::ref(progress);
+      std::vector<CompressStats> stats;
+      const auto t0 = std::chrono::steady_clock::now();
+      const std::vector<std::vector<uint8_t>> rbzs = compress_files(names, files, model.get(), options, &stats);
+      const double secs = seconds_since(t0);
+      progress.clear();
+      for (size_t i = 0; i < which.size(); i++) {
+        try {
+          finish(names[i], outs_of[which[i]], held[which[i]], rbzs[i], stats[i], secs, which.size(), group_bytes);
+        } catch (const Error& e) {
+          skipped.report(e);
+        }
       }
-      write_output(plan[first + k].second, rbzs[k], force);
-      std::string when = paths.size() == 1 ? "" : " (" + std::to_string(paths.size()) + " files side by side)";
-      std::fprintf(stderr,
-                   "%s: %llu -> %llu bytes (%.3f bits per byte; %s mode, %zu blocks: %zu model, %zu zstd, %zu raw%s%s%s) in %.1f "
-                   "s%s, %.1f kB/s%s\n",
-                   in.c_str(), (unsigned long long)file.size(), (unsigned long long)rbzs[k].size(),
-                   file.empty() ? 0.0 : 8.0 * double(rbzs[k].size()) / double(file.size()), rbz_mode_name(st.mode), st.blocks,
-                   st.model_blocks, st.zstd_blocks, st.raw_blocks,
-                   st.whole_file_fallback ? "; zstd of the whole file was smaller" : "", st.adapted ? "; adapted" : "",
-                   st.mixed ? "; mixed" : "", secs, when.c_str(), double(bytes) / std::max(secs, 1e-9) / 1e3,
-                   verify ? "; verified" : "");
-    }
-    first += paths.size();
-    if (unreadable) std::rethrow_exception(unreadable);
+    };
+    std::vector<size_t> all(paths.size());
+    for (size_t k = 0; k < all.size(); k++) all[k] = k;
+    group_or_one_by_one(all, code, skipped);
   }
-  return 0;
+  return skipped.count ? 1 : 0;
 }
 
 int cmd_decompress(Args& args) {
@@ -241,7 +296,8 @@ int cmd_decompress(Args& args) {
     std::cout << "usage: retbyte decompress [-m MODEL] IN.rbz... [-o OUT] [-c] [-f] [-t N]\n"
                  "  restores IN (the name without .rbz; image mode writes a PNG). -m is needed when a block is\n"
                  "  model-coded (the error names the model's fingerprint). -f overwrites existing outputs.\n"
-                 "  Several archives of one context each decode side by side (faster than one by one).\n";
+                 "  Several archives of one context each decode side by side (faster than one by one); a damaged\n"
+                 "  archive gets one line and is skipped, the others are restored (exit 1).\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
@@ -253,75 +309,112 @@ int cmd_decompress(Args& args) {
   if (inputs.empty()) throw Error("give at least one .rbz file to decompress");
   if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
   if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
+  // A damaged or unreadable archive, one whose output is in the way or whose model is missing gets
+  // its one line and is skipped; the others are restored; the exit status says so.
+  SkippedFiles skipped{"decompress"};
   // Output names need each header (image mode restores a PNG): read and check them all first.
-  std::vector<std::pair<std::string, std::string>> plan;
-  std::vector<std::vector<uint8_t>> files;
-  std::vector<RbzHeaderInfo> infos;
+  struct Archive {
+    std::string in, out;
+    std::vector<uint8_t> bytes;
+    RbzHeaderInfo info;
+  };
+  std::vector<Archive> archives;
   for (const std::string& in : inputs) {
-    files.push_back(read_file_bytes(in, max_held_bytes()));
-    infos.push_back(read_rbz_header(in, files.back()));
-    std::string out = to_stdout ? "-" : out_path;
-    if (out.empty()) {
-      if (!ends_with(in, ".rbz")) throw Error(in + ": does not end in .rbz; name the output with -o");
-      out = in.substr(0, in.size() - 4);
-      if (infos.back().mode == RbzMode::Image && !ends_with(out, ".png")) out += ".png";
+    try {
+      Archive a;
+      a.in = in;
+      a.bytes = read_file_bytes(in, max_held_bytes());
+      a.info = read_rbz_header(in, a.bytes);
+      a.out = to_stdout ? "-" : out_path;
+      if (a.out.empty()) {
+        if (!ends_with(in, ".rbz")) throw Error(in + ": does not end in .rbz; name the output with -o");
+        a.out = in.substr(0, in.size() - 4);
+        if (a.info.mode == RbzMode::Image && !ends_with(a.out, ".png")) a.out += ".png";
+      }
+      archives.push_back(std::move(a));
+    } catch (const Error& e) {
+      skipped.report(e);
     }
-    plan.push_back({in, out});
   }
   std::vector<std::string> outs, ins = inputs;
-  for (const auto& io : plan) outs.push_back(io.second);
+  for (const Archive& a : archives) outs.push_back(a.out);
   ins.push_back(model_path);
-  check_outputs(outs, ins, force, "-f");
+  check_output_conflicts(outs, ins);
+  std::vector<Archive*> todo;
+  for (Archive& a : archives) {
+    try {
+      check_output_free(a.out, force, "-f");
+      todo.push_back(&a);
+    } catch (const Error& e) {
+      skipped.report(e);
+    }
+  }
   std::unique_ptr<Backend> be;
   std::unique_ptr<Model> model;
+  bool no_model = false;  // none was given and none was found: archives that need one are skipped
   // Archives are restored in groups (one-context archives side by side, decompress_files), each
   // output written as soon as its group is done.
-  for (size_t first = 0; first < plan.size();) {
-    std::vector<std::string> paths;
-    std::vector<const std::vector<uint8_t>*> group;
+  for (size_t next = 0; next < todo.size();) {
+    std::vector<Archive*> group;
     uint64_t bytes = 0;
-    for (size_t i = first; i < plan.size() && side_by_side_group_has_room(group.size(), bytes); i++) {
-      paths.push_back(plan[i].first);
-      group.push_back(&files[i]);
-      bytes += infos[i].original_size;
-      if (!infos[i].model_fingerprint.empty() && !model) {
+    for (; next < todo.size() && side_by_side_group_has_room(group.size(), bytes); next++) {
+      Archive& a = *todo[next];
+      if (!a.info.model_fingerprint.empty() && !model) {
         std::string path = model_path;
         try {
+          if (no_model) throw Error("no model");
           path = model_or_default(model_path);
         } catch (const Error&) {
-          throw Error(plan[i].first + ": needs the model it was compressed with (fingerprint " + infos[i].model_fingerprint +
-                      "); give it with -m (no default model was found)");
+          no_model = true;
+          skipped.report(Error(a.in + ": needs the model it was compressed with (fingerprint " + a.info.model_fingerprint +
+                               "); give it with -m (no default model was found)"));
+          continue;
         }
         be = make_cpu_backend(threads);
         model = Model::load(path, *be);
       }
+      group.push_back(&a);
+      bytes += a.info.original_size;
     }
-    Progress progress{"retbyte decompress: " + (paths.size() == 1 ? paths[0] : std::to_string(paths.size()) + " files")};
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::vector<uint8_t>> restored;
-    try {
-      restored = decompress_files(paths, group, model.get(), std::ref(progress));
-    } catch (const ModelMismatchError& e) {  // the default model stood in for a missing -m: say which model is needed
-      if (!model_path.empty()) throw;
-      size_t k = first;
-      while (k + 1 < plan.size() && plan[k].first != e.path()) k++;
-      throw Error(e.path() + ": needs the model it was compressed with (fingerprint " + infos[k].model_fingerprint +
-                  "), not the default model (" + model_fingerprint(*model) + "); give it with -m");
-    }
-    const double secs = seconds_since(t0);
-    progress.clear();
-    for (size_t k = 0; k < paths.size(); k++) {
-      const auto& [in, out] = plan[first + k];
-      write_output(out, restored[k], force);
-      std::string when = paths.size() == 1 ? "" : " (" + std::to_string(paths.size()) + " files side by side)";
-      if (out != "-")
-        std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s%s, %.1f kB/s\n", in.c_str(),
-                     (unsigned long long)restored[k].size(), out.c_str(), rbz_mode_name(infos[first + k].mode), secs,
-                     when.c_str(), double(bytes) / std::max(secs, 1e-9) / 1e3);
-    }
-    first += paths.size();
+    if (group.empty()) continue;
+    const auto restore = [&](const std::vector<Archive*>& which) {
+      std::vector<std::string> paths;
+      std::vector<const std::vector<uint8_t>*> files;
+      uint64_t group_bytes = 0;
+      for (Archive* a : which) paths.push_back(a->in), files.push_back(&a->bytes), group_bytes += a->info.original_size;
+      Progress progress{"retbyte decompress: " + (paths.size() == 1 ? paths[0] : std::to_string(paths.size()) + " files")};
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<std::vector<uint8_t>> restored;
+      try {
+        restored = decompress_files(paths, files, model.get(), std::ref(progress));
+      } catch (const ModelMismatchError& e) {  // the default model stood in for a missing -m: say which model is needed
+        if (!model_path.empty()) throw;
+        const Archive* bad = which.front();
+        for (Archive* a : which)
+          if (a->in == e.path()) bad = a;
+        throw Error(e.path() + ": needs the model it was compressed with (fingerprint " + bad->info.model_fingerprint +
+                    "), not the default model (" + model_fingerprint(*model) + "); give it with -m");
+      }
+      const double secs = seconds_since(t0);
+      progress.clear();
+      for (size_t k = 0; k < which.size(); k++) {
+        const Archive& a = *which[k];
+        try {
+          write_output(a.out, restored[k], force);
+        } catch (const Error& e) {
+          skipped.report(e);
+          continue;
+        }
+        std::string when = which.size() == 1 ? "" : " (" + std::to_string(which.size()) + " files side by side)";
+        if (a.out != "-")
+          std::fprintf(stderr, "%s: %llu bytes -> %s (%s mode) in %.1f s%s, %.1f kB/s\n", a.in.c_str(),
+                       (unsigned long long)restored[k].size(), a.out.c_str(), rbz_mode_name(a.info.mode), secs, when.c_str(),
+                       double(group_bytes) / std::max(secs, 1e-9) / 1e3);
+      }
+    };
+    group_or_one_by_one(group, restore, skipped);
   }
-  return 0;
+  return skipped.count ? 1 : 0;
 }
 
 }  // namespace rb::cli

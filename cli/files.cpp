@@ -16,8 +16,7 @@ bool same_file(const std::string& a, const std::string& b) {
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
-                   const std::string& force_flag) {
+void check_output_conflicts(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs) {
   for (size_t i = 0; i < outputs.size(); i++) {
     const std::string& out = outputs[i];
     if (out.empty() || out == "-") continue;
@@ -27,14 +26,22 @@ void check_outputs(const std::vector<std::string>& outputs, const std::vector<st
     for (size_t j = 0; j < i; j++)
       if (outputs[j] == out || same_file(outputs[j], out))
         throw Error(out + ": two outputs of this command would be the same file");
-    struct stat st;
-    if (::stat(out.c_str(), &st) == 0) {
-      if (S_ISDIR(st.st_mode)) throw Error(out + ": is a folder; name a file to write");
-      // A character device or FIFO (/dev/null, a pipe) is written into, never replaced: no -f needed.
-      const bool stream = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
-      if (!force && !stream) throw Error(out + ": exists (use " + force_flag + " to overwrite)");
-    }
   }
+}
+
+void check_output_free(const std::string& out, bool force, const std::string& force_flag) {
+  struct stat st;
+  if (out.empty() || out == "-" || ::stat(out.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) throw Error(out + ": is a folder; name a file to write");
+  // A character device or FIFO (/dev/null, a pipe) is written into, never replaced: no -f needed.
+  const bool stream = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+  if (!force && !stream) throw Error(out + ": exists (use " + force_flag + " to overwrite)");
+}
+
+void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
+                   const std::string& force_flag) {
+  check_output_conflicts(outputs, inputs);
+  for (const std::string& out : outputs) check_output_free(out, force, force_flag);
 }
 
 }  // namespace rb::cli

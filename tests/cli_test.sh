@@ -138,6 +138,33 @@ cmp -s "$tmp/c.txt" "$tmp/c.orig" || fail "a failed command changed its input"
 "$bin" compress -m "$model" "$tmp/g.png" -o "$tmp/g.rbz" 2> "$tmp/png.err" || fail "compress a PNG"
 "$bin" decompress -m "$model" "$tmp/g.rbz" -o "$tmp/g-back.png" 2> /dev/null || fail "decompress a PNG"
 "$bin" eval -m "$model" "$tmp/g-back.png" | grep -q '"bytes":252,' || fail "the restored PNG is not 12x7x3"
+# Bad files among good ones (zstd's and gzip's rule): each bad one gets its line and is skipped, the
+# others are done, the exit status is 1. A file refused while its group is prepared costs only itself.
+mkdir -p "$tmp/kg" && head -c 1500 "$tmp/c.orig" > "$tmp/kg/s1.txt" && tail -c 1200 "$tmp/c.orig" > "$tmp/kg/s2.txt"
+head -c 3000 "$tmp/c.orig" > "$tmp/kg/big.txt" && cp "$tmp/kg/s2.txt" "$tmp/kg/s3.txt" && touch "$tmp/kg/s3.txt.rbz"
+"$bin" compress -m "$model" --adapt --segment 64 "$tmp/kg/s1.txt" "$tmp/kg/missing.txt" "$tmp/kg/big.txt" "$tmp/kg/s2.txt" \
+  "$tmp/kg/s3.txt" 2> "$tmp/kg.err"
+rc=$?
+[ $rc -eq 1 ] || fail "compress with bad files among good ones: exit $rc, want 1"
+[ "$(grep -c '^retbyte compress: ' "$tmp/kg.err")" -eq 3 ] || fail "want a line for each of 3 bad files: $(cat "$tmp/kg.err")"
+grep -qF "$tmp/kg/missing.txt: No such file" "$tmp/kg.err" || fail "no line for the missing file: $(cat "$tmp/kg.err")"
+grep -qF "$tmp/kg/big.txt: --adapt needs every segment" "$tmp/kg.err" || fail "no line for the refused file: $(cat "$tmp/kg.err")"
+grep -qF "$tmp/kg/s3.txt.rbz: exists" "$tmp/kg.err" || fail "no line for the output in the way: $(cat "$tmp/kg.err")"
+[ ! -e "$tmp/kg/big.txt.rbz" ] && [ ! -s "$tmp/kg/s3.txt.rbz" ] || fail "a skipped file left an archive"
+for f in s1 s2; do
+  "$bin" decompress -m "$model" "$tmp/kg/$f.txt.rbz" -c 2> /dev/null | cmp -s - "$tmp/kg/$f.txt" || fail "$f.txt, compressed beside bad files, does not round-trip"
+done
+cp "$tmp/kg/s1.txt.rbz" "$tmp/kg/cut.rbz" && truncate -s 40 "$tmp/kg/cut.rbz" && echo junk > "$tmp/kg/junk.rbz"
+mv "$tmp/kg/s1.txt" "$tmp/kg/s1.orig" && mv "$tmp/kg/s2.txt" "$tmp/kg/s2.orig"
+"$bin" decompress -m "$model" "$tmp/kg/s1.txt.rbz" "$tmp/kg/cut.rbz" "$tmp/kg/junk.rbz" "$tmp/kg/s2.txt.rbz" 2> "$tmp/kg.err"
+rc=$?
+[ $rc -eq 1 ] || fail "decompress with damaged archives among good ones: exit $rc, want 1"
+[ "$(grep -c '^retbyte decompress: ' "$tmp/kg.err")" -eq 2 ] || fail "want a line for each damaged archive: $(cat "$tmp/kg.err")"
+grep -qF "$tmp/kg/cut.rbz:" "$tmp/kg.err" && grep -qF "$tmp/kg/junk.rbz: not a .rbz file" "$tmp/kg.err" ||
+  fail "the damaged archives are not named: $(cat "$tmp/kg.err")"
+cmp -s "$tmp/kg/s1.txt" "$tmp/kg/s1.orig" && cmp -s "$tmp/kg/s2.txt" "$tmp/kg/s2.orig" ||
+  fail "archives beside damaged ones were not restored"
+[ ! -e "$tmp/kg/cut" ] && [ ! -e "$tmp/kg/junk" ] || fail "a damaged archive left an output"
 expect_error "--image: '12x0x3' is malformed" "$bin" generate -m "$model" --image 12x0x3 -o "$tmp/never.png"
 expect_error "prompt image is 12 wide" "$bin" generate -m "$model" --image 10x7x3 --prompt-file "$tmp/g.png" -o "$tmp/never.png"
 expect_error "-n: 'abc' is not an integer" "$bin" generate -m "$model" -n abc
