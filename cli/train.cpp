@@ -132,10 +132,12 @@ int train_ranks(Args& args, Communicator& comm) {
   const ByteDataset& ds = trainer.data();
   if (leader) {
     for (const std::string& w : ds.warnings()) std::fprintf(stderr, "retbyte train: %s\n", w.c_str());
-    std::fprintf(
-        stderr, "retbyte train: %zu files, %.2f MB packed for training, %.2f MB validation (%s); %zu params; %d threads%s\n",
-        ds.num_files(), ds.train_bytes() / 1e6, ds.val_file_bytes() / 1e6, ds.split_kind().c_str(), trainer.model().num_params(),
-        be->threads(), comm.size() > 1 ? (" per rank x " + std::to_string(comm.size()) + " ranks (MPI)").c_str() : "");
+    // A GPU's threads are not ours to count: name the device instead.
+    const std::string where = be->name() == "cpu" ? std::to_string(be->threads()) + " threads" : "on " + be->name();
+    std::fprintf(stderr, "retbyte train: %zu files, %.2f MB packed for training, %.2f MB validation (%s); %zu params; %s%s\n",
+                 ds.num_files(), ds.train_bytes() / 1e6, ds.val_file_bytes() / 1e6, ds.split_kind().c_str(),
+                 trainer.model().num_params(), where.c_str(),
+                 comm.size() > 1 ? (" per rank x " + std::to_string(comm.size()) + " ranks (MPI)").c_str() : "");
     if (cfg.carry_state)
       std::fprintf(stderr, "retbyte train: state carried across windows (%d rows, each walking ~%lld bytes of a stream)\n",
                    cfg.model.B * cfg.accum_steps, (long long)cfg.carry_bytes);
