@@ -55,6 +55,8 @@ int stop_signal();
 // the same file. "" and "-" (stdout) are skipped.
 void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force,
                    const std::string& force_flag);
+// All of standard input (compress - and decompress -), at most `limit` bytes; refuses a terminal.
+std::vector<uint8_t> read_stdin_bytes(uint64_t limit);
 // The two halves of check_outputs. Between files: no output is an input or another output (a
 // mistake in the command: nothing is done). Of one output: not a folder, not an existing file
 // without force (compress and decompress skip that file, say why, and go on with the others).

@@ -128,6 +128,18 @@ std::optional<AdaptSettings> adapt_options(Args& args) {
   return s;
 }
 
+namespace {
+
+// "-" is standard input: the only input of its command, named "stdin" in messages.
+void check_stdin_input(const std::vector<std::string>& inputs) {
+  if (inputs.size() > 1 && std::find(inputs.begin(), inputs.end(), "-") != inputs.end())
+    throw Error("-: standard input can only be the single input");
+}
+std::string input_name(const std::string& in) { return in == "-" ? "stdin" : in; }
+std::vector<uint8_t> read_input_bytes(const std::string& in) {
+  return in == "-" ? read_stdin_bytes(max_held_bytes()) : read_file_bytes(in, max_held_bytes());
+}
+
 // Commands over many files go on past a bad one (zstd's and gzip's rule): its one line is printed
 // and counted, and the exit status is 1 at the end.
 struct SkippedFiles {
@@ -157,13 +169,16 @@ void group_or_one_by_one(const std::vector<T>& group, const Run& run, SkippedFil
   }
 }
 
+}  // namespace
+
 int cmd_compress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte compress [-m MODEL] IN... [-o OUT] [-c] [-f] [--raw] [--verify] [--adapt] [--no-mix] [--weights "
                  "fp32|bf16|int8] [--lanes N | --fast] "
                  "[--segment BYTES] [-t N]\n"
-                 "  lossless; writes IN.rbz (or OUT, or stdout with -c). PNG/BMP/PNM images are coded as pixels and\n"
-                 "  16-bit PCM WAV as samples (decompressing gives a PNG with identical pixels / the identical WAV);\n"
+                 "  lossless; writes IN.rbz (or OUT, or stdout with -c; IN - reads stdin and writes stdout unless -o).\n"
+                 "  PNG/BMP/PNM images are coded as pixels and 16-bit PCM WAV as samples (decompressing gives a PNG\n"
+                 "  with identical pixels / the identical WAV);\n"
                  "  anything else as bytes. --raw: bytes always. --verify: decode what was written before success.\n"
                  "  Decodes bit-exactly on any x86-64 CPU and thread count. -f overwrites existing outputs.\n"
                  "  Each file is coded as one context (its end with its whole beginning in the model's state;\n"
@@ -179,7 +194,7 @@ int cmd_compress(Args& args) {
   const std::optional<WeightFormat> weights = weights_option(args);
   const bool mix = !args.flag("--no-mix");
   std::string out_path = args.value("--output", "-o", "");
-  const bool to_stdout = args.flag("--stdout") || args.flag("-c");
+  const bool stdout_flag = args.flag("--stdout") || args.flag("-c");
   const bool force = args.flag("--force") || args.flag("-f");
   const bool raw = args.flag("--raw");
   const bool verify = args.flag("--verify");
@@ -188,7 +203,10 @@ int cmd_compress(Args& args) {
   const int lanes = lanes_option(args);
   const int threads = args.threads();
   const auto inputs = args.positionals();
-  if (inputs.empty()) throw Error("give at least one file to compress");
+  if (inputs.empty()) throw Error("give at least one file to compress (- reads standard input)");
+  check_stdin_input(inputs);
+  // Standard input goes to standard output unless -o names a file, as with zstd.
+  const bool to_stdout = stdout_flag || (inputs[0] == "-" && out_path.empty());
   const std::string model_path = model_or_default(model_arg);
   if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
   if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
@@ -206,8 +224,8 @@ int cmd_compress(Args& args) {
   for (const auto& [in, out] : plan) {
     try {
       struct stat st;
-      if (::stat(in.c_str(), &st) != 0) throw Error(in + ": " + std::strerror(errno));
-      if (!S_ISREG(st.st_mode)) throw Error(in + ": not a regular file");
+      if (in != "-" && ::stat(in.c_str(), &st) != 0) throw Error(in + ": " + std::strerror(errno));
+      if (in != "-" && !S_ISREG(st.st_mode)) throw Error(in + ": not a regular file");
       check_output_free(out, force, "-f");
       todo.push_back({in, out});
     } catch (const Error& e) {
@@ -254,12 +272,12 @@ int cmd_compress(Args& args) {
     uint64_t bytes = 0;
     for (; next < todo.size() && side_by_side_group_has_room(held.size(), bytes); next++) {
       try {
-        held.push_back(read_file_bytes(todo[next].first, max_held_bytes()));
+        held.push_back(read_input_bytes(todo[next].first));
       } catch (const Error& e) {
         skipped.report(e);
         continue;
       }
-      paths.push_back(todo[next].first);
+      paths.push_back(input_name(todo[next].first));
       outs_of.push_back(todo[next].second);
       bytes += held.back().size();
     }
@@ -294,19 +312,22 @@ int cmd_compress(Args& args) {
 int cmd_decompress(Args& args) {
   if (args.flag("--help") || args.flag("-h")) {
     std::cout << "usage: retbyte decompress [-m MODEL] IN.rbz... [-o OUT] [-c] [-f] [-t N]\n"
-                 "  restores IN (the name without .rbz; image mode writes a PNG). -m is needed when a block is\n"
-                 "  model-coded (the error names the model's fingerprint). -f overwrites existing outputs.\n"
+                 "  restores IN (the name without .rbz; image mode writes a PNG; IN - reads stdin and writes stdout\n"
+                 "  unless -o). -m is needed when a block is model-coded (the error names the model's fingerprint).\n"
+                 "  -f overwrites existing outputs.\n"
                  "  Several archives of one context each decode side by side (faster than one by one); a damaged\n"
                  "  archive gets one line and is skipped, the others are restored (exit 1).\n";
     return 0;
   }
   const std::string model_path = args.value("--model", "-m", "");
   const std::string out_path = args.value("--output", "-o", "");
-  const bool to_stdout = args.flag("--stdout") || args.flag("-c");
+  const bool stdout_flag = args.flag("--stdout") || args.flag("-c");
   const bool force = args.flag("--force") || args.flag("-f");
   const int threads = args.threads();
   const auto inputs = args.positionals();
-  if (inputs.empty()) throw Error("give at least one .rbz file to decompress");
+  if (inputs.empty()) throw Error("give at least one .rbz file to decompress (- reads standard input)");
+  check_stdin_input(inputs);
+  const bool to_stdout = stdout_flag || (inputs[0] == "-" && out_path.empty());
   if ((to_stdout || !out_path.empty()) && inputs.size() > 1) throw Error("-o and -c take a single input file");
   if (to_stdout && !out_path.empty()) throw Error("-o and -c cannot be used together");
   // A damaged or unreadable archive, one whose output is in the way or whose model is missing gets
@@ -322,9 +343,9 @@ int cmd_decompress(Args& args) {
   for (const std::string& in : inputs) {
     try {
       Archive a;
-      a.in = in;
-      a.bytes = read_file_bytes(in, max_held_bytes());
-      a.info = read_rbz_header(in, a.bytes);
+      a.in = input_name(in);
+      a.bytes = read_input_bytes(in);
+      a.info = read_rbz_header(a.in, a.bytes);
       a.out = to_stdout ? "-" : out_path;
       if (a.out.empty()) {
         if (!ends_with(in, ".rbz")) throw Error(in + ": does not end in .rbz; name the output with -o");

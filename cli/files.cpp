@@ -16,6 +16,22 @@ bool same_file(const std::string& a, const std::string& b) {
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+std::vector<uint8_t> read_stdin_bytes(uint64_t limit) {
+  if (isatty(STDIN_FILENO)) throw Error("stdin is a terminal: pipe data in, or name a file");
+  std::vector<uint8_t> bytes;
+  uint8_t buf[1 << 16];
+  for (;;) {
+    const ssize_t r = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw Error(std::string("stdin: read failed (") + std::strerror(errno) + ")");
+    if (r == 0) return bytes;
+    if (bytes.size() + size_t(r) > limit)
+      throw Error("stdin: more than the " + std::to_string(limit >> 20) +
+                  " MiB that may be held in memory (half of this machine's)");
+    bytes.insert(bytes.end(), buf, buf + r);
+  }
+}
+
 void check_output_conflicts(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs) {
   for (size_t i = 0; i < outputs.size(); i++) {
     const std::string& out = outputs[i];

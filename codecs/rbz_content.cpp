@@ -125,7 +125,7 @@ Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P
   if (m == Modality::Image && lossless_image) {
     Image img;
     try {
-      img = read_image(path);
+      img = decode_image(path, file);
     } catch (const Error&) {
       return c;  // not decodable as an image: its bytes are still a file to compress
     }
@@ -146,7 +146,7 @@ Content analyse(const std::string& path, const std::vector<uint8_t>& file, int P
     Audio a;
     std::string notice;
     try {
-      a = read_audio(path, &notice);
+      a = decode_audio(path, file, &notice);
     } catch (const Error&) {
       return c;
     }

@@ -47,18 +47,12 @@ bool starts_with(const uint8_t* p, size_t n, const char* magic, size_t at = 0) {
 
 // RIFF/WAVE: the data chunk must hold the bytes its header promises (libsndfile quietly reads a
 // truncated file as a shorter one). Streaming writers' 0 and 0xFFFFFFFF sizes mean "unknown".
-void check_wav_data_chunk(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return;
-  const uint64_t size = uint64_t(in.tellg());
-  uint8_t h[12];
-  in.seekg(0);
-  if (size < 12 || !in.read(reinterpret_cast<char*>(h), 12) || std::memcmp(h, "RIFF", 4) || std::memcmp(h + 8, "WAVE", 4)) return;
+void check_wav_data_chunk(const std::string& path, const std::vector<uint8_t>& f) {
+  const uint64_t size = f.size();
+  if (size < 12 || std::memcmp(f.data(), "RIFF", 4) || std::memcmp(f.data() + 8, "WAVE", 4)) return;
   uint64_t at = 12;
   while (at + 8 <= size) {
-    uint8_t c[8];
-    in.seekg(std::streamoff(at));
-    if (!in.read(reinterpret_cast<char*>(c), 8)) return;
+    const uint8_t* c = f.data() + at;
     const uint32_t len = uint32_t(c[4]) | uint32_t(c[5]) << 8 | uint32_t(c[6]) << 16 | uint32_t(c[7]) << 24;
     if (std::memcmp(c, "data", 4) == 0) {
       if (len != 0 && len != 0xFFFFFFFFu && at + 8 + len > size)
@@ -141,7 +135,11 @@ Modality detect_modality(const uint8_t* p, size_t n) {
 }
 
 Image read_image(const std::string& path, std::string* notice) {
-  const std::vector<uint8_t> file = read_whole_file(path, uint64_t(INT_MAX));
+  return decode_image(path, read_whole_file(path, uint64_t(INT_MAX)), notice);
+}
+
+Image decode_image(const std::string& path, const std::vector<uint8_t>& file, std::string* notice) {
+  if (file.size() > uint64_t(INT_MAX)) throw Error(path + ": " + std::to_string(file.size()) + " bytes is too large to decode");
   const int len = int(file.size());
   int w = 0, h = 0, c = 0;
   // The header first: nothing is allocated for an image we would refuse.
@@ -189,10 +187,47 @@ void write_png(const std::string& path, const Image& img, Overwrite overwrite) {
   write_file_atomic(path, encode_png(img, path), overwrite);
 }
 
+namespace {
+// libsndfile reading and writing memory (virtual I/O): a file decoded from the bytes the caller
+// holds, and an encoded file checked before it is written anywhere.
+struct MemoryFile {
+  std::vector<uint8_t> bytes;
+  sf_count_t pos = 0;
+};
+sf_count_t vio_length(void* u) { return sf_count_t(static_cast<MemoryFile*>(u)->bytes.size()); }
+sf_count_t vio_seek(sf_count_t offset, int whence, void* u) {
+  auto* m = static_cast<MemoryFile*>(u);
+  const sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : sf_count_t(m->bytes.size());
+  m->pos = std::max<sf_count_t>(0, base + offset);
+  return m->pos;
+}
+sf_count_t vio_read(void* ptr, sf_count_t count, void* u) {
+  auto* m = static_cast<MemoryFile*>(u);
+  const sf_count_t n = std::max<sf_count_t>(0, std::min<sf_count_t>(count, sf_count_t(m->bytes.size()) - m->pos));
+  if (n > 0) std::memcpy(ptr, m->bytes.data() + m->pos, size_t(n));
+  m->pos += n;
+  return n;
+}
+sf_count_t vio_write(const void* ptr, sf_count_t count, void* u) {
+  auto* m = static_cast<MemoryFile*>(u);
+  if (size_t(m->pos + count) > m->bytes.size()) m->bytes.resize(size_t(m->pos + count));
+  std::memcpy(m->bytes.data() + m->pos, ptr, size_t(count));
+  m->pos += count;
+  return count;
+}
+sf_count_t vio_tell(void* u) { return static_cast<MemoryFile*>(u)->pos; }
+}  // namespace
+
 Audio read_audio(const std::string& path, std::string* notice) {
-  check_wav_data_chunk(path);
+  return decode_audio(path, read_whole_file(path, uint64_t(1) << 40), notice);
+}
+
+Audio decode_audio(const std::string& path, const std::vector<uint8_t>& file, std::string* notice) {
+  check_wav_data_chunk(path, file);
   SF_INFO info{};
-  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+  SF_VIRTUAL_IO io = {vio_length, vio_seek, vio_read, vio_write, vio_tell};
+  MemoryFile memory{file};
+  SNDFILE* f = sf_open_virtual(&io, SFM_READ, &info, &memory);
   if (!f) throw Error(path + ": not a readable audio file (" + std::string(sf_strerror(nullptr)) + ")");
   struct Closer {
     SNDFILE* f;
@@ -250,37 +285,6 @@ void write_wav(const std::string& path, const Audio& a, Overwrite overwrite) {
   for (int16_t s : a.samples) put_u16_le(out, uint16_t(s));
   write_file_atomic(path, out, overwrite);
 }
-
-namespace {
-// libsndfile writing into memory (virtual I/O), so an encoded file can be checked before it is
-// written anywhere.
-struct MemoryFile {
-  std::vector<uint8_t> bytes;
-  sf_count_t pos = 0;
-};
-sf_count_t vio_length(void* u) { return sf_count_t(static_cast<MemoryFile*>(u)->bytes.size()); }
-sf_count_t vio_seek(sf_count_t offset, int whence, void* u) {
-  auto* m = static_cast<MemoryFile*>(u);
-  const sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : sf_count_t(m->bytes.size());
-  m->pos = std::max<sf_count_t>(0, base + offset);
-  return m->pos;
-}
-sf_count_t vio_read(void* ptr, sf_count_t count, void* u) {
-  auto* m = static_cast<MemoryFile*>(u);
-  const sf_count_t n = std::max<sf_count_t>(0, std::min<sf_count_t>(count, sf_count_t(m->bytes.size()) - m->pos));
-  if (n > 0) std::memcpy(ptr, m->bytes.data() + m->pos, size_t(n));
-  m->pos += n;
-  return n;
-}
-sf_count_t vio_write(const void* ptr, sf_count_t count, void* u) {
-  auto* m = static_cast<MemoryFile*>(u);
-  if (size_t(m->pos + count) > m->bytes.size()) m->bytes.resize(size_t(m->pos + count));
-  std::memcpy(m->bytes.data() + m->pos, ptr, size_t(count));
-  m->pos += count;
-  return count;
-}
-sf_count_t vio_tell(void* u) { return static_cast<MemoryFile*>(u)->pos; }
-}  // namespace
 
 std::vector<uint8_t> encode_flac(const Audio& a, const std::string& path) {
   if (a.channels < 1 || a.channels > 8 || a.sample_rate <= 0 || a.samples.size() % size_t(a.channels) != 0)

@@ -40,10 +40,14 @@ constexpr uint64_t kMaxAudioBytes = uint64_t(1) << 31;
 // Decodes an image file (stb_image: PNG, JPEG, BMP, TGA, PNM, GIF first frame). 16-bit PNGs are
 // reduced to 8 bits with a one-line notice in *notice (when given).
 Image read_image(const std::string& path, std::string* notice = nullptr);
+// The same from the file's bytes in memory (the codec's, which may have come from stdin); `path`
+// names it in errors.
+Image decode_image(const std::string& path, const std::vector<uint8_t>& file, std::string* notice = nullptr);
 // Decodes an audio file (libsndfile: WAV, FLAC, OGG/Vorbis, AIFF, ...). Anything but 16-bit PCM
 // is converted to 16-bit with a one-line notice in *notice. A header that promises more frames
 // than the file holds is an error (a lossless tool must not silently drop samples).
 Audio read_audio(const std::string& path, std::string* notice = nullptr);
+Audio decode_audio(const std::string& path, const std::vector<uint8_t>& file, std::string* notice = nullptr);
 // Writes atomically (temporary file, then rename); errors name the file.
 void write_png(const std::string& path, const Image& image, Overwrite overwrite = Overwrite::Replace);
 // The PNG file's bytes (stb_image_write); `path` names it in errors.

@@ -138,6 +138,19 @@ cmp -s "$tmp/c.txt" "$tmp/c.orig" || fail "a failed command changed its input"
 "$bin" compress -m "$model" "$tmp/g.png" -o "$tmp/g.rbz" 2> "$tmp/png.err" || fail "compress a PNG"
 "$bin" decompress -m "$model" "$tmp/g.rbz" -o "$tmp/g-back.png" 2> /dev/null || fail "decompress a PNG"
 "$bin" eval -m "$model" "$tmp/g-back.png" | grep -q '"bytes":252,' || fail "the restored PNG is not 12x7x3"
+# Standard input: "-" reads it and writes standard output unless -o names a file (zstd's rule); the
+# archive is the one the named file gives (images too: decoded from the bytes read, not from a path).
+"$bin" compress -m "$model" - < "$tmp/c.orig" > "$tmp/stdin.rbz" 2> /dev/null || fail "compress -"
+"$bin" compress -m "$model" "$tmp/c.orig" -c > "$tmp/named.rbz" 2> /dev/null || fail "compress -c"
+cmp -s "$tmp/stdin.rbz" "$tmp/named.rbz" || fail "compress - gives another archive than the named file"
+"$bin" decompress -m "$model" - < "$tmp/stdin.rbz" 2> /dev/null | cmp -s - "$tmp/c.orig" || fail "decompress - to stdout"
+"$bin" decompress -m "$model" - -o "$tmp/from-stdin.txt" < "$tmp/stdin.rbz" 2> /dev/null && cmp -s "$tmp/from-stdin.txt" "$tmp/c.orig" ||
+  fail "decompress - -o"
+"$bin" compress -m "$model" - < "$tmp/g.png" > "$tmp/stdin-png.rbz" 2> /dev/null || fail "compress - of a PNG"
+"$bin" compress -m "$model" "$tmp/g.png" -c > "$tmp/named-png.rbz" 2> /dev/null || fail "compress -c of a PNG"
+cmp -s "$tmp/stdin-png.rbz" "$tmp/named-png.rbz" || fail "a PNG through stdin is not coded as the named PNG"
+expect_error "standard input can only be the single input" "$bin" compress -m "$model" "$tmp/c.orig" - -o "$tmp/never.rbz"
+expect_error "stdin: not a .rbz file" sh -c "\"$bin\" decompress -m \"$model\" - < \"$tmp/c.orig\""
 # Bad files among good ones (zstd's and gzip's rule): each bad one gets its line and is skipped, the
 # others are done, the exit status is 1. A file refused while its group is prepared costs only itself.
 mkdir -p "$tmp/kg" && head -c 1500 "$tmp/c.orig" > "$tmp/kg/s1.txt" && tail -c 1200 "$tmp/c.orig" > "$tmp/kg/s2.txt"
