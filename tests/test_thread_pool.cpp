@@ -136,5 +136,64 @@ TEST(ThreadPool, SmallJobsThatCostMoreSplitEndUpOnTheCallerAloneLargeOnesStaySpl
   EXPECT_GT(large_split.load(), 0) << "large jobs that gain from the split should stay split";
 }
 
+// The duel between ways of running short jobs, fed made-up window times: every mode is tried once,
+// the fastest runs, a probe of a losing mode comes after 16 windows, then 32, 64 ... up to 256 while
+// probes keep losing; a probe that wins takes over and the interval is 16 again; a long window (large
+// products, not short jobs) starts the duel again; uncounted windows change no figure.
+TEST(ThreadPool, TheModeDuelProbesLessWhileProbesLoseAndFollowsAProbeThatWins) {
+  ModeDuel duel;
+  double cost[ModeDuel::kModes] = {3000, 2000, 1000};  // ns a window: alone is the fastest
+  const auto run = [&](int windows, std::vector<int>* probes) {
+    for (int w = 0; w < windows; w++) {
+      const int mode = duel.mode();
+      if (duel.probing() && probes) probes->push_back(w);
+      duel.end_window(cost[mode], true);
+    }
+  };
+  EXPECT_EQ(duel.mode(), ModeDuel::kEveryJob);  // tried first
+  duel.end_window(cost[ModeDuel::kEveryJob], true);
+  EXPECT_EQ(duel.mode(), ModeDuel::kLargeJobs);
+  duel.end_window(cost[ModeDuel::kLargeJobs], true);
+  EXPECT_EQ(duel.mode(), ModeDuel::kAlone);
+  duel.end_window(cost[ModeDuel::kAlone], true);
+  EXPECT_EQ(duel.mode(), ModeDuel::kAlone);  // the fastest runs
+  EXPECT_FALSE(duel.probing());
+  std::vector<int> probes;
+  run(16 + 32 + 64 + 128 + 256 + 256 + 8, &probes);
+  // Probes that lose come every 16 windows, then 32, 64, 128 and then every 256 windows.
+  ASSERT_EQ(probes.size(), 6u);
+  const int gaps[] = {16, 32, 64, 128, 256, 256};
+  int at = -1;
+  for (size_t i = 0; i < probes.size(); i++) {
+    EXPECT_EQ(probes[i] - at, gaps[i]) << "probe " << i;
+    at = probes[i];
+  }
+  EXPECT_EQ(duel.probe_every(), ModeDuel::kProbeEveryMost);
+  EXPECT_EQ(duel.mode(), ModeDuel::kAlone);
+  // The machine changes: every job split becomes the fastest. The next probe of it wins, it runs
+  // from then on, and probes come every 16 windows again.
+  cost[ModeDuel::kEveryJob] = 500;
+  for (int w = 0; w < 600 && (duel.mode() != ModeDuel::kEveryJob || duel.probing()); w++)
+    duel.end_window(cost[duel.mode()], true);
+  ASSERT_EQ(duel.mode(), ModeDuel::kEveryJob);
+  EXPECT_EQ(duel.probe_every(), ModeDuel::kProbeEvery);
+  probes.clear();
+  run(40, &probes);
+  EXPECT_FALSE(probes.empty());
+  EXPECT_LE(probes.front(), ModeDuel::kProbeEvery);
+  // Uncounted windows (forced alone, start-up) leave every figure as it was.
+  while (duel.probing() || duel.mode() != ModeDuel::kEveryJob) duel.end_window(cost[duel.mode()], true);
+  for (int w = 0; w < 3; w++) {
+    duel.end_window(1e6, false);  // far slower than any figure: counted, it would dethrone every job
+    EXPECT_TRUE(duel.mode() == ModeDuel::kEveryJob || duel.probing()) << w;
+  }
+  // A window of large products starts the duel again: every job first.
+  duel.end_window(2 * ModeDuel::kMaxWindowNs, true);
+  EXPECT_EQ(duel.mode(), ModeDuel::kEveryJob);
+  EXPECT_EQ(duel.probe_every(), ModeDuel::kProbeEvery);
+  duel.end_window(cost[ModeDuel::kEveryJob], true);
+  EXPECT_EQ(duel.mode(), ModeDuel::kLargeJobs);  // and the others tried once again
+}
+
 }  // namespace
 }  // namespace rb

@@ -21,11 +21,6 @@ constexpr int kSpinBeforeSleep = 2000;
 constexpr int kWindowJobs = 256, kSerialJobs = 4096;
 constexpr int kLateMicros = 50;  // a wait beyond 4 of the caller's chunks and this is late
 constexpr int kTimedEvery = 8;   // jobs judged for lateness: one in kTimedEvery
-// Windows compared for the duel of the workers against the caller alone: at most this long (256
-// decoding jobs take ~1 ms); the losing modes probed one window in kProbeEvery, or up to
-// kProbeEveryMost while probes keep losing (a probe of a mode that loses by half costs that much).
-constexpr double kDuelMaxWindowNs = 20e6;
-constexpr int kProbeEvery = 16, kProbeEveryMost = 256;
 thread_local bool tls_in_job = false;
 }  // namespace
 
@@ -92,7 +87,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, JobSize size
     return;
   }
   if (window_jobs_ == 0) window_start_ = std::chrono::steady_clock::now();
-  const bool by_mode = window_mode_ == kAlone || (window_mode_ == kLargeJobs && size == JobSize::Small);
+  const int mode = duel_.mode();
+  const bool by_mode = mode == ModeDuel::kAlone || (mode == ModeDuel::kLargeJobs && size == JobSize::Small);
   if (serial_jobs_left_ > 0 || by_mode) {  // the workers kept us waiting lately, or do not pay here: alone
     window_forced_ |= !by_mode;
     serial_jobs_left_ -= serial_jobs_left_ > 0;
@@ -153,41 +149,39 @@ void ThreadPool::end_window() {
   const bool forced = window_forced_, startup = startup_window_;
   window_jobs_ = window_posted_ = window_timed_ = window_late_ = window_helped_ = 0;
   window_forced_ = startup_window_ = false;
-  // Only windows of short jobs are compared (decoding, ~10 jobs a byte): long ones are large
-  // products, where the workers pay whatever the machine does and a probe alone would cost much.
+  duel_.end_window(ns, !forced && !startup);
+}
+
+void ModeDuel::end_window(double ns, bool counted) {
   const bool probed = probing_;
   probing_ = false;
-  if (ns > kDuelMaxWindowNs) {
-    window_mode_ = kEveryJob;
-    for (double& t : window_ns_) t = 0;
+  if (ns > kMaxWindowNs) {  // not a window of short jobs: start again
+    mode_ = kEveryJob;
+    for (double& t : ns_) t = 0;
     probe_every_ = kProbeEvery;
     return;
   }
-  // A window the late-worker rule ran alone, or the pool's first, does not count.
-  if (!forced && !startup) {
-    // The mode running is smoothed (one noisy window does not decide); a probe's window replaces
-    // what its mode measured windows ago, when the machine may have been otherwise.
-    double& last = window_ns_[window_mode_];
+  if (counted) {
+    double& last = ns_[mode_];
     last = last > 0 && !probed ? 0.5 * (last + ns) : ns;
   }
-  // Every mode is tried once, then the fastest runs and the others are probed in turn.
   int fastest = -1;
   for (int m = 0; m < kModes; m++) {
-    if (window_ns_[m] == 0) {
-      if (window_ns_[kEveryJob] > 0) window_mode_ = m;  // not tried yet (every job first)
-      if (window_ns_[kEveryJob] > 0 || m == kEveryJob) return;
+    if (ns_[m] == 0) {
+      if (ns_[kEveryJob] > 0) mode_ = m;  // not tried yet (every job first)
+      if (ns_[kEveryJob] > 0 || m == kEveryJob) return;
     }
-    if (fastest < 0 || window_ns_[m] < window_ns_[fastest]) fastest = m;
+    if (fastest < 0 || ns_[m] < ns_[fastest]) fastest = m;
   }
-  if (probed) probe_every_ = fastest == window_mode_ ? kProbeEvery : std::min(2 * probe_every_, kProbeEveryMost);
+  if (probed) probe_every_ = fastest == mode_ ? kProbeEvery : std::min(2 * probe_every_, kProbeEveryMost);
   if (++windows_since_probe_ >= probe_every_) {
     windows_since_probe_ = 0;
     do last_probe_ = (last_probe_ + 1) % kModes;  // the next mode that is not the fastest
     while (last_probe_ == fastest);
-    window_mode_ = last_probe_;
+    mode_ = last_probe_;
     probing_ = true;
   } else {
-    window_mode_ = fastest;
+    mode_ = fastest;
   }
 }
 

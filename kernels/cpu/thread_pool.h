@@ -37,6 +37,36 @@ class RangeFn {
   void (*call_)(const void*, int64_t, int64_t);
 };
 
+// Which way of running short jobs pays, judged by the wall time of whole windows of jobs (the pool's
+// end_window; decoding: everything between the jobs included): every job with the workers, only
+// large ones, or the caller alone. Every mode is tried once; then the fastest runs and the others
+// are probed in turn, one window in `probe_every()`: 16, doubling while probes lose, up to 256, and
+// back to 16 when a probe wins. The mode running is smoothed (one noisy window does not decide); a
+// probe's window replaces what its mode measured windows ago, when the machine may have been otherwise.
+// Pure bookkeeping, no clock: the pool feeds it window times, and tests feed it made-up ones.
+class ModeDuel {
+ public:
+  enum Mode { kEveryJob = 0, kLargeJobs = 1, kAlone = 2, kModes = 3 };
+  static constexpr int kProbeEvery = 16, kProbeEveryMost = 256;
+  // Windows longer than this are not short jobs (large products: the workers pay whatever the
+  // machine does, and a probe alone would cost much): such a window starts the duel again.
+  static constexpr double kMaxWindowNs = 20e6;
+
+  // The window that ran mode() took `ns`; `counted` is false for windows that must not count (one
+  // the late-worker rule ran alone, the pool's first). Chooses the next window's mode.
+  void end_window(double ns, bool counted);
+  int mode() const { return mode_; }
+  bool probing() const { return probing_; }
+  int probe_every() const { return probe_every_; }
+
+ private:
+  double ns_[kModes] = {0, 0, 0};  // each mode's recent windows' wall time (0: not tried yet)
+  int mode_ = kEveryJob;
+  int windows_since_probe_ = 0, last_probe_ = 0;
+  int probe_every_ = kProbeEvery;
+  bool probing_ = false;
+};
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads);  // threads - 1 workers are started
@@ -94,18 +124,9 @@ class ThreadPool {
   // alone before trying the workers again.
   int window_jobs_ = 0, window_posted_ = 0, window_timed_ = 0, window_late_ = 0, window_helped_ = 0, serial_jobs_left_ = 0;
   bool window_forced_ = false;  // a job of this window ran alone by the late-worker rule
-  // Which pays, judged by the wall time of whole windows of short jobs (decoding: everything
-  // between the jobs included): every job with the workers, only large ones, or the caller alone.
-  // The fastest mode runs; the others are probed in turn, one window in 16, so the pool follows a
-  // machine whose other cores come and go; while probes keep losing, one in 32, 64 ... 256.
-  enum Mode { kEveryJob = 0, kLargeJobs = 1, kAlone = 2, kModes = 3 };
   void end_window();
   std::chrono::steady_clock::time_point window_start_{};
-  double window_ns_[kModes] = {0, 0, 0};  // each mode's recent windows' wall time (smoothed)
-  int window_mode_ = kEveryJob;           // the mode of the window in progress
-  int windows_since_probe_ = 0, last_probe_ = 0;
-  int probe_every_ = 16;        // windows between probes: doubles while probes lose, back to 16 when one wins
-  bool probing_ = false;        // the window in progress probes a mode that was not the fastest
+  ModeDuel duel_;
   bool startup_window_ = true;  // the pool's first window (start-up costs) is not timed
 };
 
