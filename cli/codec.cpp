@@ -381,12 +381,15 @@ int cmd_decompress(Args& args) {
     for (; next < todo.size() && side_by_side_group_has_room(group.size(), bytes); next++) {
       Archive& a = *todo[next];
       if (!a.info.model_fingerprint.empty() && !model) {
-        std::string path = model_path;
-        try {
-          if (no_model) throw Error("no model");
-          path = model_or_default(model_path);
-        } catch (const Error&) {
-          no_model = true;
+        std::string path;
+        if (!no_model) {
+          try {
+            path = model_or_default(model_path);
+          } catch (const Error&) {
+            no_model = true;
+          }
+        }
+        if (no_model) {
           skipped.report(Error(a.in + ": needs the model it was compressed with (fingerprint " + a.info.model_fingerprint +
                                "); give it with -m (no default model was found)"));
           continue;
