@@ -144,7 +144,8 @@ int train_ranks(Args& args, Communicator& comm) {
     if (resume)
       std::fprintf(stderr, "retbyte train: resuming %s at step %lld\n", out.c_str(), (long long)trainer.step());
     else if (!init.empty())
-      std::fprintf(stderr, "retbyte train: starting from the weights of %s\n", init.c_str());
+      std::fprintf(stderr, "retbyte train: starting from the weights of %s%s\n", init.c_str(),
+                   trainer.init_note().empty() ? "" : ("; " + trainer.init_note()).c_str());
   }
 
   // Ctrl-C / SIGTERM: checkpoint, then stop. Under mpirun a signal may also mean that another rank

@@ -292,6 +292,17 @@ TEST(Trainer, InitStartsFromAModelsWeightsAndResumesExactly) {
   expect_error_containing([&] { Trainer(residual, {tune}, d.path + "/e", *be, false, nullptr, init); }, "media in plain form");
   expect_error_containing([&] { Trainer(cfg, {tune}, d.path + "/f", *be, false, nullptr, d.path + "/none.safetensors"); },
                           "none.safetensors");
+
+  // Decays are constants, not weights: a run may give the model longer memory. It starts from the
+  // same weights, says what changed, and its model keeps the new decays.
+  EXPECT_TRUE(straight.init_note().empty());
+  TrainConfig longer = cfg;
+  longer.model.longest_memory = 1 << 16;
+  Trainer relearn(longer, {tune}, d.path + "/g", *be, false, nullptr, init);
+  EXPECT_EQ(0, std::memcmp(relearn.model().params(), base_params.data(), base_params.size() * sizeof(float)));
+  EXPECT_NE(relearn.init_note().find("from the RetNet decays to longest_memory 65536"), std::string::npos) << relearn.init_note();
+  relearn.run(1, 0, nullptr, nullptr);
+  EXPECT_EQ(Model::load(d.path + "/g/model.safetensors", *be)->config().longest_memory, 1 << 16);
 }
 
 // Each row walks its stream window after window from a random start, until the stream ends or

@@ -103,11 +103,21 @@ Trainer::Trainer(const TrainConfig& cfg, const std::vector<std::string>& data, c
   grad_sum_ = std::make_unique<OrderedGradientSum>(be_, model_->num_params());
 }
 
+static std::string decay_name(int64_t longest_memory) {
+  return longest_memory ? "longest_memory " + std::to_string(longest_memory) : std::string("the RetNet decays");
+}
+
 // Fine-tuning: the weights of an existing model, which must have this run's shape and media form.
 void Trainer::start_from(const std::string& path) {
   const auto src = Model::load(path, be_);
   ModelConfig shape = src->config();
   shape.T = cfg_.model.T, shape.B = cfg_.model.B;  // training shapes, not the weights'
+  // The heads' decays are constants, not weights: a run may give an existing model longer memory
+  // (issue 24) and let training adapt the weights to it.
+  shape.longest_memory = cfg_.model.longest_memory;
+  if (src->config().longest_memory != cfg_.model.longest_memory)
+    init_note_ = "the heads' decays change from " + decay_name(src->config().longest_memory) + " to " +
+                 decay_name(cfg_.model.longest_memory) + " (the weights carry over)";
   if (!(shape == cfg_.model))
     throw Error(path + ": --init model has config " + config_to_json(src->config()) + ", but the run's is " +
                 config_to_json(cfg_.model) + " (omit --config to train with the model's own)");

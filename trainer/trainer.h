@@ -74,6 +74,7 @@ class Trainer {
   const std::vector<double>& step_losses() const { return losses_; }  // this process's steps
   Communicator& communicator() { return comm_; }
   double last_val_bpb() const { return last_val_bpb_; }
+  const std::string& init_note() const { return init_note_; }  // e.g. the decays --init changed
   // "text", "image", "audio" -> bpb of the last validation (empty unless several are present).
   const std::map<std::string, double>& last_val_bpb_by_modality() const { return last_val_by_modality_; }
 
@@ -91,6 +92,7 @@ class Trainer {
   std::unique_ptr<RunFolderLock> lock_;
   Backend& be_;
   std::string out_dir_;
+  std::string init_note_;         // what a fine-tuning run changed in the model it started from
   std::string init_fingerprint_;  // of the model a fine-tuning run started from; empty: random start
   ByteDataset data_;
   std::unique_ptr<Model> model_;
