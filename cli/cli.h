@@ -68,6 +68,9 @@ bool same_file(const std::string& a, const std::string& b);  // both exist and a
 // the installed binary, then the source tree's models/ folder. Throws an rb::Error naming the
 // places it looked when none holds one.
 std::string model_or_default(const std::string& given);
+// A model that was the default before, kept beside the default as retbyte-FINGERPRINT.safetensors
+// so that archives made with it still decompress without -m; empty when there is none.
+std::string earlier_default_model(const std::string& default_path, const std::string& fingerprint);
 
 int cmd_bench(Args& args);
 int bench_mixer(Args& args);  // cli/bench_mixer.cpp

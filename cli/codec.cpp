@@ -8,6 +8,7 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <map>
 #include <memory>
 
 #include "codecs/rbz.h"
@@ -371,32 +372,55 @@ int cmd_decompress(Args& args) {
     }
   }
   std::unique_ptr<Backend> be;
-  std::unique_ptr<Model> model;
-  bool no_model = false;  // none was given and none was found: archives that need one are skipped
-  // Archives are restored in groups (one-context archives side by side, decompress_files), each
-  // output written as soon as its group is done.
+  std::map<std::string, std::unique_ptr<Model>> loaded;  // by path
+  std::map<const Model*, std::string> fingerprints;
+  std::string default_path;
+  bool no_default = false;  // none was given and none was found: archives that need one are skipped
+  const auto load = [&](const std::string& path) {
+    std::unique_ptr<Model>& m = loaded[path];
+    if (!m) {
+      if (!be) be = make_cpu_backend(threads);
+      m = Model::load(path, *be);
+      fingerprints[m.get()] = model_fingerprint(*m);
+    }
+    return m.get();
+  };
+  // The model an archive needs: -m, else the default, else an earlier default kept beside it under
+  // the archive's fingerprint (so that archives outlive a new default). nullptr: it needs none;
+  // false: none was found (reported, the archive is skipped).
+  const auto model_for = [&](const Archive& a, Model*& model) {
+    model = nullptr;
+    if (a.info.model_fingerprint.empty()) return true;
+    if (model_path.empty() && default_path.empty() && !no_default) {
+      try {
+        default_path = model_or_default("");
+      } catch (const Error&) {
+        no_default = true;
+      }
+    }
+    if (model_path.empty() && no_default) {
+      skipped.report(Error(a.in + ": needs the model it was compressed with (fingerprint " + a.info.model_fingerprint +
+                           "); give it with -m (no default model was found)"));
+      return false;
+    }
+    model = load(model_path.empty() ? default_path : model_path);
+    if (model_path.empty() && fingerprints[model] != a.info.model_fingerprint)
+      if (const std::string earlier = earlier_default_model(default_path, a.info.model_fingerprint); !earlier.empty())
+        model = load(earlier);
+    return true;
+  };
+  // Archives are restored in groups (one-context archives of one model side by side,
+  // decompress_files), each output written as soon as its group is done.
   for (size_t next = 0; next < todo.size();) {
     std::vector<Archive*> group;
+    Model* model = nullptr;
     uint64_t bytes = 0;
     for (; next < todo.size() && side_by_side_group_has_room(group.size(), bytes); next++) {
       Archive& a = *todo[next];
-      if (!a.info.model_fingerprint.empty() && !model) {
-        std::string path;
-        if (!no_model) {
-          try {
-            path = model_or_default(model_path);
-          } catch (const Error&) {
-            no_model = true;
-          }
-        }
-        if (no_model) {
-          skipped.report(Error(a.in + ": needs the model it was compressed with (fingerprint " + a.info.model_fingerprint +
-                               "); give it with -m (no default model was found)"));
-          continue;
-        }
-        be = make_cpu_backend(threads);
-        model = Model::load(path, *be);
-      }
+      Model* needs = nullptr;
+      if (!model_for(a, needs)) continue;
+      if (needs && model && needs != model) break;  // another model: the next group starts here
+      if (needs) model = needs;
       group.push_back(&a);
       bytes += a.info.original_size;
     }
@@ -410,14 +434,14 @@ int cmd_decompress(Args& args) {
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<std::vector<uint8_t>> restored;
       try {
-        restored = decompress_files(paths, files, model.get(), std::ref(progress));
+        restored = decompress_files(paths, files, model, std::ref(progress));
       } catch (const ModelMismatchError& e) {  // the default model stood in for a missing -m: say which model is needed
         if (!model_path.empty()) throw;
         const Archive* bad = which.front();
         for (Archive* a : which)
           if (a->in == e.path()) bad = a;
         throw Error(e.path() + ": needs the model it was compressed with (fingerprint " + bad->info.model_fingerprint +
-                    "), not the default model (" + model_fingerprint(*model) + "); give it with -m");
+                    "), not the default model (" + fingerprints[model] + "); give it with -m");
       }
       const double secs = seconds_since(t0);
       progress.clear();

@@ -51,4 +51,12 @@ std::string model_or_default(const std::string& given) {
   throw Error("no model given and no default model found (-m MODEL, $RETBYTE_MODEL, or " + looked + ")");
 }
 
+std::string earlier_default_model(const std::string& default_path, const std::string& fingerprint) {
+  // The fingerprint comes from an archive: only 16 hex digits may become part of a path.
+  if (fingerprint.size() != 16 || fingerprint.find_first_not_of("0123456789abcdef") != std::string::npos) return "";
+  const fs::path p = fs::path(default_path).parent_path() / ("retbyte-" + fingerprint + ".safetensors");
+  std::error_code ec;
+  return fs::is_regular_file(p, ec) ? p.string() : std::string();
+}
+
 }  // namespace rb::cli

@@ -319,6 +319,21 @@ cp "$model" "$tmp/prefix/share/retbyte/retbyte-default.safetensors"
 "$bin" decompress -m "$model" "$tmp/elsewhere/d.rbz" -c | cmp -s - "$tmp/d.txt" || fail "the installed model is not the one that was copied there"
 "$bin" train --config "$tmp/cfg.json" --data "$data" --out "$tmp/other" --steps 1 > /dev/null 2>&1 || fail "train another model"
 expect_error "compressed with model" "$bin" decompress -m "$tmp/other/model.safetensors" "$tmp/d.rbz" -o "$tmp/never.txt"
+# A new default model keeps the one before it beside it as retbyte-FINGERPRINT.safetensors: archives
+# made with either decompress without -m, side by side; without the earlier file the error names it.
+fp=$("$bin" info "$model" | sed -n 's/^fingerprint: //p')
+installed="$tmp/prefix/bin/retbyte"
+(cd "$tmp/elsewhere" && env -u RETBYTE_MODEL "$installed" compress --model-only ../c.orig -o c.rbz 2> /dev/null) || fail "compress c.orig with the installed model"
+cp "$tmp/other/model.safetensors" "$tmp/prefix/share/retbyte/retbyte-default.safetensors"
+(cd "$tmp/elsewhere" && env -u RETBYTE_MODEL "$installed" compress --model-only ../d.txt -o d-new.rbz 2> /dev/null) || fail "compress with the new default"
+env -u RETBYTE_MODEL "$installed" decompress "$tmp/elsewhere/d.rbz" -o "$tmp/never.txt" 2> "$tmp/earlier.err" && fail "an archive of a replaced default decoded without its model"
+grep -qF "needs the model it was compressed with (fingerprint $fp)" "$tmp/earlier.err" || fail "the error does not name the earlier model: $(cat "$tmp/earlier.err")"
+cp "$model" "$tmp/prefix/share/retbyte/retbyte-$fp.safetensors"
+mkdir -p "$tmp/both"
+cp "$tmp/elsewhere/d.rbz" "$tmp/elsewhere/c.rbz" "$tmp/elsewhere/d-new.rbz" "$tmp/both/"
+(cd "$tmp/both" && env -u RETBYTE_MODEL "$installed" decompress d.rbz d-new.rbz c.rbz 2> /dev/null) || fail "archives of the earlier and the new default do not decompress together"
+cmp -s "$tmp/both/d" "$tmp/d.txt" && cmp -s "$tmp/both/d-new" "$tmp/d.txt" && cmp -s "$tmp/both/c" "$tmp/c.orig" ||
+  fail "archives of two defaults decoded to the wrong bytes"
 # convert: bf16 weights in half the file, the training summary kept, and archives that decode with it.
 "$bin" convert "$model" --weights bf16 -o "$tmp/half.safetensors" 2> /dev/null || fail "convert to bf16"
 "$bin" info "$tmp/half.safetensors" | grep -q "weights: bf16" || fail "the converted model is not bf16"
