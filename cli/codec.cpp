@@ -373,7 +373,12 @@ int cmd_decompress(Args& args) {
   }
   std::unique_ptr<Backend> be;
   std::map<std::string, std::unique_ptr<Model>> loaded;  // by path
-  std::map<const Model*, std::string> fingerprints;
+  std::map<const Model*, std::string> fingerprints;      // computed when first asked for (-m needs none)
+  const auto fingerprint_of = [&](const Model* m) -> const std::string& {
+    std::string& f = fingerprints[m];
+    if (f.empty()) f = model_fingerprint(*m);
+    return f;
+  };
   std::string default_path;
   bool no_default = false;  // none was given and none was found: archives that need one are skipped
   const auto load = [&](const std::string& path) {
@@ -381,7 +386,6 @@ int cmd_decompress(Args& args) {
     if (!m) {
       if (!be) be = make_cpu_backend(threads);
       m = Model::load(path, *be);
-      fingerprints[m.get()] = model_fingerprint(*m);
     }
     return m.get();
   };
@@ -404,7 +408,7 @@ int cmd_decompress(Args& args) {
       return false;
     }
     model = load(model_path.empty() ? default_path : model_path);
-    if (model_path.empty() && fingerprints[model] != a.info.model_fingerprint)
+    if (model_path.empty() && fingerprint_of(model) != a.info.model_fingerprint)
       if (const std::string earlier = earlier_default_model(default_path, a.info.model_fingerprint); !earlier.empty())
         model = load(earlier);
     return true;
@@ -432,23 +436,23 @@ int cmd_decompress(Args& args) {
       for (Archive* a : which) paths.push_back(a->in), files.push_back(&a->bytes), group_bytes += a->info.original_size;
       Progress progress{"retbyte decompress: " + (paths.size() == 1 ? paths[0] : std::to_string(paths.size()) + " files")};
       const auto t0 = std::chrono::steady_clock::now();
-      std::vector<std::vector<uint8_t>> restored;
-      try {
-        restored = decompress_files(paths, files, model, std::ref(progress));
-      } catch (const ModelMismatchError& e) {  // the default model stood in for a missing -m: say which model is needed
-        if (!model_path.empty()) throw;
-        const Archive* bad = which.front();
-        for (Archive* a : which)
-          if (a->in == e.path()) bad = a;
-        throw Error(e.path() + ": needs the model it was compressed with (fingerprint " + bad->info.model_fingerprint +
-                    "), not the default model (" + fingerprints[model] + "); give it with -m");
-      }
+      std::vector<std::exception_ptr> failures;
+      const std::vector<std::vector<uint8_t>> restored =
+          decompress_files(paths, files, model, std::ref(progress), kSideBySideFiles, &failures);
       const double secs = seconds_since(t0);
       progress.clear();
       for (size_t k = 0; k < which.size(); k++) {
         const Archive& a = *which[k];
         try {
+          if (failures[k]) std::rethrow_exception(failures[k]);
           write_output(a.out, restored[k], force);
+        } catch (const ModelMismatchError& e) {  // the default model stood in for a missing -m: say which model is needed
+          if (!model_path.empty())
+            skipped.report(e);
+          else
+            skipped.report(Error(a.in + ": needs the model it was compressed with (fingerprint " + a.info.model_fingerprint +
+                                 "), not the default model (" + fingerprint_of(model) + "); give it with -m"));
+          continue;
         } catch (const Error& e) {
           skipped.report(e);
           continue;
@@ -460,7 +464,7 @@ int cmd_decompress(Args& args) {
                        double(group_bytes) / std::max(secs, 1e-9) / 1e3);
       }
     };
-    group_or_one_by_one(group, restore, skipped);
+    restore(group);  // each archive's failure is reported by itself
   }
   return skipped.count ? 1 : 0;
 }

@@ -8,6 +8,7 @@
 // kept verbatim, so it decompresses to the identical file). Layout: README "The .rbz format".
 #pragma once
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <string>
@@ -125,9 +126,14 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
 // Several archives, each restored as decompress_file would: consecutive archives of one lane each
 // (the default for files up to 16 MiB) coded alike decode side by side as the rows of one batch,
 // at most `lockstep` of them and kSideBySideBytes of content at a time; the others one by one.
+// Without `failures` the first archive that fails throws its rb::Error; with it, each archive's
+// error (a ModelMismatchError where that is the cause) lands in (*failures)[k] with an empty
+// output, and the others are restored, none decoded twice unless a damaged payload stopped the
+// batch it was in.
 std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string>& paths,
                                                    const std::vector<const std::vector<uint8_t>*>& rbzs, Model* model,
                                                    const std::function<void(uint64_t, uint64_t)>& progress = nullptr,
-                                                   int lockstep = kSideBySideFiles);
+                                                   int lockstep = kSideBySideFiles,
+                                                   std::vector<std::exception_ptr>* failures = nullptr);
 
 }  // namespace rb

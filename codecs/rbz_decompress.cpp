@@ -140,15 +140,36 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
 
 std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string>& paths,
                                                    const std::vector<const std::vector<uint8_t>*>& rbzs, Model* model,
-                                                   const std::function<void(uint64_t, uint64_t)>& progress, int lockstep) {
+                                                   const std::function<void(uint64_t, uint64_t)>& progress, int lockstep,
+                                                   std::vector<std::exception_ptr>* failures) {
   if (paths.size() != rbzs.size()) throw Error("decompress_files: one path per archive");
   std::vector<std::vector<uint8_t>> out(rbzs.size());
+  if (failures) failures->assign(rbzs.size(), nullptr);
+  // Runs f for archive k: an Error goes to failures[k] when the caller collects them.
+  const auto for_archive = [&](size_t k, const auto& f) {
+    if (!failures) return f();
+    try {
+      f();
+    } catch (const Error&) {
+      (*failures)[k] = std::current_exception();
+    }
+  };
+  const auto alone = [&](size_t k) {
+    for_archive(k, [&] { out[k] = decompress_file(paths[k], *rbzs[k], model, progress, lockstep); });
+  };
   for (size_t i = 0; i < rbzs.size();) {
     // This archive and the next ones that decode beside it, in the given order (the model's weight
     // format follows each archive's header as decompress_file's would); their headers parsed once.
+    std::optional<Parsed> first_parsed;
+    try {
+      first_parsed = parse(paths[i], *rbzs[i]);
+    } catch (const Error&) {
+      alone(i++);  // reports the damaged header
+      continue;
+    }
     std::vector<Parsed> batch;
     batch.reserve(std::min(rbzs.size() - i, size_t(std::max(1, lockstep))));  // `first` stays valid
-    batch.push_back(parse(paths[i], *rbzs[i]));
+    batch.push_back(std::move(*first_parsed));
     const Parsed& first = batch[0];
     size_t end = i + 1;
     uint64_t bytes = first.info.original_size;
@@ -165,34 +186,40 @@ std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string
         batch.push_back(std::move(*next));
       }
     if (end == i + 1) {
-      out[i] = decompress_file(paths[i], *rbzs[i], model, progress, lockstep);
-      i++;
+      alone(i++);
       continue;
     }
+    // The archives that pass their checks decode as one batch; one that fails costs only itself.
+    std::vector<size_t> rows;
     std::vector<Unpacked> group;
+    for (size_t k = i; k < end; k++)
+      for_archive(k, [&] {
+        Bf16Again unused;  // no adaptation here: the weights' format only follows the header
+        check_model_for(paths[k], batch[k - i], model, unused);
+        group.push_back(unpack(paths[k], *rbzs[k], std::move(batch[k - i])));
+        rows.push_back(k);
+      });
     SegmentCoderOptions so;
     so.lockstep = lockstep;
     so.progress = progress;
     so.mixer_version = first.info.mixer_version;
     std::vector<ByteSpan> contexts, payloads;
     std::vector<MutableByteSpan> outputs;
-    for (size_t k = i; k < end; k++) {
-      Bf16Again unused;  // no adaptation here: the weights' format only follows the header
-      check_model_for(paths[k], batch[k - i], model, unused);
-      group.push_back(unpack(paths[k], *rbzs[k], std::move(batch[k - i])));
-    }
     for (Unpacked& u : group) {
       contexts.push_back({u.ps.context.data(), u.ps.context.size()});
       payloads.push_back(u.payloads[0]);
       outputs.push_back(u.outputs[0]);
       if (u.ps.info.mixed) so.mix_shapes.push_back(u.mix_shapes[0]);
     }
-    try {
-      decode_lanes(*model, contexts, payloads, outputs, so);
-      for (size_t k = i; k < end; k++) out[k] = restore(paths[k], group[k - i]);
-    } catch (const Error&) {  // a damaged archive among them: each alone, so that the error names it
-      for (size_t k = i; k < end; k++) out[k] = decompress_file(paths[k], *rbzs[k], model, nullptr, lockstep);
-    }
+    bool decoded = false;
+    if (!group.empty()) try {
+        decode_lanes(*model, contexts, payloads, outputs, so);
+        decoded = true;
+      } catch (const Error&) {  // a damaged payload stops the batch: each alone, so that the error names it
+        for (size_t k : rows) alone(k);
+      }
+    if (decoded)  // each archive's checksum is its own: a damaged one fails alone
+      for (size_t r = 0; r < rows.size(); r++) for_archive(rows[r], [&] { out[rows[r]] = restore(paths[rows[r]], group[r]); });
     i = end;
   }
   return out;

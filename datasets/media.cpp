@@ -191,20 +191,23 @@ namespace {
 // libsndfile reading and writing memory (virtual I/O): a file decoded from the bytes the caller
 // holds, and an encoded file checked before it is written anywhere.
 struct MemoryFile {
-  std::vector<uint8_t> bytes;
+  const std::vector<uint8_t>* source = nullptr;  // reading: the caller's bytes, not a copy
+  std::vector<uint8_t> bytes;                    // writing
   sf_count_t pos = 0;
+  const std::vector<uint8_t>& data() const { return source ? *source : bytes; }
 };
-sf_count_t vio_length(void* u) { return sf_count_t(static_cast<MemoryFile*>(u)->bytes.size()); }
+sf_count_t vio_length(void* u) { return sf_count_t(static_cast<MemoryFile*>(u)->data().size()); }
 sf_count_t vio_seek(sf_count_t offset, int whence, void* u) {
   auto* m = static_cast<MemoryFile*>(u);
-  const sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : sf_count_t(m->bytes.size());
+  const sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : sf_count_t(m->data().size());
   m->pos = std::max<sf_count_t>(0, base + offset);
   return m->pos;
 }
 sf_count_t vio_read(void* ptr, sf_count_t count, void* u) {
   auto* m = static_cast<MemoryFile*>(u);
-  const sf_count_t n = std::max<sf_count_t>(0, std::min<sf_count_t>(count, sf_count_t(m->bytes.size()) - m->pos));
-  if (n > 0) std::memcpy(ptr, m->bytes.data() + m->pos, size_t(n));
+  const std::vector<uint8_t>& d = m->data();
+  const sf_count_t n = std::max<sf_count_t>(0, std::min<sf_count_t>(count, sf_count_t(d.size()) - m->pos));
+  if (n > 0) std::memcpy(ptr, d.data() + m->pos, size_t(n));
   m->pos += n;
   return n;
 }
@@ -226,7 +229,7 @@ Audio decode_audio(const std::string& path, const std::vector<uint8_t>& file, st
   check_wav_data_chunk(path, file);
   SF_INFO info{};
   SF_VIRTUAL_IO io = {vio_length, vio_seek, vio_read, vio_write, vio_tell};
-  MemoryFile memory{file};
+  MemoryFile memory{&file, {}, 0};
   SNDFILE* f = sf_open_virtual(&io, SFM_READ, &info, &memory);
   if (!f) throw Error(path + ": not a readable audio file (" + std::string(sf_strerror(nullptr)) + ")");
   struct Closer {

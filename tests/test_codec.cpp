@@ -305,7 +305,7 @@ TEST_F(Codec, EachFileIsOneContextByDefaultAndLanesOrFastCutIt) {
 // of one batch): every archive is byte for byte the one compress_file writes for its file alone,
 // on every CPU path and thread count, and decoding side by side restores every file, archives that
 // cannot join a batch (several lanes, stored blocks, another context length) included; a damaged
-// archive among them is an error naming it.
+// archive among them is an error naming it, or, with its failure collected, costs only itself.
 TEST_F(Codec, FilesSideBySideGiveEachFilesOwnArchiveOnEveryPath) {
   const std::string png = temp_path("side.png");
   Image img{11, 7, 3, std::vector<uint8_t>(11 * 7 * 3)};
@@ -371,6 +371,24 @@ TEST_F(Codec, FilesSideBySideGiveEachFilesOwnArchiveOnEveryPath) {
   archive_views[5] = &damaged;
   Loaded m(model_path(), 2);
   expect_error_containing([&] { decompress_files(archive_paths, archive_views, m.model.get(), nullptr, 3); }, "f.txt.rbz");
+  // Collecting failures instead: the damaged archive's error is its own, every other file is restored.
+  std::vector<std::exception_ptr> failures;
+  const auto restored = decompress_files(archive_paths, archive_views, m.model.get(), nullptr, 3, &failures);
+  ASSERT_EQ(failures.size(), archives.size());
+  for (size_t i = 0; i < archives.size(); i++) {
+    if (i == 5) {
+      ASSERT_TRUE(failures[i]);
+      expect_error_containing([&] { std::rethrow_exception(failures[i]); }, "f.txt.rbz");
+      EXPECT_TRUE(restored[i].empty());
+      continue;
+    }
+    EXPECT_FALSE(failures[i]) << archive_paths[i];
+    const std::vector<uint8_t>& want = i == 7 ? digits : i == 8 ? files[6] : files[i];
+    if (i != 4) {
+      EXPECT_EQ(restored[i], want) << archive_paths[i];
+    }
+  }
+  EXPECT_EQ(restored[4], decompress_file(png + ".rbz", alone[4], m.model.get()));
   fs::remove(png);
 }
 

@@ -2,6 +2,8 @@
 // chunkwise = parallel at model level, files and configs, and learning.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstring>
 #include <limits>
 #include <unistd.h>
 
@@ -337,6 +339,46 @@ TEST(Streaming, TrainingWindowsWithCarriedStateEqualOneLongWindowAndRowsResetAlo
   for (const TensorEntry& e : model->table()) {
     test::expect_gradient(e.name.c_str(), params, analytic, loss, 1e-2, 3e-2, 2e-4, largest_gradients(e, analytic));
   }
+}
+
+// A row whose stream ended inside its window (row_bytes < T): the padding is input but no target.
+// The loss is the mean over the other bytes, the gradient does not depend on what the padding
+// holds (bit for bit), and it is the gradient of that mean (finite differences).
+TEST(Streaming, PaddingPastARowsBytesIsNeitherScoredNorTrained) {
+  GoldenTinyRetention g;
+  auto& model = g.model;
+  const ModelConfig& c = model->config();  // B = 2, T = 64, P = 4
+  const int row_bytes[2] = {c.T, 37};
+  std::vector<uint8_t> x = g.input;
+  std::fill(x.begin() + c.T + 37, x.end(), uint8_t(0));
+  std::vector<uint8_t> y = x;
+  for (int t = 37; t < c.T; t++) y[size_t(c.T + t)] = uint8_t(t * 7 + 3);  // other padding
+  model->zero_grad();
+  const double loss = model->forward(x.data(), 2, c.T, Model::Mode::Train, nullptr, row_bytes);
+  double want = 0;
+  for (int b = 0; b < 2; b++)
+    for (int t = 0; t < row_bytes[b]; t++) want += model->byte_losses()[b * c.T + t];
+  EXPECT_DOUBLE_EQ(loss, want / (c.T + 37));
+  model->backward();
+  const std::vector<float> grads(model->grads(), model->grads() + model->num_params());
+  model->zero_grad();
+  EXPECT_EQ(model->forward(y.data(), 2, c.T, Model::Mode::Train, nullptr, row_bytes), loss);
+  model->backward();
+  EXPECT_EQ(std::memcmp(grads.data(), model->grads(), grads.size() * sizeof(float)), 0);
+  // Without row_bytes the padding is trained on: another gradient.
+  model->zero_grad();
+  model->forward(x.data(), 2, c.T, Model::Mode::Train);
+  model->backward();
+  EXPECT_GT(rel_error(model->grads(), grads.data(), grads.size()), 1e-3);
+  // Finite differences of the masked mean, on the largest gradients of each tensor.
+  std::vector<float> params(model->params(), model->params() + model->num_params());
+  auto masked = [&] {
+    std::copy(params.begin(), params.end(), model->params());
+    return model->forward(x.data(), 2, c.T, Model::Mode::Eval, nullptr, row_bytes);
+  };
+  for (const TensorEntry& e : model->table())
+    test::expect_gradient(e.name.c_str(), params, grads, masked, 1e-2, 3e-2, 2e-4, largest_gradients(e, grads));
+  EXPECT_THROW(model->forward(x.data(), 2, c.T, Model::Mode::Eval, nullptr, std::array<int, 2>{c.T + 1, 0}.data()), Error);
 }
 
 TEST(Config, LongestMemorySpacesTheHeadsHorizonsUpToIt) {

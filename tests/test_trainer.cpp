@@ -306,7 +306,8 @@ TEST(Trainer, InitStartsFromAModelsWeightsAndResumesExactly) {
 }
 
 // Each row walks its stream window after window from a random start, until the stream ends or
-// its budget is spent; then it starts elsewhere. Windows past a stream's end are zeros.
+// its budget is spent; then it starts elsewhere. Windows past a stream's end are zeros, which
+// row_bytes leaves out of training.
 TEST(CarriedRows, EachRowWalksOneStreamWindowAfterWindow) {
   TempDir d("rows");
   std::string a(1000, 'a'), b(200, 'b');
@@ -323,7 +324,7 @@ TEST(CarriedRows, EachRowWalksOneStreamWindowAfterWindow) {
   Rng rng(7);
   std::vector<uint8_t> batch(size_t(2) * 3 * 64), want(64);
   std::vector<CarriedRows::Window> before;
-  int continued = 0, started = 0, ended_by_stream = 0;
+  int continued = 0, started = 0, ended_by_stream = 0, padded = 0;
   for (int step = 0; step < 40; step++) {
     rows.next_windows(rng, batch.data());
     const std::vector<CarriedRows::Window> now = rows.last_windows();
@@ -342,6 +343,9 @@ TEST(CarriedRows, EachRowWalksOneStreamWindowAfterWindow) {
         want[i] = at < h.size() ? h[at] : at - h.size() < body.size() ? uint8_t(body[at - h.size()]) : 0;
       }
       EXPECT_TRUE(std::equal(want.begin(), want.end(), batch.begin() + long(w * 64))) << "step " << step << " row " << w;
+      // The zeros after the end are padding, not data: row_bytes stops before them.
+      EXPECT_EQ(rows.row_bytes(int(w / 3))[w % 3], int(std::min<uint64_t>(64, len - x.offset))) << "step " << step;
+      padded += len - x.offset < 64;
       if (!before.empty() && before[w].stream == x.stream && before[w].offset + 64 == x.offset)
         continued++;
       else if (!before.empty()) {
@@ -354,6 +358,7 @@ TEST(CarriedRows, EachRowWalksOneStreamWindowAfterWindow) {
   EXPECT_GT(continued, 40);
   EXPECT_GT(started, 10);
   EXPECT_GT(ended_by_stream, 0);
+  EXPECT_GT(padded, 0);
 }
 
 // The numerics contract: every reduction has one fixed order (GEMM sums over K per element in

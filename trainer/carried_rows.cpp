@@ -18,6 +18,7 @@ CarriedRows::CarriedRows(const ByteDataset& data, Model& model, int micro_batche
   if (model.config().global != GlobalKind::Retention)
     throw Error("\"carry_state\": true needs the retention global (the attention baseline keeps no state)");
   cursors_.resize(size_t(micros_) * B_);
+  lengths_.assign(cursors_.size(), T_);
   for (int m = 0; m < micros_; m++) streams_.push_back(model.new_stream(B_));
 }
 
@@ -33,6 +34,7 @@ void CarriedRows::next_windows(Rng& rng, uint8_t* batch) {
     }
     const uint64_t len = data_.train_stream_bytes(size_t(c.stream));
     data_.read_stream_window(size_t(c.stream), c.offset, T_, batch + w * size_t(T_));
+    lengths_[w] = int(std::min<uint64_t>(uint64_t(T_), len - c.offset));
     c.last = {c.stream, c.offset};
     c.offset += uint64_t(T_);
     if (c.offset >= len || --c.remaining == 0) c.stream = -1;  // the next step starts elsewhere

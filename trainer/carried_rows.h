@@ -38,6 +38,9 @@ class CarriedRows {
   std::vector<Window> last_windows() const;
   // The stream to forward micro-batch m with (rows that start a stream this step are reset).
   GlobalStream& stream(int micro);
+  // Micro-batch m's bytes of data per row in the last windows ([B]; less than T where a stream
+  // ended inside its window and the rest is zero padding, which is not trained on).
+  const int* row_bytes(int micro) const { return lengths_.data() + size_t(micro) * size_t(B_); }
 
   // Checkpoints: every rank sends the micro-batches it owns (micro_batches_of) so all hold all.
   void gather(Communicator& comm);
@@ -58,6 +61,7 @@ class CarriedRows {
   int B_, T_, micros_;
   int64_t walk_windows_;         // mean windows a row walks (carry_bytes / T, at least 1)
   std::vector<Cursor> cursors_;  // [micros * B]
+  std::vector<int> lengths_;     // [micros * B]: the last windows' bytes of data
   std::vector<std::unique_ptr<GlobalStream>> streams_;
 };
 

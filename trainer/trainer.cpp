@@ -316,8 +316,9 @@ StepReport Trainer::train_step() {
   std::vector<double> micro_loss(size_t(M), 0.0);
   for (int micro = mine.first; micro < mine.end; micro++) {
     model_->zero_grad();
-    micro_loss[size_t(micro)] = model_->forward(batch_.data() + size_t(micro) * window, c.B, c.T, Model::Mode::Train,
-                                                carried_ ? &carried_->stream(micro) : nullptr);
+    micro_loss[size_t(micro)] =
+        model_->forward(batch_.data() + size_t(micro) * window, c.B, c.T, Model::Mode::Train,
+                        carried_ ? &carried_->stream(micro) : nullptr, carried_ ? carried_->row_bytes(micro) : nullptr);
     model_->backward();
     if (micro + 1 < mine.end) grad_sum_->keep(model_->grads(), comm_.rank());
   }

@@ -11,26 +11,15 @@ namespace {
 // The lane: exp(x) for -690 <= x <= 690 (x is clamped there; callers redo the rest with exp()).
 inline double exp_lane(double v) {
   const double xj = v > 690.0 ? 690.0 : v < -690.0 ? -690.0 : v;  // NaN becomes -690
-  const double y = xj * 1.44269504088896338700e+00;
+  using namespace exp_constants;
+  const double y = xj * kLog2e;
   const double a = (y >= 0 ? y : -y) + 0.5;
   double fl = (a + 4503599627370496.0) - 4503599627370496.0;
   fl = fl > a ? fl - 1.0 : fl;
   const double nn = y >= 0 ? fl : -fl;
-  const double r = (xj - nn * 6.93147180369123816490e-01) - nn * 1.90821492927058770002e-10;
-  double p = 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  const double r = (xj - nn * kLn2Hi) - nn * kLn2Lo;
+  double p = kHorner[0];
+  for (int i = 1; i < 14; i++) p = p * r + kHorner[i];
   const double biased = nn + (4503599627370496.0 + 1023.0);  // e + 1023 in the low mantissa bits
   uint64_t bits;
   std::memcpy(&bits, &biased, sizeof bits);

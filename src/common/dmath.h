@@ -12,28 +12,36 @@ namespace rb::dmath {
 
 static inline double round_half_away(double x) { return x >= 0 ? std::floor(x + 0.5) : -std::floor(-x + 0.5); }
 
+// exp's constants, shared with the vector lanes of exp_many (dmath.cpp), which must equal it bitwise.
+namespace exp_constants {
+constexpr double kLog2e = 1.44269504088896338700e+00;
+constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+// Taylor coefficients 1/13! ... 1/1!, 1/0!, highest first: Horner's order.
+constexpr double kHorner[] = {1.0 / 6227020800.0,
+                              1.0 / 479001600.0,
+                              1.0 / 39916800.0,
+                              1.0 / 3628800.0,
+                              1.0 / 362880.0,
+                              1.0 / 40320.0,
+                              1.0 / 5040.0,
+                              1.0 / 720.0,
+                              1.0 / 120.0,
+                              1.0 / 24.0,
+                              1.0 / 6.0,
+                              0.5,
+                              1.0,
+                              1.0};
+}  // namespace exp_constants
+
 static inline double exp(double x) {
+  using namespace exp_constants;
   if (x != x) return x;
   if (x > 709.7) return HUGE_VAL;
   if (x < -745.1) return 0.0;
-  const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-  const double n = round_half_away(x * 1.44269504088896338700e+00);
-  const double r = (x - n * ln2_hi) - n * ln2_lo;  // |r| <= ~0.35
-  double p = 1.0 / 6227020800.0;                   // Taylor to r^13, Horner
-  const double inv_fact[] = {1.0 / 479001600.0,
-                             1.0 / 39916800.0,
-                             1.0 / 3628800.0,
-                             1.0 / 362880.0,
-                             1.0 / 40320.0,
-                             1.0 / 5040.0,
-                             1.0 / 720.0,
-                             1.0 / 120.0,
-                             1.0 / 24.0,
-                             1.0 / 6.0,
-                             0.5,
-                             1.0,
-                             1.0};
-  for (double c : inv_fact) p = p * r + c;
+  const double n = round_half_away(x * kLog2e);
+  const double r = (x - n * kLn2Hi) - n * kLn2Lo;  // |r| <= ~0.35
+  double p = kHorner[0];                           // Taylor to r^13, Horner
+  for (int i = 1; i < 14; i++) p = p * r + kHorner[i];
   const int e = int(n);
   if (e < -1000 || e > 1000) return std::ldexp(p, e);  // near the limits: libm's exact scaling
   const uint64_t bits = uint64_t(e + 1023) << 52;      // 2^e: multiplying by it is exact here

@@ -492,7 +492,7 @@ const float* Model::global_step(const uint8_t* patches, int npatches, GlobalStre
   return a.g_out;
 }
 
-double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream) {
+double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream, const int* row_bytes) {
   if (B <= 0 || T <= 0 || T % cfg_.P != 0)
     throw Error("forward: T = " + std::to_string(T) + " must be a positive multiple of P = " + std::to_string(cfg_.P));
   if (stream && (cfg_.global != GlobalKind::Retention || stream->B_ != B))
@@ -548,17 +548,33 @@ double Model::forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* s
   for (int l = 0; l < cfg_.L_L; l++) forward_local(l);
   be_.layernorm_forward(a.l_lnf, a.l_lnf_mean, a.l_lnf_rstd, a.l_res[cfg_.L_L], w_.l_ln_w, w_.l_ln_b, M, DL);
   linear(a.logits, a.l_lnf, w_.head, nullptr, M, DL, 256);
-  if (mode == Mode::Train)
-    be_.crossentropy_fused_backward(a.losses, a.logits, a.bytes, M, 256, 1.0f / M);
-  else
+  // Targets past a row's row_bytes are padding: no loss and no gradient (the mean is over the rest).
+  int targets = M;
+  if (row_bytes) {
+    targets = 0;
+    for (int b = 0; b < B; b++) {
+      if (row_bytes[b] < 0 || row_bytes[b] > T)
+        throw Error("forward: row_bytes[" + std::to_string(b) + "] = " + std::to_string(row_bytes[b]) + " is outside 0.." +
+                    std::to_string(T));
+      targets += row_bytes[b];
+    }
+  }
+  if (mode == Mode::Train) {
+    be_.crossentropy_fused_backward(a.losses, a.logits, a.bytes, M, 256, 1.0f / float(std::max(targets, 1)));
+    for (int b = 0; row_bytes && b < B; b++)
+      if (row_bytes[b] < T)
+        be_.fill(a.logits + (size_t(b) * T + size_t(row_bytes[b])) * 256, 0.0f, size_t(T - row_bytes[b]) * 256);
+  } else {
     be_.crossentropy_forward(a.losses, a.logits, a.bytes, M, 256);
+  }
   train_ready_ = mode == Mode::Train;
 
   std::vector<float> losses(M);
   be_.download(losses.data(), a.losses, M);
   double sum = 0.0;
-  for (float v : losses) sum += v;
-  return sum / M;
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < (row_bytes ? row_bytes[b] : T); t++) sum += losses[size_t(b) * T + size_t(t)];
+  return targets ? sum / targets : 0.0;
 }
 
 void Model::backward_local(int l) {

@@ -137,8 +137,10 @@ class Model {
   // Eval keeps logits(); Train turns them into dlogits for backward(). With a stream (retention
   // global only) the window continues where the stream's previous window ended; in Train mode
   // the carried state enters detached (truncated backpropagation through time: no gradient
-  // flows into the previous window).
-  double forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream = nullptr);
+  // flows into the previous window). row_bytes (optional, [B]): row b's bytes past row_bytes[b]
+  // are padding (a stream that ended): they are inputs still, but no targets: the mean and the
+  // gradients cover the other bytes only.
+  double forward(const uint8_t* x, int B, int T, Mode mode, GlobalStream* stream = nullptr, const int* row_bytes = nullptr);
   std::unique_ptr<GlobalStream> new_stream(int B) { return std::make_unique<GlobalStream>(be_, cfg_, B); }
   // Accumulates parameter gradients (+=) for the last Train forward.
   void backward();
