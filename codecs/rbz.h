@@ -128,8 +128,8 @@ std::vector<uint8_t> decompress_file(const std::string& path, const std::vector<
 // at most `lockstep` of them and kSideBySideBytes of content at a time; the others one by one.
 // Without `failures` the first archive that fails throws its rb::Error; with it, each archive's
 // error (a ModelMismatchError where that is the cause) lands in (*failures)[k] with an empty
-// output, and the others are restored, none decoded twice unless a damaged payload stopped the
-// batch it was in.
+// output, and the others are restored, each decoded once (a damaged payload stops its own row of
+// the batch only).
 std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string>& paths,
                                                    const std::vector<const std::vector<uint8_t>*>& rbzs, Model* model,
                                                    const std::function<void(uint64_t, uint64_t)>& progress = nullptr,

@@ -211,15 +211,21 @@ std::vector<std::vector<uint8_t>> decompress_files(const std::vector<std::string
       outputs.push_back(u.outputs[0]);
       if (u.ps.info.mixed) so.mix_shapes.push_back(u.mix_shapes[0]);
     }
+    // A damaged payload stops its own row only; its checksum is each archive's own too.
+    std::vector<std::string> lane_errors(group.size());
+    so.lane_errors = &lane_errors;
     bool decoded = false;
     if (!group.empty()) try {
         decode_lanes(*model, contexts, payloads, outputs, so);
         decoded = true;
-      } catch (const Error&) {  // a damaged payload stops the batch: each alone, so that the error names it
+      } catch (const Error&) {  // refused as a whole: each alone, so that the error names its archive
         for (size_t k : rows) alone(k);
       }
-    if (decoded)  // each archive's checksum is its own: a damaged one fails alone
-      for (size_t r = 0; r < rows.size(); r++) for_archive(rows[r], [&] { out[rows[r]] = restore(paths[rows[r]], group[r]); });
+    for (size_t r = 0; decoded && r < rows.size(); r++)
+      for_archive(rows[r], [&] {
+        if (!lane_errors[r].empty()) throw Error(paths[rows[r]] + ": " + lane_errors[r]);
+        out[rows[r]] = restore(paths[rows[r]], group[r]);
+      });
     i = end;
   }
   return out;

@@ -218,6 +218,14 @@ void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std
   // With adaptation every lane steps in one group, so rounds fall at the same positions for all;
   // lanes that share mixer statistics too, so that they are coded in the encoder's order.
   const int width = std::max(1, round || shared ? int(payloads.size()) : std::min(options.lockstep, int(payloads.size())));
+  std::vector<std::string>* lane_errors = shared ? nullptr : options.lane_errors;  // shared lanes fail together
+  if (lane_errors && lane_errors->size() != payloads.size()) throw Error("decode_segments: one lane error per payload");
+  // A lane that failed (with lane_errors): the reason is recorded once and the lane decodes zeros.
+  const auto fail = [&](size_t lane, const std::string& why) {
+    if (!lane_errors) throw Error(why);
+    if ((*lane_errors)[lane].empty()) (*lane_errors)[lane] = why;
+  };
+  const auto failed = [&](size_t lane) { return lane_errors && !(*lane_errors)[lane].empty(); };
   Stepper stepper(model, width);
   std::vector<uint8_t> context_rows, bytes(static_cast<size_t>(width)), lane_ok;
   uint32_t model_cum[257], mixed_cum[257];
@@ -237,9 +245,13 @@ void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std
     for (int b = 0; b < B; b++) {
       const size_t n = outputs[g0 + b].size;
       longest = std::max(longest, n);
-      if (n == 0 && payloads[g0 + b].size != 0) throw Error("damaged model-coded block (data for an empty segment)");
-      if (n && bitwise) bit_dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
-      if (n && !bitwise) dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
+      try {
+        if (n == 0 && payloads[g0 + b].size != 0) throw Error("damaged model-coded block (data for an empty segment)");
+        if (n && bitwise) bit_dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
+        if (n && !bitwise) dec[size_t(b)].emplace(payloads[g0 + b].data, payloads[g0 + b].size);
+      } catch (const Error& e) {
+        fail(g0 + size_t(b), e.what());
+      }
     }
     if (longest == 0) continue;
     StreamState state(model, B);
@@ -260,7 +272,7 @@ void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std
       const auto decode_lane = [&](int b, uint32_t* model_cum, uint32_t* mixed_cum) {
         const MutableByteSpan& out = outputs[g0 + b];
         bytes[size_t(b)] = 0;  // lanes past their end: the encoder's zero padding
-        if (at >= out.size) return true;
+        if (at >= out.size || failed(g0 + size_t(b))) return true;
         logits_to_cumulative(logits + size_t(b) * 256, model_cum);
         if (bitwise) {
           cm::BinaryDecoder& d = *bit_dec[size_t(b)];
@@ -289,8 +301,8 @@ void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std
           for (int64_t b = b0; b < b1; b++) lane_ok[size_t(b)] = decode_lane(int(b), own_model_cum, own_mixed_cum);
         });
       }
-      for (uint8_t ok : lane_ok)
-        if (!ok) throw Error("damaged model-coded block (its data ends early)");
+      for (int b = 0; b < B; b++)
+        if (!lane_ok[size_t(b)]) fail(g0 + size_t(b), "damaged model-coded block (its data ends early)");
       for (int b = 0; b < B; b++) done += at < outputs[g0 + b].size ? 1 : 0;
       side.stop();
       stepper.accept(state, bytes.data());
@@ -304,8 +316,9 @@ void decode_lanes(Model& model, const std::vector<ByteSpan>& contexts, const std
       }
     }
     for (int b = 0; b < B; b++)
-      if (outputs[g0 + b].size && !(bitwise ? bit_dec[size_t(b)]->finished_cleanly() : dec[size_t(b)]->finished_cleanly()))
-        throw Error("damaged model-coded block (it does not end where its encoder ended)");
+      if (outputs[g0 + b].size && !failed(g0 + size_t(b)) &&
+          !(bitwise ? bit_dec[size_t(b)]->finished_cleanly() : dec[size_t(b)]->finished_cleanly()))
+        fail(g0 + size_t(b), "damaged model-coded block (it does not end where its encoder ended)");
   }
   if (options.progress) options.progress(done, total);
 }

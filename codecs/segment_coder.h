@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "codecs/context_mixer.h"
@@ -46,6 +47,10 @@ struct SegmentCoderOptions {
   struct Times {
     double model_s = 0, side_s = 0;
   }* times = nullptr;
+  // Decoder, lanes that do not share statistics (files side by side): if set (one entry per
+  // payload), a lane whose payload is damaged gets the reason here and decodes nothing more,
+  // while the other lanes go on (each row of the batch is independent); otherwise it throws.
+  std::vector<std::string>* lane_errors = nullptr;
 };
 using CoderTimes = SegmentCoderOptions::Times;
 

@@ -13,6 +13,7 @@
 #include "datasets/media.h"
 #include "codecs/rans.h"
 #include "codecs/rbz.h"
+#include "codecs/segment_coder.h"
 #include "src/common/errors.h"
 #include "tests/test_util.h"
 #include "trainer/trainer.h"
@@ -390,6 +391,49 @@ TEST_F(Codec, FilesSideBySideGiveEachFilesOwnArchiveOnEveryPath) {
   }
   EXPECT_EQ(restored[4], decompress_file(png + ".rbz", alone[4], m.model.get()));
   fs::remove(png);
+}
+
+// Lanes side by side with one damaged payload: with lane_errors the damaged lane alone fails and
+// the others decode to their bytes in the same batch; without, the batch throws.
+TEST_F(Codec, ADamagedLaneStopsOnlyItselfWhenLaneErrorsAreCollected) {
+  Loaded m(model_path(), 2);
+  const int P = m.model->config().P;
+  const std::vector<std::vector<uint8_t>> segs = {repetitive_text(700), random_bytes(900, 3), repetitive_text(500)};
+  std::vector<std::vector<uint8_t>> ctx(3);
+  for (int i = 0; i < 3; i++) ctx[size_t(i)].assign(size_t(P), uint8_t('a' + i));
+  std::vector<ByteSpan> contexts, segments;
+  for (int i = 0; i < 3; i++) contexts.push_back({ctx[size_t(i)].data(), ctx[size_t(i)].size()});
+  for (const auto& sg : segs) segments.push_back({sg.data(), sg.size()});
+  std::vector<std::vector<uint8_t>> payloads = encode_lanes(*m.model, contexts, segments);
+  ASSERT_EQ(payloads.size(), 3u);
+  for (int damage = 0; damage < 2; damage++) {
+    std::vector<uint8_t> bad = payloads[1];
+    if (damage == 0)
+      bad.resize(bad.size() / 2);  // cut: refused before it decodes
+    else
+      bad[bad.size() / 2] ^= 0x21;  // decodes to other bytes, found at its end or its checksum
+    std::vector<ByteSpan> pl = {
+        {payloads[0].data(), payloads[0].size()}, {bad.data(), bad.size()}, {payloads[2].data(), payloads[2].size()}};
+    std::vector<std::vector<uint8_t>> outs(3);
+    std::vector<MutableByteSpan> out_spans;
+    for (int i = 0; i < 3; i++) {
+      outs[size_t(i)].assign(segs[size_t(i)].size(), 0);
+      out_spans.push_back({outs[size_t(i)].data(), outs[size_t(i)].size()});
+    }
+    std::vector<std::string> lane_errors(3);
+    SegmentCoderOptions o;
+    o.lane_errors = &lane_errors;
+    decode_lanes(*m.model, contexts, pl, out_spans, o);
+    EXPECT_TRUE(lane_errors[0].empty() && lane_errors[2].empty()) << lane_errors[0] << lane_errors[2];
+    EXPECT_EQ(outs[0], segs[0]);
+    EXPECT_EQ(outs[2], segs[2]);
+    if (damage == 0) {
+      EXPECT_NE(lane_errors[1].find("model-coded block"), std::string::npos) << lane_errors[1];
+    } else {
+      EXPECT_TRUE(!lane_errors[1].empty() || outs[1] != segs[1]);  // a flipped bit may still end cleanly
+    }
+    if (damage == 0) EXPECT_THROW(decode_lanes(*m.model, contexts, pl, out_spans, {}), Error);
+  }
 }
 
 // Every mixer version: 3 (bitwise, a file's lanes sharing statistics: the default), 2 (bitwise,
