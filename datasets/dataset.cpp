@@ -215,12 +215,13 @@ uint64_t ByteDataset::train_stream_bytes(size_t s) const {
   return (s + 1 < packed_start_.size() ? packed_start_[s + 1] : packed_size_) - packed_start_[s];
 }
 
-void ByteDataset::read_stream_window(size_t s, uint64_t offset, int T, uint8_t* out) const {
+int ByteDataset::read_stream_window(size_t s, uint64_t offset, int T, uint8_t* out) const {
   const uint64_t len = train_stream_bytes(s);
   if (offset % uint64_t(P_) != 0 || offset >= len) throw Error("read_stream_window: offset outside the stream");
   const int n = int(std::min<uint64_t>(uint64_t(T), len - offset));
   read_window((packed_start_[s] + offset) / uint64_t(P_), n, out);
   std::fill(out + n, out + T, uint8_t(0));
+  return n;
 }
 
 void ByteDataset::sample_window(Rng& rng, int T, uint8_t* out) const { read_window(rng.below(train_patches()), T, out); }

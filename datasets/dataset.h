@@ -82,12 +82,12 @@ class ByteDataset {
   // The training streams one by one (carried-state training walks them window by window): how many,
   // the one holding packed patch `patch`, a stream's length in bytes (header and padding to whole
   // patches included), and T bytes of stream s from byte `offset` (a multiple of P), zeros past
-  // its end.
+  // its end (returning the bytes of data: T, or fewer where the stream ends inside the window).
   size_t train_streams() const { return train_.size(); }
   size_t train_stream_at(uint64_t patch) const;
   uint64_t train_stream_bytes(size_t s) const;
   uint64_t train_stream_start(size_t s) const { return packed_start_.at(s); }  // in the packed sequence
-  void read_stream_window(size_t s, uint64_t offset, int T, uint8_t* out) const;
+  int read_stream_window(size_t s, uint64_t offset, int T, uint8_t* out) const;
   // A stream as the model sees it: its file's header, then the span's body bytes.
   const std::vector<uint8_t>& header(const StreamSpan& s) const { return files_[s.file]->header(); }
   const uint8_t* span_data(const StreamSpan& s) const { return files_[s.file]->body() + s.begin; }

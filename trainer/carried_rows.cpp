@@ -33,8 +33,7 @@ void CarriedRows::next_windows(Rng& rng, uint8_t* batch) {
       c = Cursor{int64_t(s), patch * uint64_t(data_.patch_size()) - data_.train_stream_start(s), budget, true, {-1, 0}};
     }
     const uint64_t len = data_.train_stream_bytes(size_t(c.stream));
-    data_.read_stream_window(size_t(c.stream), c.offset, T_, batch + w * size_t(T_));
-    lengths_[w] = int(std::min<uint64_t>(uint64_t(T_), len - c.offset));
+    lengths_[w] = data_.read_stream_window(size_t(c.stream), c.offset, T_, batch + w * size_t(T_));
     c.last = {c.stream, c.offset};
     c.offset += uint64_t(T_);
     if (c.offset >= len || --c.remaining == 0) c.stream = -1;  // the next step starts elsewhere
